@@ -1,0 +1,145 @@
+"""The seam between the simulation loop and the engines: jobs in, trained generations out.
+
+The loop never trains a model itself. At each decision point it hands the engine every
+:class:`TrainJob` that is due and records the :class:`Trained` results; after the replay it asks the
+engine for every generation's predictions on every slice. Two engines sit behind this seam: the
+sequential reference (:mod:`ctsim.engine.sequential`) and the batched product
+(:mod:`ctsim.engine.batched`). Both follow :class:`Engine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+
+from ctsim.config import ConfigError, check, is_number, one_of, positive_int
+from ctsim.models.base import ModelSpec
+from ctsim.optim import SGD, Adam
+
+State = dict[str, torch.Tensor]
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How each generation is trained (the ``train`` config group).
+
+    Args:
+        epochs: passes over the selected data per trigger.
+        batch_size: samples per optimizer step (the last batch of an epoch may be smaller).
+        init: ``finetune`` starts from the pipeline's previous generation (fresh optimizer state),
+            ``scratch`` from a new initialisation every time. Generation 0 always starts from scratch.
+        clip_grad_norm: clip each model's gradient to this global L2 norm; null for no clipping.
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    init: Literal["finetune", "scratch"] = "finetune"
+    clip_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        ConfigError.raise_all(
+            [
+                positive_int("epochs", self.epochs),
+                positive_int("batch_size", self.batch_size),
+                one_of("init", self.init, ["finetune", "scratch"]),
+                check(
+                    "clip_grad_norm",
+                    self.clip_grad_norm,
+                    self.clip_grad_norm is None
+                    or (is_number(self.clip_grad_norm) and self.clip_grad_norm > 0),
+                    "null or a number > 0",
+                ),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One generation to train: which model, from which state, on which samples, how, with which seed.
+
+    ``parent`` is the state to fine-tune from (None: a fresh initialisation from ``seed``).
+    ``weights`` are per-sample loss weights aligned with ``keys`` (None: all 1).
+    """
+
+    pipeline: int
+    generation: int
+    model: ModelSpec
+    optimizer: SGD | Adam
+    train: TrainConfig
+    keys: torch.Tensor
+    seed: int
+    parent: State | None = None
+    weights: torch.Tensor | None = None
+
+    def steps(self) -> int:
+        """Optimizer steps this job takes: ``epochs × ceil(len(keys) / batch_size)``."""
+        return self.train.epochs * -(-len(self.keys) // self.train.batch_size)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What an engine returns for one job. ``state`` lives on the CPU."""
+
+    state: State
+    steps: int
+    samples: int
+    seconds: float
+    loss: float
+    status: Literal["ok", "nonfinite"] = "ok"
+
+
+class Engine(Protocol):
+    """Trains jobs and predicts with trained states. ``name`` is recorded in the outputs."""
+
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def train(self, jobs: Sequence[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
+        """Train every job (``x``, ``y``: the whole stream, indexed by the jobs' keys)."""
+        ...
+
+    def predict(
+        self, model: ModelSpec, states: Sequence[State], x: torch.Tensor
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Class predictions ``(len(states), len(x))`` of each state on ``x``, and seconds per state."""
+        ...
+
+
+def job_seed(pipeline_seed: int, generation: int) -> int:
+    """The seed of one generation's initialisation, data order and dropout masks.
+
+    Derived with NumPy's ``SeedSequence`` so that nearby seeds give unrelated streams.
+
+    >>> job_seed(0, 1) == job_seed(0, 1) != job_seed(1, 0)
+    True
+    """
+    return int(np.random.SeedSequence([pipeline_seed, generation]).generate_state(1, dtype=np.uint32)[0])
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; a clear error for a CUDA device that is absent."""
+    ConfigError.raise_all([one_of("device", device, ["auto", "cpu", "cuda"])])
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            [check("device", device, False, "'auto' or 'cpu': this machine has no CUDA device")]
+        )
+    return torch.device(device)
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 trades float32 precision for speed on NVIDIA GPUs; ctsim keeps it off unless asked."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """``channels_last`` for image batches (N, C, H, W): faster convolutions on CPU and GPU."""
+    return torch.channels_last if x.dim() == 4 else torch.contiguous_format

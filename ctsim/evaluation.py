@@ -1,0 +1,162 @@
+"""Evaluation: every generation on every slice's test set, the active model, composite accuracy.
+
+* The **accuracy matrix** of a pipeline is generation × evaluation slice (also for macro-F1).
+* The **active model** for slice ``s`` is the newest generation whose training data ended before
+  ``s`` begins: a generation trained on a batch of slice ``t`` serves slices ``t+1, t+2, …`` until a
+  newer one replaces it (Modyn's "currently active model"). Slices before the first generation have
+  no active model.
+* The **composite accuracy** of a pipeline is its active models' accuracy, slice by slice; its mean
+  is taken over the slices that have an active model, unweighted and weighted by test-set size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from ctsim.engine.base import Engine, State
+from ctsim.models.base import ModelSpec
+from ctsim.stream import Stream
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of every generation (rows) on every slice (columns); NaN where a slice has no test data."""
+
+    accuracy: torch.Tensor  # (G, S) float64
+    macro_f1: torch.Tensor  # (G, S) float64
+    n: torch.Tensor  # (S,) test samples per slice
+    seconds: torch.Tensor  # (G,) evaluation seconds attributed to each generation
+
+
+def evaluate(
+    engine: Engine,
+    stream: Stream,
+    models: Sequence[ModelSpec],
+    states: Sequence[State],
+    progress: bool = False,
+) -> Evaluation:
+    """Predict with every state on every slice's test set, then score each slice.
+
+    The test inputs of all slices go to the engine together and are shared by every model; models of
+    one architecture go in one call.
+    """
+    num_gen, num_slices = len(states), stream.num_slices
+    keys = torch.cat(stream.test_keys) if stream.test_keys else torch.empty(0, dtype=torch.long)
+    n = torch.tensor([len(k) for k in stream.test_keys])
+    accuracy = torch.full((num_gen, num_slices), math.nan, dtype=torch.float64)
+    macro_f1 = accuracy.clone()
+    seconds = torch.zeros(num_gen, dtype=torch.float64)
+    if num_gen == 0 or len(keys) == 0:
+        return Evaluation(accuracy, macro_f1, n, seconds)
+    x = stream.x[keys.to(stream.x.device)].to(engine.device)
+    y, seg = stream.y[keys], stream.slice[keys]
+    groups: dict[str, list[int]] = {}
+    for i, model in enumerate(models):
+        groups.setdefault(model.key, []).append(i)
+    for rows in tqdm(
+        groups.values(), desc="evaluate", unit="architecture", disable=None if progress else True, leave=False
+    ):
+        preds, secs = engine.predict(models[rows[0]], [states[r] for r in rows], x)
+        acc, f1 = slice_scores(preds, y, seg, num_slices, stream.num_classes)
+        accuracy[rows], macro_f1[rows] = acc, f1
+        seconds[rows] = torch.tensor(secs, dtype=torch.float64)
+    return Evaluation(accuracy, macro_f1, n, seconds)
+
+
+def slice_scores(
+    preds: torch.Tensor, labels: torch.Tensor, seg: torch.Tensor, num_slices: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy and macro-F1 of each row of ``preds`` (G, n) on each slice; ``seg`` gives samples' slices.
+
+    >>> preds = torch.tensor([[0, 1, 1, 1]])
+    >>> acc, f1 = slice_scores(preds, torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1]), 3, 2)
+    >>> acc.tolist(), [round(v, 4) for v in f1[0, :2].tolist()]
+    ([[1.0, 0.5, nan]], [1.0, 0.3333])
+    """
+    num_gen = preds.shape[0]
+    counts = torch.bincount(seg, minlength=num_slices).double()
+    correct = torch.zeros(num_gen, num_slices, dtype=torch.float64)
+    correct.index_add_(1, seg, (preds == labels).double())
+    accuracy = correct / counts  # NaN where a slice has no test samples
+
+    p = torch.nn.functional.one_hot(preds, num_classes).bool()  # (G, n, C)
+    t = torch.nn.functional.one_hot(labels, num_classes).bool().unsqueeze(0)
+
+    def per_slice(hits: torch.Tensor) -> torch.Tensor:  # (G, n, C) → (G, S, C)
+        return torch.zeros(num_gen, num_slices, num_classes, dtype=torch.float64).index_add_(
+            1, seg, hits.double()
+        )
+
+    tp, fp, fn = per_slice(p & t), per_slice(p & ~t), per_slice(~p & t)
+    present = (tp + fp + fn) > 0
+    f1 = torch.where(present, 2 * tp / (2 * tp + fp + fn).clamp(min=1), 0.0)
+    macro_f1 = f1.sum(2) / present.sum(2)
+    return accuracy, macro_f1
+
+
+def f1_macro(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Macro-F1 of each row of ``preds`` (G, n) against ``labels`` (n,), over one set of samples.
+
+    The mean over classes of ``2·TP / (2·TP + FP + FN)``, over the classes that occur in the labels or
+    the predictions (as scikit-learn's ``f1_score(average="macro")`` with those labels).
+
+    >>> f1_macro(torch.tensor([[0, 0, 1, 1], [0, 0, 0, 0]]), torch.tensor([0, 0, 1, 1]), 2)
+    tensor([1.0000, 0.3333], dtype=torch.float64)
+    """
+    p = torch.nn.functional.one_hot(preds, num_classes).bool()  # (G, n, C)
+    t = torch.nn.functional.one_hot(labels, num_classes).bool().unsqueeze(0)
+    tp = (p & t).sum(1).double()
+    fp = (p & ~t).sum(1).double()
+    fn = (~p & t).sum(1).double()
+    present = (tp + fp + fn) > 0
+    f1 = torch.where(present, 2 * tp / (2 * tp + fp + fn).clamp(min=1), 0.0)
+    return f1.sum(1) / present.sum(1).clamp(min=1)
+
+
+def active_generations(trained_slices: Sequence[int], num_slices: int) -> list[int | None]:
+    """For each slice, the index of the active generation (None before the first one).
+
+    ``trained_slices[g]`` is the slice in which generation ``g``'s training data ended.
+
+    >>> active_generations([0, 2, 2, 5], num_slices=7)
+    [None, 0, 0, 2, 2, 2, 3]
+    """
+    active: list[int | None] = []
+    g = -1
+    for s in range(num_slices):
+        while g + 1 < len(trained_slices) and trained_slices[g + 1] < s:
+            g += 1
+        active.append(g if g >= 0 else None)
+    return active
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A pipeline's active-model metric per slice, and its means."""
+
+    per_slice: list[float]  # NaN where no model is active or the slice has no test data
+    mean: float
+    weighted_mean: float
+    coverage: int  # slices with an active model and test data
+
+
+def composite(matrix: torch.Tensor, active: Sequence[int | None], n: torch.Tensor) -> Composite:
+    """Compose a (G, S) metric matrix along the active-model mapping.
+
+    >>> m = torch.tensor([[0.9, 0.8, 0.5, 0.4], [0.6, 0.7, 0.9, 0.8]], dtype=torch.float64)
+    >>> c = composite(m, [None, 0, 1, 1], torch.tensor([10, 10, 30, 10]))
+    >>> c.per_slice[1:], round(c.mean, 4), round(c.weighted_mean, 4), c.coverage
+    ([0.8, 0.9, 0.8], 0.8333, 0.86, 3)
+    """
+    values = [math.nan if g is None or n[s] == 0 else float(matrix[g, s]) for s, g in enumerate(active)]
+    valid = [s for s, v in enumerate(values) if not math.isnan(v)]
+    if not valid:
+        return Composite(values, math.nan, math.nan, 0)
+    weights = n[valid].double()
+    vals = torch.tensor([values[s] for s in valid], dtype=torch.float64)
+    return Composite(values, float(vals.mean()), float((vals * weights).sum() / weights.sum()), len(valid))

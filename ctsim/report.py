@@ -1,0 +1,158 @@
+"""The human-readable side of a run: ``summary.md`` and the one-screen summary printed at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from ctsim.datasets.base import ChangePoint
+
+
+def pipeline_summary(cost: pl.DataFrame) -> pl.DataFrame:
+    """One row per pipeline: means over its seeds (and the spread of composite accuracy)."""
+    return cost.group_by("pipeline", maintain_order=True).agg(
+        pl.len().alias("seeds"),
+        pl.col("triggers").mean(),
+        pl.col("composite_accuracy").mean().alias("accuracy"),
+        pl.col("composite_accuracy").std().alias("accuracy_sd"),
+        pl.col("composite_accuracy_weighted").mean().alias("accuracy_weighted"),
+        pl.col("composite_macro_f1").mean().alias("macro_f1"),
+        pl.col("samples_trained").mean(),
+        pl.col("optimizer_steps").mean(),
+        (pl.col("train_flops").mean() / 1e12).alias("train_tflops"),
+        pl.col("train_s").mean(),
+        pl.col("eval_s").mean(),
+        pl.col("total_s").mean(),
+        pl.col("nonfinite_generations").sum(),
+    )
+
+
+def _fmt(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 1:
+            return f"{int(value):,}"
+        return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def console_summary(
+    name: str, header: str, cost: pl.DataFrame, out_dir: Path, files: Sequence[Path], wall_seconds: float
+) -> str:
+    """The one-screen summary: pipelines, triggers, composite accuracy, samples trained, time, files."""
+    table = pipeline_summary(cost)
+    cols = [
+        ("pipeline", 18),
+        ("seeds", 5),
+        ("triggers", 8),
+        ("accuracy", 9),
+        ("± sd", 6),
+        ("samples", 11),
+        ("train s", 8),
+        ("total s", 8),
+    ]
+    lines = [
+        f"ctsim · {name} · {header}",
+        "",
+        "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(cols)),
+    ]
+    for row in table.iter_rows(named=True):
+        values = [
+            row["pipeline"],
+            row["seeds"],
+            f"{row['triggers']:.1f}".rstrip("0").rstrip("."),
+            _fmt(row["accuracy"]),
+            _fmt(row["accuracy_sd"]),
+            _fmt(round(row["samples_trained"])),
+            _fmt(row["train_s"], 1),
+            _fmt(row["total_s"], 1),
+        ]
+        lines.append(
+            "  ".join(
+                f"{v!s:<{w}}" if i == 0 else f"{v!s:>{w}}"
+                for i, (v, (_, w)) in enumerate(zip(values, cols))
+            )
+        )
+        if row["nonfinite_generations"]:
+            lines.append(
+                f"  ! {row['pipeline']}: {row['nonfinite_generations']} generation(s) went non-finite "
+                "and were frozen at their last finite state (generations.parquet: status)"
+            )
+    lines += [
+        "",
+        "accuracy: mean composite accuracy (active model per slice), mean over seeds",
+        f"wall time {wall_seconds:.1f} s · results in {out_dir}/",
+        "  " + ", ".join(sorted(str(f.relative_to(out_dir)) for f in files if f.parent == out_dir)),
+        f"  plots/: {sum(1 for f in files if f.parent.name == 'plots')} png",
+    ]
+    return "\n".join(lines)
+
+
+def markdown_summary(
+    name: str,
+    header: str,
+    command: str,
+    variants: Sequence[tuple[str, list[str]]],
+    cost: pl.DataFrame,
+    change_points: Sequence[ChangePoint],
+    slice_labels: Sequence[str],
+    files: Sequence[Path],
+    out_dir: Path,
+) -> str:
+    table = pipeline_summary(cost)
+    lines = [f"# ctsim run: {name}", "", f"- {header}", f"- command: `{command}`", "", "## Pipelines", ""]
+    lines += ["| pipeline | overrides |", "|---|---|"]
+    lines += [f"| {v} | {' '.join(o) or '(the run config)'} |" for v, o in variants]
+    cols = [
+        "pipeline",
+        "seeds",
+        "triggers",
+        "accuracy",
+        "accuracy_sd",
+        "accuracy_weighted",
+        "macro_f1",
+        "samples_trained",
+        "optimizer_steps",
+        "train_tflops",
+        "train_s",
+        "eval_s",
+        "total_s",
+        "nonfinite_generations",
+    ]
+    lines += [
+        "",
+        "## Results (mean over seeds)",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for row in table.iter_rows(named=True):
+        lines.append("| " + " | ".join(_fmt(row[c], 4 if c == "train_tflops" else 3) for c in cols) + " |")
+    lines += [
+        "",
+        "accuracy: mean over slices of the active model's accuracy (composite accuracy); "
+        "accuracy_weighted weights slices by test-set size.",
+        "",
+    ]
+    if change_points:
+        lines += ["## Designed drift (dataset ground truth)", ""]
+        for cp in change_points:
+            span = slice_labels[cp.slice] + (
+                f"–{slice_labels[cp.end_slice]}" if cp.end_slice is not None else ""
+            )
+            lines.append(f"- {span} ({cp.kind}): {cp.what}")
+        lines.append("")
+    checkpoints = [f for f in files if "checkpoints" in f.parts]
+    listed = sorted(f for f in files if f not in checkpoints)
+    lines += ["## Files", ""] + [f"- `{f.relative_to(out_dir)}`" for f in listed]
+    if checkpoints:
+        lines.append(
+            f"- `checkpoints/<pipeline>/seed<seed>/gen<generation>.pt`: {len(checkpoints)} state dicts "
+            "(paths in generations.parquet)"
+        )
+    return "\n".join(lines) + "\n"

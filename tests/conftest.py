@@ -1,0 +1,50 @@
+"""Shared helpers: compose the real Hydra config (conf/) and build or run it, as the CLI does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ctsim.build import RunPlan, build_run
+from ctsim.cli import CONF_DIR
+from ctsim.run import RunOutcome, execute
+
+REPO = CONF_DIR.parent
+
+
+def small(tmp_path: Path, *extra: str) -> list[str]:
+    """Overrides for a quick run: its own data root, no progress bars, no plots unless asked."""
+    return [f"dataset.root={tmp_path / 'datasets'}", "progress=false", "output.plots=false", *extra]
+
+
+def build(overrides: list[str]) -> RunPlan:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+        return build_run(compose("config", overrides=overrides), overrides)
+
+
+def run(overrides: list[str], out_dir: Path) -> RunOutcome:
+    return execute(build(overrides), out_dir, echo=False)
+
+
+def cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """``python -m ctsim ARGS`` in a subprocess, as a user types it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "ctsim", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_portraits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root shared by tests that use the same small portraits (generated once)."""
+    return tmp_path_factory.mktemp("datasets")

@@ -1,0 +1,183 @@
+"""Every config composes and instantiates; bad values stop the run early with errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from ctsim.cli import CONF_DIR
+from ctsim.config import ConfigError
+from ctsim.models import MLP, YearbookNet
+from ctsim.triggers import AmountTrigger, NeverTrigger, TimeTrigger
+
+from .conftest import REPO, build, cli, small
+
+GROUP_OPTIONS = [
+    (group.name, path.stem)
+    for group in sorted(CONF_DIR.iterdir())
+    if group.is_dir()
+    for path in sorted(group.glob("*.yaml"))
+]
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_config_option_composes_and_builds(tmp_path, group, option):
+    plan = build(small(tmp_path, f"{group}={option}"))
+    assert plan.pipelines and plan.dataset.name == "portraits"
+    for p in plan.pipelines:
+        assert p.model.build() is not None
+
+
+def test_defaults_are_the_quickstart():
+    plan = build([])
+    assert plan.name == "quickstart"
+    assert [v.name for v in plan.variants] == ["yearly", "every_5y", "never"]
+    assert [type(p.trigger) for p in plan.pipelines] == [TimeTrigger, TimeTrigger, NeverTrigger]
+    assert [getattr(p.trigger, "every", None) for p in plan.pipelines] == [1, 5, None]
+    assert plan.engine.name == "sequential"
+
+
+def test_portraits_yearly_is_modyns_yearbook_setup():
+    plan = build(["experiment=portraits_yearly"])
+    (p,) = plan.pipelines
+    assert plan.dataset.size == 1.0 and isinstance(p.trigger, TimeTrigger) and p.trigger.every == 1
+    assert type(p.selection).__name__ == "NewData" and p.selection.tail == 0
+    assert p.model.factory.func is YearbookNet
+    assert (p.optimizer.lr, p.optimizer.momentum) == (0.001, 0.9)
+    assert (p.train.epochs, p.train.batch_size, p.train.init) == (5, 64, "finetune")
+
+
+def test_group_overrides_work_the_usual_hydra_way(tmp_path):
+    plan = build(
+        small(
+            tmp_path,
+            "experiment=portraits_yearly",
+            "trigger=amount",
+            "trigger.every=500",
+            "selection=all",
+            "model=mlp",
+            "optimizer=adam",
+            "optimizer.lr=0.01",
+            "train.epochs=2",
+        )
+    )
+    (p,) = plan.pipelines
+    assert isinstance(p.trigger, AmountTrigger) and p.trigger.every == 500
+    assert type(p.selection).__name__ == "AllData"
+    assert p.model.factory.func is MLP
+    assert type(p.optimizer).__name__ == "Adam" and p.optimizer.lr == 0.01
+    assert p.train.epochs == 2
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=0", r"train\.epochs=0: expected an integer ≥ 1"),
+        ("train.batch_size=-5", r"train\.batch_size=-5: expected an integer ≥ 1"),
+        ("train.init=warm", r"train\.init='warm': expected one of \['finetune', 'scratch'\]"),
+        ("optimizer.lr=0", r"optimizer\.lr=0: expected a number > 0"),
+        ("optimizer.lr=-0.1", r"optimizer\.lr=-0\.1: expected a number > 0"),
+        ("optimizer.momentum=1.5", r"optimizer\.momentum=1\.5: expected a number in \[0, 1\)"),
+        ("trigger.every=0", r"trigger\.every=0: expected an integer ≥ 1"),
+        ("dataset.size=0", r"dataset\.size=0: expected a number > 0"),
+        ("dataset.size=-1", r"dataset\.size=-1: expected a number > 0"),
+        ("stream.arrival_batch=0", r"stream\.arrival_batch=0"),
+        ("model.channels=0", r"model\.channels=0: expected an integer ≥ 1"),
+        ("device=gpu", r"device='gpu': expected one of \['auto', 'cpu', 'cuda'\]"),
+        ("population.seeds=[]", r"population\.seeds=\[\]"),
+        ("output.checkpoints=some", r"output\.checkpoints='some'"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, override, message):
+    overrides = small(tmp_path, "experiment=portraits_yearly", override)
+    with pytest.raises(ConfigError, match=message):
+        build(overrides)
+
+
+def test_all_problems_are_reported_together(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        build(
+            small(
+                tmp_path, "experiment=portraits_yearly", "train.epochs=0", "optimizer.lr=0", "dataset.size=0"
+            )
+        )
+    keys = {p.key for p in info.value.problems}
+    assert keys == {"train.epochs", "optimizer.lr", "dataset.size"}
+
+
+def test_model_that_cannot_take_the_dataset_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.input_shape=\(1, 32, 32\): expected .* at least 64×64"):
+        build(small(tmp_path, "experiment=portraits_yearly", "model.blocks=6"))
+
+
+def test_unknown_arguments_name_the_component(tmp_path):
+    with pytest.raises(ConfigError, match=r"trigger='ctsim\.triggers\.TimeTrigger': expected arguments that"):
+        build(small(tmp_path, "experiment=portraits_yearly", "+trigger.evry=3"))
+
+
+def test_unknown_group_option_lists_the_available_ones(tmp_path):
+    with pytest.raises(MissingConfigException, match=r"Could not find 'model/resnet'") as info:
+        build(small(tmp_path, "model=resnet"))
+    assert "mlp" in info.value.options and "yearbooknet" in info.value.options
+    with pytest.raises(MissingConfigException, match=r"Could not find 'dataset/imagenet'"):
+        build(small(tmp_path, "dataset=imagenet"))
+
+
+def test_variants_compose_over_the_run_overrides(tmp_path):
+    plan = build(small(tmp_path, "trigger.every=3", "train.epochs=2", "population.seeds=[0,1]"))
+    by_name = {(p.name, p.seed): p for p in plan.pipelines}
+    assert len(by_name) == 6
+    # the variants set trigger.every themselves; the run's train.epochs applies to every variant
+    assert by_name[("yearly", 1)].trigger.every == 1 and by_name[("every_5y", 0)].trigger.every == 5
+    assert isinstance(by_name[("never", 0)].trigger, NeverTrigger)  # trigger.every=3 dropped: never has none
+    assert {p.train.epochs for p in plan.pipelines} == {2}
+
+
+def test_variants_can_be_added_and_chosen_from_the_command_line(tmp_path):
+    plan = build(
+        small(
+            tmp_path,
+            '+population.variants.amount_300=["trigger=amount","trigger.every=300"]',
+            "population.only=[amount_300,never]",
+        )
+    )
+    assert [(p.name, type(p.trigger).__name__) for p in plan.pipelines] == [
+        ("never", "NeverTrigger"),
+        ("amount_300", "AmountTrigger"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ('+population.variants.bad=["trigger.every=0"]', r"bad:trigger\.every=0: expected an integer ≥ 1"),
+        (
+            '+population.variants.data=["dataset.size=0.5"]',
+            r"population\.variants\.data=.*shared by every pipeline",
+        ),
+        (
+            '+population.variants.typo=["trigger=sometimes"]',
+            r"population\.variants\.typo=.*trigger/sometimes",
+        ),
+        (
+            "population.only=[yearly,nope]",
+            r"population\.only=\['yearly', 'nope'\]: expected names of declared",
+        ),
+    ],
+)
+def test_bad_variants_are_named(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        build(small(tmp_path, override))
+
+
+def test_cli_rejects_bad_values_before_generating_any_data(tmp_path):
+    data_root = tmp_path / "never_created"
+    out = tmp_path / "run"
+    result = cli(
+        [f"hydra.run.dir={out}", f"dataset.root={data_root}", "train.epochs=0", "optimizer.lr=-1"], cwd=REPO
+    )
+    assert result.returncode == 2
+    assert "train.epochs=0: expected an integer ≥ 1" in result.stderr
+    assert "optimizer.lr=-1: expected a number > 0" in result.stderr
+    assert not data_root.exists()  # stopped before the dataset was generated, let alone trained on
+    assert not list(out.glob("*.parquet"))
