@@ -16,7 +16,8 @@ name and a list of Hydra overrides, applied on top of the run's own config::
 Each variant is composed like a command line of its own: the run's overrides first, then the
 variant's. Where a variant picks another option of a config group (``trigger=never``), the run's
 overrides of keys in that group are dropped for that variant, since they were meant for another
-option. Variants change only the pipeline groups (trigger, selection, model, optimizer, train):
+option. Variants change only the pipeline groups (trigger, selection, model, optimizer, schedule,
+train):
 the dataset, stream, engine and device are shared by the run. With no variants, the run is one
 pipeline, named after the run (``name``).
 """
@@ -40,7 +41,7 @@ from ctsim.models.base import ModelSpec
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
 
-PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "train")
+PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -147,7 +148,14 @@ def _pipeline(
         problems.extend(p for p in found if p not in problems)  # one report per problem, not per seed
         return None
     return Pipeline(
-        variant.name, seed, parts["trigger"], parts["selection"], model, parts["optimizer"], parts["train"]
+        variant.name,
+        seed,
+        parts["trigger"],
+        parts["selection"],
+        model,
+        parts["optimizer"],
+        parts["train"],
+        parts["schedule"],
     )
 
 

@@ -74,8 +74,7 @@ def console_summary(
         ]
         lines.append(
             "  ".join(
-                f"{v!s:<{w}}" if i == 0 else f"{v!s:>{w}}"
-                for i, (v, (_, w)) in enumerate(zip(values, cols))
+                f"{v!s:<{w}}" if i == 0 else f"{v!s:>{w}}" for i, (v, (_, w)) in enumerate(zip(values, cols))
             )
         )
         if row["nonfinite_generations"]:

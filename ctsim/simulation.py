@@ -19,6 +19,7 @@ from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, job
 from ctsim.evaluation import Evaluation, evaluate
 from ctsim.models.base import ModelSpec
 from ctsim.optim import SGD, Adam
+from ctsim.schedules import Schedule
 from ctsim.selection.base import Selection, SelectionContext, SelectionPolicy
 from ctsim.stream import ArrivalBatch, Stream
 from ctsim.triggers.base import Trigger, TriggerContext
@@ -37,6 +38,7 @@ class Pipeline:
     model: ModelSpec
     optimizer: SGD | Adam
     train: TrainConfig
+    schedule: Schedule
 
 
 @dataclass(frozen=True)
@@ -163,4 +165,5 @@ def _job(index: int, pipeline: Pipeline, state: _PipelineState, selection: Selec
         seed=job_seed(pipeline.seed, generation),
         parent=parent,
         weights=selection.weights,
+        schedule=pipeline.schedule,
     )

@@ -20,12 +20,28 @@ GROUP_OPTIONS = [
 ]
 
 
+# Sequence models need a sequence dataset and the other way round: their partner option.
+PARTNER = {"model=lstm": "dataset=sensors", "model=gru": "dataset=sensors", "dataset=sensors": "model=lstm"}
+
+
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_config_option_composes_and_builds(tmp_path, group, option):
-    plan = build(small(tmp_path, f"{group}={option}"))
-    assert plan.pipelines and plan.dataset.name == "portraits"
+    choice = f"{group}={option}"
+    plan = build(small(tmp_path, choice, *[PARTNER[choice]] if choice in PARTNER else []))
+    assert plan.pipelines and plan.dataset.name in ("portraits", "sensors")
     for p in plan.pipelines:
         assert p.model.build() is not None
+
+
+def test_a_model_that_does_not_fit_the_dataset_is_named(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"model\.input_shape=\(1, 32, 32\): expected \(sequence length, features\)"
+    ):
+        build(small(tmp_path, "model=lstm"))
+    with pytest.raises(
+        ConfigError, match=r"model\.input_shape=\(24, 4\): expected \(channels, height, width\)"
+    ):
+        build(small(tmp_path, "dataset=sensors", "model=yearbooknet"))
 
 
 def test_defaults_are_the_quickstart():
@@ -34,7 +50,7 @@ def test_defaults_are_the_quickstart():
     assert [v.name for v in plan.variants] == ["yearly", "every_5y", "never"]
     assert [type(p.trigger) for p in plan.pipelines] == [TimeTrigger, TimeTrigger, NeverTrigger]
     assert [getattr(p.trigger, "every", None) for p in plan.pipelines] == [1, 5, None]
-    assert plan.engine.name == "sequential"
+    assert plan.engine.name == "batched"
 
 
 def test_portraits_yearly_is_modyns_yearbook_setup():

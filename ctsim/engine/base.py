@@ -9,8 +9,10 @@ sequential reference (:mod:`ctsim.engine.sequential`) and the batched product
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -19,6 +21,7 @@ import torch
 from ctsim.config import ConfigError, check, is_number, one_of, positive_int
 from ctsim.models.base import ModelSpec
 from ctsim.optim import SGD, Adam
+from ctsim.schedules import Constant, Schedule
 
 State = dict[str, torch.Tensor]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -63,7 +66,8 @@ class TrainJob:
     """One generation to train: which model, from which state, on which samples, how, with which seed.
 
     ``parent`` is the state to fine-tune from (None: a fresh initialisation from ``seed``).
-    ``weights`` are per-sample loss weights aligned with ``keys`` (None: all 1).
+    ``weights`` are per-sample loss weights aligned with ``keys`` (None: all 1). ``schedule`` scales the
+    optimizer's learning rate at every step.
     """
 
     pipeline: int
@@ -75,6 +79,7 @@ class TrainJob:
     seed: int
     parent: State | None = None
     weights: torch.Tensor | None = None
+    schedule: Schedule = field(default_factory=Constant)
 
     def steps(self) -> int:
         """Optimizer steps this job takes: ``epochs × ceil(len(keys) / batch_size)``."""
@@ -83,7 +88,12 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class Trained:
-    """What an engine returns for one job. ``state`` lives on the CPU."""
+    """What an engine returns for one job. ``state`` lives on the CPU.
+
+    ``status`` is ``nonfinite`` when training diverged: ``state`` is then the last finite one, and
+    ``steps``/``samples`` count the steps taken before. ``optimizer_state`` (per parameter name, as
+    ``torch.optim`` keeps it) is filled only when the engine's ``record_optimizer_state`` is set.
+    """
 
     state: State
     steps: int
@@ -91,6 +101,7 @@ class Trained:
     seconds: float
     loss: float
     status: Literal["ok", "nonfinite"] = "ok"
+    optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None
 
 
 class Engine(Protocol):
@@ -143,3 +154,28 @@ def set_tf32(enabled: bool) -> None:
 def memory_format(x: torch.Tensor) -> torch.memory_format:
     """``channels_last`` for image batches (N, C, H, W): faster convolutions on CPU and GPU."""
     return torch.channels_last if x.dim() == 4 else torch.contiguous_format
+
+
+def predict_each(
+    net: torch.nn.Module,
+    states: Sequence[State],
+    x: torch.Tensor,
+    batch_size: int,
+    autocast: Callable[[], AbstractContextManager],
+    fmt: torch.memory_format = torch.contiguous_format,
+) -> tuple[torch.Tensor, list[float]]:
+    """Predictions ``(len(states), len(x))`` of one module loaded with each state in turn; seconds each."""
+    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
+    preds, seconds = [], []
+    with torch.no_grad():
+        for state in states:
+            start = time.perf_counter()
+            net.load_state_dict(state)
+            with autocast():
+                out = [
+                    net(x[i : i + batch_size].to(device, dtype).contiguous(memory_format=fmt)).argmax(1)
+                    for i in range(0, len(x), batch_size)
+                ]
+            preds.append(torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.long))
+            seconds.append(time.perf_counter() - start)
+    return torch.stack(preds), seconds
