@@ -9,7 +9,9 @@ on ``--test`` shared test samples. It records samples/s and model-steps/s (train
 / s (evaluation), peak memory, achieved FLOP/s (FLOPs measured with ``torch.utils.flop_counter``) and,
 where the device's fp32 peak is known, the fraction of it; then writes ``results/bench/engine.csv``
 and ``results/bench/engine.png``. Timings are measured after one warm-up run of each engine and
-configuration. Nothing here is a test: the numbers go to the CSV, not into asserts.
+configuration. Peak memory is the CUDA allocator's peak of that measurement, or on CPU the process's
+peak resident memory so far (it cannot be reset). Nothing here is a test: the numbers go to the CSV,
+not into asserts.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class Row:
     flops: float
     flops_per_s: float
     peak_fraction: float | None
-    peak_memory_mb: float
+    peak_memory_mb: float  # CUDA: peak allocated in this measurement; CPU: the process's peak RSS so far
     speedup_vs_sequential: float | None = None
 
 
@@ -177,7 +179,7 @@ def run(args: argparse.Namespace) -> pl.DataFrame:
     spec = ModelSpec(partial(YearbookNet), (1, 32, 32), 2)
     engines = {
         "batched": BatchedEngine(device=args.device, eval_batch_size=args.eval_batch),
-        "sequential": SequentialEngine(device=args.device, eval_batch_size=min(args.eval_batch, 256)),
+        "sequential": SequentialEngine(device=args.device, eval_batch_size=args.eval_batch),
     }
     rows: list[Row] = []
     for models in args.models:
@@ -243,7 +245,9 @@ def main(argv: list[str] | None = None) -> pl.DataFrame:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--test", type=int, default=1024, help="shared test samples for evaluation")
-    parser.add_argument("--eval-batch", type=int, default=1024)
+    parser.add_argument(
+        "--eval-batch", type=int, default=256, help="test samples per forward pass, both engines"
+    )
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
     frame = run(args)

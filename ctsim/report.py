@@ -138,6 +138,15 @@ def markdown_summary(
         "accuracy_weighted weights slices by test-set size.",
         "",
     ]
+    diverged = cost.filter(pl.col("nonfinite_generations") > 0)
+    for row in diverged.iter_rows(named=True):
+        lines.append(
+            f"**Non-finite:** {row['pipeline']} (seed {row['seed']}): {row['nonfinite_generations']} "
+            "generation(s) went non-finite in training and were frozen at their last finite state "
+            "(generations.parquet: `status = 'nonfinite'`)."
+        )
+    if diverged.height:
+        lines.append("")
     if change_points:
         lines += ["## Designed drift (dataset ground truth)", ""]
         for cp in change_points:

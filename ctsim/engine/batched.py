@@ -222,6 +222,7 @@ class BatchedEngine:
             return torch.empty(0, len(x), dtype=torch.long), []
         per_chunk = self._models_per_chunk(model, self.eval_batch_size, training=False)
         net = model.build(dtype=self.dtype).to(self.device).eval()
+        _batchnorm_in_float32(net)
         if per_chunk == 1:  # the budget takes one model at a time: a plain module, torch's own kernels
             return predict_each(net, states, x, self.eval_batch_size, self._autocast)
 
@@ -315,6 +316,7 @@ class _VmapStep:
         self.params = {k: v.detach().to(device) for k, v in params.items()}
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
         base = copy.deepcopy(models[0]).to("meta").train()
+        _batchnorm_in_float32(base)
 
         def loss_fn(p, b, xb, yb, wb):
             with autocast():
@@ -384,6 +386,18 @@ class _StepPlan:
 
     def in_last_epoch(self, t: int) -> torch.Tensor:
         return t >= (self.epochs - 1) * self.steps_per_epoch
+
+
+def _batchnorm_in_float32(model: nn.Module) -> None:
+    """Feed BatchNorm its input in its own dtype: under bf16 autocast, vmap's BatchNorm rule rejects a
+    bfloat16 input with float32 statistics (a plain module accepts it). A no-op without autocast."""
+
+    def cast(module: nn.Module, args: tuple) -> tuple:
+        return (args[0].to(module.running_mean.dtype), *args[1:])
+
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.register_forward_pre_hook(cast)
 
 
 def _chunks(rows: list[int], size: int) -> list[list[int]]:
