@@ -102,6 +102,11 @@ def test_group_overrides_work_the_usual_hydra_way(tmp_path):
         ("device=gpu", r"device='gpu': expected one of \['auto', 'cpu', 'cuda'\]"),
         ("population.seeds=[]", r"population\.seeds=\[\]"),
         ("output.checkpoints=some", r"output\.checkpoints='some'"),
+        ("dataset.cache=maybe", r"dataset\.cache='maybe': expected true or false"),
+        ("engine.precision=fp16", r"engine\.precision='fp16': expected one of \['fp32', 'bf16'\]"),
+        ("engine.eval_batch_size=0", r"engine\.eval_batch_size=0: expected an integer ≥ 1"),
+        ("engine.tf32=1", r"engine\.tf32=1: expected true or false"),
+        ("engine.memory_gb=0", r"engine\.memory_gb=0: expected null or a number > 0"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, override, message):

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,3 +52,23 @@ class Dataset(Protocol):
     num_classes: int
 
     def load(self) -> Samples: ...
+
+
+def cached_tensors(
+    path: Path, generate: Callable[[], dict[str, torch.Tensor]], cache: bool
+) -> dict[str, torch.Tensor]:
+    """``generate()``'s tensors, read from ``path`` when ``cache`` is on and the file exists.
+
+    A generated result is written to ``path`` (when ``cache`` is on) through a temporary file and an
+    atomic rename, so a concurrent reader (another process of a multirun) never sees half a file.
+    """
+    if cache and path.exists():
+        return torch.load(path, weights_only=True)
+    data = generate()
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(data, tmp)
+        tmp.replace(path)
+        log.info("cached %s", path)
+    return data

@@ -35,17 +35,13 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, check
-from ctsim.datasets.base import ChangePoint, Samples
-
-log = logging.getLogger(__name__)
+from ctsim.config import ConfigError, check, is_int, is_number
+from ctsim.datasets.base import ChangePoint, Samples, cached_tensors
 
 FIRST_YEAR, LAST_YEAR = 1930, 2013
 YEARS = tuple(range(FIRST_YEAR, LAST_YEAR + 1))
@@ -248,8 +244,9 @@ class Portraits:
 
     def __init__(self, size: float = 1.0, seed: int = 0, root: str = "datasets", cache: bool = True):
         errors = [
-            check("size", size, isinstance(size, (int, float)) and size > 0, "a number > 0"),
-            check("seed", seed, isinstance(seed, int) and seed >= 0, "an integer ≥ 0"),
+            check("size", size, is_number(size) and size > 0, "a number > 0"),
+            check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
+            check("cache", cache, isinstance(cache, bool), "true or false"),
         ]
         ConfigError.raise_all(errors)
         self.size, self.seed, self.root, self.cache = float(size), seed, Path(root), cache
@@ -264,12 +261,7 @@ class Portraits:
 
     def load(self) -> Samples:
         """Generate (or read from the cache) every sample, with its year as slice."""
-        if self.cache and self.cache_path.exists():
-            data = torch.load(self.cache_path, weights_only=True)
-        else:
-            data = self._generate()
-            if self.cache:
-                self._write_cache(data)
+        data = cached_tensors(self.cache_path, self._generate, self.cache)
         x = data["x"].unsqueeze(1).to(torch.float32) / 255.0
         return Samples(
             x=x,
@@ -290,10 +282,3 @@ class Portraits:
         time = year.to(torch.float64) + torch.rand(len(year), generator=g, dtype=torch.float64)
         chunks = [render(year[i : i + 4096], label[i : i + 4096], g) for i in range(0, len(year), 4096)]
         return {"x": torch.cat(chunks), "y": label, "time": time, "slice": slice_idx}
-
-    def _write_cache(self, data: dict[str, torch.Tensor]) -> None:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(data, tmp)
-        tmp.replace(self.cache_path)  # atomic: a concurrent reader never sees half a file
-        log.info("cached portraits in %s", self.cache_path)

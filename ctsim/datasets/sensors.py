@@ -34,17 +34,13 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 from pathlib import Path
 
 import torch
 
 from ctsim.config import ConfigError, check, is_int, is_number
-from ctsim.datasets.base import ChangePoint, Samples
-
-log = logging.getLogger(__name__)
+from ctsim.datasets.base import ChangePoint, Samples, cached_tensors
 
 FIRST_YEAR, NUM_MONTHS = 2021, 40
 MONTHS = tuple(f"{FIRST_YEAR + m // 12}-{m % 12 + 1:02d}" for m in range(NUM_MONTHS))
@@ -203,12 +199,7 @@ class Sensors:
 
     def load(self) -> Samples:
         """Generate (or read from the cache) every window, with its month as slice."""
-        if self.cache and self.cache_path.exists():
-            data = torch.load(self.cache_path, weights_only=True)
-        else:
-            data = self._generate()
-            if self.cache:
-                self._write_cache(data)
+        data = cached_tensors(self.cache_path, self._generate, self.cache)
         return Samples(
             x=data["x"],
             y=data["y"],
@@ -228,10 +219,3 @@ class Sensors:
         offset = torch.rand(len(month), generator=g, dtype=torch.float64)
         time = FIRST_YEAR + (month.to(torch.float64) + offset) / 12
         return {"x": generate(month, label, g), "y": label, "time": time, "slice": month}
-
-    def _write_cache(self, data: dict[str, torch.Tensor]) -> None:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(data, tmp)
-        tmp.replace(self.cache_path)  # atomic: a concurrent reader never sees half a file
-        log.info("cached sensors in %s", self.cache_path)

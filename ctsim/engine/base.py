@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
 
-from ctsim.config import ConfigError, check, is_number, one_of, positive_int
+from ctsim.config import ConfigError, Problem, check, is_number, one_of, positive_int
 from ctsim.models.base import ModelSpec
 from ctsim.optim import SGD, Adam
 from ctsim.schedules import Constant, Schedule
 
 State = dict[str, torch.Tensor]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,43 @@ class Engine(Protocol):
     ) -> tuple[torch.Tensor, list[float]]:
         """Class predictions ``(len(states), len(x))`` of each state on ``x``, and seconds per state."""
         ...
+
+
+class EngineSettings:
+    """What both engines share: device, parameter dtype, precision, evaluation batch size and TF32.
+
+    ``problems`` are an engine's own checks, reported together with these in one :class:`ConfigError`.
+    """
+
+    def __init__(
+        self,
+        device: str,
+        dtype: str,
+        precision: str,
+        eval_batch_size: int,
+        tf32: bool,
+        problems: Sequence[Problem | None] = (),
+    ):
+        ConfigError.raise_all(
+            [
+                one_of("dtype", dtype, list(DTYPES)),
+                one_of("precision", precision, list(PRECISIONS)),
+                positive_int("eval_batch_size", eval_batch_size),
+                check("tf32", tf32, isinstance(tf32, bool), "true or false"),
+                *problems,
+            ]
+        )
+        self.device = resolve_device(device)
+        self.dtype = DTYPES[dtype]
+        self.precision = precision
+        self.eval_batch_size = eval_batch_size
+        set_tf32(tf32)
+
+    def _autocast(self) -> AbstractContextManager:
+        """bfloat16 autocast under ``precision=bf16``; nothing under ``fp32``."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
 
 def job_seed(pipeline_seed: int, generation: int) -> int:

@@ -32,24 +32,22 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from ctsim.config import ConfigError, check, is_number, one_of, positive_int
-from ctsim.engine.base import DTYPES, State, Trained, TrainJob, predict_each, resolve_device, set_tf32
+from ctsim.config import check, is_number, positive_int
+from ctsim.engine.base import EngineSettings, State, Trained, TrainJob, predict_each
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
 from ctsim.models.base import ModelSpec
 from ctsim.schedules import ScheduleTable
 
-PRECISIONS = ("fp32", "bf16")
 CPU_BUDGET = 64 * 2**20  # bytes of activations per call on CPU (see BatchedEngine._budget)
 
 
-class BatchedEngine:
+class BatchedEngine(EngineSettings):
     """Trains and evaluates many models of one architecture at once (see the module docstring).
 
     Args:
@@ -76,11 +74,13 @@ class BatchedEngine:
         memory_gb: float | None = None,
         tf32: bool = False,
     ):
-        ConfigError.raise_all(
+        super().__init__(
+            device,
+            dtype,
+            precision,
+            eval_batch_size,
+            tf32,
             [
-                one_of("dtype", dtype, list(DTYPES)),
-                one_of("precision", precision, list(PRECISIONS)),
-                positive_int("eval_batch_size", eval_batch_size),
                 None if max_models is None else positive_int("max_models", max_models),
                 check(
                     "memory_gb",
@@ -88,15 +88,10 @@ class BatchedEngine:
                     memory_gb is None or (is_number(memory_gb) and memory_gb > 0),
                     "null or a number > 0",
                 ),
-            ]
+            ],
         )
-        self.device = resolve_device(device)
-        self.dtype = DTYPES[dtype]
-        self.precision = precision
-        self.eval_batch_size = eval_batch_size
         self.max_models = max_models
         self.memory_bytes = None if memory_gb is None else int(memory_gb * 2**30)
-        set_tf32(tf32)
 
     # ----------------------------------------------------------------------------------------- training
 
@@ -205,11 +200,6 @@ class BatchedEngine:
                 Trained(state, int(steps_done[m]), int(samples_done[m]), seconds, loss, status, opt_state)
             )
         return results
-
-    def _autocast(self) -> AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
 
     # --------------------------------------------------------------------------------------- evaluation
 

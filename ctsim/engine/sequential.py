@@ -9,7 +9,6 @@ reference keeps it off.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -17,21 +16,19 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ctsim.config import ConfigError, one_of, positive_int
+from ctsim.config import check
 from ctsim.engine.base import (
-    DTYPES,
+    EngineSettings,
     State,
     Trained,
     TrainJob,
     memory_format,
     predict_each,
-    resolve_device,
-    set_tf32,
 )
 from ctsim.models.base import ModelSpec
 
 
-class SequentialEngine:
+class SequentialEngine(EngineSettings):
     """Trains each job alone, then predicts with each state alone.
 
     Args:
@@ -55,19 +52,15 @@ class SequentialEngine:
         channels_last: bool = False,
         tf32: bool = False,
     ):
-        ConfigError.raise_all(
-            [
-                one_of("dtype", dtype, list(DTYPES)),
-                one_of("precision", precision, ["fp32", "bf16"]),
-                positive_int("eval_batch_size", eval_batch_size),
-            ]
+        super().__init__(
+            device,
+            dtype,
+            precision,
+            eval_batch_size,
+            tf32,
+            [check("channels_last", channels_last, isinstance(channels_last, bool), "true or false")],
         )
-        self.device = resolve_device(device)
-        self.dtype = DTYPES[dtype]
-        self.precision = precision
-        self.eval_batch_size = eval_batch_size
         self.channels_last = channels_last
-        set_tf32(tf32)
 
     def train(self, jobs: Sequence[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
         return [self._train_one(job, x, y) for job in jobs]
@@ -133,11 +126,6 @@ class SequentialEngine:
                 for p, st in optimizer.state.items()
             }
         return Trained(state, steps, samples, time.perf_counter() - start, loss_value, status, opt_state)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def predict(
         self, model: ModelSpec, states: Sequence[State], x: torch.Tensor
