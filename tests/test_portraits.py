@@ -51,6 +51,18 @@ def test_cache_round_trip(tmp_path):
     assert not list((tmp_path / "portraits").glob("*.tmp*"))  # no temp files left behind
 
 
+def test_a_corrupt_cache_is_regenerated_and_replaced(tmp_path, caplog):
+    ds = Portraits(size=0.02, seed=1, root=str(tmp_path))
+    first = ds.load()
+    good = ds.cache_path.read_bytes()
+    ds.cache_path.write_bytes(good[: len(good) // 2])  # a truncated file, as from a killed writer
+    with caplog.at_level("WARNING"):
+        again = ds.load()
+    assert torch.equal(first.x, again.x) and torch.equal(first.time, again.time)
+    assert "cannot read the cache" in caplog.text and str(ds.cache_path) in caplog.text
+    assert ds.cache_path.read_bytes() == good
+
+
 def test_labels_are_balanced_and_change_points_are_ground_truth():
     s = Portraits(size=0.2, seed=0, cache=False).load()
     assert 0.45 < s.y.float().mean() < 0.55

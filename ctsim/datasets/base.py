@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,13 @@ def cached_tensors(
 
     A generated result is written to ``path`` (when ``cache`` is on) through a temporary file and an
     atomic rename, so a concurrent reader (another process of a multirun) never sees half a file.
+    A cache file that cannot be read (truncated, corrupt) is regenerated and replaced, with a warning.
     """
     if cache and path.exists():
-        return torch.load(path, weights_only=True)
+        try:
+            return torch.load(path, weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+            log.warning("cannot read the cache %s (%s): generating it again", path, err)
     data = generate()
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
