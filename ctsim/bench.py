@@ -1,25 +1,42 @@
-"""Engine benchmark: batched vs sequential training and evaluation throughput, side by side.
+"""Engine benchmark: the batched engine's routes against the sequential engine, case by case.
 
-    python -m ctsim.bench                      # populations of 1, 8, 64 and 256 YearbookNets
-    python -m ctsim.bench --models 1 8 --samples 128 --device cpu
+    python -m ctsim.bench                                   # every case on the default device
+    python -m ctsim.bench --cases populations --models 1 8 --device cpu --samples 128
+    python -m ctsim.bench --device cuda --compile           # adds the torch.compile variant
 
-For each population size, both engines train the same jobs (each model its own data: ``--samples``
-portraits-shaped inputs, ``--epochs`` epochs, batch ``--batch``, SGD with momentum) and then predict
-on ``--test`` shared test samples. It records samples/s and model-steps/s (training), samples × models
-/ s (evaluation), peak memory, achieved FLOP/s (FLOPs measured with ``torch.utils.flop_counter``) and,
-where the device's fp32 peak is known, the fraction of it; then writes ``results/bench/engine.csv``
-and ``results/bench/engine.png``. Timings are measured after one warm-up run of each engine and
-configuration. Peak memory is the CUDA allocator's peak of that measurement, or on CPU the process's
-peak resident memory so far (it cannot be reset). Nothing here is a test: the numbers go to the CSV,
-not into asserts.
+Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.png``):
+
+* ``populations``: 1, 8, 64 and 256 YearbookNets (``--models``), each its own data (``--samples``
+  portraits-shaped inputs, ``--epochs``, batch ``--batch``, SGD with momentum and a per-model learning
+  rate), trained and then evaluated on ``--test`` shared samples by the sequential engine and by the
+  batched engine on each route (``vmap``: stacked; ``loop``: one model at a time), and with
+  ``--compile`` its compiled variant.
+* ``routes``: ``--route-models`` models of each kind (MLP, YearbookNet, CNN with dropout, LSTM, GRU,
+  at their config's sizes) trained on each route and by the sequential engine: the measurement behind
+  ``engine.route=auto``.
+* ``launch``: tiny MLPs (one hidden layer of 8) at the same population sizes: model-steps/s, where
+  per-step overhead, not arithmetic, sets the speed.
+* ``small_mlps``: 32 MLPs (32-64-64-10), batch 64, Adam with a different learning rate per model, one
+  ``train`` call of 50 steps: milliseconds per step, setup included, for both routes, the sequential
+  engine, and per-model parameter groups in ``torch.optim`` (the approach of earlier vmap libraries).
+* ``eval``: ``--eval-models`` models predicting portraits-size test data (84 slices, 3,719 samples).
+
+Each row records seconds, samples/s, model-steps/s, FLOPs (``torch.utils.flop_counter``) and FLOP/s,
+the fraction of the device's fp32 peak where it is known, peak memory (CUDA: the allocator's peak of
+that measurement; CPU: the process's peak resident memory so far), and the speed-up over the
+sequential engine. Timings follow one warm-up run of each engine and configuration (for ``compile``,
+the warm-up compiles; its seconds are in ``warmup_s``). Nothing here is a test: the numbers go to the
+CSV files, not into asserts.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -32,35 +49,50 @@ import matplotlib.pyplot as plt
 import polars as pl
 import seaborn as sns
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
 
 from ctsim.cost import flops_per_sample
-from ctsim.engine.base import Engine, TrainConfig, TrainJob, job_seed
+from ctsim.engine.base import Engine, TrainConfig, TrainJob, build_model, job_seed
 from ctsim.engine.batched import BatchedEngine
+from ctsim.engine.plan import StepPlan
 from ctsim.engine.sequential import SequentialEngine
-from ctsim.models import YearbookNet
+from ctsim.models import CNN, GRU, LSTM, MLP, YearbookNet
 from ctsim.models.base import ModelSpec
-from ctsim.optim import SGD
-from ctsim.schedules import Constant
+from ctsim.optim import SGD, Adam
 
 # fp32 peak (no tensor cores: TF32 stays off) in FLOP/s, by device name fragment; public data sheets.
 FP32_PEAK = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "L4": 30.3e12, "A10": 31.2e12}
+CASES = ("populations", "routes", "launch", "small_mlps", "eval")
+# The model kinds of the routes case, at the sizes of their configs (conf/model/), on the datasets they take.
+KINDS = {
+    "mlp": ModelSpec(partial(MLP, hidden=[128]), (1, 32, 32), 2),
+    "yearbooknet": ModelSpec(partial(YearbookNet), (1, 32, 32), 2),
+    "cnn": ModelSpec(partial(CNN), (1, 32, 32), 2),
+    "lstm": ModelSpec(partial(LSTM), (24, 4), 3),
+    "gru": ModelSpec(partial(GRU), (24, 4), 3),
+}
+PORTRAITS_TEST = 3_719  # held-out samples of the full portraits (84 slices), as evaluation sees them
 
 
 @dataclass
 class Row:
+    case: str
     device: str
     device_name: str
-    engine: str
+    engine: str  # sequential, batched/vmap, batched/loop, batched/vmap+compile, torch.optim param groups
     models: int
     phase: str  # train | eval
     seconds: float
     samples: int  # model-samples processed (models × samples × epochs for training)
     samples_per_s: float
     model_steps_per_s: float
+    ms_per_step: float  # seconds of the whole call / optimizer steps of the longest job (train)
     flops: float
     flops_per_s: float
     peak_fraction: float | None
-    peak_memory_mb: float  # CUDA: peak allocated in this measurement; CPU: the process's peak RSS so far
+    peak_memory_mb: float
+    warmup_s: float
     speedup_vs_sequential: float | None = None
 
 
@@ -74,131 +106,226 @@ def _peak(name: str) -> float | None:
     return next((v for k, v in FP32_PEAK.items() if k in name), None)
 
 
-def _reset_memory(device: torch.device) -> None:
+def _timed(device: torch.device, fn: Callable[[], object]) -> tuple[float, float]:
+    """Seconds of ``fn()`` and peak memory in MB (CUDA: of this call; CPU: of the process so far)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # process peak RSS (Linux: KiB)
-
-
-def _jobs(spec: ModelSpec, models: int, samples: int, epochs: int, batch: int, pool: int) -> list[TrainJob]:
-    jobs = []
-    for m in range(models):
-        g = torch.Generator().manual_seed(m)
-        keys = torch.randperm(pool, generator=g)[:samples]
-        optimizer = SGD(lr=1e-3 * (1 + m % 4), momentum=0.9)  # per-model hyperparameters, as in a sweep
-        jobs.append(
-            TrainJob(
-                m,
-                0,
-                spec,
-                optimizer,
-                TrainConfig(epochs=epochs, batch_size=batch),
-                keys,
-                job_seed(m, 0),
-                schedule=Constant(),
-            )
-        )
-    return jobs
-
-
-def _timed(device: torch.device, fn) -> tuple[float, float]:
-    _reset_memory(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start, _peak_memory_mb(device)
+        return time.perf_counter() - start, torch.cuda.max_memory_allocated(device) / 2**20
+    seconds = time.perf_counter() - start
+    return seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: KiB
 
 
-def measure(engine: Engine, spec: ModelSpec, models: int, args: argparse.Namespace) -> list[Row]:
-    device = engine.device
-    name = _device_name(device)
-    pool = max(args.samples * 4, args.test)
+def _jobs(spec, models, samples, epochs, batch, pool, optimizer=None) -> list[TrainJob]:
+    """``models`` jobs, each its own random keys and a learning rate of its own (as in a sweep)."""
+    jobs = []
+    for m in range(models):
+        keys = torch.randperm(pool, generator=torch.Generator().manual_seed(m))[:samples]
+        opt = optimizer(m) if optimizer else SGD(lr=1e-3 * (1 + m % 4), momentum=0.9)
+        jobs.append(
+            TrainJob(m, 0, spec, opt, TrainConfig(epochs=epochs, batch_size=batch), keys, job_seed(m, 0))
+        )
+    return jobs
+
+
+def _data(spec: ModelSpec, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(pool, *spec.input_shape, generator=g).to(device)
-    y = torch.randint(spec.num_classes, (pool,), generator=g).to(device)
-    jobs = _jobs(spec, models, args.samples, args.epochs, args.batch, pool)
-    engine.train(jobs[: min(models, 2)], x, y)  # warm-up: allocator, kernels, autotuning
-    seconds, memory = _timed(device, lambda: engine.train(jobs, x, y))
-    flops = flops_per_sample(spec)
-    trained = models * args.samples * args.epochs
-    steps = sum(job.steps() for job in jobs)
+    x = torch.rand(n, *spec.input_shape, generator=g).to(device)
+    return x, torch.randint(spec.num_classes, (n,), generator=g).to(device)
+
+
+def _row(case, engine_name, device, models, phase, seconds, memory, samples, steps, flops, warmup=0.0):
+    name = _device_name(device)
     peak = _peak(name)
-    rows = [
-        Row(
-            str(device),
-            name,
-            engine.name,
-            models,
-            "train",
-            seconds,
-            trained,
-            trained / seconds,
-            steps / seconds,
-            trained * flops.train,
-            trained * flops.train / seconds,
-            None if peak is None else trained * flops.train / seconds / peak,
-            memory,
-        )
-    ]
-    states = [jobs[0].model.build(seed=m).state_dict() for m in range(models)]
-    x_test = x[: args.test]
-    engine.predict(spec, states[: min(models, 2)], x_test)  # warm-up
-    seconds, memory = _timed(device, lambda: engine.predict(spec, states, x_test))
-    evaluated = models * args.test
-    rows.append(
-        Row(
-            str(device),
-            name,
-            engine.name,
-            models,
-            "eval",
-            seconds,
-            evaluated,
-            evaluated / seconds,
-            float("nan"),
-            evaluated * flops.eval,
-            evaluated * flops.eval / seconds,
-            None if peak is None else evaluated * flops.eval / seconds / peak,
-            memory,
-        )
+    return Row(
+        case=case,
+        device=str(device),
+        device_name=name,
+        engine=engine_name,
+        models=models,
+        phase=phase,
+        seconds=seconds,
+        samples=samples,
+        samples_per_s=samples / seconds,
+        model_steps_per_s=steps / seconds if steps else float("nan"),
+        ms_per_step=1e3 * seconds / max(steps // max(models, 1), 1) if steps else float("nan"),
+        flops=samples * flops,
+        flops_per_s=samples * flops / seconds,
+        peak_fraction=None if peak is None else samples * flops / seconds / peak,
+        peak_memory_mb=memory,
+        warmup_s=warmup,
     )
+
+
+def train_rows(case: str, name: str, engine: Engine, jobs: list[TrainJob], x, y, warm_all=False) -> Row:
+    """Time one ``engine.train`` call of ``jobs`` after a warm-up (on two jobs, or all with ``warm_all``)."""
+    start = time.perf_counter()
+    engine.train(jobs if warm_all else jobs[:2], x, y)
+    warmup = time.perf_counter() - start
+    seconds, memory = _timed(engine.device, lambda: engine.train(jobs, x, y))
+    samples = sum(len(j.keys) * j.train.epochs for j in jobs)
+    steps = sum(j.steps() for j in jobs)
+    flops = flops_per_sample(jobs[0].model).train
+    return _row(case, name, engine.device, len(jobs), "train", seconds, memory, samples, steps, flops, warmup)
+
+
+def eval_row(case: str, name: str, engine: Engine, spec: ModelSpec, models: int, x) -> Row:
+    states = [spec.build(seed=m).state_dict() for m in range(models)]
+    start = time.perf_counter()
+    engine.predict(spec, states[:2], x)
+    warmup = time.perf_counter() - start
+    seconds, memory = _timed(engine.device, lambda: engine.predict(spec, states, x))
+    flops = flops_per_sample(spec).eval
+    return _row(case, name, engine.device, models, "eval", seconds, memory, models * len(x), 0, flops, warmup)
+
+
+def _engines(args: argparse.Namespace, eval_batch: int) -> dict[str, Engine]:
+    device = args.device
+    engines: dict[str, Engine] = {
+        "sequential": SequentialEngine(device=device, eval_batch_size=eval_batch),
+        "batched/vmap": BatchedEngine(device=device, eval_batch_size=eval_batch, route="vmap"),
+    }
+    if engines["sequential"].device.type == "cpu" or args.loop:
+        engines["batched/loop"] = BatchedEngine(device=device, eval_batch_size=eval_batch, route="loop")
+    if args.compile:
+        engines["batched/vmap+compile"] = BatchedEngine(
+            device=device, eval_batch_size=eval_batch, route="vmap", compile=True
+        )
+    return engines
+
+
+def populations(args: argparse.Namespace) -> list[Row]:
+    spec = ModelSpec(partial(YearbookNet), (1, 32, 32), 2)
+    engines = _engines(args, args.eval_batch)
+    device = engines["sequential"].device
+    x, y = _data(spec, max(args.samples * 4, args.test), device)
+    rows = []
+    for models in args.models:
+        jobs = _jobs(spec, models, args.samples, args.epochs, args.batch, len(x))
+        for name, engine in engines.items():
+            rows.append(train_rows("populations", name, engine, jobs, x, y, warm_all="compile" in name))
+            rows.append(eval_row("populations", name, engine, spec, models, x[: args.test]))
+            _print(rows[-2:])
     return rows
 
 
-def run(args: argparse.Namespace) -> pl.DataFrame:
-    spec = ModelSpec(partial(YearbookNet), (1, 32, 32), 2)
-    engines = {
-        "batched": BatchedEngine(device=args.device, eval_batch_size=args.eval_batch),
-        "sequential": SequentialEngine(device=args.device, eval_batch_size=args.eval_batch),
-    }
-    rows: list[Row] = []
+def routes(args: argparse.Namespace) -> list[Row]:
+    engines = _engines(args, args.eval_batch)
+    engines["batched/loop"] = BatchedEngine(device=args.device, eval_batch_size=args.eval_batch, route="loop")
+    rows = []
+    for kind, spec in KINDS.items():
+        x, y = _data(spec, args.samples * 4, engines["sequential"].device)
+        jobs = _jobs(spec, args.route_models, args.samples, args.epochs, args.batch, len(x))
+        for name, engine in engines.items():
+            row = train_rows("routes", name, engine, jobs, x, y, warm_all="compile" in name)
+            row.case = f"routes/{kind}"
+            rows.append(row)
+            _print(rows[-1:])
+    return rows
+
+
+def launch(args: argparse.Namespace) -> list[Row]:
+    spec = ModelSpec(partial(MLP, hidden=[8]), (1, 8, 8), 2)
+    engines = _engines(args, args.eval_batch)
+    device = engines["sequential"].device
+    x, y = _data(spec, 256, device)
+    rows = []
     for models in args.models:
-        for name in args.engines:
-            for row in measure(engines[name], spec, models, args):
-                rows.append(row)
-                print(
-                    f"{row.engine:>10} {row.phase:>5} {row.models:>4} models: "
-                    f"{row.samples_per_s:12,.0f} samples/s  {row.flops_per_s / 1e9:8.1f} GFLOP/s  "
-                    f"peak mem {row.peak_memory_mb:8.0f} MB",
-                    flush=True,
-                )
-    frame = pl.DataFrame([asdict(r) for r in rows])
+        jobs = _jobs(spec, models, 64, 5, 16, len(x))  # 20 steps of 16 samples per model
+        for name, engine in engines.items():
+            rows.append(train_rows("launch", name, engine, jobs, x, y, warm_all="compile" in name))
+            _print(rows[-1:])
+    return rows
+
+
+def small_mlps(args: argparse.Namespace) -> list[Row]:
+    spec = ModelSpec(partial(MLP, hidden=[64, 64]), (32,), 10)
+    engines = _engines(args, args.eval_batch)
+    device = engines["sequential"].device
+    x, y = _data(spec, 64 * 50 * 4, device)
+    jobs = _jobs(spec, 32, 64 * 50, 1, 64, len(x), optimizer=lambda m: Adam(lr=1e-3 * (1 + m / 10)))
+    rows = []
+    for name, engine in engines.items():
+        rows.append(train_rows("small_mlps", name, engine, jobs, x, y, warm_all="compile" in name))
+        _print(rows[-1:])
+    rows.append(_param_groups_row(jobs, x, y, device))
+    _print(rows[-1:])
+    return rows
+
+
+def _param_groups_row(jobs: list[TrainJob], x, y, device: torch.device) -> Row:
+    """The approach of earlier vmap libraries: each model's own parameter tensors in one ``torch.optim``
+    optimizer with a parameter group per model; ``vmap`` over the stack rebuilt at every step."""
+
+    def train() -> None:
+        models = [build_model(job, torch.float32).to(device) for job in jobs]
+        names = [k for k, _ in models[0].named_parameters()]
+        groups = [{"params": list(m.parameters()), "lr": j.optimizer.lr} for m, j in zip(models, jobs)]
+        optimizer = torch.optim.Adam(groups)
+        base = copy.deepcopy(models[0]).to("meta")
+        losses = vmap(lambda p, xb, yb: F.cross_entropy(functional_call(base, p, (xb,)), yb))
+        for calls in StepPlan(jobs, device, torch.float32).calls:
+            keys = calls[0].keys
+            params = {k: torch.stack([dict(m.named_parameters())[k] for m in models]) for k in names}
+            optimizer.zero_grad()
+            losses(params, x[keys], y[keys]).sum().backward()
+            optimizer.step()
+
+    train()
+    seconds, memory = _timed(device, train)
+    samples = sum(len(j.keys) for j in jobs)
+    steps = sum(j.steps() for j in jobs)
+    flops = flops_per_sample(jobs[0].model).train
+    return _row(
+        "small_mlps",
+        "torch.optim param groups",
+        device,
+        len(jobs),
+        "train",
+        seconds,
+        memory,
+        samples,
+        steps,
+        flops,
+    )
+
+
+def evaluation(args: argparse.Namespace) -> list[Row]:
+    spec = ModelSpec(partial(YearbookNet), (1, 32, 32), 2)
+    engines = _engines(args, args.eval_batch)
+    device = engines["sequential"].device
+    x, _ = _data(spec, PORTRAITS_TEST, device)
+    rows = []
+    for name in ("batched/vmap", "batched/loop", "sequential"):
+        if name in engines:
+            rows.append(eval_row("eval", name, engines[name], spec, args.eval_models, x))
+            _print(rows[-1:])
+    return rows
+
+
+def _print(rows: list[Row]) -> None:
+    for r in rows:
+        print(
+            f"{r.case:>11} {r.engine:>24} {r.phase:>5} {r.models:>4} models: {r.seconds:8.3f} s "
+            f"{r.samples_per_s:12,.0f} samples/s {r.flops_per_s / 1e9:8.1f} GFLOP/s "
+            + (f"{r.ms_per_step:7.2f} ms/step " if r.phase == "train" else "")
+            + ("" if r.peak_fraction is None else f"{100 * r.peak_fraction:5.1f}% of fp32 peak"),
+            flush=True,
+        )
+
+
+def with_speedups(frame: pl.DataFrame) -> pl.DataFrame:
+    """The speed-up of every row over the sequential engine's row of the same case, size and phase."""
     sequential = frame.filter(pl.col("engine") == "sequential").select(
-        "models", "phase", pl.col("samples_per_s").alias("sequential_samples_per_s")
+        "case", "models", "phase", pl.col("samples_per_s").alias("sequential_samples_per_s")
     )
     return (
         frame.drop("speedup_vs_sequential")
-        .join(sequential, on=["models", "phase"], how="left")
+        .join(sequential, on=["case", "models", "phase"], how="left")
         .with_columns(
             (pl.col("samples_per_s") / pl.col("sequential_samples_per_s")).alias("speedup_vs_sequential")
         )
@@ -216,48 +343,44 @@ def plot(frame: pl.DataFrame, path: Path) -> None:
         ax.set_xlabel("models in the population")
         ax.set_ylabel("model-samples per second")
         ax.set_title(f"{phase} throughput on {frame['device_name'][0]}")
-        batched = frame.filter((pl.col("phase") == phase) & (pl.col("engine") == "batched"))
-        for models, speedup, rate in batched.select(
-            "models", "speedup_vs_sequential", "samples_per_s"
-        ).rows():
-            if speedup is not None:
-                ax.annotate(
-                    f"{speedup:.1f}×",
-                    (models, rate),
-                    textcoords="offset points",
-                    xytext=(0, 6),
-                    ha="center",
-                    fontsize="small",
-                )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> pl.DataFrame:
+def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser = argparse.ArgumentParser(prog="python -m ctsim.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--models", type=int, nargs="+", default=[1, 8, 64, 256], help="population sizes")
-    parser.add_argument(
-        "--engines", nargs="+", default=["batched", "sequential"], choices=["batched", "sequential"]
-    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--samples", type=int, default=256, help="training samples per model")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--test", type=int, default=1024, help="shared test samples for evaluation")
+    parser.add_argument("--eval-batch", type=int, default=256, help="test samples per forward pass")
     parser.add_argument(
-        "--eval-batch", type=int, default=256, help="test samples per forward pass, both engines"
+        "--eval-models", type=int, default=None, help="models of the eval case (1000 on CUDA, 16 on CPU)"
     )
+    parser.add_argument("--route-models", type=int, default=16, help="models per kind in the routes case")
+    parser.add_argument("--compile", action="store_true", help="add the batched engine with compile=true")
+    parser.add_argument("--loop", action="store_true", help="add the loop route on CUDA too (always on CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
-    frame = run(args)
+    if args.eval_models is None:
+        cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+        args.eval_models = 1000 if cuda else 16
     args.out.mkdir(parents=True, exist_ok=True)
-    frame.write_csv(args.out / "engine.csv")
-    plot(frame, args.out / "engine.png")
-    summary = frame.filter(pl.col("engine") == "batched").select("phase", "models", "speedup_vs_sequential")
-    print(summary)
-    print(f"wrote {args.out / 'engine.csv'} and {args.out / 'engine.png'}")
-    return frame
+    frames = {}
+    for case in args.cases:
+        run = {"populations": populations, "routes": routes, "launch": launch, "small_mlps": small_mlps}
+        rows = run.get(case, evaluation)(args)
+        frame = with_speedups(pl.DataFrame([asdict(r) for r in rows]))
+        frame.write_csv(args.out / f"{case}.csv")
+        frames[case] = frame
+        if case == "populations":
+            plot(frame, args.out / "engine.png")
+        print(f"wrote {args.out / f'{case}.csv'}")
+    return frames
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from hydra import compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
@@ -36,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctsim.config import ConfigError, Problem, check, is_int
 from ctsim.datasets.base import Dataset
-from ctsim.engine.base import Engine
+from ctsim.engine.base import Engine, TrainConfig
 from ctsim.models.base import ModelSpec
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
@@ -139,9 +140,12 @@ def _pipeline(
     if parts["model"] is not None and dataset is not None:
         model = ModelSpec(parts["model"], tuple(dataset.input_shape), dataset.num_classes)
         try:
-            model.build()  # validates the model's own arguments against the dataset's shapes
+            built = model.build()  # validates the model's own arguments against the dataset's shapes
         except ConfigError as e:
             found += e.prefixed("model").problems
+        else:
+            if parts["train"] is not None:
+                found += _freeze_problems(parts["train"], built)
     if variant.declared:
         found = [Problem(f"{variant.name}:{p.key}", p.value, p.expected) for p in found]
     if found or dataset is None:
@@ -157,6 +161,32 @@ def _pipeline(
         parts["train"],
         parts["schedule"],
     )
+
+
+def _freeze_problems(train: TrainConfig, model: torch.nn.Module) -> list[Problem]:
+    """``train.freeze`` must name parameters the model has, and leave some to train."""
+    names = [name for name, _ in model.named_parameters()]
+    unknown = [f for f in train.freeze if not any(n == f or n.startswith(f + ".") for n in names)]
+    tops = sorted({n.rsplit(".", 1)[0] for n in names})
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and not train.frozen(n)]
+    return [
+        p
+        for p in (
+            check(
+                "train.freeze",
+                list(train.freeze),
+                not unknown,
+                f"names or prefixes of the model's parameters, e.g. {tops}",
+            ),
+            check(
+                "train.freeze",
+                list(train.freeze),
+                bool(trainable) or not names,
+                "to leave at least one parameter to train",
+            ),
+        )
+        if p is not None
+    ]
 
 
 def _variants(

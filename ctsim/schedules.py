@@ -2,8 +2,8 @@
 
 A schedule restarts with every generation's training: ``epoch`` and ``step`` count from 0 within one
 :class:`~ctsim.engine.TrainJob`, and ``total_steps`` is that job's :meth:`~ctsim.engine.TrainJob.steps`.
-The sequential engine asks one schedule for one model's :meth:`factor`; the batched engine asks a
-:class:`ScheduleTable` for all M models' factors with a few tensor ops.
+Both engines ask a schedule for its :meth:`factor` with Python floats: the sequential engine at every
+step, the batched engine for every step of every model before training (:mod:`ctsim.engine.plan`).
 
 >>> [StepDecay(every_epochs=2, gamma=0.5).factor(epoch, 0, 1) for epoch in range(5)]
 [1.0, 1.0, 0.5, 0.5, 0.25]
@@ -12,23 +12,15 @@ The sequential engine asks one schedule for one model's :meth:`factor`; the batc
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
-
-import torch
+from typing import Protocol
 
 from ctsim.config import ConfigError, check, is_number, positive_int, positive_number
 
-__all__ = ["Constant", "Cosine", "Schedule", "ScheduleTable", "StepDecay"]
-
-# Kind codes of the ScheduleTable: one per schedule class.
-CONSTANT, STEP_DECAY, COSINE = 0, 1, 2
+__all__ = ["Constant", "Cosine", "Schedule", "StepDecay"]
 
 
 class Schedule(Protocol):
-    kind: ClassVar[int]
-
     def factor(self, epoch: int, step: int, total_steps: int) -> float:
         """The factor on ``lr`` for the optimizer step ``step`` (0-based) of ``total_steps``, in ``epoch``."""
         ...
@@ -41,8 +33,6 @@ class Constant:
     >>> Constant().factor(epoch=3, step=10, total_steps=20)
     1.0
     """
-
-    kind: ClassVar[int] = CONSTANT
 
     def factor(self, epoch: int, step: int, total_steps: int) -> float:
         return 1.0
@@ -60,7 +50,6 @@ class StepDecay:
 
     every_epochs: int = 1
     gamma: float = 0.1
-    kind: ClassVar[int] = STEP_DECAY
 
     def __post_init__(self) -> None:
         ConfigError.raise_all(
@@ -86,7 +75,6 @@ class Cosine:
     """
 
     min_factor: float = 0.0
-    kind: ClassVar[int] = COSINE
 
     def __post_init__(self) -> None:
         ConfigError.raise_all(
@@ -101,51 +89,6 @@ class Cosine:
         )
 
     def factor(self, epoch: int, step: int, total_steps: int) -> float:
-        # ScheduleTable.factors repeats this formula op for op; keep the two in step.
         return self.min_factor + (1 - self.min_factor) * 0.5 * (
             1 + math.cos(math.pi * step / max(total_steps, 1))
-        )
-
-
-@dataclass(frozen=True)
-class ScheduleTable:
-    """M models' schedules as ``(M,)`` tensors, so that one call computes every model's factor.
-
-    Knobs a schedule lacks hold neutral values (``every_epochs=1``, ``gamma=1``, ``min_factor=0``).
-
-    >>> schedules = [Constant(), StepDecay(gamma=0.5), Cosine()]
-    >>> table = ScheduleTable.from_schedules(schedules, "cpu", torch.float64)
-    >>> table.factors(torch.tensor([2, 2, 0]), torch.tensor([4, 4, 1]), torch.tensor([6, 6, 2])).tolist()
-    [1.0, 0.25, 0.5]
-    """
-
-    kind: torch.Tensor
-    every_epochs: torch.Tensor
-    gamma: torch.Tensor
-    min_factor: torch.Tensor
-
-    @classmethod
-    def from_schedules(
-        cls, schedules: Sequence[Schedule], device: torch.device | str, dtype: torch.dtype
-    ) -> ScheduleTable:
-        def column(key: str, neutral: float, dtype: torch.dtype) -> torch.Tensor:
-            return torch.tensor([getattr(s, key, neutral) for s in schedules], dtype=dtype, device=device)
-
-        return cls(
-            kind=column("kind", CONSTANT, torch.int64),
-            every_epochs=column("every_epochs", 1, torch.int64),
-            gamma=column("gamma", 1.0, dtype),
-            min_factor=column("min_factor", 0.0, dtype),
-        )
-
-    def factors(self, epoch: torch.Tensor, step: torch.Tensor, total_steps: torch.Tensor) -> torch.Tensor:
-        """Model m's :meth:`Schedule.factor` at ``(epoch[m], step[m], total_steps[m])``: integer tensors in,
-        ``(M,)`` factors of the table's dtype out (float64 gives the scalar factors to the last bit or so)."""
-        step_decay = self.gamma ** (epoch // self.every_epochs)
-        angle = math.pi * step.to(self.gamma.dtype) / total_steps.clamp(min=1).to(self.gamma.dtype)
-        cosine = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + torch.cos(angle))
-        return torch.where(
-            self.kind == STEP_DECAY,
-            step_decay,
-            torch.where(self.kind == COSINE, cosine, torch.ones_like(cosine)),
         )

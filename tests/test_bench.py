@@ -1,4 +1,4 @@
-"""The benchmark writes its CSV and plot, with figures that add up (no timing asserts)."""
+"""The benchmark writes every case's CSV and the plot, with figures that add up (no timing asserts)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,38 @@ from functools import partial
 import polars as pl
 import pytest
 
-from ctsim.bench import main
+from ctsim.bench import KINDS, PORTRAITS_TEST, main
 from ctsim.cost import flops_per_sample
 from ctsim.models import ModelSpec, YearbookNet
+
+ENGINES = {"batched/vmap", "batched/loop", "sequential"}
 
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    frame = main(
-        [
-            "--models",
-            "1",
-            "3",
-            "--samples",
-            "32",
-            "--batch",
-            "16",
-            "--test",
-            "48",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-        ]
-    )
-    return frame, out
+    args = ["--models", "1", "3", "--samples", "32", "--batch", "16", "--test", "48", "--device", "cpu"]
+    frames = main([*args, "--route-models", "2", "--eval-models", "2", "--out", str(out)])
+    return frames, out
 
 
-def test_writes_csv_and_plot(bench):
-    frame, out = bench
+def test_writes_every_case_and_the_plot(bench):
+    frames, out = bench
     assert (out / "engine.png").stat().st_size > 0
-    assert pl.read_csv(out / "engine.csv").shape == frame.shape
-    assert set(frame.select("engine", "models", "phase").rows()) == {
-        (e, m, p) for e in ("batched", "sequential") for m in (1, 3) for p in ("train", "eval")
+    for case in ("populations", "routes", "launch", "small_mlps", "eval"):
+        assert pl.read_csv(out / f"{case}.csv").shape == frames[case].shape, case
+    assert set(frames["populations"].select("engine", "models", "phase").rows()) == {
+        (e, m, p) for e in ENGINES for m in (1, 3) for p in ("train", "eval")
     }
+    assert set(frames["routes"].select("case", "engine").rows()) == {
+        (f"routes/{k}", e) for k in KINDS for e in ENGINES
+    }
+    assert set(frames["small_mlps"]["engine"]) == ENGINES | {"torch.optim param groups"}
 
 
 def test_figures_add_up(bench):
-    frame, _ = bench
+    frames, _ = bench
+    frame = frames["populations"]
     flops = flops_per_sample(ModelSpec(partial(YearbookNet), (1, 32, 32), 2))
     for row in frame.iter_rows(named=True):
         per = 32 if row["phase"] == "train" else 48
@@ -57,14 +50,24 @@ def test_figures_add_up(bench):
     assert (train["model_steps_per_s"] * train["seconds"]).round(6).to_list() == [
         float(m * 2) for m in train["models"]
     ]  # 32 samples in batches of 16: 2 steps per model
-    for models in (1, 3):
-        rows = {
-            r["engine"]: r
-            for r in frame.filter((pl.col("models") == models) & (pl.col("phase") == "train")).iter_rows(
-                named=True
+    assert (train["ms_per_step"] * 2 / 1e3).to_list() == pytest.approx(train["seconds"].to_list())
+    for (case, models, phase), rows in frame.group_by("case", "models", "phase"):
+        by = {r["engine"]: r for r in rows.iter_rows(named=True)}
+        assert by["sequential"]["speedup_vs_sequential"] == 1.0, (case, models, phase)
+        for r in by.values():
+            assert r["speedup_vs_sequential"] == pytest.approx(
+                r["samples_per_s"] / by["sequential"]["samples_per_s"]
             )
-        }
-        assert rows["sequential"]["speedup_vs_sequential"] == 1.0
-        assert rows["batched"]["speedup_vs_sequential"] == pytest.approx(
-            rows["batched"]["samples_per_s"] / rows["sequential"]["samples_per_s"]
-        )
+
+
+def test_small_mlps_is_fifty_steps_of_thirty_two_models(bench):
+    frames, _ = bench
+    for row in frames["small_mlps"].iter_rows(named=True):
+        assert row["models"] == 32 and row["samples"] == 32 * 64 * 50
+        assert row["ms_per_step"] == pytest.approx(row["seconds"] * 1e3 / 50)
+
+
+def test_eval_case_predicts_portraits_size_test_data(bench):
+    frames, _ = bench
+    for row in frames["eval"].iter_rows(named=True):
+        assert row["phase"] == "eval" and row["samples"] == 2 * PORTRAITS_TEST

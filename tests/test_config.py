@@ -106,7 +106,14 @@ def test_group_overrides_work_the_usual_hydra_way(tmp_path):
         ("engine.precision=fp16", r"engine\.precision='fp16': expected one of \['fp32', 'bf16'\]"),
         ("engine.eval_batch_size=0", r"engine\.eval_batch_size=0: expected an integer ≥ 1"),
         ("engine.tf32=1", r"engine\.tf32=1: expected true or false"),
-        ("engine.memory_gb=0", r"engine\.memory_gb=0: expected null or a number > 0"),
+        ("engine.memory_budget=0", r"engine\.memory_budget=0: expected null, a number of bytes > 1"),
+        ("engine.route=gpu", r"engine\.route='gpu': expected one of \['auto', 'vmap', 'loop'\]"),
+        ("engine.compile=yes", r"engine\.compile='yes': expected true or false"),
+        ("engine.cudnn_benchmark=1", r"engine\.cudnn_benchmark=1: expected auto, true or false"),
+        ("engine.max_models=0", r"engine\.max_models=0: expected an integer ≥ 1"),
+        ("train.freeze=[backbone]", r"train\.freeze=\['backbone'\]: expected names or prefixes of the model's"),
+        ("train.freeze=[features,head]", r"train\.freeze=\['features', 'head'\]: expected to leave at least one"),
+        ("train.freeze=features", r"train\.freeze='features': expected a list of parameter names"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path, override, message):

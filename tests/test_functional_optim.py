@@ -1,4 +1,6 @@
-"""The stacked optimizers equal torch.optim run model by model, and cost the same ops for any M."""
+"""The stacked optimizers equal torch.optim run model by model, and cost the same ops for any M.
+
+The optimizer works on flat ``(M, P)`` parameters: each model's tensors flattened and concatenated."""
 
 import pytest
 import torch
@@ -45,6 +47,20 @@ CASES = {
 }
 
 
+def _flat(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([v.reshape(len(v), -1) for v in tensors.values()], dim=1)
+
+
+def _split(row: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One model's flat row back into its named tensors."""
+    out, start = {}, 0
+    for k, shape in SHAPES.items():
+        size = torch.Size(shape).numel()
+        out[k] = row[start : start + size].view(shape)
+        start += size
+    return out
+
+
 def _scenario(m: int, steps: int, dtype: torch.dtype, seed: int = 0):
     """Random stacked params, per-step grads, active masks and lr factors for m models."""
     g = torch.Generator().manual_seed(seed)
@@ -75,23 +91,28 @@ def _reference(specs, params, grads, active, factors):
     return models
 
 
-def _snapshot(opt: StackedOptimizer, params) -> dict[str, torch.Tensor]:
+def _lr(specs, factors: torch.Tensor) -> torch.Tensor:
+    """Each model's learning rate at each step, as a Python float ``lr * factor`` (as the engines set it)."""
+    return torch.tensor(
+        [[s.lr * f for s, f in zip(specs, row)] for row in factors.tolist()], dtype=torch.float64
+    )
+
+
+def _snapshot(opt: StackedOptimizer, params: torch.Tensor) -> dict[str, torch.Tensor]:
     """Copies of every stacked tensor a step may touch: parameters, optimizer state, step counts."""
-    state = {f"{name}.{key}": v for name, s in opt.state.items() for key, v in s.items()}
-    return {k: v.clone() for k, v in {**params, **state, "steps": opt.steps}.items()}
+    return {k: v.clone() for k, v in {"params": params, **opt.state, "steps": opt.steps}.items()}
 
 
 def _run_stacked(specs, params, grads, active, factors):
-    params = {k: v.clone() for k, v in params.items()}
+    params = _flat(params)
+    lr = _lr(specs, factors)
     opt = StackedOptimizer(specs, params)
     for t, step_grads in enumerate(grads):
-        grads_before = {k: v.clone() for k, v in step_grads.items()}
         before = _snapshot(opt, params)
-        opt.step(params, step_grads, factors[t], active[t])
+        opt.step(params, _flat(step_grads), lr[t], active[t])
         after = _snapshot(opt, params)
         for m in (~active[t]).nonzero().flatten().tolist():  # sat out: bit-identical
             assert all(torch.equal(before[k][m], after[k][m]) for k in before)
-        assert all(torch.equal(grads_before[k], step_grads[k]) for k in step_grads)
     return params, opt
 
 
@@ -107,12 +128,14 @@ def test_stacked_optimizer_matches_torch_optim_model_by_model(case, dtype):
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     for m, (ps, ref_opt) in enumerate(_reference(specs, params, grads, active, factors)):
         state = opt.model_state(m)
+        mine = _split(stacked[m])
         for k, p in ps.items():
-            torch.testing.assert_close(stacked[k][m], p.detach(), **tol)
+            torch.testing.assert_close(mine[k], p.detach(), **tol)
             expected = ref_opt.state[p]
-            assert state[k].keys() == expected.keys()
+            assert state.keys() == expected.keys()
             for key, value in expected.items():
-                torch.testing.assert_close(state[k][key], value, check_dtype=False, **tol)
+                got = state[key] if key == "step" else _split(state[key])[k]
+                torch.testing.assert_close(got, value, check_dtype=False, **tol)
         assert opt.steps[m] == active[:, m].sum()
 
 
@@ -125,10 +148,10 @@ def test_every_model_moved_and_the_early_stopper_stopped():
 
 
 def test_one_optimizer_class_for_all_models():
-    params = {"w": torch.zeros(2, 3)}
+    params = torch.zeros(2, 3)
     with pytest.raises(ValueError, match=r"one optimizer class.*\['Adam', 'AdamW'\]"):
         StackedOptimizer([Adam(), AdamW()], params)
-    with pytest.raises(ValueError, match="with 3 models"):
+    with pytest.raises(ValueError, match="with 3 rows"):
         StackedOptimizer([SGD()] * 3, params)
 
 
@@ -142,7 +165,9 @@ def test_clip_grad_norm_matches_torch_per_model(dtype):
     }
     max_norm = torch.tensor([1.0, 2.0, float("inf"), 0.5, 1e6], dtype=torch.float64)
     before = {k: v.clone() for k, v in grads.items()}
-    norms = clip_grad_norm_(grads, max_norm)
+    flat = _flat(grads)
+    norms = clip_grad_norm_(flat, max_norm)
+    grads = {k: torch.stack([_split(row)[k] for row in flat]) for k in SHAPES}
     tol = {"rtol": 1e-14, "atol": 0.0} if dtype == torch.float64 else {"rtol": 1e-6, "atol": 0.0}
     for m, limit in enumerate(max_norm.tolist()):
         ps = [torch.nn.Parameter(v[m].clone()) for v in before.values()]
@@ -173,11 +198,13 @@ class _OpLog(TorchDispatchMode):
 
 def _ops_of_one_step(specs, m):
     params, grads, active, factors = _scenario(m, 2, torch.float32)
-    opt = StackedOptimizer([specs[i % len(specs)] for i in range(m)], params)
-    opt.step(params, grads[0], factors[0], active[0])
-    grads, factors, active = grads[1], factors[1], active[1]
+    specs = [specs[i % len(specs)] for i in range(m)]
+    params, lr = _flat(params), _lr(specs, factors)
+    opt = StackedOptimizer(specs, params)
+    opt.step(params, _flat(grads[0]), lr[0], active[0])
+    grads = _flat(grads[1])
     with _OpLog() as log:
-        opt.step(params, grads, factors, active)
+        opt.step(params, grads, lr[1], active[1])
     return log.ops
 
 
@@ -189,7 +216,7 @@ def test_ops_per_step_do_not_grow_with_the_number_of_models(case):
 
 def _ops_of_clip(m):
     grads, _, _, _ = _scenario(m, 1, torch.float32)
-    max_norm = torch.full((m,), 1.0)
+    max_norm, grads = torch.full((m,), 1.0), _flat(grads)
     with _OpLog() as log:
         clip_grad_norm_(grads, max_norm)
     return log.ops

@@ -1,13 +1,11 @@
-import math
 from pathlib import Path
 
 import pytest
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ctsim.config import ConfigError
-from ctsim.schedules import Constant, Cosine, ScheduleTable, StepDecay
+from ctsim.schedules import Constant, Cosine, StepDecay
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "schedule"
 
@@ -58,53 +56,3 @@ def test_all_problems_are_reported_together():
 )
 def test_yaml_instantiates_the_class_with_its_defaults(name, expected):
     assert instantiate(OmegaConf.load(CONF / f"{name}.yaml")) == expected
-
-
-def _mixed_schedules():
-    """Every kind, with several settings, in a table long enough for torch's vectorized kernels."""
-    kinds = [
-        Constant(),
-        StepDecay(),
-        StepDecay(every_epochs=2, gamma=0.5),
-        StepDecay(every_epochs=3, gamma=0.9),
-        StepDecay(gamma=1.5),
-        Cosine(),
-        Cosine(min_factor=0.1),
-        Cosine(min_factor=1.0),
-    ]
-    return kinds * 5
-
-
-def test_vectorized_factors_equal_the_scalar_factors():
-    schedules = _mixed_schedules()
-    table = ScheduleTable.from_schedules(schedules, "cpu", torch.float64)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(50):
-        total = torch.randint(1, 1000, (len(schedules),), generator=g)
-        step = (torch.rand(len(schedules), generator=g, dtype=torch.float64) * total).long()
-        epoch = torch.randint(0, 30, (len(schedules),), generator=g)
-        got = table.factors(epoch, step, total).tolist()
-        want = [
-            s.factor(e, t, n) for s, e, t, n in zip(schedules, epoch.tolist(), step.tolist(), total.tolist())
-        ]
-        # torch's SIMD pow and cos may round differently from libm's by 1 ulp: the only difference.
-        assert got == pytest.approx(want, rel=2**-52, abs=2**-53)
-
-
-def test_vectorized_factors_at_known_points():
-    table = ScheduleTable.from_schedules(
-        [Constant(), StepDecay(every_epochs=2, gamma=0.5), Cosine(min_factor=0.1)], "cpu", torch.float64
-    )
-    for epoch, want in enumerate([1, 1, 0.5, 0.5, 0.25, 0.25]):
-        e = torch.tensor([epoch] * 3)
-        assert table.factors(e, torch.tensor([0] * 3), torch.tensor([10] * 3)).tolist() == [1, want, 1]
-    midway = table.factors(torch.tensor([0, 0, 0]), torch.tensor([5, 5, 5]), torch.tensor([10, 10, 10]))
-    assert midway.tolist() == pytest.approx([1, 1, 0.55], abs=1e-15)
-    assert midway.dtype == torch.float64
-
-
-def test_table_of_one_kind_and_of_float32():
-    table = ScheduleTable.from_schedules([Cosine()] * 3, "cpu", torch.float32)
-    got = table.factors(torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 2]), torch.tensor([4, 4, 4]))
-    assert got.dtype == torch.float32
-    assert got.tolist() == pytest.approx([0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(3)], rel=1e-7)

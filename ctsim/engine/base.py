@@ -38,14 +38,20 @@ class TrainConfig:
         init: ``finetune`` starts from the pipeline's previous generation (fresh optimizer state),
             ``scratch`` from a new initialisation every time. Generation 0 always starts from scratch.
         clip_grad_norm: clip each model's gradient to this global L2 norm; null for no clipping.
+        freeze: parameter names (or name prefixes, e.g. ``features``) that are not trained: they keep
+            their initial or inherited values bit for bit (a frozen backbone, a fine-tuned head).
     """
 
     epochs: int = 5
     batch_size: int = 64
     init: Literal["finetune", "scratch"] = "finetune"
     clip_grad_norm: float | None = None
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "freeze", tuple(self.freeze) if isinstance(self.freeze, list) else self.freeze
+        )
         ConfigError.raise_all(
             [
                 positive_int("epochs", self.epochs),
@@ -58,8 +64,22 @@ class TrainConfig:
                     or (is_number(self.clip_grad_norm) and self.clip_grad_norm > 0),
                     "null or a number > 0",
                 ),
+                check(
+                    "freeze",
+                    self.freeze,
+                    isinstance(self.freeze, tuple) and all(isinstance(f, str) and f for f in self.freeze),
+                    "a list of parameter names or name prefixes, e.g. [features]",
+                ),
             ]
         )
+
+    def frozen(self, name: str) -> bool:
+        """Is parameter ``name`` frozen? ``features`` freezes ``features.0.weight``, not ``features2.w``.
+
+        >>> TrainConfig(freeze=["features"]).frozen("features.0.weight"), TrainConfig().frozen("head.bias")
+        (True, False)
+        """
+        return any(name == f or name.startswith(f + ".") for f in self.freeze)
 
 
 @dataclass(frozen=True)
@@ -124,8 +144,12 @@ class Engine(Protocol):
 
 
 class EngineSettings:
-    """What both engines share: device, parameter dtype, precision, evaluation batch size and TF32.
+    """What both engines share: device, parameter dtype, precision, evaluation batch size, TF32 and
+    cuDNN's autotuner.
 
+    ``cudnn_benchmark`` lets cuDNN time its convolution algorithms and keep the fastest. Which one wins
+    can change from run to run, and with it the rounding, so ``auto`` turns it on only under
+    ``precision=bf16`` (which gives up exactness anyway) and keeps fp32 runs reproducible.
     ``problems`` are an engine's own checks, reported together with these in one :class:`ConfigError`.
     """
 
@@ -136,6 +160,7 @@ class EngineSettings:
         precision: str,
         eval_batch_size: int,
         tf32: bool,
+        cudnn_benchmark: bool | str = "auto",
         problems: Sequence[Problem | None] = (),
     ):
         ConfigError.raise_all(
@@ -144,6 +169,12 @@ class EngineSettings:
                 one_of("precision", precision, list(PRECISIONS)),
                 positive_int("eval_batch_size", eval_batch_size),
                 check("tf32", tf32, isinstance(tf32, bool), "true or false"),
+                check(
+                    "cudnn_benchmark",
+                    cudnn_benchmark,
+                    isinstance(cudnn_benchmark, bool) or cudnn_benchmark == "auto",
+                    "auto, true or false",
+                ),
                 *problems,
             ]
         )
@@ -151,13 +182,61 @@ class EngineSettings:
         self.dtype = DTYPES[dtype]
         self.precision = precision
         self.eval_batch_size = eval_batch_size
+        self.tf32 = tf32
+        self.cudnn_benchmark = precision == "bf16" if cudnn_benchmark == "auto" else cudnn_benchmark
         set_tf32(tf32)
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
     def _autocast(self) -> AbstractContextManager:
         """bfloat16 autocast under ``precision=bf16``; nothing under ``fp32``."""
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
+
+
+def build_model(job: TrainJob, dtype: torch.dtype) -> torch.nn.Module:
+    """The model a job starts from: seeded initialisation, the parent's state, frozen parameters."""
+    model = job.model.build(seed=job.seed, dtype=dtype)
+    if job.parent is not None:
+        check_state(model, job.parent, f"the parent of pipeline {job.pipeline}'s generation {job.generation}")
+        model.load_state_dict(job.parent)
+    for name, param in model.named_parameters():
+        if job.train.frozen(name):
+            param.requires_grad_(False)
+    return model
+
+
+class StateError(ValueError):
+    """A state dict that does not fit its model: names the missing, unexpected and misshapen entries."""
+
+
+def check_state(model: torch.nn.Module, state: State, what: str) -> None:
+    """Raise :class:`StateError` unless ``state`` has exactly ``model``'s persistent entries and shapes.
+
+    >>> check_state(torch.nn.Linear(2, 1), {"weight": torch.zeros(1, 2)}, "state 0")
+    Traceback (most recent call last):
+    ...
+    ctsim.engine.base.StateError: state 0 does not fit Linear: missing keys ['bias']
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshapen = [
+        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = [
+        f"{label} {items}"
+        for label, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("wrong shapes", misshapen),
+        )
+        if items
+    ]
+    if parts:
+        raise StateError(f"{what} does not fit {type(model).__name__}: " + "; ".join(parts))
 
 
 def job_seed(pipeline_seed: int, generation: int) -> int:
@@ -205,15 +284,16 @@ def predict_each(
     """Predictions ``(len(states), len(x))`` of one module loaded with each state in turn; seconds each."""
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     preds, seconds = [], []
-    with torch.no_grad():
-        for state in states:
-            start = time.perf_counter()
-            net.load_state_dict(state)
-            with autocast():
-                out = [
-                    net(x[i : i + batch_size].to(device, dtype).contiguous(memory_format=fmt)).argmax(1)
-                    for i in range(0, len(x), batch_size)
-                ]
-            preds.append(torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.long))
-            seconds.append(time.perf_counter() - start)
+    for i, state in enumerate(states):
+        check_state(net, state, f"state {i}")
+    for state in states:
+        start = time.perf_counter()
+        net.load_state_dict(state)
+        with torch.inference_mode(), autocast():
+            out = [
+                net(x[i : i + batch_size].to(device, dtype).contiguous(memory_format=fmt)).argmax(1)
+                for i in range(0, len(x), batch_size)
+            ]
+        preds.append(torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.long))
+        seconds.append(time.perf_counter() - start)
     return torch.stack(preds), seconds

@@ -1,50 +1,59 @@
-"""The batched engine: every due job of one architecture trained in one ``torch.func`` pass per step.
+"""The batched engine: every due job of one architecture trained together, one stacked call per step.
 
-Jobs with the same architecture and optimizer kind are stacked (``stack_module_state``) and trained
-together: one ``vmap(grad_and_value(...))`` call per step computes every model's gradient of its own
-mean loss on its own batch, and one stacked optimizer update (:mod:`ctsim.engine.functional_optim`)
-applies every model's own hyperparameters. The result is training each model alone (the sequential
-engine), which the equivalence tests check:
+Jobs with the same architecture, optimizer kind and frozen parameters form a group. A group trains
+step by step: at each step one ``vmap`` call over ``functional_call`` computes every model's own mean
+loss on its own batch, ``torch.autograd`` differentiates their sum (each model's gradient is that of
+its own loss), and one stacked optimizer update (:mod:`ctsim.engine.functional_optim`) applies every
+model's own hyperparameters. The result is training each model alone (the sequential engine), which
+the equivalence tests check:
 
 * **Per-model state.** Each model keeps its own data order (its own ``torch.Generator``, drawn exactly
   as the sequential engine draws it), batch size, learning rate and schedule, momentum, weight decay,
   Adam betas, epochs, optimizer state, step count, gradient clipping and BatchNorm statistics; dropout
-  masks come from each model's own seed (:class:`~ctsim.models.dropout.SeededDropout`).
-* **Loss.** ``vmap(grad(...))`` differentiates each model's mean loss separately: the same as summing
-  (never averaging) the models' losses into one population loss.
-* **Unequal data.** A step trains the models that still have a batch. Models whose batches differ in
-  size (the last batch of an epoch, different data sizes or batch sizes) are trained in one call per
-  distinct size, so no model ever sees padding (BatchNorm statistics stay exact). Models that have
-  finished their epochs are left out of the update: no step, no state change.
-* **Non-finite members.** A model whose loss, parameters or buffers become non-finite is restored to
-  its state before that step and frozen (``status = "nonfinite"``); the models share no arithmetic,
-  so every other member's results are bit-identical to a run without it.
-* **Memory.** Groups larger than the memory budget train in chunks of models, and evaluation runs in
-  chunks of models × samples, so a population larger than the device's memory runs in parts.
+  masks come from each model's own seed (:class:`~ctsim.models.dropout.SeededDropout`). Frozen
+  parameters (``requires_grad=False``, or ``train.freeze``) are never differentiated nor updated.
+* **Unequal data.** Every step is planned before training (:mod:`ctsim.engine.plan`). A step trains the
+  models that still have a batch, in one call per distinct batch size, so no model ever sees padding
+  (BatchNorm statistics stay exact). Models that have finished are left out of the update.
+* **Non-finite members.** Every update is proposed, checked and then committed: a model whose loss,
+  parameters or buffers would become non-finite keeps its state from before that step and is frozen
+  (``status = "nonfinite"``). The check runs on the device and is acted on lazily, so a step waits for
+  the device at most once (see ``SYNC_EVERY``).
+* **Routes.** ``route=vmap`` stacks the models of a group into one call; ``route=loop`` trains them one
+  at a time through the plain module (torch's own kernels). ``auto`` takes ``vmap`` on GPUs, and on
+  CPUs ``vmap`` for models without convolutions and ``loop`` for convolutional ones: on 2 CPU cores,
+  grouped convolutions run slower than one model at a time (``python -m ctsim.bench --cases routes``).
+* **Memory.** A group larger than ``memory_budget`` trains in chunks of models, and evaluation runs in
+  chunks of models × samples (:mod:`ctsim.engine.memory`); a CUDA out-of-memory error halves the chunk
+  and tries again.
 
 With ``precision=bf16`` the forward passes run under ``torch.autocast`` in bfloat16: faster on GPUs,
-but no longer equal to the float32 reference.
+but no longer equal to the float32 reference. ``compile=true`` compiles the stacked loss with
+``torch.compile`` (fused kernels: faster on GPUs after a compilation of tens of seconds per
+architecture and batch shape; not bit-identical to the eager kernels).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
-from ctsim.config import check, is_number, positive_int
-from ctsim.engine.base import EngineSettings, State, Trained, TrainJob, predict_each
+from ctsim.config import check, one_of, positive_int
+from ctsim.engine.base import EngineSettings, State, Trained, TrainJob, build_model, check_state, predict_each
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
+from ctsim.engine.memory import MemoryPlanner, budget_problem
+from ctsim.engine.plan import Call, StepPlan
+from ctsim.engine.stack import Losses, Stack, batchnorm_in_float32
 from ctsim.models.base import ModelSpec
-from ctsim.schedules import ScheduleTable
 
-CPU_BUDGET = 64 * 2**20  # bytes of activations per call on CPU (see BatchedEngine._budget)
+SYNC_EVERY = 32  # steps between the lazy checks whether every model of a group has gone non-finite
+ROUTES = ("auto", "vmap", "loop")
 
 
 class BatchedEngine(EngineSettings):
@@ -55,10 +64,13 @@ class BatchedEngine(EngineSettings):
         dtype: ``float32`` or ``float64``.
         precision: ``fp32`` (exact) or ``bf16`` (autocast: faster on GPUs, not equal to the reference).
         eval_batch_size: test samples per forward pass when evaluating.
-        max_models: at most this many models per vmap call; null sizes chunks to ``memory_gb``.
-        memory_gb: the memory budget of one call (activations and parameters); null: 60% of the free
-            GPU memory, or 64 MiB on CPU (cache-sized: see ``_budget``).
+        route: ``auto``, ``vmap`` (stack the models of a group) or ``loop`` (one model at a time).
+        max_models: at most this many models per call; null: as many as the memory budget holds.
+        memory_budget: bytes (a number > 1) or a fraction (0 < f ≤ 1) of the device memory free when a
+            call starts; null: 0.6 of it. On CUDA, memory PyTorch has cached but not in use counts as free.
+        compile: ``torch.compile`` the stacked loss (faster on GPUs, not bit-identical).
         tf32: allow TF32 matrix products on NVIDIA GPUs (faster, less exact).
+        cudnn_benchmark: let cuDNN time and pick convolution algorithms (``auto``: only under bf16).
     """
 
     name = "batched"
@@ -69,10 +81,13 @@ class BatchedEngine(EngineSettings):
         device: str = "auto",
         dtype: str = "float32",
         precision: str = "fp32",
-        eval_batch_size: int = 256,
+        eval_batch_size: int = 64,
+        route: str = "auto",
         max_models: int | None = None,
-        memory_gb: float | None = None,
+        memory_budget: float | None = None,
+        compile: bool = False,
         tf32: bool = False,
+        cudnn_benchmark: bool | str = "auto",
     ):
         super().__init__(
             device,
@@ -80,126 +95,175 @@ class BatchedEngine(EngineSettings):
             precision,
             eval_batch_size,
             tf32,
+            cudnn_benchmark,
             [
+                one_of("route", route, list(ROUTES)),
                 None if max_models is None else positive_int("max_models", max_models),
-                check(
-                    "memory_gb",
-                    memory_gb,
-                    memory_gb is None or (is_number(memory_gb) and memory_gb > 0),
-                    "null or a number > 0",
-                ),
+                budget_problem(memory_budget),
+                check("compile", compile, isinstance(compile, bool), "true or false"),
             ],
         )
+        self.route = route
         self.max_models = max_models
-        self.memory_bytes = None if memory_gb is None else int(memory_gb * 2**30)
+        self.memory = MemoryPlanner(self.device, memory_budget)
+        self.compile = compile
+        self._losses: dict[tuple, Losses] = {}
 
     # ----------------------------------------------------------------------------------------- training
 
     def train(self, jobs: Sequence[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
         results: list[Trained | None] = [None] * len(jobs)
-        groups: dict[tuple[str, str], list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault((job.model.key, type(job.optimizer).__name__), []).append(i)
+            key = (job.model.key, type(job.optimizer).__name__, job.train.freeze)
+            groups.setdefault(key, []).append(i)
         for rows in groups.values():
-            spec = jobs[rows[0]].model
-            batch = max(jobs[r].train.batch_size for r in rows)
-            per_chunk = self._models_per_chunk(spec, batch, training=True)
-            for chunk in _chunks(rows, per_chunk):
-                group = [jobs[r] for r in chunk]
-                for r, trained in zip(chunk, self._train_group(group, x, y, alone=per_chunk == 1)):
-                    results[r] = trained
+            group = [jobs[r] for r in rows]
+            for r, trained in zip(rows, self._train_group(group, x, y)):
+                results[r] = trained
         return results  # type: ignore[return-value]
 
-    def _train_group(
-        self, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor, alone: bool
+    def vmapped(self, spec: ModelSpec) -> bool:
+        """Does this engine stack models of this architecture (``route``, see the module docstring)?"""
+        if self.route != "auto":
+            return self.route == "vmap"
+        if self.device.type == "cuda":
+            return True
+        return not any(isinstance(m, nn.modules.conv._ConvNd) for m in spec.build().modules())
+
+    def _train_group(self, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
+        """Train one group (one architecture, optimizer kind and set of frozen parameters)."""
+        vmapped = self.vmapped(jobs[0].model)
+        per_call = 1
+        if vmapped:
+            batch = max(job.train.batch_size for job in jobs)
+            per_call = self._models_per_call(jobs[0].model, batch, training=True)
+        return self._train_in_chunks(jobs, x, y, per_call, vmapped)
+
+    def _train_in_chunks(self, jobs, x, y, per_call: int, vmapped: bool) -> list[Trained]:
+        """Chunks of ``per_call`` models, one after another; a chunk that runs out of memory is halved."""
+        out: list[Trained] = []
+        for rows in _chunks(list(range(len(jobs))), per_call):
+            chunk = [jobs[r] for r in rows]
+            try:
+                out += self._train_chunk(chunk, x, y, vmapped)
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                torch.cuda.empty_cache()
+                out += self._train_in_chunks(chunk, x, y, max(1, len(chunk) // 2), vmapped)
+        return out
+
+    def _models_per_call(self, spec: ModelSpec, batch: int, training: bool) -> int:
+        fit = self.memory.models_per_call(spec, self.dtype, batch, training)
+        return min(fit, self.max_models or fit)
+
+    def _train_chunk(
+        self, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor, vmapped: bool
     ) -> list[Trained]:
-        """Train ``jobs`` together, step by step (``alone``: one job, without vmap)."""
+        """Train ``jobs`` together, step by step: each step reads top to bottom in the loop below."""
         start = time.perf_counter()
-        dev, dtype, num = self.device, self.dtype, len(jobs)
-        models = []
-        for job in jobs:
-            model = job.model.build(seed=job.seed, dtype=dtype)
-            if job.parent is not None:
-                model.load_state_dict(job.parent)
-            models.append(model)
-        persistent = list(models[0].state_dict().keys())
-        step = (_ModuleStep if alone else _VmapStep)(models, dev, dtype, self._autocast)
-        params, buffers = step.params, step.buffers
-        del models
+        stack = Stack([build_model(job, self.dtype) for job in jobs], self.device)
+        plan = StepPlan(jobs, self.device, self.dtype)
+        optimizer = StackedOptimizer([job.optimizer for job in jobs], stack.flat)
+        max_norm = _clip_norms(jobs, self.device, self.dtype)
+        losses_of = self._losses_for(jobs[0], vmapped)
+        tally = _Tally(len(jobs), self.device)
+        with _seeded(jobs[0].seed if len(jobs) == 1 else None, self.device):
+            for t, calls in enumerate(plan.calls):
+                work = {k: v.clone() for k, v in stack.buffers.items()}  # the forward updates BatchNorm stats
+                grads, losses = self._gradients(stack, work, calls, losses_of, x, y)
+                if max_norm is not None:
+                    clip_grad_norm_(grads, max_norm)
+                active = plan.active[t] & ~tally.frozen
+                before = stack.flat.clone()  # the last finite state, kept by models that go non-finite
+                optimizer.step(stack.flat, grads, plan.lr[t], active)
+                ok = _finite(losses, stack.flat, work)
+                _keep(stack, before, work, active & ok)
+                tally.record(active, ok, losses, plan.samples[t], plan.last_epoch[t])
+                if t % SYNC_EVERY == SYNC_EVERY - 1 and bool(tally.frozen.all()):  # the lazy host sync
+                    break
+        return self._results(jobs, stack, optimizer, tally, time.perf_counter() - start)
 
-        plan = _StepPlan(jobs, dev, dtype)
-        optimizer = StackedOptimizer([job.optimizer for job in jobs], params)
-        schedules = ScheduleTable.from_schedules([job.schedule for job in jobs], dev, torch.float64)
-        clips = [math.inf if job.train.clip_grad_norm is None else job.train.clip_grad_norm for job in jobs]
-        max_norm = torch.tensor(clips, device=dev, dtype=dtype) if any(map(math.isfinite, clips)) else None
-        frozen = torch.zeros(num, dtype=torch.bool, device=dev)
-        steps_done = torch.zeros(num, dtype=torch.long, device=dev)
-        samples_done = torch.zeros(num, dtype=torch.long, device=dev)
-        last_epoch_loss = torch.zeros(num, dtype=torch.float64, device=dev)
+    def _gradients(
+        self, stack: Stack, work: dict, calls: list[Call], losses_of: Losses, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gather each call's batches, run forward and loss, and backward: flat gradients ``(M, P)`` and
+        losses ``(M,)`` (zero for the models that do not step)."""
+        if len(calls) == 1 and calls[0].whole:
+            return self._call(stack, stack.flat, stack.frozen, work, calls[0], losses_of, x, y)
+        grads = torch.zeros_like(stack.flat)
+        losses = torch.zeros(len(stack), dtype=self.dtype, device=self.device)
+        for call in calls:
+            rows = call.rows
+            sub = {k: v.index_select(0, rows) for k, v in work.items()}
+            frozen = {k: v.index_select(0, rows) for k, v in stack.frozen.items()}
+            g, loss = self._call(stack, stack.flat.index_select(0, rows), frozen, sub, call, losses_of, x, y)
+            for k, v in work.items():
+                v.index_copy_(0, rows, sub[k])
+            grads.index_copy_(0, rows, g)
+            losses.index_copy_(0, rows, loss.to(self.dtype))
+        return grads, losses
 
-        for t in range(plan.max_steps):
-            sizes = plan.batch_sizes(t).masked_fill(frozen, 0)
-            if not bool((sizes > 0).any()):
-                break
-            # One call per distinct batch size: no model ever sees padding (see the module docstring).
-            for b in sizes[sizes > 0].unique().tolist():
-                rows = (sizes == b).nonzero().squeeze(1)
-                whole = len(rows) == num
-                keys, weights = plan.batch(rows, t, b)
-                with torch.no_grad():
-                    p = params if whole else {k: v[rows] for k, v in params.items()}
-                    bu = buffers if whole else {k: v[rows] for k, v in buffers.items()}
-                    saved_p = {k: v.clone() for k, v in p.items()}  # the last finite state, for NaN isolation
-                    saved_b = {k: v.clone() for k, v in bu.items()}
-                grads, losses = step(p, bu, x[keys].to(dtype), y[keys], weights)  # updates BatchNorm ``bu``
-                with torch.no_grad():
-                    if not whole:
-                        for k, v in bu.items():
-                            buffers[k][rows] = v
-                        grads = {
-                            k: torch.zeros_like(v).index_copy_(0, rows, grads[k]) for k, v in params.items()
-                        }
-                    if max_norm is not None:
-                        clip_grad_norm_(grads, max_norm)
-                    stepping = torch.zeros(num, dtype=torch.bool, device=dev).index_fill_(0, rows, True)
-                    epoch = torch.div(t, plan.steps_per_epoch.clamp(min=1), rounding_mode="floor")
-                    factors = schedules.factors(epoch, torch.full_like(epoch, t), plan.total_steps)
-                    optimizer.step(params, grads, factors, stepping)
+    def _call(self, stack, flat, frozen, buffers, call: Call, losses_of: Losses, x, y):
+        """One stacked forward and backward pass: ``(r, P)`` gradients and ``(r,)`` losses."""
+        leaves = {k: v.detach().requires_grad_() for k, v in stack.views(flat).items()}
+        keys = call.keys.reshape(-1)
+        xb = x.index_select(0, keys).view(*call.keys.shape, *x.shape[1:]).to(self.dtype)
+        yb = y.index_select(0, keys).view(call.keys.shape)
+        try:
+            losses = losses_of({**leaves, **frozen}, buffers, xb, yb, call.weights)
+        except RuntimeError as e:
+            if "randomness" in str(e):
+                raise RuntimeError(
+                    "the model draws random numbers in its forward pass (e.g. F.dropout or torch.rand); "
+                    "the batched engine needs per-model seeded randomness: use "
+                    "ctsim.models.SeededDropout (or nn.Dropout, made seeded automatically), or "
+                    "engine.route=loop"
+                ) from e
+            raise
+        grads = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
+        grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, leaves.values())]
+        flat_grads = torch.cat([g.reshape(len(flat), -1) for g in grads], dim=1) if grads else flat * 0
+        return flat_grads, losses.detach()
 
-                    ok = torch.isfinite(losses)
-                    ok &= _all_finite([params[k][rows] for k in params])
-                    ok &= _all_finite([buffers[k][rows] for k in buffers if buffers[k].is_floating_point()])
-                    if not bool(ok.all()):  # restore and freeze the members that went non-finite
-                        bad = rows[~ok]
-                        for k in params:
-                            params[k][bad] = saved_p[k][~ok]
-                        for k in buffers:
-                            buffers[k][bad] = saved_b[k][~ok]
-                        frozen[bad] = True
-                    good = rows[ok]
-                    steps_done[good] += 1
-                    samples_done[good] += b
-                    in_last = plan.in_last_epoch(t)[good]
-                    last_epoch_loss[good] += torch.where(in_last, losses[ok].double() * b, 0.0)
+    def _losses_for(self, job: TrainJob, vmapped: bool) -> Losses:
+        """The loss function of one architecture, kept for the whole run (compiled once with ``compile``)."""
+        key = (job.model.key, job.train.freeze, vmapped)
+        if key not in self._losses:
+            model = build_model(job, self.dtype)
+            self._losses[key] = Losses(model, self.dtype, self._autocast, vmapped, self.compile)
+        return self._losses[key]
 
-        seconds = (time.perf_counter() - start) / num  # attributed equally to the group's models
-        stacked = {**params, **buffers}
+    def _results(self, jobs, stack: Stack, optimizer, tally: _Tally, seconds: float) -> list[Trained]:
+        states = stack.states()
+        steps, samples, frozen = (
+            v.tolist() for v in (tally.steps.cpu(), tally.samples.cpu(), tally.frozen.cpu())
+        )
+        loss_sums = tally.last_epoch_loss.cpu().tolist()
         results = []
         for m, job in enumerate(jobs):
-            state = {k: stacked[k][m].detach().to("cpu", copy=True).contiguous() for k in persistent}
             n = len(job.keys)
-            loss = float(last_epoch_loss[m]) / n if n and not frozen[m] else float("nan")
-            status = "nonfinite" if bool(frozen[m]) else "ok"
-            opt_state = None
-            if self.record_optimizer_state:
-                opt_state = {
-                    name: {k: v.detach().to("cpu", copy=True) for k, v in st.items()}
-                    for name, st in optimizer.model_state(m).items()
-                }
+            loss = loss_sums[m] / n if n and not frozen[m] else float("nan")
+            opt_state = self._optimizer_state(stack, optimizer, m) if self.record_optimizer_state else None
+            status = "nonfinite" if frozen[m] else "ok"
             results.append(
-                Trained(state, int(steps_done[m]), int(samples_done[m]), seconds, loss, status, opt_state)
+                Trained(states[m], steps[m], samples[m], seconds / len(jobs), loss, status, opt_state)
             )
         return results
+
+    @staticmethod
+    def _optimizer_state(stack: Stack, optimizer: StackedOptimizer, m: int) -> dict:
+        """Model m's optimizer state per parameter name, shaped as ``torch.optim`` keeps it."""
+        state = optimizer.model_state(m)
+        per_key = {k: stack.per_name(v.cpu()) for k, v in state.items() if k != "step"}
+        return {
+            name: {
+                **({"step": state["step"].cpu()} if "step" in state else {}),
+                **{k: v[name] for k, v in per_key.items()},
+            }
+            for name, _ in stack.trainable
+        }
 
     # --------------------------------------------------------------------------------------- evaluation
 
@@ -210,23 +274,29 @@ class BatchedEngine(EngineSettings):
         """Class predictions of every state on ``x``: models in chunks, the inputs shared by a chunk."""
         if not states:
             return torch.empty(0, len(x), dtype=torch.long), []
-        per_chunk = self._models_per_chunk(model, self.eval_batch_size, training=False)
         net = model.build(dtype=self.dtype).to(self.device).eval()
-        _batchnorm_in_float32(net)
-        if per_chunk == 1:  # the budget takes one model at a time: a plain module, torch's own kernels
+        for i, state in enumerate(states):
+            check_state(net, state, f"state {i}")
+        if not self.vmapped(model):  # one model at a time: a plain module, torch's own kernels
             return predict_each(net, states, x, self.eval_batch_size, self._autocast)
+        per_chunk = self._models_per_call(model, self.eval_batch_size, training=False)
+        batchnorm_in_float32(net)
+        persistent = set(net.state_dict())
+        shared = {k: v for k, v in net.named_buffers() if k not in persistent}  # e.g. dropout counters
 
         def forward(state, xb):
             with self._autocast():
-                return functional_call(net, state, (xb,), strict=False).argmax(-1)
+                return functional_call(net, (state, shared), (xb,)).argmax(-1)
 
         many = vmap(forward, in_dims=(0, None))
         preds, seconds = [], []
         for rows in _chunks(list(range(len(states))), per_chunk):
             start = time.perf_counter()
             chunk = [states[r] for r in rows]
-            stacked = {k: torch.stack([s[k] for s in chunk]).to(self.device) for k in chunk[0]}
-            if len(chunk) == 1:  # never a lone model in a vmap call (see _VmapStep): pair it with itself
+            stacked = {
+                k: torch.stack([s[k] for s in chunk]).to(self.device, non_blocking=True) for k in chunk[0]
+            }
+            if len(chunk) == 1:  # never a lone model in a vmap call (see Losses): pair it with itself
                 stacked = {k: torch.cat([v, v]) for k, v in stacked.items()}
             out = [
                 many(stacked, x[i : i + self.eval_batch_size].to(self.device, self.dtype))[: len(chunk)]
@@ -236,158 +306,61 @@ class BatchedEngine(EngineSettings):
             seconds += [(time.perf_counter() - start) / len(chunk)] * len(chunk)
         return torch.cat(preds), seconds
 
-    # ------------------------------------------------------------------------------------------- memory
 
-    def _models_per_chunk(self, spec: ModelSpec, batch: int, training: bool) -> int:
-        """How many models one call takes within the memory budget (``max_models`` caps it).
+class _Tally:
+    """Per model, on the device: steps and samples taken, last-epoch loss, and whether it is frozen."""
 
-        Training keeps every layer's output for the backward pass (and makes gradients of them);
-        evaluation holds about two layers' outputs at a time.
-        """
-        total, largest = activation_bytes(spec, self.dtype)
-        per_sample = 3 * total if training else 2 * largest
-        per_model = per_sample * batch + 4 * spec_parameters(spec) * self.dtype.itemsize
-        fit = max(1, self._budget() // max(per_model, 1))
-        return int(min(fit, self.max_models or fit))
+    def __init__(self, num: int, device: torch.device):
+        self.steps = torch.zeros(num, dtype=torch.long, device=device)
+        self.samples = torch.zeros(num, dtype=torch.long, device=device)
+        self.last_epoch_loss = torch.zeros(num, dtype=torch.float64, device=device)
+        self.frozen = torch.zeros(num, dtype=torch.bool, device=device)
 
-    def _budget(self) -> int:
-        """Bytes one call may use: ``memory_gb``; else 60% of the free GPU memory; on CPU, 64 MiB.
-
-        On CPU the budget is cache-sized on purpose: stacking pays there only for small models (many
-        small kernels become few); for convolutional nets, grouped convolutions and vmap's BatchNorm
-        rules run slower on 2 cores than one model at a time, which this budget then chooses.
-        """
-        if self.memory_bytes is not None:
-            return self.memory_bytes
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return int(0.6 * free)
-        return CPU_BUDGET
+    def record(self, active, ok, losses, samples, last_epoch) -> None:
+        done = active & ok
+        self.steps += done
+        self.samples += torch.where(done, samples, 0)
+        # As the sequential engine: the sum of (loss as a Python float) × batch size, in float64.
+        self.last_epoch_loss += torch.where(done & last_epoch, losses.double() * samples, 0.0)
+        self.frozen |= active & ~ok
 
 
-def _loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """One model's mean (weighted) cross-entropy, exactly as the sequential engine computes it."""
-    return (F.cross_entropy(logits.to(dtype), y, reduction="none") * w).mean()
+def _finite(losses: torch.Tensor, params: torch.Tensor, buffers: dict) -> torch.Tensor:
+    """Per model: are its loss, its parameters and its floating-point buffers all finite?"""
+    ok = torch.isfinite(losses)
+    if params.shape[1]:
+        ok &= torch.isfinite(torch.linalg.vector_norm(params, math.inf, dim=1))
+    for v in buffers.values():
+        if v.is_floating_point() and v[0].numel():
+            ok &= torch.isfinite(torch.linalg.vector_norm(v.reshape(len(v), -1), math.inf, dim=1))
+    return ok
 
 
-class _ModuleStep:
-    """One model trained alone: an ordinary module and ``torch.autograd`` (torch's own kernels).
-
-    ``params`` and ``buffers`` are views (with a leading model dimension of 1) of the module's own
-    tensors, so the stacked optimizer and the NaN bookkeeping work on them as on a stack.
-    """
-
-    def __init__(self, models: list[nn.Module], device: torch.device, dtype: torch.dtype, autocast):
-        (model,) = models
-        self.model = model.to(device).train()
-        self.params = {k: v.unsqueeze(0) for k, v in self.model.named_parameters()}
-        self.buffers = {k: v.unsqueeze(0) for k, v in self.model.named_buffers()}
-        self.dtype, self.autocast = dtype, autocast
-
-    def __call__(self, p, bu, xb, yb, wb):
-        with self.autocast():
-            logits = self.model(xb[0])
-        loss = _loss(logits, yb[0], wb[0], self.dtype)
-        grads = torch.autograd.grad(loss, list(self.model.parameters()))
-        return {k: g.unsqueeze(0) for k, g in zip(self.params, grads)}, loss.detach().unsqueeze(0)
+def _keep(stack: Stack, before: torch.Tensor, work: dict, mask: torch.Tensor) -> None:
+    """Keep the step's parameters and buffers (BatchNorm statistics, dropout counters) of the models in
+    ``mask``; the others go back to their state before the step."""
+    torch.where(mask.unsqueeze(1), stack.flat, before, out=stack.flat)
+    for k, v in stack.buffers.items():
+        torch.where(mask.view(-1, *[1] * (v.dim() - 1)), work[k], v, out=v)
 
 
-class _VmapStep:
-    """Several models per call: ``vmap(grad_and_value(...))`` over their stacked state.
-
-    Each model differentiates its own mean loss (never a population mean, which would divide every
-    learning rate by the number of models). A lone model in a vmap call would take other kernels
-    (a plain instead of a grouped convolution) than it takes beside others, so it is paired with a
-    copy of itself: which models share a step never changes a model's arithmetic.
-    """
-
-    def __init__(self, models: list[nn.Module], device: torch.device, dtype: torch.dtype, autocast):
-        params, buffers = stack_module_state(models)
-        self.params = {k: v.detach().to(device) for k, v in params.items()}
-        self.buffers = {k: v.to(device) for k, v in buffers.items()}
-        base = copy.deepcopy(models[0]).to("meta").train()
-        _batchnorm_in_float32(base)
-
-        def loss_fn(p, b, xb, yb, wb):
-            with autocast():
-                logits = functional_call(base, (p, b), (xb,))
-            return _loss(logits, yb, wb, dtype)
-
-        self.fn = vmap(grad_and_value(loss_fn))
-
-    def __call__(self, p, bu, xb, yb, wb):
-        if xb.shape[0] > 1:
-            return self.fn(p, bu, xb, yb, wb)
-
-        def twice(d):
-            return {k: torch.cat([v, v]) for k, v in d.items()}
-
-        twin = twice(bu)
-        grads, loss = self.fn(twice(p), twin, torch.cat([xb, xb]), torch.cat([yb, yb]), torch.cat([wb, wb]))
-        with torch.no_grad():
-            for k, v in bu.items():
-                v.copy_(twin[k][:1])
-        return {k: g[:1] for k, g in grads.items()}, loss[:1]
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """For one model alone: torch's global random stream seeded with its job's seed, as the sequential
+    engine seeds it (for a model that draws random numbers in its forward pass itself)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
+        yield
 
 
-class _StepPlan:
-    """Every model's batches, drawn exactly as the sequential engine draws them.
-
-    Model ``m`` trains ``epochs_m × ceil(n_m / batch_m)`` steps; at step ``t`` it is in epoch
-    ``t // steps_per_epoch_m`` and takes the next ``batch_m`` keys (fewer at the end of an epoch) of
-    that epoch's permutation, which its own generator draws (one ``randperm`` per epoch).
-    """
-
-    def __init__(self, jobs: Sequence[TrainJob], device: torch.device, dtype: torch.dtype):
-        n = torch.tensor([len(j.keys) for j in jobs])
-        batch = torch.tensor([j.train.batch_size for j in jobs])
-        epochs = torch.tensor([j.train.epochs for j in jobs])
-        self.steps_per_epoch = (-(-n // batch)).to(device)
-        self.total_steps = (self.steps_per_epoch.cpu() * epochs).to(device)
-        self.max_steps = int(self.total_steps.max()) if len(jobs) else 0
-        width = max(1, int((n * epochs).max()))
-        order = torch.zeros(len(jobs), width, dtype=torch.long)
-        weights = torch.ones(len(jobs), width, dtype=dtype)
-        for m, job in enumerate(jobs):
-            g = torch.Generator().manual_seed(job.seed)
-            perms = [torch.randperm(len(job.keys), generator=g) for _ in range(job.train.epochs)]
-            if perms and len(job.keys):
-                flat = torch.cat(perms)
-                order[m, : len(flat)] = job.keys[flat]
-                if job.weights is not None:
-                    weights[m, : len(flat)] = job.weights[flat]
-        self.order, self.weights = order.to(device), weights.to(device)
-        self.n, self.batch_size = n.to(device), batch.to(device)
-        self.epochs = epochs.to(device)
-
-    def batch_sizes(self, t: int) -> torch.Tensor:
-        """Each model's batch size at step ``t`` (0 once it has finished)."""
-        j = t % self.steps_per_epoch.clamp(min=1)
-        size = torch.minimum(self.batch_size, self.n - j * self.batch_size)
-        return torch.where(t < self.total_steps, size, 0)
-
-    def batch(self, rows: torch.Tensor, t: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and loss weights ``(len(rows), size)`` of those models' batches at step ``t``."""
-        spe = self.steps_per_epoch[rows]
-        epoch, j = t // spe, t % spe
-        start = epoch * self.n[rows] + j * self.batch_size[rows]
-        cols = start.unsqueeze(1) + torch.arange(size, device=rows.device)
-        return self.order[rows.unsqueeze(1), cols], self.weights[rows.unsqueeze(1), cols]
-
-    def in_last_epoch(self, t: int) -> torch.Tensor:
-        return t >= (self.epochs - 1) * self.steps_per_epoch
-
-
-def _batchnorm_in_float32(model: nn.Module) -> None:
-    """Feed BatchNorm its input in its own dtype: under bf16 autocast, vmap's BatchNorm rule rejects a
-    bfloat16 input with float32 statistics (a plain module accepts it). A no-op without autocast."""
-
-    def cast(module: nn.Module, args: tuple) -> tuple:
-        return (args[0].to(module.running_mean.dtype), *args[1:])
-
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
-            module.register_forward_pre_hook(cast)
+def _clip_norms(jobs: Sequence[TrainJob], device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+    clips = [math.inf if job.train.clip_grad_norm is None else job.train.clip_grad_norm for job in jobs]
+    return torch.tensor(clips, device=device, dtype=dtype) if any(map(math.isfinite, clips)) else None
 
 
 def _chunks(rows: list[int], size: int) -> list[list[int]]:
@@ -404,46 +377,3 @@ def _chunks(rows: list[int], size: int) -> list[list[int]]:
         last = chunks.pop()
         chunks[-1] += last
     return chunks
-
-
-def _all_finite(tensors: list[torch.Tensor]) -> torch.Tensor | bool:
-    """Per model (leading dimension): are all its values finite? (True when there are no tensors.)"""
-    ok: torch.Tensor | bool = True
-    for v in tensors:
-        ok = ok & torch.isfinite(v.reshape(v.shape[0], -1)).all(1)
-    return ok
-
-
-_activation_cache: dict[tuple[str, torch.dtype], tuple[int, int]] = {}
-
-
-def activation_bytes(spec: ModelSpec, dtype: torch.dtype) -> tuple[int, int]:
-    """Bytes of one sample's layer outputs: all of them (kept for backward), and the largest one.
-
-    Measured with forward hooks on the leaf modules; computation outside modules (a recurrent
-    loop's steps) is not seen, so for such models this is a lower bound.
-    """
-    key = (spec.key, dtype)
-    if key not in _activation_cache:
-        model = spec.build(seed=0, dtype=dtype).eval()
-        sizes = [spec_input_bytes(spec, dtype)]
-
-        def hook(_module, _inputs, output):
-            if isinstance(output, torch.Tensor):
-                sizes.append(output.numel() * output.element_size())
-
-        handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-        with torch.no_grad():
-            model(torch.zeros(1, *spec.input_shape, dtype=dtype))
-        for h in handles:
-            h.remove()
-        _activation_cache[key] = (sum(sizes), max(sizes))
-    return _activation_cache[key]
-
-
-def spec_input_bytes(spec: ModelSpec, dtype: torch.dtype) -> int:
-    return math.prod(spec.input_shape) * dtype.itemsize
-
-
-def spec_parameters(spec: ModelSpec) -> int:
-    return sum(p.numel() for p in spec.build().parameters())

@@ -22,6 +22,7 @@ from ctsim.engine.base import (
     State,
     Trained,
     TrainJob,
+    build_model,
     memory_format,
     predict_each,
 )
@@ -38,6 +39,7 @@ class SequentialEngine(EngineSettings):
         eval_batch_size: samples per forward pass when predicting.
         channels_last: run image models in channels_last memory format (faster on CPU, less exact).
         tf32: allow TF32 matrix products on NVIDIA GPUs (faster, less exact).
+        cudnn_benchmark: let cuDNN time and pick convolution algorithms (``auto``: only under bf16).
     """
 
     name = "sequential"
@@ -48,9 +50,10 @@ class SequentialEngine(EngineSettings):
         device: str = "auto",
         dtype: str = "float32",
         precision: str = "fp32",
-        eval_batch_size: int = 256,
+        eval_batch_size: int = 64,
         channels_last: bool = False,
         tf32: bool = False,
+        cudnn_benchmark: bool | str = "auto",
     ):
         super().__init__(
             device,
@@ -58,6 +61,7 @@ class SequentialEngine(EngineSettings):
             precision,
             eval_batch_size,
             tf32,
+            cudnn_benchmark,
             [check("channels_last", channels_last, isinstance(channels_last, bool), "true or false")],
         )
         self.channels_last = channels_last
@@ -67,19 +71,17 @@ class SequentialEngine(EngineSettings):
 
     def _train_one(self, job: TrainJob, x: torch.Tensor, y: torch.Tensor) -> Trained:
         start = time.perf_counter()
-        model = job.model.build(seed=job.seed, dtype=self.dtype)
-        if job.parent is not None:
-            model.load_state_dict(job.parent)
+        model = build_model(job, self.dtype)
         fmt = memory_format(x) if self.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=fmt).train()
-        optimizer = job.optimizer.torch(model.parameters())
+        optimizer = job.optimizer.torch(p for p in model.parameters() if p.requires_grad)
         order = torch.Generator().manual_seed(job.seed)
         weights = None if job.weights is None else job.weights.to(self.device, self.dtype)
         n, batch_size, epochs, total = len(job.keys), job.train.batch_size, job.train.epochs, job.steps()
         steps = samples = 0
         last_epoch_loss, status = 0.0, "ok"
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(job.seed)  # dropout from torch's global RNG, if a model uses it
+            torch.manual_seed(job.seed)  # for a model that draws random numbers in its forward itself
             for epoch in range(epochs):
                 perm = torch.randperm(n, generator=order)
                 for lo in range(0, n, batch_size):

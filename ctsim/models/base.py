@@ -1,5 +1,12 @@
 """How the engines build models: a factory (a ``functools.partial`` from the ``model`` config) plus
-the dataset's input shape and class count."""
+the dataset's input shape and class count.
+
+A model's randomness must be its own for the batched engine to equal training it alone. So
+:meth:`ModelSpec.build` gives every plain ``nn.Dropout`` seeded masks (it becomes a
+:class:`~ctsim.models.dropout.SeededDropout` of the same probability: same distribution, masks drawn
+from the model's own seed), and refuses torch's other random layers, whose masks would come from
+torch's one global random stream, with an error that says what to use instead.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,19 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ctsim.config import ConfigError, Problem
+from ctsim.models.dropout import SeededDropout
+
+# Layers that draw from torch's global random stream in training, and have no seeded counterpart here.
+UNSEEDED = (
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.RReLU,
+)
 
 
 @dataclass(frozen=True)
@@ -23,13 +43,17 @@ class ModelSpec:
     num_classes: int
 
     def build(self, seed: int | None = None, dtype: torch.dtype = torch.float32) -> nn.Module:
-        """A fresh model; with ``seed``, its initial weights depend on that seed alone."""
+        """A fresh model; with ``seed``, its initial weights depend on that seed alone.
+
+        Plain ``nn.Dropout`` layers become :class:`SeededDropout` (see the module docstring).
+        """
         if seed is None:
-            model = self.factory(input_shape=self.input_shape, num_classes=self.num_classes)
+            model = seed_dropout(self.factory(input_shape=self.input_shape, num_classes=self.num_classes))
         else:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = self.factory(input_shape=self.input_shape, num_classes=self.num_classes)
+                # The CPU generator alone: torch.manual_seed would also queue a CUDA seed call.
+                torch.default_generator.manual_seed(seed)
+                model = seed_dropout(self.factory(input_shape=self.input_shape, num_classes=self.num_classes))
         return model.to(dtype)
 
     @property
@@ -40,3 +64,38 @@ class ModelSpec:
     def name(self) -> str:
         func = getattr(self.factory, "func", self.factory)
         return getattr(func, "__name__", repr(func))
+
+
+def seed_dropout(model: nn.Module) -> nn.Module:
+    """Replace every plain ``nn.Dropout`` of ``model`` by a :class:`SeededDropout` of the same ``p``;
+    raise a ConfigError naming any other layer that draws from torch's global random stream.
+
+    >>> net = seed_dropout(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2)))
+    >>> type(net[1]).__name__, net[1].p
+    ('SeededDropout', 0.2)
+    >>> seed_dropout(nn.Sequential(nn.Dropout2d(0.1)))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ctsim.config.ConfigError: invalid config:
+      0=Dropout2d(p=0.1, inplace=False): expected layers with reproducible per-model randomness: ...
+    """
+    problems = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, UNSEEDED):
+            problems.append(
+                Problem(
+                    name or type(model).__name__,
+                    module,
+                    "layers with reproducible per-model randomness: torch's "
+                    f"{type(module).__name__} draws from the global random stream, which the batched "
+                    "engine cannot split per model; use ctsim.models.SeededDropout (element-wise) "
+                    "or nn.Dropout (made seeded automatically)",
+                )
+            )
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Dropout:
+                setattr(module, child_name, SeededDropout(child.p))
+    if type(model) is nn.Dropout:
+        return SeededDropout(model.p)
+    ConfigError.raise_all(problems)
+    return model

@@ -1,0 +1,149 @@
+"""M models of one architecture held as stacked tensors, and their per-model losses in one call.
+
+:class:`Stack` keeps what the batched engine trains:
+
+* the **trainable parameters** as one flat ``(M, P)`` tensor (row m is model m's parameters,
+  flattened and concatenated), so that the optimizer, gradient clipping and the non-finite check are
+  a few tensor ops whatever the number of parameter tensors;
+* **frozen parameters** (``requires_grad=False``) and **buffers** stacked per name, ``(M, *shape)``.
+  Frozen parameters are inputs to the forward pass and nothing else: never differentiated, never
+  updated.
+
+:class:`Losses` computes every model's own mean loss on its own batch, either stacked with
+``vmap`` over ``functional_call`` (``vmapped=True``) or, for a single model, as a plain call of the
+module with torch's own kernels. The gradient of the *sum* of those losses with respect to each
+model's parameters is that model's own gradient (never the mean, which would divide every learning
+rate by M).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ctsim.engine.base import State
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Stack:
+    """The state of M models of one architecture on ``device`` (see the module docstring)."""
+
+    def __init__(self, models: list[nn.Module], device: torch.device):
+        first = models[0]
+        self.persistent = list(first.state_dict())
+        self.trainable = [(k, p.shape) for k, p in first.named_parameters() if p.requires_grad]
+        frozen = [k for k, p in first.named_parameters() if not p.requires_grad]
+        self.sizes = [shape.numel() for _, shape in self.trainable]
+        with torch.no_grad():
+            rows = [
+                torch.cat([p.reshape(-1) for p in m.parameters() if p.requires_grad] or [torch.zeros(0)])
+                for m in models
+            ]
+            self.flat = torch.stack(rows).to(device)
+            parts = [dict(m.named_parameters()) for m in models]
+            self.frozen = {k: torch.stack([p[k].detach() for p in parts]).to(device) for k in frozen}
+            buffers = [dict(m.named_buffers()) for m in models]
+            self.buffers = {k: torch.stack([b[k] for b in buffers]).to(device) for k in buffers[0]}
+
+    def __len__(self) -> int:
+        return len(self.flat)
+
+    def views(self, flat: torch.Tensor) -> Tensors:
+        """Each trainable parameter of ``flat`` ``(r, P)`` as an ``(r, *shape)`` view."""
+        out, start = {}, 0
+        for (name, shape), size in zip(self.trainable, self.sizes):
+            out[name] = flat[:, start : start + size].view(len(flat), *shape)
+            start += size
+        return out
+
+    def states(self, flat: torch.Tensor | None = None) -> list[State]:
+        """Every model's state dict (persistent entries only), on the CPU, copied with one transfer
+        per stacked tensor."""
+        flat = (self.flat if flat is None else flat).cpu()
+        stacked = {**self.views(flat), **{k: v.cpu() for k, v in {**self.frozen, **self.buffers}.items()}}
+        return [{k: stacked[k][m].clone() for k in self.persistent} for m in range(len(flat))]
+
+    def per_name(self, flat_row: torch.Tensor) -> Tensors:
+        """One model's flat row ``(P,)`` split into its named parameters."""
+        return {k: v[0] for k, v in self.views(flat_row.unsqueeze(0)).items()}
+
+
+class Losses:
+    """Every model's mean (weighted) cross-entropy on its batch, stacked or alone.
+
+    ``__call__(params, buffers, x, y, w)`` takes stacked ``(r, ...)`` tensors and returns ``(r,)``
+    losses. BatchNorm statistics in ``buffers`` are updated in place, as a module's are.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dtype: torch.dtype,
+        autocast: Callable[[], AbstractContextManager],
+        vmapped: bool,
+        compile: bool = False,
+    ):
+        base = copy.deepcopy(model).to("meta").train()
+        batchnorm_in_float32(base)
+
+        def one(params: Tensors, buffers: Tensors, x, y, w) -> torch.Tensor:
+            with autocast():
+                logits = functional_call(base, (params, buffers), (x,))
+            return model_loss(logits, y, w, dtype)
+
+        self.vmapped = vmapped
+        if vmapped:  # weights may be None (no sample weights): not mapped then
+            weighted, unweighted = vmap(one), vmap(one, in_dims=(0, 0, 0, 0, None))
+        else:
+            weighted = unweighted = one
+        if compile:
+            weighted, unweighted = torch.compile(weighted), torch.compile(unweighted)
+        self._weighted, self._unweighted = weighted, unweighted
+
+    def fn(self, params: Tensors, buffers: Tensors, x, y, w) -> torch.Tensor:
+        return (self._unweighted if w is None else self._weighted)(params, buffers, x, y, w)
+
+    def __call__(self, params: Tensors, buffers: Tensors, x, y, w) -> torch.Tensor:
+        if not self.vmapped:
+            first = {k: v[0] for k, v in buffers.items()}  # views: in-place updates reach the stack
+            loss = self.fn(
+                {k: v[0] for k, v in params.items()}, first, x[0], y[0], None if w is None else w[0]
+            )
+            return loss.unsqueeze(0)
+        if len(x) > 1:
+            return self.fn(params, buffers, x, y, w)
+        # A lone model in a vmap call would take other kernels (a plain instead of a grouped
+        # convolution) than beside others: pair it with a copy of itself, so that which models share
+        # a call never changes a model's arithmetic.
+        twin = {k: torch.cat([v, v]) for k, v in buffers.items()}
+        pair = {k: torch.cat([v, v]) for k, v in params.items()}
+        losses = self.fn(pair, twin, *(None if v is None else torch.cat([v, v]) for v in (x, y, w)))
+        with torch.no_grad():
+            for k, v in buffers.items():
+                v.copy_(twin[k][:1])
+        return losses[:1]
+
+
+def model_loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, dtype: torch.dtype):
+    """One model's mean (weighted) cross-entropy, exactly as the sequential engine computes it."""
+    losses = F.cross_entropy(logits.to(dtype), y, reduction="none")
+    return (losses * w).mean() if w is not None else losses.mean()
+
+
+def batchnorm_in_float32(model: nn.Module) -> None:
+    """Feed BatchNorm its input in its own dtype: under bf16 autocast, vmap's BatchNorm rule rejects a
+    bfloat16 input with float32 statistics (a plain module accepts it). A no-op without autocast."""
+
+    def cast(module: nn.Module, args: tuple) -> tuple:
+        return (args[0].to(module.running_mean.dtype), *args[1:])
+
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.register_forward_pre_hook(cast)

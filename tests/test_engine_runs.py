@@ -1,0 +1,68 @@
+"""The engine from the command line: the vmap route end to end for every model kind, and train.freeze."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+
+from ctsim.engine.batched import BatchedEngine
+
+from .conftest import run, small
+
+VARIANTS = [
+    '+population.variants.every5=["trigger=time","trigger.every=5"]',
+    '+population.variants.amount=["trigger=amount","trigger.every=150","optimizer.lr=0.02"]',
+    "population.only=[every5,amount]",
+]
+MODELS = {
+    "mlp": ["dataset.size=0.05", "model=mlp", "model.hidden=[32]"],
+    "yearbooknet": ["dataset.size=0.05", "model=yearbooknet", "model.channels=8"],
+    "cnn": ["dataset.size=0.05", "model=cnn", "model.channels=8", "model.hidden=16"],
+    "lstm": ["dataset=sensors", "dataset.size=0.3", "model=lstm", "model.hidden=12"],
+    "gru": ["dataset=sensors", "dataset.size=0.3", "model=gru", "model.hidden=12"],
+}
+
+
+@pytest.fixture
+def routes(monkeypatch):
+    """(vmapped, models) of every chunk the batched engine trains."""
+    seen = []
+    train_chunk = BatchedEngine._train_chunk
+
+    def spy(self, jobs, x, y, vmapped):
+        seen.append((vmapped, len(jobs)))
+        return train_chunk(self, jobs, x, y, vmapped)
+
+    monkeypatch.setattr(BatchedEngine, "_train_chunk", spy)
+    return seen
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_the_vmap_route_runs_end_to_end_and_equals_the_sequential_engine(model, tmp_path, routes):
+    common = small(tmp_path, *MODELS[model], *VARIANTS, "population.seeds=[0,1]", "train.epochs=1")
+    common += ["output.checkpoints=none", "engine.dtype=float64"]
+    batched = run([*common, "engine=batched", "engine.route=vmap"], tmp_path / "vmap").tables
+    assert routes and all(vmapped for vmapped, _ in routes) and max(n for _, n in routes) == 4
+    sequential = run([*common, "engine=sequential"], tmp_path / "sequential").tables
+    keys = ["pipeline", "seed", "generation", "slice", "metric"]
+    a, b = batched["evals"].sort(keys), sequential["evals"].sort(keys)
+    assert a.height == b.height > 100 and a.select(keys).equals(b.select(keys))
+    assert a["value"].equals(b["value"])  # identical accuracy values
+    steps = ["pipeline", "seed", "generation", "optimizer_steps", "status"]
+    gens = [t["generations"].sort(steps[:3]).select(steps) for t in (batched, sequential)]
+    assert gens[0].equals(gens[1]) and gens[0]["status"].unique().to_list() == ["ok"]
+
+
+def test_train_freeze_trains_the_head_alone_across_generations(tmp_path):
+    out = tmp_path / "run"
+    overrides = small(tmp_path, "dataset.size=0.05", "model.channels=8", "train.epochs=1", "train.freeze=[features]")
+    run([*overrides, "population.only=[every_5y]"], out)
+    gens = pl.read_parquet(out / "generations.parquet").sort("generation")
+    assert gens.height > 5
+    states = [torch.load(out / path, weights_only=True) for path in gens["checkpoint"]]
+    for earlier, later in zip(states, states[1:]):
+        for k, v in earlier.items():
+            if k.startswith("features.") and ("weight" in k or "bias" in k):
+                assert torch.equal(v, later[k]), k  # frozen: every generation keeps generation 0's
+        assert not torch.equal(earlier["head.weight"], later["head.weight"])  # the head trains
