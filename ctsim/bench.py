@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--test", type=int, default=1024, help="shared test samples for evaluation")
-    parser.add_argument("--eval-batch", type=int, default=256, help="test samples per forward pass")
+    parser.add_argument("--eval-batch", type=int, default=64, help="test samples per forward pass")
     parser.add_argument(
         "--eval-models", type=int, default=None, help="models of the eval case (1000 on CUDA, 16 on CPU)"
     )

@@ -20,12 +20,11 @@ from pathlib import Path
 import polars as pl
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from test_engine_equivalence import KINDS, SGDS, SGDS_F32, _data, _jobs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctsim.engine import BatchedEngine, SequentialEngine
 from ctsim.engine.memory import per_model_bytes
+from tests.test_engine_equivalence import KINDS, SGDS, SGDS_F32, _data, _jobs
 
 
 def difference(kind: str, dtype: str, epochs_factor: int) -> dict:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ctsim.build import RunPlan, build_run
 from ctsim.cli import CONF_DIR
@@ -48,3 +49,15 @@ def cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
 def tiny_portraits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root shared by tests that use the same small portraits (generated once)."""
     return tmp_path_factory.mktemp("datasets")
+
+
+class OpLog(TorchDispatchMode):
+    """Records every aten op dispatched while active (each is at least one kernel launch on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))

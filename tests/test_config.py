@@ -111,8 +111,14 @@ def test_group_overrides_work_the_usual_hydra_way(tmp_path):
         ("engine.compile=yes", r"engine\.compile='yes': expected true or false"),
         ("engine.cudnn_benchmark=1", r"engine\.cudnn_benchmark=1: expected auto, true or false"),
         ("engine.max_models=0", r"engine\.max_models=0: expected an integer ≥ 1"),
-        ("train.freeze=[backbone]", r"train\.freeze=\['backbone'\]: expected names or prefixes of the model's"),
-        ("train.freeze=[features,head]", r"train\.freeze=\['features', 'head'\]: expected to leave at least one"),
+        (
+            "train.freeze=[backbone]",
+            r"train\.freeze=\['backbone'\]: expected names or prefixes of the model's",
+        ),
+        (
+            "train.freeze=[features,head]",
+            r"train\.freeze=\['features', 'head'\]: expected to leave at least one",
+        ),
         ("train.freeze=features", r"train\.freeze='features': expected a list of parameter names"),
     ],
 )

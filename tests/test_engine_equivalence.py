@@ -20,7 +20,6 @@ from functools import partial
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ctsim.config import ConfigError
 from ctsim.engine import BatchedEngine, SequentialEngine, TrainConfig, TrainJob, job_seed
@@ -30,6 +29,8 @@ from ctsim.models import CNN, MLP, ModelSpec, SeededDropout, YearbookNet
 from ctsim.models.recurrent import GRU, LSTM
 from ctsim.optim import SGD, Adam, AdamW
 from ctsim.schedules import Constant, Cosine, StepDecay
+
+from .conftest import OpLog
 
 KINDS = {
     "mlp": ModelSpec(partial(MLP, hidden=[24, 16]), (1, 6, 6), 3),
@@ -580,18 +581,6 @@ def test_predict_refuses_a_state_that_does_not_fit_naming_the_keys(engine):
 # ----------------------------------------------------------------------------------- kernels per step
 
 
-class _OpLog(TorchDispatchMode):
-    """Records every aten op dispatched while active (each is at least one kernel launch on a GPU)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def _ops_of_one_step(spec, models: int) -> list[str]:
     """The ops of the second training step of ``models`` equal jobs, stacked (vmap route)."""
     x, y = _data(spec)
@@ -605,7 +594,7 @@ def _ops_of_one_step(spec, models: int) -> list[str]:
 
     def log_second(self, stack, *args):
         if len(logged) == 1:
-            with _OpLog() as log:
+            with OpLog() as log:
                 out = gradients(self, stack, *args)
             logged.append(log.ops)
             return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import polars as pl
 import pytest
 import torch
@@ -56,12 +58,14 @@ def test_the_vmap_route_runs_end_to_end_and_equals_the_sequential_engine(model, 
 
 def test_train_freeze_trains_the_head_alone_across_generations(tmp_path):
     out = tmp_path / "run"
-    overrides = small(tmp_path, "dataset.size=0.05", "model.channels=8", "train.epochs=1", "train.freeze=[features]")
+    overrides = small(
+        tmp_path, "dataset.size=0.05", "model.channels=8", "train.epochs=1", "train.freeze=[features]"
+    )
     run([*overrides, "population.only=[every_5y]"], out)
     gens = pl.read_parquet(out / "generations.parquet").sort("generation")
     assert gens.height > 5
     states = [torch.load(out / path, weights_only=True) for path in gens["checkpoint"]]
-    for earlier, later in zip(states, states[1:]):
+    for earlier, later in itertools.pairwise(states):
         for k, v in earlier.items():
             if k.startswith("features.") and ("weight" in k or "bias" in k):
                 assert torch.equal(v, later[k]), k  # frozen: every generation keeps generation 0's

@@ -4,10 +4,11 @@ The optimizer works on flat ``(M, P)`` parameters: each model's tensors flattene
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
 from ctsim.optim import SGD, Adam, AdamW
+
+from .conftest import OpLog
 
 SHAPES = {"bias": (3,), "weight": (4, 5), "conv": (2, 3, 3)}
 STEPS = 120
@@ -107,9 +108,11 @@ def _run_stacked(specs, params, grads, active, factors):
     params = _flat(params)
     lr = _lr(specs, factors)
     opt = StackedOptimizer(specs, params)
+    opt.plan(active, lr)
     for t, step_grads in enumerate(grads):
         before = _snapshot(opt, params)
-        opt.step(params, _flat(step_grads), lr[t], active[t])
+        flat = _flat(step_grads).masked_fill(~active[t].unsqueeze(1), 0.0)  # as the engine passes them
+        opt.step(params, flat, t, active[t])
         after = _snapshot(opt, params)
         for m in (~active[t]).nonzero().flatten().tolist():  # sat out: bit-identical
             assert all(torch.equal(before[k][m], after[k][m]) for k in before)
@@ -184,27 +187,16 @@ def test_clip_grad_norm_matches_torch_per_model(dtype):
     assert norms[0] < 1.0 < norms[1]  # model 0 is below its limit, the others above
 
 
-class _OpLog(TorchDispatchMode):
-    """Records every aten op dispatched while active (each is at least one kernel launch on a GPU)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 def _ops_of_one_step(specs, m):
     params, grads, active, factors = _scenario(m, 2, torch.float32)
     specs = [specs[i % len(specs)] for i in range(m)]
     params, lr = _flat(params), _lr(specs, factors)
     opt = StackedOptimizer(specs, params)
-    opt.step(params, _flat(grads[0]), lr[0], active[0])
+    opt.plan(active, lr)
+    opt.step(params, _flat(grads[0]), 0, active[0])
     grads = _flat(grads[1])
-    with _OpLog() as log:
-        opt.step(params, grads, lr[1], active[1])
+    with OpLog() as log:
+        opt.step(params, grads, 1, active[1])
     return log.ops
 
 
@@ -217,7 +209,7 @@ def test_ops_per_step_do_not_grow_with_the_number_of_models(case):
 def _ops_of_clip(m):
     grads, _, _, _ = _scenario(m, 1, torch.float32)
     max_norm, grads = torch.full((m,), 1.0), _flat(grads)
-    with _OpLog() as log:
+    with OpLog() as log:
         clip_grad_norm_(grads, max_norm)
     return log.ops
 

@@ -10,8 +10,8 @@ sequential reference (:mod:`ctsim.engine.sequential`) and the batched product
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ctsim.config import ConfigError, Problem, check, is_number, one_of, positive_int
+from ctsim.engine.inference import for_inference
 from ctsim.models.base import ModelSpec
 from ctsim.optim import SGD, Adam
 from ctsim.schedules import Constant, Schedule
@@ -239,6 +240,24 @@ def check_state(model: torch.nn.Module, state: State, what: str) -> None:
         raise StateError(f"{what} does not fit {type(model).__name__}: " + "; ".join(parts))
 
 
+@contextmanager
+def global_rng(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Torch's global random stream seeded with ``seed`` for the block, then restored (nothing for None).
+
+    For a model that draws random numbers in its own forward pass: both engines train such a model with
+    the stream seeded by its job's seed. Seeds the CPU generator (and CUDA's where training runs on it)
+    without ``torch.manual_seed``, which would also queue a seed call for every CUDA device.
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
+        yield
+
+
 def job_seed(pipeline_seed: int, generation: int) -> int:
     """The seed of one generation's initialisation, data order and dropout masks.
 
@@ -281,8 +300,12 @@ def predict_each(
     autocast: Callable[[], AbstractContextManager],
     fmt: torch.memory_format = torch.contiguous_format,
 ) -> tuple[torch.Tensor, list[float]]:
-    """Predictions ``(len(states), len(x))`` of one module loaded with each state in turn; seconds each."""
+    """Predictions ``(len(states), len(x))`` of one module loaded with each state in turn; seconds each.
+
+    The module runs with exact, faster substitutes for some layers (:mod:`ctsim.engine.inference`).
+    """
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
+    net = for_inference(net)
     preds, seconds = [], []
     for i, state in enumerate(states):
         check_state(net, state, f"state {i}")

@@ -37,16 +37,25 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from ctsim.config import check, one_of, positive_int
-from ctsim.engine.base import EngineSettings, State, Trained, TrainJob, build_model, check_state, predict_each
+from ctsim.engine.base import (
+    EngineSettings,
+    State,
+    Trained,
+    TrainJob,
+    build_model,
+    check_state,
+    global_rng,
+    predict_each,
+)
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
+from ctsim.engine.inference import for_inference
 from ctsim.engine.memory import MemoryPlanner, budget_problem
 from ctsim.engine.plan import Call, StepPlan
 from ctsim.engine.stack import Losses, Stack, batchnorm_in_float32
@@ -108,6 +117,7 @@ class BatchedEngine(EngineSettings):
         self.memory = MemoryPlanner(self.device, memory_budget)
         self.compile = compile
         self._losses: dict[tuple, Losses] = {}
+        self._convolutional: dict[str, bool] = {}
 
     # ----------------------------------------------------------------------------------------- training
 
@@ -129,7 +139,11 @@ class BatchedEngine(EngineSettings):
             return self.route == "vmap"
         if self.device.type == "cuda":
             return True
-        return not any(isinstance(m, nn.modules.conv._ConvNd) for m in spec.build().modules())
+        if spec.key not in self._convolutional:
+            self._convolutional[spec.key] = any(
+                isinstance(m, nn.modules.conv._ConvNd) for m in spec.build().modules()
+            )
+        return not self._convolutional[spec.key]
 
     def _train_group(self, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
         """Train one group (one architecture, optimizer kind and set of frozen parameters)."""
@@ -166,10 +180,11 @@ class BatchedEngine(EngineSettings):
         stack = Stack([build_model(job, self.dtype) for job in jobs], self.device)
         plan = StepPlan(jobs, self.device, self.dtype)
         optimizer = StackedOptimizer([job.optimizer for job in jobs], stack.flat)
+        optimizer.plan(plan.active, plan.lr)
         max_norm = _clip_norms(jobs, self.device, self.dtype)
         losses_of = self._losses_for(jobs[0], vmapped)
         tally = _Tally(len(jobs), self.device)
-        with _seeded(jobs[0].seed if len(jobs) == 1 else None, self.device):
+        with global_rng(jobs[0].seed if len(jobs) == 1 else None, self.device):
             for t, calls in enumerate(plan.calls):
                 work = {k: v.clone() for k, v in stack.buffers.items()}  # the forward updates BatchNorm stats
                 grads, losses = self._gradients(stack, work, calls, losses_of, x, y)
@@ -177,7 +192,7 @@ class BatchedEngine(EngineSettings):
                     clip_grad_norm_(grads, max_norm)
                 active = plan.active[t] & ~tally.frozen
                 before = stack.flat.clone()  # the last finite state, kept by models that go non-finite
-                optimizer.step(stack.flat, grads, plan.lr[t], active)
+                optimizer.step(stack.flat, grads, t, active)
                 ok = _finite(losses, stack.flat, work)
                 _keep(stack, before, work, active & ok)
                 tally.record(active, ok, losses, plan.samples[t], plan.last_epoch[t])
@@ -280,6 +295,7 @@ class BatchedEngine(EngineSettings):
         if not self.vmapped(model):  # one model at a time: a plain module, torch's own kernels
             return predict_each(net, states, x, self.eval_batch_size, self._autocast)
         per_chunk = self._models_per_call(model, self.eval_batch_size, training=False)
+        net = for_inference(net)
         batchnorm_in_float32(net)
         persistent = set(net.state_dict())
         shared = {k: v for k, v in net.named_buffers() if k not in persistent}  # e.g. dropout counters
@@ -326,13 +342,14 @@ class _Tally:
 
 
 def _finite(losses: torch.Tensor, params: torch.Tensor, buffers: dict) -> torch.Tensor:
-    """Per model: are its loss, its parameters and its floating-point buffers all finite?"""
+    """Per model: are its loss, its parameters and its floating-point buffers all finite?
+
+    ``(x * 0).sum()`` is 0 for finite values and NaN as soon as one is infinite or NaN, and cannot
+    overflow: one cheap reduction per tensor.
+    """
     ok = torch.isfinite(losses)
-    if params.shape[1]:
-        ok &= torch.isfinite(torch.linalg.vector_norm(params, math.inf, dim=1))
-    for v in buffers.values():
-        if v.is_floating_point() and v[0].numel():
-            ok &= torch.isfinite(torch.linalg.vector_norm(v.reshape(len(v), -1), math.inf, dim=1))
+    for v in (params, *(b for b in buffers.values() if b.is_floating_point())):
+        ok &= torch.isfinite((v.reshape(len(v), -1) * 0).sum(1))
     return ok
 
 
@@ -342,20 +359,6 @@ def _keep(stack: Stack, before: torch.Tensor, work: dict, mask: torch.Tensor) ->
     torch.where(mask.unsqueeze(1), stack.flat, before, out=stack.flat)
     for k, v in stack.buffers.items():
         torch.where(mask.view(-1, *[1] * (v.dim() - 1)), work[k], v, out=v)
-
-
-@contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """For one model alone: torch's global random stream seeded with its job's seed, as the sequential
-    engine seeds it (for a model that draws random numbers in its forward pass itself)."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.default_generator.manual_seed(seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed(seed)
-        yield
 
 
 def _clip_norms(jobs: Sequence[TrainJob], device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:

@@ -5,9 +5,11 @@ model m's parameters, flattened and concatenated. :class:`StackedOptimizer` upda
 place with a fixed number of tensor ops, whatever M and however many parameter tensors a model has:
 hyperparameters are ``(M, 1)`` columns broadcast over the rows.
 
-A model that sits a step out (``active[m]`` false) gets a zero gradient and neutral hyperparameters
-for that step (no learning rate, no weight decay, momentum and betas of 1), so that its parameters and
-optimizer state stay bit for bit as they were (provided they are finite).
+Which models step when is known before training (the engine's step plan), so :meth:`plan` works out
+every step's per-model scalars (learning rates, Adam's bias corrections, ...) in one go, and a step
+only indexes them. A model that sits a step out has a zero gradient and gets neutral scalars for that step
+(no learning rate, no weight decay, momentum and betas of 1): its parameters and optimizer state stay
+bit for bit as they were (provided they are finite).
 
 The update rules copy ``torch.optim``'s single-tensor path (``maximize=False``, ``amsgrad=False``,
 ``dampening=0``) operation for operation, so that on the CPU float64 results agree with plain
@@ -18,9 +20,10 @@ parameters' dtype only where they meet the parameters. On CUDA ``torch.optim`` d
 
 >>> params = torch.zeros(2, 3, dtype=torch.float64)
 >>> opt = StackedOptimizer([SGD(lr=0.1), SGD(lr=0.5)], params)
->>> lr = torch.tensor([0.1, 0.5], dtype=torch.float64)
->>> opt.step(params, torch.ones(2, 3, dtype=torch.float64), lr, torch.tensor([True, False]))
->>> params[:, 0].tolist(), opt.steps.tolist()  # model 1 sat this step out
+>>> active = torch.tensor([[True, False]])  # one step; model 1 sits it out
+>>> opt.plan(active, lr=torch.tensor([[0.1, 0.5]], dtype=torch.float64))
+>>> opt.step(params, torch.ones(2, 3, dtype=torch.float64), 0, active[0])
+>>> params[:, 0].tolist(), opt.steps.tolist()
 ([-0.1, 0.0], [1.0, 0.0])
 """
 
@@ -71,6 +74,7 @@ class StackedOptimizer:
             self.nesterov = column([s.nesterov for s in specs], torch.bool)
             self._any_momentum = any(s.momentum != 0 for s in specs)
             self._any_nesterov = any(s.nesterov for s in specs)
+            self._momentum = self.momentum.to(self.dtype)
             names = ["momentum_buffer"] if self._any_momentum else []
         else:
             self.beta1 = column([s.betas[0] for s in specs])
@@ -80,55 +84,70 @@ class StackedOptimizer:
         self.state = {name: torch.zeros_like(params) for name in names}
 
     @torch.no_grad()
-    def step(self, params: torch.Tensor, grads: torch.Tensor, lr: torch.Tensor, active: torch.Tensor) -> None:
-        """Update the ``active`` models in place, model m with learning rate ``lr[m]`` (float64).
+    def plan(self, active: torch.Tensor, lr: torch.Tensor) -> None:
+        """Work out every step's per-model scalars at once, before training.
 
-        ``grads`` is used as scratch space. The other models keep their parameters, state and step
-        count bit for bit.
+        ``active`` ``(T, M)``: model m steps at step t; ``lr`` ``(T, M)`` float64: its learning rate
+        then. A model's step count at each step, and so Adam's bias corrections, follow from
+        ``active``: every scalar of every step is a row of a table, and a step only indexes it.
         """
-        self.steps += active
-        on = active.unsqueeze(1)
-        grads.masked_fill_(~on, 0.0)
-        if self.kind is SGD:
-            self._sgd(params, grads, lr.unsqueeze(1), on)
-        else:
-            self._adam(params, grads, lr.unsqueeze(1), on)
-
-    def _sgd(self, param, grad, lr, on) -> None:
-        if self._any_weight_decay:  # grad + wd·param
-            grad.addcmul_(param, self._param_dtype(torch.where(on, self.weight_decay, 0.0)))
-        direction = grad
-        if self._any_momentum:
+        on = active.unsqueeze(2)
+        steps = active.to(_SCALAR).cumsum(0).unsqueeze(2).clamp(min=1)  # no 0/0 before a first step
+        lr = lr.to(_SCALAR).unsqueeze(2)
+        table = {"neg_lr": torch.where(on, -lr, 0.0)}
+        if self._any_weight_decay:
+            table["weight_decay"] = torch.where(on, self.weight_decay, 0.0)
+        if self.kind is SGD and self._any_momentum:
             # torch.optim keeps no buffer when momentum == 0 and starts it as a copy of the gradient: a
             # momentum of 0 on the (zero) buffer does both. A model sitting out keeps its buffer (× 1 + 0).
-            restart = (self.steps.unsqueeze(1) == 1) | (self.momentum == 0)
-            momentum = self._param_dtype(torch.where(on, torch.where(restart, 0.0, self.momentum), 1.0))
-            buf = self.state["momentum_buffer"].mul_(momentum).add_(grad)
+            restart = (steps == 1) | (self.momentum == 0)
+            table["momentum"] = torch.where(on, torch.where(restart, 0.0, self.momentum), 1.0)
+        elif self.kind is not SGD:
+            table["decay"] = torch.where(on, 1 - lr * self.weight_decay, 1.0)
+            table["one_minus_beta1"] = torch.where(on, 1 - self.beta1, 0.0)
+            table["beta2"] = torch.where(on, self.beta2, 1.0)
+            table["one_minus_beta2"] = torch.where(on, 1 - self.beta2, 0.0)
+            table["bias_correction2_sqrt"] = (1 - self.beta2**steps) ** 0.5
+            table["step_size"] = torch.where(on, -(lr / (1 - self.beta1**steps)), 0.0)
+        # Rounded to the parameters' dtype where they meet the parameters, as torch.optim's Python floats.
+        self._table = {k: v.to(self.dtype) for k, v in table.items()}
+
+    @torch.no_grad()
+    def step(self, params: torch.Tensor, grads: torch.Tensor, t: int, active: torch.Tensor) -> None:
+        """Update the ``active`` models in place with step ``t`` of the :meth:`plan`.
+
+        ``grads`` is used as scratch space; its rows of the models that sit the step out must be zero
+        (the engine's are). Those models keep their parameters, state and step count bit for bit.
+        """
+        self.steps += active
+        k = {name: value[t] for name, value in self._table.items()}
+        if self.kind is SGD:
+            self._sgd(params, grads, k)
+        else:
+            self._adam(params, grads, k)
+
+    def _sgd(self, param, grad, k) -> None:
+        if self._any_weight_decay:  # grad + wd·param
+            grad.addcmul_(param, k["weight_decay"])
+        direction = grad
+        if self._any_momentum:
+            buf = self.state["momentum_buffer"].mul_(k["momentum"]).add_(grad)
             direction = buf
             if self._any_nesterov:  # grad + momentum·buf
-                nesterov = torch.addcmul(grad, buf, self._param_dtype(self.momentum))
+                nesterov = torch.addcmul(grad, buf, self._momentum)
                 direction = torch.where(self.nesterov, nesterov, buf)
-        param.addcmul_(direction, self._param_dtype(torch.where(on, -lr, 0.0)))
+        param.addcmul_(direction, k["neg_lr"])
 
-    def _adam(self, param, grad, lr, on) -> None:
-        steps = self.steps.unsqueeze(1).clamp(min=1)  # a model sitting out before its first step: no 0/0
-        bias_correction1 = 1 - self.beta1**steps
-        bias_correction2_sqrt = (1 - self.beta2**steps) ** 0.5
+    def _adam(self, param, grad, k) -> None:
         if self._any_weight_decay and self.kind is AdamW:
-            param.mul_(self._param_dtype(torch.where(on, 1 - lr * self.weight_decay, 1.0)))
+            param.mul_(k["decay"])
         elif self._any_weight_decay:  # grad + wd·param
-            grad.addcmul_(param, self._param_dtype(torch.where(on, self.weight_decay, 0.0)))
+            grad.addcmul_(param, k["weight_decay"])
         exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]
-        exp_avg.lerp_(grad, self._param_dtype(torch.where(on, 1 - self.beta1, 0.0)))
-        exp_avg_sq.mul_(self._param_dtype(torch.where(on, self.beta2, 1.0)))
-        exp_avg_sq.addcmul_(grad * self._param_dtype(torch.where(on, 1 - self.beta2, 0.0)), grad)
-        denom = (exp_avg_sq.sqrt() / self._param_dtype(bias_correction2_sqrt)).add_(self.eps)
-        step_size = self._param_dtype(torch.where(on, -(lr / bias_correction1), 0.0))
-        param.addcdiv_(exp_avg * step_size, denom)
-
-    def _param_dtype(self, scalars: torch.Tensor) -> torch.Tensor:
-        """Per-model float64 scalars rounded to the parameters' dtype, as torch.optim's Python floats are."""
-        return scalars.to(self.dtype)
+        exp_avg.lerp_(grad, k["one_minus_beta1"])
+        exp_avg_sq.mul_(k["beta2"]).addcmul_(grad * k["one_minus_beta2"], grad)
+        denom = (exp_avg_sq.sqrt() / k["bias_correction2_sqrt"]).add_(self.eps)
+        param.addcdiv_(exp_avg * k["step_size"], denom)
 
     def model_state(self, m: int) -> dict[str, torch.Tensor]:
         """Model m's flat state, with ``step`` for Adam(W) (empty where ``torch.optim`` keeps none)."""

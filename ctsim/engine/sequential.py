@@ -23,6 +23,7 @@ from ctsim.engine.base import (
     Trained,
     TrainJob,
     build_model,
+    global_rng,
     memory_format,
     predict_each,
 )
@@ -80,8 +81,7 @@ class SequentialEngine(EngineSettings):
         n, batch_size, epochs, total = len(job.keys), job.train.batch_size, job.train.epochs, job.steps()
         steps = samples = 0
         last_epoch_loss, status = 0.0, "ok"
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(job.seed)  # for a model that draws random numbers in its forward itself
+        with global_rng(job.seed, self.device):  # for a model that draws random numbers in its forward
             for epoch in range(epochs):
                 perm = torch.randperm(n, generator=order)
                 for lo in range(0, n, batch_size):
