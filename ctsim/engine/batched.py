@@ -15,10 +15,11 @@ the equivalence tests check:
 * **Unequal data.** Every step is planned before training (:mod:`ctsim.engine.plan`). A step trains the
   models that still have a batch, in one call per distinct batch size, so no model ever sees padding
   (BatchNorm statistics stay exact). Models that have finished are left out of the update.
-* **Non-finite members.** Every update is proposed, checked and then committed: a model whose loss,
-  parameters or buffers would become non-finite keeps its state from before that step and is frozen
-  (``status = "nonfinite"``). The check runs on the device and is acted on lazily, so a step waits for
-  the device at most once (see ``SYNC_EVERY``).
+* **Non-finite members.** Every update is checked on the device and kept or undone per model: a model
+  whose loss, parameters or buffers became non-finite goes back to its state from before that step
+  and is frozen (``status = "nonfinite"``), masked out of every later step. The host looks at the
+  verdict only every ``SYNC_EVERY`` steps (to stop when every member has diverged), so no step waits
+  for the device.
 * **Routes.** ``route=vmap`` stacks the models of a group into one call; ``route=loop`` trains them one
   at a time through the plain module (torch's own kernels). ``auto`` takes ``vmap`` on GPUs, and on
   CPUs ``vmap`` for models without convolutions and ``loop`` for convolutional ones: on 2 CPU cores,
