@@ -87,7 +87,7 @@ class Row:
     samples: int  # model-samples processed (models × samples × epochs for training)
     samples_per_s: float
     model_steps_per_s: float
-    ms_per_step: float  # seconds of the whole call / optimizer steps of the longest job (train)
+    ms_per_step: float  # seconds of the whole call / optimizer steps per model (train; equal jobs here)
     flops: float
     flops_per_s: float
     peak_fraction: float | None
@@ -264,13 +264,14 @@ def _param_groups_row(jobs: list[TrainJob], x, y, device: torch.device) -> Row:
     def train() -> None:
         models = [build_model(job, torch.float32).to(device) for job in jobs]
         names = [k for k, _ in models[0].named_parameters()]
+        per_model = [dict(m.named_parameters()) for m in models]
         groups = [{"params": list(m.parameters()), "lr": j.optimizer.lr} for m, j in zip(models, jobs)]
         optimizer = torch.optim.Adam(groups)
         base = copy.deepcopy(models[0]).to("meta")
         losses = vmap(lambda p, xb, yb: F.cross_entropy(functional_call(base, p, (xb,)), yb))
         for calls in StepPlan(jobs, device, torch.float32).calls:
             keys = calls[0].keys
-            params = {k: torch.stack([dict(m.named_parameters())[k] for m in models]) for k in names}
+            params = {k: torch.stack([p[k] for p in per_model]) for k in names}
             optimizer.zero_grad()
             losses(params, x[keys], y[keys]).sum().backward()
             optimizer.step()

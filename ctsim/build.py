@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctsim.config import ConfigError, Problem, check, is_int
 from ctsim.datasets.base import Dataset
-from ctsim.engine.base import Engine, TrainConfig
+from ctsim.engine.base import Engine, TrainConfig, names_parameter
 from ctsim.models.base import ModelSpec
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
@@ -166,7 +166,7 @@ def _pipeline(
 def _freeze_problems(train: TrainConfig, model: torch.nn.Module) -> list[Problem]:
     """``train.freeze`` must name parameters the model has, and leave some to train."""
     names = [name for name, _ in model.named_parameters()]
-    unknown = [f for f in train.freeze if not any(n == f or n.startswith(f + ".") for n in names)]
+    unknown = [f for f in train.freeze if not any(names_parameter(f, n) for n in names)]
     tops = sorted({n.rsplit(".", 1)[0] for n in names})
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and not train.frozen(n)]
     return [

@@ -509,7 +509,6 @@ def test_the_footprint_counts_every_step_of_a_recurrent_loop():
     f = footprint(spec, torch.float64)
     # autograd keeps at least each step's gates (4 × hidden) of each layer; module hooks saw 312 bytes
     assert f.saved_per_sample >= layers * steps * 4 * hidden * 8
-    assert per_model_bytes(spec, torch.float64, 64, training=True) > 64 * f.saved_per_sample
 
 
 @pytest.mark.parametrize("budget", [0, -1, "1GB", True])

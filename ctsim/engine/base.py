@@ -80,7 +80,12 @@ class TrainConfig:
         >>> TrainConfig(freeze=["features"]).frozen("features.0.weight"), TrainConfig().frozen("head.bias")
         (True, False)
         """
-        return any(name == f or name.startswith(f + ".") for f in self.freeze)
+        return any(names_parameter(f, name) for f in self.freeze)
+
+
+def names_parameter(prefix: str, name: str) -> bool:
+    """Does ``prefix`` name parameter ``name``: itself, or a module above it?"""
+    return name == prefix or name.startswith(prefix + ".")
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,6 @@ class EngineSettings:
         self.dtype = DTYPES[dtype]
         self.precision = precision
         self.eval_batch_size = eval_batch_size
-        self.tf32 = tf32
         self.cudnn_benchmark = precision == "bf16" if cudnn_benchmark == "auto" else cudnn_benchmark
         set_tf32(tf32)
         torch.backends.cudnn.benchmark = self.cudnn_benchmark

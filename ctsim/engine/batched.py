@@ -291,10 +291,10 @@ class BatchedEngine(EngineSettings):
         if not states:
             return torch.empty(0, len(x), dtype=torch.long), []
         net = model.build(dtype=self.dtype).to(self.device).eval()
-        for i, state in enumerate(states):
-            check_state(net, state, f"state {i}")
         if not self.vmapped(model):  # one model at a time: a plain module, torch's own kernels
             return predict_each(net, states, x, self.eval_batch_size, self._autocast)
+        for i, state in enumerate(states):
+            check_state(net, state, f"state {i}")
         per_chunk = self._models_per_call(model, self.eval_batch_size, training=False)
         net = for_inference(net)
         batchnorm_in_float32(net)

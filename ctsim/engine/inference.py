@@ -5,8 +5,9 @@ millions of times. Where a layer has a faster formulation with exactly the same 
 evaluate with that instead. Today one: a non-overlapping max-pool (``kernel_size == stride``, no
 padding, dilation or ``ceil_mode``) is a maximum of strided views, taken along rows then columns.
 Taking a maximum rounds nothing, so the outputs are bit-identical (NaNs propagate as in
-``max_pool2d``); on CPU it is 4-7× faster than ``max_pool2d``, which also computes the indices that
-only its backward pass needs. Training keeps the original layers: their gradients route ties
+``max_pool2d``); on 2 CPU cores it was 4.8-9× faster than ``max_pool2d`` on YearbookNet's three
+largest pooled shapes (one measurement), as ``max_pool2d`` also computes the indices that only its
+backward pass needs. Training keeps the original layers: their gradients route ties
 differently.
 
 >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2))

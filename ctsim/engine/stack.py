@@ -62,10 +62,10 @@ class Stack:
             start += size
         return out
 
-    def states(self, flat: torch.Tensor | None = None) -> list[State]:
+    def states(self) -> list[State]:
         """Every model's state dict (persistent entries only), on the CPU, copied with one transfer
         per stacked tensor."""
-        flat = (self.flat if flat is None else flat).cpu()
+        flat = self.flat.cpu()
         stacked = {**self.views(flat), **{k: v.cpu() for k, v in {**self.frozen, **self.buffers}.items()}}
         return [{k: stacked[k][m].clone() for k in self.persistent} for m in range(len(flat))]
 
