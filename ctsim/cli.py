@@ -1,20 +1,38 @@
-"""The command line: ``python -m ctsim [experiment=NAME] [group=option ...] [key=value ...]``."""
+"""The command line: ``python -m ctsim [experiment=NAME] [group=option ...] [key=value ...]``.
+
+Before Hydra creates a run folder, :func:`main` composes the same config with Hydra's compose API
+and checks all of it (:mod:`ctsim.compose`, then :mod:`ctsim.build`), for every job of a sweep. A
+bad input stops with exit code 2 and one line per problem, and leaves no folder behind. Only then
+does Hydra take over (``@hydra.main``): it writes the run folder and calls :func:`_app`, which runs
+the plan already built. torch is imported only after the config composes, so ``--help`` and Hydra's
+own errors answer at once.
+"""
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
+from hydra import initialize_config_dir
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from ctsim.build import build_run
+from ctsim.compose import compose_run, config_problems, output_dir_problems, pipeline_differences, variants
 from ctsim.config import ConfigError
-from ctsim.run import execute
+
+if TYPE_CHECKING:
+    from ctsim.build import RunPlan
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
 _claimed: dict[str, str] = {}
+_plans: dict[tuple[str, ...], RunPlan] = {}  # built by the preflight, keyed by the job's overrides
 
 
 def unique_dir(path: str) -> str:
@@ -40,13 +58,157 @@ def unique_dir(path: str) -> str:
 OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> None:
-    overrides = list(HydraConfig.get().overrides.task)
+def main() -> None:
+    """``python -m ctsim``: check everything, then let Hydra run it."""
+    args = get_args_parser().parse_args()
+    hydra_only = args.help or args.hydra_help or args.info or args.shell_completion or args.experimental_rerun
     try:
-        plan = build_run(cfg, overrides)
-    except ConfigError as e:
-        print(f"ctsim: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+        if not hydra_only:
+            _plans.update(preflight(args, build=not args.cfg))
+        _app()
+        if args.cfg == "job" and not hydra_only:
+            print_pipelines(args)
+    except KeyboardInterrupt:
+        print("ctsim: interrupted before the run started; nothing was written", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def preflight(args: argparse.Namespace, build: bool = True) -> dict[tuple[str, ...], RunPlan]:
+    """Every job's plan, built; on any problem, print them all and exit with code 2.
+
+    First what the command line means, without torch: overrides Hydra cannot apply, unknown keys,
+    overrides a variant would replace, the run folder. Then, once that is clean (and with ``build``),
+    every value, by building every object (this imports torch).
+    """
+    config_name = args.config_name or "config"
+    jobs = _jobs(args)
+    if jobs is None:
+        return {}  # another sweeper expands the sweep: each job is checked when it starts
+    composed, found = [], {}
+    with _initialized():
+        for i, job in enumerate(jobs):
+            cfg, problems = compose_run(config_name, job)
+            if cfg is not None:
+                task = [str(o) for o in cfg.hydra.overrides.task]
+                run_overrides = task + _search_path(job)
+                problems += config_problems(cfg, run_overrides, config_name)
+                problems += output_dir_problems(cfg, args.multirun) if i == 0 and build else []
+                composed.append((cfg, task, run_overrides))
+            _note(found, problems, i)
+        if found:
+            _exit_with(found, jobs)
+        if not build:
+            return {}
+        from ctsim.build import build_run  # imports torch: only once the command line makes sense
+
+        plans = {}
+        for i, (cfg, task, run_overrides) in enumerate(composed):
+            try:
+                plans[tuple(task)] = build_run(cfg, run_overrides, config_name)
+            except ConfigError as e:
+                _note(found, e.problems, i)
+    if found:
+        _exit_with(found, jobs)
+    return plans
+
+
+def _search_path(overrides: list[str]) -> list[str]:
+    """The overrides that say where configs are: variants are composed with them too."""
+    return [o for o in overrides if o.startswith("hydra.searchpath")]
+
+
+def _note(found: dict[str, list[int]], problems: list, job: int) -> None:
+    for p in problems:
+        found.setdefault(str(p), []).append(job)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The command line's overrides, with ``--config-dir`` as the search path entry it stands for."""
+    overrides = list(args.overrides)
+    if args.config_dir:
+        overrides.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
+    return overrides
+
+
+def _jobs(args: argparse.Namespace) -> list[list[str]] | None:
+    """The overrides of each job: one for a run, the expanded sweep for ``-m`` (Hydra's basic sweeper)."""
+    overrides = _overrides(args)
+    if not args.multirun:
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return [overrides]  # compose_run names the bad override
+    if any(o.key_or_group.startswith("hydra/sweeper") for o in parsed):
+        return None
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _initialized() -> initialize_config_dir:
+    return initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="ctsim")
+
+
+def _exit_with(found: dict[str, list[int]], jobs: list[list[str]]) -> None:
+    lines = []
+    for text, where in found.items():
+        if len(jobs) > 1 and len(where) < len(jobs):
+            text += "  [sweep job " + ", ".join(f"#{i} ({' '.join(jobs[i])})" for i in where) + "]"
+        lines.append(f"  {text}")
+    print("ctsim: invalid config:\n" + "\n".join(lines), file=sys.stderr)
+    raise SystemExit(2)
+
+
+def print_pipelines(args: argparse.Namespace) -> None:
+    """After ``--cfg job``'s run config: what each pipeline of the run changes in it."""
+    config_name = args.config_name or "config"
+    with _initialized():
+        overrides = _overrides(args)
+        cfg, problems = compose_run(config_name, overrides)
+        if cfg is None:
+            return
+        task = [str(o) for o in cfg.hydra.overrides.task]
+        found, more = variants(cfg, task + _search_path(overrides), config_name)
+    problems += [p for p in more if p is not None]
+    print("# Pipelines: each variant's settings where they differ from the run config above")
+    for p in problems:
+        print(f"# problem: {p}")
+    if found:
+        print(OmegaConf.to_yaml({"pipelines": pipeline_differences(found, cfg)}), end="")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _app(cfg: DictConfig) -> None:
+    """The run itself, in the folder Hydra made for it."""
+    from ctsim.build import build_run
+    from ctsim.run import execute
+
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    plan = _plans.pop(tuple(overrides), None)
+    if plan is None:  # a job the preflight did not see (another sweeper or launcher)
+        try:
+            run_overrides = overrides + _search_path(list(hydra_cfg.overrides.hydra))
+            plan = build_run(cfg, run_overrides, hydra_cfg.job.config_name)
+        except ConfigError as e:
+            _discard(out_dir)
+            print(f"ctsim: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     command = " ".join(["python -m ctsim", *overrides])
-    execute(plan, HydraConfig.get().runtime.output_dir, command=command)
+    try:
+        execute(plan, out_dir, command=command)
+    except KeyboardInterrupt:
+        print(
+            f"ctsim: interrupted; the partial run is in {out_dir}/ (status.json: interrupted)",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+
+
+def _discard(out_dir: Path) -> None:
+    """Remove a run folder this process claimed that holds nothing but Hydra's own files."""
+    claimed = {Path(p).resolve() for p in _claimed.values()}
+    if out_dir.resolve() in claimed and {p.name for p in out_dir.iterdir()} <= {".hydra", "ctsim.log"}:
+        shutil.rmtree(out_dir)

@@ -14,20 +14,30 @@ The entry point prefixes each problem with the config group it came from (``trig
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad config value."""
+    """One bad config value (or, with ``text``, another problem with ``key``, said in full)."""
 
     key: str
     value: object
     expected: str
+    text: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.key}={self.value!r}: expected {self.expected}"
+        if self.text is not None:
+            return f"{self.key}: {self.text}"
+        expected = self.expected
+        if _non_finite(self.value) and expected.startswith("a number"):
+            expected = "a finite number" + expected.removeprefix("a number")
+        return f"{self.key}={self.value!r}: expected {expected}"
 
 
 class ConfigError(ValueError):
@@ -60,7 +70,12 @@ def is_int(value: object) -> bool:
 
 
 def is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """True for finite ints and floats: ``inf`` and ``nan`` are never a usable setting."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _non_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def positive_int(key: str, value: object) -> Problem | None:
@@ -78,3 +93,20 @@ def non_negative_number(key: str, value: object) -> Problem | None:
 def one_of(key: str, value: object, allowed: Iterable[object]) -> Problem | None:
     allowed = list(allowed)
     return check(key, value, value in allowed, f"one of {allowed}")
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be used (or made) as a folder to write into; None if it can.
+
+    Tried for real in its nearest existing ancestor (a throwaway folder, removed at once): permission
+    bits do not tell for root, read-only mounts or /proc.
+    """
+    # os.path, not Path: Path.exists raises for a path inside a folder we may not look into.
+    existing = next(f for f in (path, *path.parents) if os.path.exists(f))
+    if not os.path.isdir(existing):
+        return f"{existing} is a file"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ctsim-probe-", dir=existing))
+    except OSError as e:
+        return f"{existing} is not writable ({e.strerror})"
+    return None

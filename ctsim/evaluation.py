@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 from ctsim.engine.base import Engine, State
 from ctsim.models.base import ModelSpec
+from ctsim.progress import bar, rate
 from ctsim.stream import Stream
 
 
@@ -58,13 +58,16 @@ def evaluate(
     groups: dict[str, list[int]] = {}
     for i, model in enumerate(models):
         groups.setdefault(model.key, []).append(i)
-    for rows in tqdm(
-        groups.values(), desc="evaluate", unit="architecture", disable=None if progress else True, leave=False
-    ):
-        preds, secs = engine.predict(models[rows[0]], [states[r] for r in rows], x)
-        acc, f1 = slice_scores(preds, y, seg, num_slices, stream.num_classes)
-        accuracy[rows], macro_f1[rows] = acc, f1
-        seconds[rows] = torch.tensor(secs, dtype=torch.float64)
+    done = 0  # generations evaluated
+    with bar(total=num_gen, enabled=progress, desc="evaluate") as evaluated:
+        for rows in groups.values():
+            preds, secs = engine.predict(models[rows[0]], [states[r] for r in rows], x)
+            acc, f1 = slice_scores(preds, y, seg, num_slices, stream.num_classes)
+            accuracy[rows], macro_f1[rows] = acc, f1
+            seconds[rows] = torch.tensor(secs, dtype=torch.float64)
+            done += len(rows)
+            evaluated.update(len(rows))
+            evaluated.set_postfix_str(rate(len(keys) * done, float(seconds.sum())))
     return Evaluation(accuracy, macro_f1, n, seconds)
 
 

@@ -7,7 +7,8 @@ Tables (columns documented in the README, "Outputs"):
 * ``cost``: one row per pipeline and seed (cost and composite accuracy side by side);
 * ``lineage``: the sample keys each generation was trained on.
 
-Writes never replace an existing file: a run directory belongs to one run.
+Writes never replace an existing file: a run directory belongs to one run. The one exception is
+``status.json`` (``running``, ``finished``, ``interrupted`` or ``failed``), which the run updates.
 
 >>> import polars as pl
 >>> frames = {"cost": pl.DataFrame({"pipeline": ["a", "b"], "composite_accuracy": [0.8, 0.9]})}
@@ -17,8 +18,11 @@ Writes never replace an existing file: a run directory belongs to one run.
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -30,6 +34,7 @@ from ctsim.simulation import SimulationResult
 
 TABLES = ("evals", "generations", "cost", "lineage")
 METRICS = ("accuracy", "macro_f1")
+STATUS = "status.json"
 
 
 def build_tables(
@@ -196,7 +201,11 @@ def _cost(result: SimulationResult, active: dict[int, list[int | None]]) -> pl.D
                 "device": result.device,
             }
         )
-    return pl.DataFrame(records, schema=COST_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))
+    frame = pl.DataFrame(records, schema=COST_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))
+    # A pipeline whose every generation went non-finite trained nothing: it has no accuracy to show.
+    untrained = (pl.col("triggers") > 0) & (pl.col("nonfinite_generations") == pl.col("triggers"))
+    composite_columns = ["composite_accuracy", "composite_accuracy_weighted", "composite_macro_f1"]
+    return frame.with_columns(pl.when(~untrained).then(pl.col(c)).alias(c) for c in composite_columns)
 
 
 COST_SCHEMA = {
@@ -254,6 +263,29 @@ def write_tables(tables: Mapping[str, pl.DataFrame], out_dir: Path) -> list[Path
     return paths
 
 
+def write_status(out_dir: Path, status: str, **fields: object) -> None:
+    """Write ``status.json`` (replacing the last one, atomically): where the run is, and when."""
+    path = out_dir / STATUS
+    record = read_status(out_dir) or {"started": _now()}
+    record.update(fields, status=status, updated=_now())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{STATUS}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: str | Path) -> dict | None:
+    """The run's ``status.json``, or None where there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
     """The tables of one run directory, as lazy frames."""
     run_dir = Path(run_dir)
@@ -266,13 +298,29 @@ def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
 
 
 def load_many(root: str | Path = "results/runs") -> dict[str, pl.LazyFrame]:
-    """The tables of every run under ``root``, concatenated, with a ``run`` column (the directory)."""
+    """The tables of every finished run under ``root``, concatenated, with a ``run`` column (the directory).
+
+    Run folders that are not finished (``status.json`` says running, interrupted or failed, or tables
+    are missing) are left out, with one warning naming them.
+    """
     root = Path(root)
-    dirs = sorted({p.parent for p in root.rglob("evals.parquet")})
-    if not dirs:
-        raise FileNotFoundError(f"no ctsim runs under {root}")
-    tables: dict[str, list[pl.LazyFrame]] = {t: [] for t in TABLES}
+    dirs = sorted(
+        {p.parent for p in root.rglob("status.json")} | {p.parent for p in root.rglob("evals.parquet")}
+    )
+    complete, skipped = [], []
     for d in dirs:
+        status = (read_status(d) or {}).get("status", "finished")  # runs from before status.json
+        missing = [t for t in TABLES if not (d / f"{t}.parquet").exists()]
+        if status == "finished" and not missing:
+            complete.append(d)
+        else:
+            skipped.append(f"{d} ({status}{', no ' + ', '.join(missing) if missing else ''})")
+    if skipped:
+        warnings.warn(f"left out {len(skipped)} unfinished run(s): {'; '.join(skipped)}", stacklevel=2)
+    if not complete:
+        raise FileNotFoundError(f"no finished ctsim runs under {root}")
+    tables: dict[str, list[pl.LazyFrame]] = {t: [] for t in TABLES}
+    for d in complete:
         for t, frame in load(d).items():
             tables[t].append(frame.with_columns(pl.lit(str(d)).alias("run")))
     return {t: pl.concat(frames, how="diagonal_relaxed") for t, frames in tables.items()}

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import yaml
 
 from ctsim.datasets.base import ChangePoint
 
@@ -66,7 +67,9 @@ def console_summary(
             row["pipeline"],
             row["seeds"],
             f"{row['triggers']:.1f}".rstrip("0").rstrip("."),
-            _fmt(row["accuracy"]),
+            "non-finite"
+            if row["accuracy"] is None and row["nonfinite_generations"]
+            else _fmt(row["accuracy"]),
             _fmt(row["accuracy_sd"]),
             _fmt(round(row["samples_trained"])),
             _fmt(row["train_s"], 1),
@@ -97,6 +100,7 @@ def markdown_summary(
     header: str,
     command: str,
     variants: Sequence[tuple[str, list[str]]],
+    settings: dict[str, dict],
     cost: pl.DataFrame,
     change_points: Sequence[ChangePoint],
     slice_labels: Sequence[str],
@@ -107,6 +111,15 @@ def markdown_summary(
     lines = [f"# ctsim run: {name}", "", f"- {header}", f"- command: `{command}`", "", "## Pipelines", ""]
     lines += ["| pipeline | overrides |", "|---|---|"]
     lines += [f"| {v} | {' '.join(o) or '(the run config)'} |" for v, o in variants]
+    lines += [
+        "",
+        "What each pipeline runs: the run's pipeline settings, then each variant's changes to them.",
+        "",
+    ]
+    lines += ["```yaml", yaml.safe_dump({"run": settings["run"]}, sort_keys=False).rstrip()]
+    if any(settings["variants"].values()):
+        lines.append(yaml.safe_dump({"variants": settings["variants"]}, sort_keys=False).rstrip())
+    lines.append("```")
     cols = [
         "pipeline",
         "seeds",
@@ -143,7 +156,12 @@ def markdown_summary(
         lines.append(
             f"**Non-finite:** {row['pipeline']} (seed {row['seed']}): {row['nonfinite_generations']} "
             "generation(s) went non-finite in training and were frozen at their last finite state "
-            "(generations.parquet: `status = 'nonfinite'`)."
+            "(generations.parquet: `status = 'nonfinite'`)"
+            + (
+                "; all of them did, so it has no accuracy."
+                if row["nonfinite_generations"] == row["triggers"]
+                else "."
+            )
         )
     if diverged.height:
         lines.append("")

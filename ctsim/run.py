@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from ctsim import plots
 from ctsim.build import RunPlan
-from ctsim.registry import build_tables, write_new, write_tables
+from ctsim.registry import build_tables, write_new, write_status, write_tables
 from ctsim.report import console_summary, markdown_summary
 from ctsim.simulation import SimulationResult, simulate
 
@@ -27,10 +28,38 @@ class RunOutcome:
 def execute(
     plan: RunPlan, out_dir: str | Path, command: str = "python -m ctsim", echo: bool = True
 ) -> RunOutcome:
-    """Run ``plan`` and write every output into ``out_dir`` (which must not hold another run's results)."""
+    """Run ``plan`` and write every output into ``out_dir`` (which must not hold another run's results).
+
+    ``status.json`` says where the run is: ``running``, then ``finished``, ``interrupted`` (Ctrl-C)
+    or ``failed`` (with the error). A run killed outright stays ``running``.
+    """
     out_dir = Path(out_dir)
     if (out_dir / "evals.parquet").exists():
         raise FileExistsError(f"{out_dir} already holds a run's results; ctsim never overwrites them")
+    start = time.perf_counter()
+    write_status(out_dir, "running", command=command)
+    seeds = sorted({p.seed for p in plan.pipelines})
+    header = (
+        f"{len(plan.variants)} pipeline(s) × {len(seeds)} seed(s) · dataset {plan.dataset.name} · "
+        f"engine {plan.engine.name} on {plan.engine.device}"
+    )
+    if echo:
+        print(f"ctsim · {plan.name} · {header} · run folder {out_dir}/", flush=True)
+    try:
+        outcome = _execute(plan, out_dir, command, header, start)
+    except KeyboardInterrupt:
+        write_status(out_dir, "interrupted", command=command)
+        raise
+    except BaseException as e:
+        write_status(out_dir, "failed", command=command, error=f"{type(e).__name__}: {e}")
+        raise
+    write_status(out_dir, "finished", command=command, wall_seconds=round(time.perf_counter() - start, 3))
+    if echo:
+        print(outcome.summary)
+    return outcome
+
+
+def _execute(plan: RunPlan, out_dir: Path, command: str, header: str, start: float) -> RunOutcome:
     samples = plan.dataset.load()
     stream = plan.stream.build(samples)
     result = simulate(stream, plan.pipelines, plan.engine, progress=plan.progress)
@@ -42,11 +71,8 @@ def execute(
     if plan.plots:
         files += plots.draw_all(tables, stream.change_points, out_dir / "plots")
 
-    seeds = sorted({p.seed for p in plan.pipelines})
-    header = (
-        f"{len(plan.variants)} pipeline(s) × {len(seeds)} seed(s) · dataset {plan.dataset.name} "
-        f"({len(stream.y):,} samples, {stream.num_slices} slices, {len(stream.batches)} arrival batches) · "
-        f"engine {result.engine} on {result.device}"
+    header += (
+        f" · {len(stream.y):,} samples, {stream.num_slices} slices, {len(stream.batches)} arrival batches"
     )
     summary_path = out_dir / "summary.md"
     files.append(summary_path)
@@ -55,6 +81,7 @@ def execute(
         header,
         command,
         [(v.name, v.overrides) for v in plan.variants],
+        plan.settings,
         tables["cost"],
         stream.change_points,
         stream.slice_labels,
@@ -62,9 +89,8 @@ def execute(
         out_dir,
     )
     write_new(summary_path, lambda p: p.write_text(text))
-    summary = console_summary(plan.name, header, tables["cost"], out_dir, files, result.wall_seconds)
-    if echo:
-        print(summary)
+    wall = time.perf_counter() - start  # data loading included
+    summary = console_summary(plan.name, header, tables["cost"], out_dir, files, wall)
     return RunOutcome(out_dir, tables, result, files, summary)
 
 

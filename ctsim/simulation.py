@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, job_seed
 from ctsim.evaluation import Evaluation, evaluate
 from ctsim.models.base import ModelSpec
 from ctsim.optim import SGD, Adam
+from ctsim.progress import bar, replay_status
 from ctsim.schedules import Schedule
 from ctsim.selection.base import Selection, SelectionContext, SelectionPolicy
 from ctsim.stream import ArrivalBatch, Stream
@@ -99,9 +99,10 @@ def simulate(
     generations: list[Generation] = []
     order = stream.arrival_order
 
-    for batch in tqdm(
-        stream.batches, desc="replay", unit="batch", disable=None if progress else True, leave=False
-    ):
+    trained_samples, train_seconds = 0, 0.0  # so far, for the bar's throughput
+    status = replay_status(len(pipelines), generations=0, samples=0, seconds=0.0)
+    replay = bar(stream.batches, enabled=progress, desc="replay", postfix=status)
+    for batch in replay:
         due: list[tuple[int, str, Selection]] = []
         for i, (pipeline, state) in enumerate(zip(pipelines, states)):
             since = order[state.interval_start : batch.stop]
@@ -122,6 +123,8 @@ def simulate(
             continue
 
         jobs = [_job(i, pipelines[i], states[i], selection) for i, _, selection in due]
+        status = replay_status(len(pipelines), len(generations), trained_samples, train_seconds, len(jobs))
+        replay.set_postfix_str(status)  # shown now: a decision point can train for long
         for job, trained, (i, reason, selection) in zip(jobs, engine.train(jobs, x, y), due):
             state = states[i]
             parent = state.generations[-1].index if job.parent is not None else None
@@ -130,6 +133,10 @@ def simulate(
             state.generations.append(gen)
             state.seconds["train"] += trained.seconds
             generations.append(gen)
+            trained_samples += trained.samples
+            train_seconds += trained.seconds
+        status = replay_status(len(pipelines), len(generations), trained_samples, train_seconds)
+        replay.set_postfix_str(status)
 
     evaluation = evaluate(
         engine,

@@ -6,6 +6,7 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from ctsim.cli import CONF_DIR
+from ctsim.compose import PIPELINE_GROUPS
 from ctsim.config import ConfigError
 from ctsim.models import MLP, YearbookNet
 from ctsim.triggers import AmountTrigger, NeverTrigger, TimeTrigger
@@ -27,7 +28,8 @@ PARTNER = {"model=lstm": "dataset=sensors", "model=gru": "dataset=sensors", "dat
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_config_option_composes_and_builds(tmp_path, group, option):
     choice = f"{group}={option}"
-    plan = build(small(tmp_path, choice, *[PARTNER[choice]] if choice in PARTNER else []))
+    single = ["population.variants={}"] if group in PIPELINE_GROUPS else []
+    plan = build(small(tmp_path, choice, *single, *[PARTNER[choice]] if choice in PARTNER else []))
     assert plan.pipelines and plan.dataset.name in ("portraits", "sensors")
     for p in plan.pipelines:
         assert p.model.build() is not None
@@ -145,7 +147,7 @@ def test_model_that_cannot_take_the_dataset_is_rejected(tmp_path):
 
 
 def test_unknown_arguments_name_the_component(tmp_path):
-    with pytest.raises(ConfigError, match=r"trigger='ctsim\.triggers\.TimeTrigger': expected arguments that"):
+    with pytest.raises(ConfigError, match=r"trigger\.evry: unknown key; did you mean trigger\.every\?"):
         build(small(tmp_path, "experiment=portraits_yearly", "+trigger.evry=3"))
 
 
@@ -157,14 +159,52 @@ def test_unknown_group_option_lists_the_available_ones(tmp_path):
         build(small(tmp_path, "dataset=imagenet"))
 
 
-def test_variants_compose_over_the_run_overrides(tmp_path):
-    plan = build(small(tmp_path, "trigger.every=3", "train.epochs=2", "population.seeds=[0,1]"))
+def test_run_overrides_apply_to_every_variant_that_does_not_set_them(tmp_path):
+    plan = build(small(tmp_path, "train.epochs=2", "optimizer.lr=0.05", "population.seeds=[0,1]"))
+    assert len(plan.pipelines) == 6
+    assert {(p.train.epochs, p.optimizer.lr) for p in plan.pipelines} == {(2, 0.05)}
     by_name = {(p.name, p.seed): p for p in plan.pipelines}
-    assert len(by_name) == 6
-    # the variants set trigger.every themselves; the run's train.epochs applies to every variant
     assert by_name[("yearly", 1)].trigger.every == 1 and by_name[("every_5y", 0)].trigger.every == 5
-    assert isinstance(by_name[("never", 0)].trigger, NeverTrigger)  # trigger.every=3 dropped: never has none
-    assert {p.train.epochs for p in plan.pipelines} == {2}
+
+
+@pytest.mark.parametrize(
+    "overrides,keys",
+    [
+        (["trigger.every=3"], "trigger.every"),  # yearly and every_5y set it; never picks another trigger
+        (["trigger=amount", "trigger.every=500", "selection=all"], "trigger, trigger.every"),
+        (["+trigger.extra=1"], "trigger.extra"),  # inside the group never and the others pick
+    ],
+)
+def test_a_run_override_that_a_variant_replaces_is_an_error_naming_the_variants(tmp_path, overrides, keys):
+    with pytest.raises(ConfigError) as info:
+        build(small(tmp_path, *overrides))
+    (problem,) = info.value.problems
+    assert problem.key == keys
+    text = str(problem)
+    assert "yearly: trigger" in text and "never: trigger" in text
+    assert "population.variants={}" in text and "population.only" in text
+
+
+@pytest.mark.parametrize("single", ["population.variants={}", "population.variants=null"])
+def test_population_variants_empty_runs_one_pipeline_with_the_run_overrides(tmp_path, single):
+    plan = build(small(tmp_path, single, "trigger=amount", "trigger.every=500", "selection=all"))
+    (p,) = plan.pipelines
+    assert p.name == "quickstart" and isinstance(p.trigger, AmountTrigger) and p.trigger.every == 500
+    assert type(p.selection).__name__ == "AllData"
+    assert p.train.epochs == 3 and p.optimizer.lr == 0.01  # the experiment's own settings still hold
+
+
+def test_a_variant_may_set_a_key_inside_a_group_the_run_picks(tmp_path):
+    plan = build(
+        small(
+            tmp_path,
+            "model=mlp",
+            '+population.variants.narrow=["model.hidden=[16]"]',
+            "population.only=[narrow]",
+        )
+    )
+    (p,) = plan.pipelines  # both apply: the run's model=mlp, then the variant's width
+    assert p.model.factory.func is MLP and p.model.factory.keywords["hidden"] == [16]
 
 
 def test_variants_can_be_added_and_chosen_from_the_command_line(tmp_path):

@@ -127,7 +127,7 @@ def test_sql_across_runs(tiny_run, tmp_path):
         "SELECT pipeline, COUNT(*) AS n FROM generations GROUP BY pipeline ORDER BY pipeline", tables
     )
     assert counts.rows() == [("never", 1), ("yearly", 84)]
-    with pytest.raises(FileNotFoundError, match="no ctsim runs"):
+    with pytest.raises(FileNotFoundError, match="no finished ctsim runs"):
         load_many(tmp_path)
 
 

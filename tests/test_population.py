@@ -7,19 +7,21 @@ import pytest
 
 from .conftest import run, small
 
-# Six variants that differ in trigger, selection, learning rate, optimizer, schedule and epochs.
+# Six variants that differ in trigger, selection, learning rate, optimizer, schedule and epochs (each
+# sets its own: a run override of a key a variant sets is an error).
 VARIANTS = [
     '+population.variants.time2=["trigger=time","trigger.every=2","optimizer.lr=0.01","train.epochs=2"]',
     '+population.variants.amount=["trigger=amount","trigger.every=120","optimizer.lr=0.03","train.epochs=1"]',
-    '+population.variants.adam=["trigger=time","trigger.every=5","optimizer=adam","optimizer.lr=0.002"]',
-    '+population.variants.static=["trigger=never"]',
+    '+population.variants.adam=["trigger=time","trigger.every=5","optimizer=adam","optimizer.lr=0.002",'
+    '"train.epochs=1"]',
+    '+population.variants.static=["trigger=never","train.epochs=1"]',
     '+population.variants.adamw=["trigger=time","trigger.every=3","optimizer=adamw","schedule=cosine",'
     '"train.epochs=3"]',
     '+population.variants.tail=["trigger=time","trigger.every=4","selection.tail=2","optimizer.lr=0.005",'
-    '"train.batch_size=32"]',
+    '"train.batch_size=32","train.epochs=1"]',
     "population.only=[time2,amount,adam,static,adamw,tail]",
 ]
-SMALL = ["dataset.size=0.05", "model.channels=8", "train.epochs=1", "output.checkpoints=none"]
+SMALL = ["dataset.size=0.05", "model.channels=8", "output.checkpoints=none"]
 
 
 @pytest.fixture(scope="module")

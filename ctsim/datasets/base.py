@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
+
+from ctsim.config import Problem, unwritable
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +56,99 @@ class Dataset(Protocol):
 
     def load(self) -> Samples: ...
 
+    def path_problems(self) -> list[Problem]:
+        """What keeps the data root from being used, found without loading anything; empty if it can be.
+
+        Cheap (a few ``stat`` calls), so a run can report it at start-up with the config's other problems
+        instead of failing after the first slow step.
+        """
+        ...
+
+
+SAMPLE_KEYS = ("x", "y", "time", "slice")
+
+CacheParams = dict[str, str | int | float]
+
 
 def cached_tensors(
-    path: Path, generate: Callable[[], dict[str, torch.Tensor]], cache: bool
+    path: Path,
+    generate: Callable[[], dict[str, torch.Tensor]],
+    cache: bool,
+    params: CacheParams,
+    keys: tuple[str, ...] = SAMPLE_KEYS,
 ) -> dict[str, torch.Tensor]:
-    """``generate()``'s tensors, read from ``path`` when ``cache`` is on and the file exists.
+    """``generate()``'s tensors (one row per sample under each of ``keys``), cached at ``path``.
 
-    A generated result is written to ``path`` (when ``cache`` is on) through a temporary file and an
-    atomic rename, so a concurrent reader (another process of a multirun) never sees half a file.
-    A cache file that cannot be read (truncated, corrupt) is regenerated and replaced, with a warning.
+    ``params`` are everything that changes what ``generate`` returns (dataset name, generator version,
+    size, seed). The cache file records them and the sample count, and is read only if they match and
+    every tensor of ``keys`` is there with one row per sample. Any other file (made with other
+    parameters, by an older ctsim, truncated, corrupt) is regenerated and replaced, with one warning that
+    says why. With ``cache`` off nothing is read or written.
     """
-    if cache and path.exists():
-        try:
-            return torch.load(path, weights_only=True)
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
-            log.warning("cannot read the cache %s (%s): generating it again", path, err)
+    if cache and os.path.exists(path):
+        data, why = _read_cache(path, params, keys)
+        if data is not None:
+            return data
+        log.warning("%s: generating it again", why)
     data = generate()
     if cache:
+        meta = {**params, "samples": len(data[keys[0]])}
+        _write_atomically(path, {**data, "meta": meta})
+    return data
+
+
+def _read_cache(
+    path: Path, params: CacheParams, keys: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The cached tensors of ``keys`` if the file at ``path`` matches ``params``; else None and why not."""
+    try:
+        data = torch.load(path, weights_only=True)  # plain tensors and values only: never runs code
+    except Exception as err:  # torch.load raises many types on a damaged file; each means "regenerate"
+        why = err.strerror if isinstance(err, OSError) and err.strerror else "it is truncated or damaged"
+        return None, f"cannot read the cache {path} ({why})"
+    meta = data.get("meta") if isinstance(data, dict) else None
+    if not isinstance(meta, dict) or "samples" not in meta:
+        return None, f"the cache {path} does not record what it was made with (an older ctsim wrote it)"
+    other = [f"{k}={meta.get(k)!r}, not {v!r}" for k, v in params.items() if meta.get(k) != v]
+    if other:
+        return None, f"the cache {path} was made with {'; '.join(other)}"
+    missing = [k for k in keys if not isinstance(data.get(k), torch.Tensor) or data[k].dim() == 0]
+    if missing:
+        return None, f"the cache {path} has no per-sample tensor {', '.join(missing)}"
+    wrong = [f"{k} has {len(data[k])}" for k in keys if len(data[k]) != meta["samples"]]
+    if wrong:
+        return None, f"the cache {path} records {meta['samples']} samples, but {', '.join(wrong)}"
+    return {k: data[k] for k in keys}, ""
+
+
+def _write_atomically(path: Path, data: dict[str, object]) -> None:
+    """Save ``data`` to ``path`` through a temporary file and a rename.
+
+    A concurrent reader (another process of a multirun) never sees half a file. A cache that cannot be
+    written only costs the next run the generation again, so it is a warning, not an error.
+    """
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save(data, tmp)
         tmp.replace(path)
-        log.info("cached %s", path)
-    return data
+    except (OSError, RuntimeError) as err:  # torch.save reports some write errors as RuntimeError
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        log.warning("cannot write the cache %s (%s): the data is used without caching it", path, err)
+        return
+    log.info("cached %s", path)
+
+
+def cache_folder_problems(root: Path, path: Path, cache: bool) -> list[Problem]:
+    """Why the cache file ``path`` under the data root ``root`` cannot be read or created; [] if it can.
+
+    An existing readable cache file is enough (a read-only root is fine then). Otherwise the nearest
+    existing ancestor of its folder must be a folder that ctsim can write into.
+    """
+    if not cache or (os.path.isfile(path) and os.access(path, os.R_OK)):
+        return []
+    why = unwritable(path.parent)
+    if why is None:
+        return []
+    return [Problem("dataset.root", str(root), f"a folder ctsim can write the generated cache into ({why})")]

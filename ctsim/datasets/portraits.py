@@ -40,8 +40,8 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, check, is_int, is_number
-from ctsim.datasets.base import ChangePoint, Samples, cached_tensors
+from ctsim.config import ConfigError, Problem, check, is_int, is_number
+from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors
 
 FIRST_YEAR, LAST_YEAR = 1930, 2013
 YEARS = tuple(range(FIRST_YEAR, LAST_YEAR + 1))
@@ -259,9 +259,14 @@ class Portraits:
     def cache_path(self) -> Path:
         return self.root / "portraits" / f"portraits-v{VERSION}-size{self.size:g}-seed{self.seed}.pt"
 
+    def path_problems(self) -> list[Problem]:
+        """Why ``root`` cannot hold the cache, found before any work: [] if cache is off or readable."""
+        return cache_folder_problems(self.root, self.cache_path, self.cache)
+
     def load(self) -> Samples:
         """Generate (or read from the cache) every sample, with its year as slice."""
-        data = cached_tensors(self.cache_path, self._generate, self.cache)
+        params = {"dataset": self.name, "version": VERSION, "size": self.size, "seed": self.seed}
+        data = cached_tensors(self.cache_path, self._generate, self.cache, params)
         x = data["x"].unsqueeze(1).to(torch.float32) / 255.0
         return Samples(
             x=x,

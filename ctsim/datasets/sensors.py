@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, check, is_int, is_number
-from ctsim.datasets.base import ChangePoint, Samples, cached_tensors
+from ctsim.config import ConfigError, Problem, check, is_int, is_number
+from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors
 
 FIRST_YEAR, NUM_MONTHS = 2021, 40
 MONTHS = tuple(f"{FIRST_YEAR + m // 12}-{m % 12 + 1:02d}" for m in range(NUM_MONTHS))
@@ -197,9 +197,14 @@ class Sensors:
     def cache_path(self) -> Path:
         return self.root / "sensors" / f"sensors-v{VERSION}-size{self.size:g}-seed{self.seed}.pt"
 
+    def path_problems(self) -> list[Problem]:
+        """Why ``root`` cannot hold the cache, found before any work: [] if cache is off or readable."""
+        return cache_folder_problems(self.root, self.cache_path, self.cache)
+
     def load(self) -> Samples:
         """Generate (or read from the cache) every window, with its month as slice."""
-        data = cached_tensors(self.cache_path, self._generate, self.cache)
+        params = {"dataset": self.name, "version": VERSION, "size": self.size, "seed": self.seed}
+        data = cached_tensors(self.cache_path, self._generate, self.cache, params)
         return Samples(
             x=data["x"],
             y=data["y"],

@@ -23,10 +23,17 @@ class MLP(nn.Module):
         self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | tuple[int, ...] = (128,)
     ):
         super().__init__()
-        hidden = list(hidden)
         ConfigError.raise_all(
-            [check("hidden", hidden, all(is_int(h) and h >= 1 for h in hidden), "a list of integers ≥ 1")]
+            [
+                check(
+                    "hidden",
+                    hidden,
+                    isinstance(hidden, (list, tuple)) and all(is_int(h) and h >= 1 for h in hidden),
+                    "a list of integers ≥ 1, e.g. [128]",
+                )
+            ]
         )
+        hidden = list(hidden)
         widths = [math.prod(input_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
         for a, b in itertools.pairwise(widths):

@@ -1,0 +1,377 @@
+"""From a command line to composed configs: the run's own and each variant's, checked as configs.
+
+This is the first half of start-up checking; :mod:`ctsim.build` (which imports torch) is the second.
+Nothing here imports torch. Everything here runs before a run folder exists.
+
+**Override precedence.** A run holds ``population.variants × population.seeds`` pipelines. Each
+variant is composed like a command line of its own: the run's overrides, then the variant's. A run
+override of a key that a variant also sets (``trigger.every`` where a variant says
+``trigger.every=5``), or of a key inside a group a variant picks (``trigger.every`` where a variant
+says ``trigger=never``), would be replaced or dropped for that variant, so it is an error that names
+the variants; nothing is dropped silently. ``population.variants={}`` (or ``null``) runs one pipeline
+from the run's config alone, named after the run::
+
+    python -m ctsim population.variants={} trigger=amount trigger.every=500
+
+**Unknown keys.** A key that the root config does not have (``trian:`` in an experiment file) is an
+error naming the nearest known key. Keys inside a component's config are checked against the
+arguments of its ``_target_`` when it is built (:mod:`ctsim.build`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from hydra import compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from yaml import MarkedYAMLError
+
+from ctsim.config import Problem, check, is_int, unwritable
+
+PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SINGLE = "population.variants={}"  # the documented way to run one pipeline from the run's config
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One named variant: its overrides and the composed config its pipelines are built from."""
+
+    name: str
+    overrides: list[str]
+    config: DictConfig
+    declared: bool = True
+
+
+def compose_run(config_name: str, overrides: list[str]) -> tuple[DictConfig | None, list[Problem]]:
+    """The run's config (with its ``hydra`` node), and a problem for every override Hydra refused.
+
+    An override Hydra cannot apply (an unknown key or option) is reported and left out, and the rest
+    composed again, so every bad override is named at once. A broken config file stops composition:
+    then the config is None.
+    """
+    problems: list[Problem] = []
+    overrides = list(overrides)
+    while True:
+        try:
+            return compose(config_name, overrides=overrides, return_hydra_config=True), problems
+        except HydraException as e:
+            problem, culprit = _composition_problem(e, config_name, overrides)
+        except MarkedYAMLError as e:
+            problem, culprit = _yaml_problem(e), None
+        problems.append(problem)
+        if culprit is None:
+            return None, problems
+        overrides.remove(culprit)
+
+
+def _composition_problem(
+    e: HydraException, config_name: str, overrides: list[str]
+) -> tuple[Problem, str | None]:
+    """What Hydra refused, in one line, and the override that caused it (None if no single one)."""
+    parsed = _parse_each(overrides)
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file:
+        group = e.missing_cfg_file.rsplit("/", 1)[0].replace("/", ".")
+        culprit = next((text for text, o in parsed if o is not None and _key(o) == group), None)
+        option = e.missing_cfg_file.rsplit("/", 1)[-1]
+        if e.options:
+            return Problem(group, option, f"one of the options {sorted(e.options)}"), culprit
+        return Problem("config", e.missing_cfg_file, "a config file that exists"), culprit
+    cause = e.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if isinstance(e, ConfigCompositionException) and full_key:
+        culprit = next((text for text, o in parsed if o is not None and _key(o) == full_key), None)
+        rest = [o for o in overrides if o != culprit]
+        return unknown_key(full_key, _keys_beside(full_key, config_name, rest)), culprit
+    bad = next((text for text, o in parsed if o is None), None)
+    if bad is not None:
+        text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {_first_line(e)}"
+        return Problem(bad, None, "", text=text), bad
+    return Problem("config", None, f"a config Hydra can compose ({_first_line(e)})"), None
+
+
+def _keys_beside(full_key: str, config_name: str, overrides: list[str]) -> list[str]:
+    """The keys next to ``full_key`` in the config composed without it: what a typo might have meant."""
+    parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
+    try:
+        node = compose(config_name, overrides=overrides)
+    except (HydraException, MarkedYAMLError):
+        node = _base(config_name)
+    node = OmegaConf.select(node, parent) if parent else node
+    if not isinstance(node, DictConfig):
+        return []
+    return [f"{parent}.{k}" if parent else str(k) for k in node]
+
+
+def _yaml_problem(e: MarkedYAMLError) -> Problem:
+    """A YAML syntax error, with the file and the line where it starts."""
+    mark = e.context_mark or e.problem_mark
+    if mark is None:
+        return Problem("config", None, "", text=f"invalid YAML: {e}")
+    what = ", ".join(str(part) for part in (e.context, e.problem) if part)
+    return Problem(f"{mark.name}, line {mark.line + 1}", None, "", text=f"invalid YAML: {what}")
+
+
+def unknown_key(key: str, known: list[str]) -> Problem:
+    """An unknown key, with the nearest known one when there is a close one."""
+    nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {nearest[0]}?" if nearest else f"known keys here: {sorted(known)}"
+    return Problem(key, None, "", text=f"unknown key; {hint}")
+
+
+@cache
+def _base(config_name: str = "config") -> DictConfig:
+    """The root config without an experiment: the keys a run may have."""
+    try:
+        return compose(config_name, overrides=["~experiment"])
+    except HydraException:
+        return compose(config_name)
+
+
+def config_problems(cfg: DictConfig, run_overrides: list[str], config_name: str) -> list[Problem]:
+    """What is wrong with the config as a config, found without building anything: unknown keys at
+    its root, and variants that are malformed or would replace a run override.
+    """
+    found = variants(cfg, run_overrides, config_name)[1]
+    return unknown_root_keys(cfg, config_name) + [p for p in found if p is not None]
+
+
+def unknown_root_keys(cfg: DictConfig, config_name: str = "config") -> list[Problem]:
+    """Keys at the root, or in a plain section of it (``population``, ``output``), that it does not have.
+
+    Sections with a ``_target_`` are checked against their component's arguments when built.
+    """
+    base = _base(config_name)
+    problems = []
+    for key in cfg:
+        if key == "hydra":
+            continue
+        if key not in base:
+            problems.append(unknown_key(str(key), [str(k) for k in base]))
+            continue
+        node, known = cfg[key], base[key]
+        if isinstance(node, DictConfig) and isinstance(known, DictConfig) and "_target_" not in known:
+            problems += [
+                unknown_key(f"{key}.{k}", [f"{key}.{j}" for j in known]) for k in node if k not in known
+            ]
+    return problems
+
+
+def run_problems(cfg: DictConfig) -> list[Problem]:
+    """The run-level values: ``name``, ``progress``, ``population.seeds`` and ``output``."""
+    name, seeds, out = cfg.get("name"), cfg.population.get("seeds"), cfg.get("output", {})
+    seed_list = list(seeds) if OmegaConf.is_list(seeds) else seeds
+    return [
+        check(
+            "name", name, isinstance(name, str) and bool(NAME.match(name)), "letters, digits, '_', '-' or '.'"
+        ),
+        check("progress", cfg.get("progress"), isinstance(cfg.get("progress"), bool), "true or false"),
+        check(
+            "population.seeds",
+            seed_list,
+            isinstance(seed_list, list)
+            and bool(seed_list)
+            and all(is_int(s) and s >= 0 for s in seed_list)
+            and len(set(seed_list)) == len(seed_list),
+            "a non-empty list of distinct integers ≥ 0",
+        ),
+        check(
+            "output.checkpoints",
+            out.get("checkpoints"),
+            out.get("checkpoints") in ("all", "last", "none"),
+            "one of ['all', 'last', 'none']",
+        ),
+        check("output.plots", out.get("plots"), isinstance(out.get("plots"), bool), "true or false"),
+    ]
+
+
+def output_dir_problems(cfg: DictConfig, multirun: bool) -> list[Problem]:
+    """The run (or sweep) folder must be new or empty, and writable: ctsim never touches another run's files.
+
+    The default folder is claimed fresh by the ``unique_dir`` resolver, so only its parent is checked;
+    a folder the user names (``hydra.run.dir=...``) is resolved and checked as it is.
+    """
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    text = str(OmegaConf.to_container(cfg.hydra.sweep if multirun else cfg.hydra.run, resolve=False)["dir"])
+    if text.startswith("${unique_dir:"):
+        # Resolving it claims (creates) the folder: check the fixed part of the path it is made under.
+        fixed = text.removeprefix("${unique_dir:").split("${", 1)[0]
+        return writable_problems(key, Path(fixed or "."))
+    path = Path(str(OmegaConf.select(cfg, key)))
+    if path.is_file():
+        return [Problem(key, str(path), "a folder for the run, but it is a file")]
+    if path.is_dir() and any(path.iterdir()):
+        return [
+            Problem(
+                key,
+                str(path),
+                "a new or empty folder: it already holds files (another run?), and ctsim never "
+                "overwrites a run; choose another folder",
+            )
+        ]
+    return writable_problems(key, path)
+
+
+def writable_problems(key: str, path: Path) -> list[Problem]:
+    """``path`` is, or can be made, a folder ctsim can write."""
+    why = unwritable(path)
+    return [] if why is None else [Problem(key, str(path), f"a folder ctsim can write the run into ({why})")]
+
+
+def variants(
+    cfg: DictConfig, run_overrides: list[str], config_name: str
+) -> tuple[list[Variant], list[Problem]]:
+    """The run's variants, each composed over the run's overrides (see the module docstring).
+
+    With no variants (or ``population.variants={}`` / ``null`` on the command line), the run is one
+    pipeline named after the run.
+    """
+    declared = dict(cfg.population.get("variants") or {})
+    if not declared or _asks_single(run_overrides):
+        return [Variant(str(cfg.name), [], cfg, declared=False)], []
+    problems: list[Problem] = []
+    only = cfg.population.get("only")
+    if only is not None:
+        unknown = [v for v in only if v not in declared]
+        expected = f"names of declared variants {sorted(declared)}"
+        problems.append(check("population.only", list(only), not unknown, expected))
+        declared = {k: v for k, v in declared.items() if k in only}
+    checked = {name: _variant_overrides(name, ovs, problems) for name, ovs in declared.items()}
+    checked = {name: ovs for name, ovs in checked.items() if ovs is not None}
+    problems += _conflicts(run_overrides, checked, str(cfg.name))
+    if any(p is not None for p in problems):
+        return [], problems
+    run = [o for o in run_overrides if _top_key(o) != "population" and _carried_to_variants(o)]
+    out = []
+    for name, ovs in checked.items():
+        try:
+            composed = compose(config_name, overrides=run + ovs)
+        except (HydraException, MarkedYAMLError) as e:
+            key = f"population.variants.{name}"
+            problems.append(Problem(key, ovs, f"overrides Hydra can apply ({_first_line(e)})"))
+            continue
+        out.append(Variant(name, ovs, composed))
+    return out, problems
+
+
+def pipeline_differences(found: list[Variant], cfg: DictConfig) -> dict[str, dict]:
+    """Each variant's pipeline groups where they differ from ``cfg`` (the run's config), as plain data.
+
+    A group whose ``_target_`` differs is given whole; otherwise only its changed keys.
+    """
+    run = {g: OmegaConf.to_container(cfg[g], resolve=True) for g in PIPELINE_GROUPS}
+    out: dict[str, dict] = {}
+    for v in found:
+        own = {g: OmegaConf.to_container(v.config[g], resolve=True) for g in PIPELINE_GROUPS}
+        out[v.name] = {
+            g: own[g]
+            if own[g].get("_target_") != run[g].get("_target_")
+            else {k: x for k, x in own[g].items() if run[g].get(k) != x}
+            for g in PIPELINE_GROUPS
+            if own[g] != run[g]
+        }
+    return out
+
+
+def _variant_overrides(name: str, overrides: object, problems: list[Problem]) -> list[str] | None:
+    key = f"population.variants.{name}"
+    if not NAME.match(name):
+        problems.append(Problem(key, name, "a name of letters, digits, '_', '-' or '.'"))
+        return None
+    if not OmegaConf.is_list(overrides) or not all(isinstance(o, str) for o in overrides):
+        problems.append(Problem(key, overrides, 'a list of override strings, e.g. ["trigger=never"]'))
+        return None
+    shared = [o for o in overrides if _top_key(o) not in PIPELINE_GROUPS]
+    if shared:
+        problems.append(
+            Problem(
+                key,
+                shared,
+                f"overrides of {list(PIPELINE_GROUPS)} only: the dataset, stream, engine and device "
+                "are shared by every pipeline of a run",
+            )
+        )
+        return None
+    if any(o is None for _, o in _parse_each(list(overrides))):
+        problems.append(Problem(key, list(overrides), "overrides in Hydra's syntax, e.g. trigger.every=5"))
+        return None
+    return list(overrides)
+
+
+def _conflicts(run_overrides: list[str], declared: dict[str, list[str]], run_name: str) -> list[Problem]:
+    """One problem naming the run overrides that variants would replace: never dropped silently."""
+    sets = {name: override_keys(ovs) for name, ovs in declared.items()}
+    keys, by = [], {}
+    for text, o in _parse_each(run_overrides):
+        if o is None or _top_key(text) in ("population", "hydra"):
+            continue
+        key = _key(o)
+        for name, theirs in sets.items():
+            hit = sorted({k for k in theirs if key == k or key.startswith(k + ".")})
+            if hit:
+                keys.append(key) if key not in keys else None
+                by.setdefault(name, set()).update(hit)
+    if not keys:
+        return []
+    setters = "; ".join(f"{name}: {', '.join(sorted(hit))}" for name, hit in by.items())
+    text = (
+        f"the variants of {run_name} set these too ({setters}), so your value would not apply to them. "
+        f"To run one pipeline with your settings, add {SINGLE}; to change a variant, set "
+        f"population.variants.{next(iter(by))}=[...]; to run some variants, population.only=[...]"
+    )
+    return [Problem(", ".join(keys), None, "", text=text)]
+
+
+def _carried_to_variants(override: str) -> bool:
+    """Hydra's own settings stay with the run, except where to find configs (a user's experiments)."""
+    return _top_key(override) != "hydra" or override.startswith("hydra.searchpath")
+
+
+def _asks_single(run_overrides: list[str]) -> bool:
+    """Does the command line set ``population.variants`` to ``{}`` or ``null`` (last, if more than once)?"""
+    values = [
+        o.value()
+        for _, o in _parse_each(run_overrides)
+        if o is not None and _key(o) == "population.variants" and not o.is_sweep_override()
+    ]
+    return bool(values) and values[-1] in ({}, None)
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The keys (or groups) ``overrides`` set, dotted: ``["trigger", "trigger.every"]``."""
+    return [_key(o) for _, o in _parse_each(overrides) if o is not None]
+
+
+def _parse_each(overrides: list[str]) -> list[tuple[str, Override | None]]:
+    """Each override with its parse, or None where it is not valid Hydra syntax."""
+    parser = OverridesParser.create()
+    out = []
+    for text in overrides:
+        try:
+            (o,) = parser.parse_overrides([text])
+        except HydraException:
+            o = None
+        out.append((text, o))
+    return out
+
+
+def _key(o: Override) -> str:
+    """``trigger.every`` for ``trigger.every=2`` or ``+trigger.every=2``; ``train.x`` for ``train/x=y``."""
+    return o.key_or_group.replace("/", ".")
+
+
+def _top_key(override: str) -> str:
+    """``trigger`` for ``trigger=time``, ``trigger.every=2``, ``+trigger.x=1`` or ``train/optimizer=adam``."""
+    return re.split(r"[.=/]", override.lstrip("+~"), maxsplit=1)[0]
+
+
+def _first_line(e: Exception) -> str:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__

@@ -1,0 +1,394 @@
+"""The command line as a user meets it: every bad input is one clear line and exit code 2, before any
+work, with no run folder left behind and no earlier file touched; Ctrl-C is one line and a marked run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from ctsim import cli
+from ctsim.registry import load_many, read_status
+
+from .conftest import cli as run_cli
+from .conftest import run, small
+
+NOT_WRITABLE = "/proc/ctsim-test/run"  # /proc refuses new folders, even to root
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A working folder holding an earlier, finished run and two experiment files a user wrote."""
+    monkeypatch.chdir(tmp_path)
+    old = tmp_path / "old_run"
+    (old / ".hydra").mkdir(parents=True)
+    (old / ".hydra" / "config.yaml").write_text("name: old\n")
+    (old / "evals.parquet").write_bytes(b"PAR1 earlier results")
+    (old / "status.json").write_text('{"status": "finished"}\n')
+    (tmp_path / "a_file").write_text("not a folder\n")
+    mine = tmp_path / "my_conf" / "experiment"
+    mine.mkdir(parents=True)
+    (mine / "typo.yaml").write_text("# @package _global_\nname: typo\ntrian:\n  epochs: 3\n")
+    (mine / "broken.yaml").write_text("# @package _global_\nname: broken\ntrain:\n  epochs: [1,\n  oops: 3\n")
+    return tmp_path
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with a digest of its bytes."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def main_exits(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """``python -m ctsim ARGV`` in this process: its exit code and stderr."""
+    monkeypatch.setattr(sys, "argv", ["ctsim", *argv])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    return info.value.code, capsys.readouterr().err
+
+
+SEARCH = "hydra.searchpath=[file://{ws}/my_conf]"
+
+# (overrides, text the message must hold): ids say what class of bad input each is
+BAD_INPUTS = {
+    "override dropped by variants": (
+        ["trigger=amount", "trigger.every=500", "selection=all"],
+        "trigger, trigger.every: the variants of quickstart set these too",
+    ),
+    "key inside a variant's group": (["trigger.every=3"], "trigger.every: the variants of quickstart"),
+    "added key inside a variant's group": (["+trigger.extra=1"], "trigger.extra: the variants"),
+    "sweep over a variant's key": (["-m", "trigger.every=1,5"], "population.variants={}"),
+    "misspelled key": (["trigger.evry=3"], "trigger.evry: unknown key; did you mean trigger.every?"),
+    "misspelled key while printing the config": (
+        ["--cfg", "job", "trigger.evry=3"],
+        "did you mean trigger.every?",
+    ),
+    "misspelled added group": (["+trian.epochs=3"], "trian: unknown key; did you mean train?"),
+    "misspelled added key": (["+train.epoch=3"], "train.epoch: unknown key; did you mean train.epochs?"),
+    "misspelled key in an experiment file": (
+        ["experiment=typo", SEARCH],
+        "trian: unknown key; did you mean train?",
+    ),
+    "YAML syntax error": (
+        ["experiment=broken", SEARCH],
+        "my_conf/experiment/broken.yaml, line 4: invalid YAML",
+    ),
+    "unknown option": (["model=resnet"], "model='resnet': expected one of the options ['cnn', 'gru'"),
+    "unknown dataset": (["dataset=imagenet"], "dataset='imagenet': expected one of the options"),
+    "unknown experiment": (["experiment=nope"], "experiment='nope': expected one of the options"),
+    "override syntax": (["trigger.every=[1,"], "not an override in Hydra's syntax"),
+    "infinite lr": (["optimizer.lr=inf"], "optimizer.lr=inf: expected a finite number > 0"),
+    "nan lr": (["optimizer.lr=nan"], "optimizer.lr=nan: expected a finite number > 0"),
+    "negative lr": (["optimizer.lr=-1"], "optimizer.lr=-1: expected a number > 0"),
+    "momentum": (["optimizer.momentum=1.5"], "optimizer.momentum=1.5: expected a number in [0, 1)"),
+    "infinite weight decay": (
+        ["optimizer.weight_decay=inf"],
+        "optimizer.weight_decay=inf: expected a finite",
+    ),
+    "epochs": (["train.epochs=0"], "train.epochs=0: expected an integer ≥ 1"),
+    "batch size": (["train.batch_size=-5"], "train.batch_size=-5: expected an integer ≥ 1"),
+    "init": (["train.init=warm"], "train.init='warm': expected one of ['finetune', 'scratch']"),
+    "infinite clip": (["train.clip_grad_norm=inf"], "train.clip_grad_norm=inf"),
+    "freeze unknown": (["train.freeze=[backbone]"], "train.freeze=['backbone']: expected names or prefixes"),
+    "dataset size": (["dataset.size=0"], "dataset.size=0: expected a number > 0"),
+    "infinite dataset size": (["dataset.size=inf"], "dataset.size=inf: expected a finite number > 0"),
+    "dataset cache flag": (["dataset.cache=maybe"], "dataset.cache='maybe': expected true or false"),
+    "test fraction nan": (["stream.test_fraction=nan"], "stream.test_fraction=nan"),
+    "arrival batch": (["stream.arrival_batch=0"], "stream.arrival_batch=0"),
+    "mlp width": (["model=mlp", "model.hidden=0"], "model.hidden=0: expected a list of integers ≥ 1"),
+    "cnn channels": (["model.channels=0"], "model.channels=0: expected an integer ≥ 1"),
+    "device": (["device=gpu"], "device='gpu': expected one of ['auto', 'cpu', 'cuda']"),
+    "no seeds": (["population.seeds=[]"], "population.seeds=[]: expected a non-empty list"),
+    "repeated seeds": (["population.seeds=[0,0]"], "population.seeds=[0, 0]: expected a non-empty list"),
+    "unknown variant chosen": (["population.only=[yearly,nope]"], "population.only=['yearly', 'nope']"),
+    "variant of a shared group": (
+        ['+population.variants.data=["dataset.size=0.5"]'],
+        "population.variants.data=['dataset.size=0.5']: expected overrides of",
+    ),
+    "variant with a bad option": (['+population.variants.odd=["trigger=sometimes"]'], "trigger/sometimes"),
+    "checkpoints": (["output.checkpoints=some"], "output.checkpoints='some'"),
+    "plots flag": (["output.plots=maybe"], "output.plots='maybe': expected true or false"),
+    "progress flag": (["progress=maybe"], "progress='maybe': expected true or false"),
+    "name escaping results": (["name=../../escape"], "name='../../escape': expected letters"),
+    "name with a space": (["name=a b"], "name='a b'"),
+    "precision": (["engine.precision=fp16"], "engine.precision='fp16'"),
+    "route": (["engine.route=gpu"], "engine.route='gpu'"),
+    "memory budget": (["engine.memory_budget=0"], "engine.memory_budget=0"),
+    "eval batch": (["engine.eval_batch_size=0"], "engine.eval_batch_size=0"),
+    "compile flag": (["engine.compile=yes"], "engine.compile='yes'"),
+    "run folder is a file": (["hydra.run.dir={ws}/a_file"], "hydra.run.dir='{ws}/a_file': expected a folder"),
+    "run folder holds a run": (["hydra.run.dir={ws}/old_run"], "it already holds files"),
+    "run folder not writable": ([f"hydra.run.dir={NOT_WRITABLE}"], "is not writable"),
+    "data root not writable": ([f"dataset.root={NOT_WRITABLE}"], "dataset.root='/proc/ctsim-test/run'"),
+    "data root is a file": (["dataset.root={ws}/a_file"], "is a file"),
+}
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_is_one_clear_error_before_any_work(workspace, monkeypatch, capsys, argv, message):
+    before = tree(workspace)
+    ws = str(workspace)
+    code, err = main_exits([a.replace("{ws}", ws) for a in argv], monkeypatch, capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.startswith("ctsim: invalid config:\n")
+    assert message.replace("{ws}", ws) in err
+    assert tree(workspace) == before  # no run folder made, no earlier file touched
+    assert not Path("/proc/ctsim-test").exists()
+    assert not (workspace / "../../escape").resolve().exists()  # where name=../../escape once made folders
+
+
+def test_all_problems_are_reported_together_and_once(workspace, monkeypatch, capsys):
+    argv = ["population.seeds=[]", "+train.epoch=3", "optimizer.lr=-1", "model.channels=0"]
+    code, err = main_exits(argv, monkeypatch, capsys)
+    assert code == 2
+    lines = sorted(line.strip() for line in err.splitlines()[1:])
+    assert len(lines) == 4, err  # a run-level value is named once, not once per variant
+    assert lines[0].startswith("model.channels=0") and lines[1].startswith("optimizer.lr=-1")
+    assert lines[2].startswith("population.seeds=[]") and lines[3].startswith("train.epoch: unknown key")
+
+
+def test_what_hydra_cannot_apply_is_reported_together_before_torch_is_imported(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "ctsim",
+            "model=resnet",
+            "trigger.evry=3",
+            "optimizer.lr=-1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    problems = [line for line in result.stderr.splitlines() if line.startswith("  ")]
+    assert problems == [
+        "  model='resnet': expected one of the options ['cnn', 'gru', 'lstm', 'mlp', 'yearbooknet']",
+        "  trigger.evry: unknown key; did you mean trigger.every?",
+    ]  # the value optimizer.lr is checked once the command line composes
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "ctsim.compose" in imported and "torch" not in imported
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_problem_with_a_variants_own_value_is_named_after_it(workspace, monkeypatch, capsys):
+    code, err = main_exits(['+population.variants.bad=["trigger.every=0"]'], monkeypatch, capsys)
+    assert code == 2 and "bad:trigger.every=0: expected an integer ≥ 1" in err
+
+
+# From a real command line (a subprocess), the cases the issue names one by one.
+
+
+def test_the_readme_single_pipeline_example_runs_one_pipeline(tmp_path):
+    args = [
+        "population.variants={}",
+        "trigger=amount",
+        "trigger.every=500",
+        "selection=all",
+        *small(tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "output.checkpoints=none"),
+    ]
+    result = run_cli([*args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cost = pl.read_parquet(tmp_path / "run" / "cost.parquet")
+    assert cost["pipeline"].to_list() == ["quickstart"]
+    gens = pl.read_parquet(tmp_path / "run" / "generations.parquet")
+    assert all(r.startswith("amount:") and r.endswith("≥ 500") for r in gens["trigger_reason"].to_list())
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    settings = yaml.safe_load(summary.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert settings["run"]["trigger"] == {"_target_": "ctsim.triggers.AmountTrigger", "every": 500}
+    assert settings["run"]["selection"]["_target_"] == "ctsim.selection.AllData"
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
+
+
+def test_a_users_own_experiment_with_variants_runs_from_their_config_dir(tmp_path):
+    mine = tmp_path / "my_conf" / "experiment"
+    mine.mkdir(parents=True)
+    (mine / "mine.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /model: mlp\n"
+        "name: mine\n"
+        "population:\n  variants:\n    rare: [trigger=time, trigger.every=20]\n    once: [trigger=never]\n"
+    )
+    args = ["--config-dir", str(tmp_path / "my_conf"), "experiment=mine", f"hydra.run.dir={tmp_path / 'run'}"]
+    args += small(tmp_path, "dataset.size=0.02", "train.epochs=1", "output.checkpoints=none")
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    gens = pl.read_parquet(tmp_path / "run" / "generations.parquet")
+    assert gens.group_by("pipeline").len().sort("pipeline").rows() == [
+        ("once", 1),
+        ("rare", 4),
+    ]  # 84 years: every 20th
+
+
+def test_the_dropped_override_is_refused_from_the_command_line(tmp_path):
+    result = run_cli(["trigger=amount", "trigger.every=500", "selection=all"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "yearly: trigger, trigger.every" in result.stderr and "population.variants={}" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+ONCE_TRACEBACKS = {  # each gave a Python traceback (or made folders) before
+    "YAML syntax error": (["experiment=broken", SEARCH], "broken.yaml, line 4: invalid YAML"),
+    "model width": (["model=mlp", "model.hidden=0"], "model.hidden=0: expected a list of integers"),
+    "run folder is a file": (
+        ["hydra.run.dir={ws}/a_file"],
+        "expected a folder for the run, but it is a file",
+    ),
+    "run folder not writable": ([f"hydra.run.dir={NOT_WRITABLE}"], "is not writable"),
+    "data root not writable": ([f"dataset.root={NOT_WRITABLE}"], "is not writable"),
+    "name outside results": (["name=../../escape"], "name='../../escape': expected letters"),
+}
+
+
+@pytest.mark.parametrize("argv,message", ONCE_TRACEBACKS.values(), ids=ONCE_TRACEBACKS.keys())
+def test_from_the_command_line_a_bad_input_is_one_line_and_exit_code_2(workspace, argv, message):
+    before = tree(workspace)
+    ws = str(workspace)
+    result = run_cli([a.replace("{ws}", ws) for a in argv], cwd=workspace)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "ctsim: invalid config:"
+    assert "Traceback" not in result.stderr and message.replace("{ws}", ws) in result.stderr
+    assert tree(workspace) == before and not (workspace / "../../escape").resolve().exists()
+
+
+def test_cfg_job_shows_what_each_pipeline_runs(tmp_path):
+    result = run_cli(["--cfg", "job", "train.epochs=2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_part, pipelines_part = result.stdout.split("# Pipelines:", 1)
+    assert yaml.safe_load(run_part)["train"]["epochs"] == 2
+    pipelines = yaml.safe_load(pipelines_part.split("\n", 1)[1])["pipelines"]
+    assert pipelines["every_5y"] == {"trigger": {"every": 5}}
+    assert pipelines["never"]["trigger"]["_target_"] == "ctsim.triggers.NeverTrigger"
+    assert pipelines["yearly"] == {}
+    assert not (tmp_path / "results").exists()
+
+
+def test_help_answers_without_importing_torch(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ctsim", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "Configuration groups" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "ctsim.cli" in imported and "torch" not in imported
+
+
+def test_a_finished_run_folder_is_never_touched(tmp_path):
+    old = tmp_path / "old_run"
+    (old / ".hydra").mkdir(parents=True)
+    files = {".hydra/config.yaml": "name: old\n", ".hydra/overrides.yaml": "[]\n", "evals.parquet": "x"}
+    for rel, text in files.items():
+        (old / rel).write_text(text)
+    stamps = {rel: (old / rel).stat().st_mtime_ns for rel in files}
+    result = run_cli([f"hydra.run.dir={old}", "population.only=[never]"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "it already holds files" in result.stderr and "Traceback" not in result.stderr
+    assert {rel: (old / rel).read_text() for rel in files} == files
+    assert {rel: (old / rel).stat().st_mtime_ns for rel in files} == stamps
+    assert sorted(p.name for p in old.iterdir()) == [".hydra", "evals.parquet"]
+
+
+def test_ctrl_c_is_one_line_and_marks_the_run_interrupted(tmp_path):
+    out = tmp_path / "run"
+    args = small(tmp_path, "dataset.size=0.05", "train.epochs=3", f"hydra.run.dir={out}")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctsim", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    header = proc.stdout.readline()  # printed when the run starts, before the data is loaded
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert header.startswith("ctsim · quickstart · 3 pipeline(s)") and str(out) in header
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.startswith("ctsim:")]
+    assert message == [f"ctsim: interrupted; the partial run is in {out}/ (status.json: interrupted)"]
+    assert read_status(out)["status"] == "interrupted"
+    assert not (out / "evals.parquet").exists()
+
+
+def test_load_many_leaves_out_unfinished_runs_and_says_so(tmp_path):
+    done = run(
+        small(tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.only=[never]"),
+        tmp_path / "runs" / "done",
+    )
+    assert read_status(done.out_dir)["status"] == "finished"
+    interrupted = tmp_path / "runs" / "interrupted"
+    interrupted.mkdir()
+    (interrupted / "status.json").write_text('{"status": "interrupted"}')
+    half = tmp_path / "runs" / "half"
+    half.mkdir()
+    (half / "evals.parquet").write_bytes((done.out_dir / "evals.parquet").read_bytes())
+    with pytest.warns(UserWarning, match=r"left out 2 unfinished run\(s\)") as record:
+        tables = load_many(tmp_path / "runs")
+    text = str(record[0].message)
+    assert (
+        "interrupted (interrupted, no evals" in text
+        and "half (finished, no generations, cost, lineage)" in text
+    )
+    assert tables["cost"].collect()["run"].unique().to_list() == [str(done.out_dir)]
+
+
+def test_a_pipeline_whose_every_generation_diverged_shows_no_accuracy(tmp_path):
+    outcome = run(
+        small(
+            tmp_path,
+            "dataset.size=0.02",
+            "model=mlp",
+            "optimizer.lr=1e30",
+            "train.epochs=3",  # the first step is finite; the next ones are not
+            "population.only=[never,every_5y]",
+        ),
+        tmp_path / "run",
+    )
+    cost = outcome.tables["cost"]
+    assert (cost["nonfinite_generations"] == cost["triggers"]).all()
+    assert cost["composite_accuracy"].is_null().all()
+    rows = [line for line in outcome.summary.splitlines() if line.startswith(("never", "every_5y"))]
+    assert len(rows) == 2 and all("non-finite" in row for row in rows)
+    assert "all of them did, so it has no accuracy" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_the_wall_time_includes_loading_the_data(tmp_path, monkeypatch):
+    from ctsim.datasets import Portraits
+
+    load = Portraits.load
+
+    def slow_load(self):
+        import time
+
+        time.sleep(1.5)
+        return load(self)
+
+    monkeypatch.setattr(Portraits, "load", slow_load)
+    outcome = run(
+        small(tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.only=[never]"),
+        tmp_path / "run",
+    )
+    wall = float(outcome.summary.split("wall time ", 1)[1].split(" s", 1)[0])
+    assert wall >= 1.5 + outcome.result.wall_seconds - 0.1
