@@ -72,7 +72,8 @@ def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config"
     ``overrides`` are the run's own overrides (the command line); variants are composed on top of
     them with Hydra's compose API, which needs Hydra to be initialised (it is, inside the app).
     """
-    problems = unknown_root_keys(cfg, config_name) + [p for p in run_problems(cfg) if p is not None]
+    ConfigError.raise_all(unknown_root_keys(cfg, config_name))  # nothing else can be read from it
+    problems = [p for p in run_problems(cfg) if p is not None]
     dataset = _instantiate(cfg.dataset, "dataset", problems)
     if dataset is not None:
         problems += dataset.path_problems()

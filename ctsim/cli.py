@@ -186,7 +186,7 @@ def _app(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    out_dir = _shown(Path(hydra_cfg.runtime.output_dir))
     plan = _plans.pop(tuple(overrides), None)
     if plan is None:  # a job the preflight did not see (another sweeper or launcher)
         try:
@@ -205,6 +205,11 @@ def _app(cfg: DictConfig) -> None:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when it is inside it (shorter to read), else as it is."""
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def _discard(out_dir: Path) -> None:

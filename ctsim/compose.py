@@ -66,6 +66,10 @@ def compose_run(config_name: str, overrides: list[str]) -> tuple[DictConfig | No
             problem, culprit = _composition_problem(e, config_name, overrides)
         except MarkedYAMLError as e:
             problem, culprit = _yaml_problem(e), None
+        except Exception as e:  # Hydra or OmegaConf failing inside on an override it did not refuse
+            culprit = _culprit(config_name, overrides)
+            text = f"Hydra cannot apply this override ({type(e).__name__}: {_first_line(e)})"
+            problem = Problem(culprit or "config", None, "", text=text)
         problems.append(problem)
         if culprit is None:
             return None, problems
@@ -95,6 +99,17 @@ def _composition_problem(
         text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {_first_line(e)}"
         return Problem(bad, None, "", text=text), bad
     return Problem("config", None, f"a config Hydra can compose ({_first_line(e)})"), None
+
+
+def _culprit(config_name: str, overrides: list[str]) -> str | None:
+    """The first override without which the config composes."""
+    for o in overrides:
+        try:
+            compose(config_name, overrides=[x for x in overrides if x != o], return_hydra_config=True)
+        except Exception:  # any failure: this one is not (alone) the cause
+            continue
+        return o
+    return None
 
 
 def _keys_beside(full_key: str, config_name: str, overrides: list[str]) -> list[str]:
@@ -139,8 +154,10 @@ def config_problems(cfg: DictConfig, run_overrides: list[str], config_name: str)
     """What is wrong with the config as a config, found without building anything: unknown keys at
     its root, and variants that are malformed or would replace a run override.
     """
-    found = variants(cfg, run_overrides, config_name)[1]
-    return unknown_root_keys(cfg, config_name) + [p for p in found if p is not None]
+    root = unknown_root_keys(cfg, config_name)
+    if root:
+        return root  # the variants cannot be read from a config of the wrong shape
+    return [p for p in variants(cfg, run_overrides, config_name)[1] if p is not None]
 
 
 def unknown_root_keys(cfg: DictConfig, config_name: str = "config") -> list[Problem]:
@@ -157,6 +174,9 @@ def unknown_root_keys(cfg: DictConfig, config_name: str = "config") -> list[Prob
             problems.append(unknown_key(str(key), [str(k) for k in base]))
             continue
         node, known = cfg[key], base[key]
+        if isinstance(known, DictConfig) and not isinstance(node, DictConfig):
+            problems.append(Problem(str(key), node, "a section of keys, as in conf/config.yaml"))
+            continue
         if isinstance(node, DictConfig) and isinstance(known, DictConfig) and "_target_" not in known:
             problems += [
                 unknown_key(f"{key}.{k}", [f"{key}.{j}" for j in known]) for k in node if k not in known
@@ -234,10 +254,12 @@ def variants(
     pipeline named after the run.
     """
     declared = dict(cfg.population.get("variants") or {})
-    if not declared or _asks_single(run_overrides):
-        return [Variant(str(cfg.name), [], cfg, declared=False)], []
-    problems: list[Problem] = []
     only = cfg.population.get("only")
+    if not declared or _asks_single(run_overrides):
+        single = [Variant(str(cfg.name), [], cfg, declared=False)]
+        chosen = list(only) if OmegaConf.is_list(only) else only
+        return single, [check("population.only", chosen, only is None, "null: this run has no variants")]
+    problems: list[Problem] = []
     if only is not None:
         unknown = [v for v in only if v not in declared]
         expected = f"names of declared variants {sorted(declared)}"

@@ -88,6 +88,12 @@ BAD_INPUTS = {
     "unknown dataset": (["dataset=imagenet"], "dataset='imagenet': expected one of the options"),
     "unknown experiment": (["experiment=nope"], "experiment='nope': expected one of the options"),
     "override syntax": (["trigger.every=[1,"], "not an override in Hydra's syntax"),
+    "a value for a section": (["stream=5"], "stream=5: expected a section of keys"),
+    "a key below a list": (
+        ["population.seeds.x=1"],
+        "population.seeds.x=1: Hydra cannot apply this override",
+    ),
+    "a list for a group": (["trigger=[1,2]"], "trigger=[1,2]: Hydra cannot apply this override"),
     "infinite lr": (["optimizer.lr=inf"], "optimizer.lr=inf: expected a finite number > 0"),
     "nan lr": (["optimizer.lr=nan"], "optimizer.lr=nan: expected a finite number > 0"),
     "negative lr": (["optimizer.lr=-1"], "optimizer.lr=-1: expected a number > 0"),
@@ -112,6 +118,10 @@ BAD_INPUTS = {
     "no seeds": (["population.seeds=[]"], "population.seeds=[]: expected a non-empty list"),
     "repeated seeds": (["population.seeds=[0,0]"], "population.seeds=[0, 0]: expected a non-empty list"),
     "unknown variant chosen": (["population.only=[yearly,nope]"], "population.only=['yearly', 'nope']"),
+    "variant chosen in a run without variants": (
+        ["population.variants={}", "population.only=[yearly]"],
+        "population.only=['yearly']: expected null: this run has no variants",
+    ),
     "variant of a shared group": (
         ['+population.variants.data=["dataset.size=0.5"]'],
         "population.variants.data=['dataset.size=0.5']: expected overrides of",
@@ -236,6 +246,16 @@ def test_a_users_own_experiment_with_variants_runs_from_their_config_dir(tmp_pat
     ]  # 84 years: every 20th
 
 
+def test_a_sweep_of_one_pipeline_runs_jobs_that_differ(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "population.variants={}", "trigger.every=10,20", f"hydra.sweep.dir={sweep}"]
+    args += small(tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "output.checkpoints=none")
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    triggers = [pl.read_parquet(sweep / job / "cost.parquet")["triggers"].item() for job in ("0", "1")]
+    assert triggers == [8, 4]  # 84 yearly slices: every 10th, every 20th
+
+
 def test_the_dropped_override_is_refused_from_the_command_line(tmp_path):
     result = run_cli(["trigger=amount", "trigger.every=500", "selection=all"], cwd=tmp_path)
     assert result.returncode == 2
@@ -323,11 +343,13 @@ def test_ctrl_c_is_one_line_and_marks_the_run_interrupted(tmp_path):
     header = proc.stdout.readline()  # printed when the run starts, before the data is loaded
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
-    assert header.startswith("ctsim · quickstart · 3 pipeline(s)") and str(out) in header
+    assert (
+        header.startswith("ctsim · quickstart · 3 pipeline(s)") and "run folder run/" in header
+    )  # under cwd
     assert proc.returncode == 130
     assert "Traceback" not in err
     message = [line for line in err.splitlines() if line.startswith("ctsim:")]
-    assert message == [f"ctsim: interrupted; the partial run is in {out}/ (status.json: interrupted)"]
+    assert message == ["ctsim: interrupted; the partial run is in run/ (status.json: interrupted)"]
     assert read_status(out)["status"] == "interrupted"
     assert not (out / "evals.parquet").exists()
 
