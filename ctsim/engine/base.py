@@ -131,6 +131,23 @@ class Trained:
     optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None
 
 
+SIGNALS = ("embeddings", "logits", "predictions", "loss")
+
+
+@dataclass(frozen=True)
+class SignalRequest:
+    """One model (an architecture and a trained state) and the signals wanted from it."""
+
+    model: ModelSpec
+    state: State
+    needs: frozenset[str]
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.needs) - set(SIGNALS))
+        if unknown:
+            raise ConfigError([Problem("signals", unknown, f"names from {list(SIGNALS)}")])
+
+
 class Engine(Protocol):
     """Trains jobs and predicts with trained states. ``name`` is recorded in the outputs."""
 
@@ -146,6 +163,13 @@ class Engine(Protocol):
         self, model: ModelSpec, states: Sequence[State], x: torch.Tensor
     ) -> tuple[torch.Tensor, list[float]]:
         """Class predictions ``(len(states), len(x))`` of each state on ``x``, and seconds per state."""
+        ...
+
+    def signals(
+        self, requests: Sequence[SignalRequest], x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Each request's signals on the batch ``x`` (labels ``y`` for the loss), in one call for all
+        (:mod:`ctsim.engine.signals`)."""
         ...
 
 

@@ -47,6 +47,7 @@ from torch.func import functional_call, vmap
 from ctsim.config import check, one_of, positive_int
 from ctsim.engine.base import (
     EngineSettings,
+    SignalRequest,
     State,
     Trained,
     TrainJob,
@@ -59,6 +60,8 @@ from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
 from ctsim.engine.inference import for_inference
 from ctsim.engine.memory import MemoryPlanner, budget_problem
 from ctsim.engine.plan import Call, StepPlan
+from ctsim.engine.signals import Outputs, finish, one_by_one
+from ctsim.engine.signals import groups as signal_groups
 from ctsim.engine.stack import Losses, Stack, batchnorm_in_float32
 from ctsim.models.base import ModelSpec
 
@@ -322,6 +325,55 @@ class BatchedEngine(EngineSettings):
             preds.append(torch.cat(out, dim=1).cpu())
             seconds += [(time.perf_counter() - start) / len(chunk)] * len(chunk)
         return torch.cat(preds), seconds
+
+    @torch.no_grad()
+    def signals(
+        self, requests: Sequence[SignalRequest], x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Each request's signals on ``x``: the models of one architecture stacked in one vmap call,
+        the inputs shared (models in chunks as memory allows; the ``loop`` route one at a time)."""
+        found: list[dict[str, torch.Tensor]] = [{} for _ in requests]
+        for rows in signal_groups(requests).values():
+            spec = requests[rows[0]].model
+            net = spec.build(dtype=self.dtype).to(self.device).eval()
+            chunks = (
+                [rows]
+                if not self.vmapped(spec)
+                else _chunks(rows, self._models_per_call(spec, self.eval_batch_size, training=False))
+            )
+            for chunk in chunks:
+                chunk_requests = [requests[r] for r in chunk]
+                if self.vmapped(spec):
+                    outs = self._stacked_signals(net, chunk_requests, x, y)
+                else:
+                    outs = one_by_one(net, chunk_requests, x, y, self.eval_batch_size, self._autocast)
+                for r, out in zip(chunk, outs):
+                    found[r] = out
+        return found
+
+    def _stacked_signals(self, net: nn.Module, requests: list[SignalRequest], x, y) -> list[dict]:
+        for i, r in enumerate(requests):
+            check_state(net, r.state, f"the state of signal request {i}")
+        outputs = Outputs(net)
+        persistent = set(net.state_dict())
+        shared = {f"net.{k}": v for k, v in net.named_buffers() if k not in persistent}
+
+        def forward(state, xb):
+            with self._autocast():
+                return functional_call(outputs, (state, shared), (xb,))
+
+        many = vmap(forward, in_dims=(0, None))
+        stacked = {
+            f"net.{k}": torch.stack([r.state[k] for r in requests]).to(self.device) for k in requests[0].state
+        }
+        if len(requests) == 1:  # never a lone model in a vmap call (see Losses): pair it with itself
+            stacked = {k: torch.cat([v, v]) for k, v in stacked.items()}
+        parts = [
+            many(stacked, x[i : i + self.eval_batch_size].to(self.device, self.dtype))
+            for i in range(0, len(x), self.eval_batch_size)
+        ]
+        emb, logits = (torch.cat(p, dim=1) for p in zip(*parts))
+        return [finish(emb[j], logits[j], y, r.needs) for j, r in enumerate(requests)]
 
 
 class _Tally:

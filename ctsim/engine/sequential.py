@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ctsim.config import check
 from ctsim.engine.base import (
     EngineSettings,
+    SignalRequest,
     State,
     Trained,
     TrainJob,
@@ -27,6 +28,8 @@ from ctsim.engine.base import (
     memory_format,
     predict_each,
 )
+from ctsim.engine.signals import groups as signal_groups
+from ctsim.engine.signals import one_by_one
 from ctsim.models.base import ModelSpec
 
 
@@ -135,6 +138,19 @@ class SequentialEngine(EngineSettings):
         fmt = memory_format(x) if self.channels_last else torch.contiguous_format
         net = model.build(dtype=self.dtype).to(self.device, memory_format=fmt).eval()
         return predict_each(net, states, x, self.eval_batch_size, self._autocast, fmt)
+
+    @torch.no_grad()
+    def signals(
+        self, requests: Sequence[SignalRequest], x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """Each request's signals on ``x``: its model loaded with its state, one after another."""
+        found: list[dict[str, torch.Tensor]] = [{} for _ in requests]
+        for rows in signal_groups(requests).values():
+            net = requests[rows[0]].model.build(dtype=self.dtype).to(self.device).eval()
+            chunk = [requests[r] for r in rows]
+            for r, out in zip(rows, one_by_one(net, chunk, x, y, self.eval_batch_size, self._autocast)):
+                found[r] = out
+        return found
 
 
 def _finite(model: torch.nn.Module) -> bool:

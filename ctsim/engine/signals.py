@@ -1,0 +1,95 @@
+"""Model signals: what the active models say about an arrival batch, for the policies that ask.
+
+A policy (a drift or performance trigger, a score-based selection) declares the signals it needs; the
+loop gathers every pipeline's needs at a decision point and asks the engine once
+(:meth:`~ctsim.engine.base.Engine.signals`). The engine runs every requested model over the shared
+batch: the batched engine stacks the models of one architecture in one ``vmap`` call, the sequential
+one runs them one after another. Both give, per request, a dict of tensors on the engine's device:
+
+* ``embeddings`` ``(n, d)``: the penultimate layer (the model's ``embed``);
+* ``logits`` ``(n, classes)``;
+* ``predictions`` ``(n,)``: the argmax of the logits;
+* ``loss`` ``(n,)``: each sample's cross-entropy (needs the labels).
+
+One forward pass gives all of them: ``embed``, then ``head`` on its output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ctsim.config import ConfigError, Problem
+from ctsim.engine.base import SignalRequest, check_state
+
+
+class Outputs(nn.Module):
+    """A model's embeddings and logits from one forward pass: ``embed``, then ``head``.
+
+    >>> from ctsim.models import MLP
+    >>> emb, logits = Outputs(MLP((1, 2, 2), num_classes=3, hidden=[5]))(torch.zeros(4, 1, 2, 2))
+    >>> tuple(emb.shape), tuple(logits.shape)
+    ((4, 5), (4, 3))
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        if not (callable(getattr(net, "embed", None)) and isinstance(getattr(net, "head", None), nn.Module)):
+            raise ConfigError(
+                [Problem("model", type(net).__name__, "a model with embed(x) and a head module, for signals")]
+            )
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.net.embed(x)
+        return emb, self.net.head(emb)
+
+
+def finish(emb: torch.Tensor, logits: torch.Tensor, y: torch.Tensor | None, needs: frozenset[str]) -> dict:
+    """The requested signals of one model, from its embeddings and logits on the batch."""
+    out = {}
+    if "embeddings" in needs:
+        out["embeddings"] = emb
+    if "logits" in needs:
+        out["logits"] = logits
+    if "predictions" in needs:
+        out["predictions"] = logits.argmax(-1)
+    if "loss" in needs:
+        if y is None:
+            raise ValueError("the loss signal needs the batch's labels")
+        wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()  # bf16 → fp32
+        out["loss"] = F.cross_entropy(wide, y.to(logits.device), reduction="none")
+    return out
+
+
+def groups(requests: Sequence[SignalRequest]) -> dict[str, list[int]]:
+    """Request indices by architecture: one engine pass serves each group."""
+    by: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        by.setdefault(r.model.key, []).append(i)
+    return by
+
+
+def one_by_one(
+    net: nn.Module,
+    requests: Sequence[SignalRequest],
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    batch_size: int,
+    autocast,
+) -> list[dict]:
+    """The signals of each request, with ``net`` loaded with one state after another."""
+    outputs = Outputs(net)
+    device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
+    found = []
+    for i, r in enumerate(requests):
+        check_state(net, r.state, f"the state of signal request {i}")
+        net.load_state_dict(r.state)
+        with torch.inference_mode(), autocast():
+            parts = [outputs(x[i : i + batch_size].to(device, dtype)) for i in range(0, len(x), batch_size)]
+        emb, logits = (torch.cat(p) for p in zip(*parts))
+        found.append(finish(emb, logits, y, r.needs))
+    return found
