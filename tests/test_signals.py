@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,16 +9,10 @@ import torch.nn.functional as F
 from ctsim.config import ConfigError
 from ctsim.engine import BatchedEngine, SequentialEngine
 from ctsim.engine.base import SIGNALS, SignalRequest
-from ctsim.models import CNN, MLP, ModelSpec, YearbookNet
-from ctsim.models.recurrent import GRU, LSTM
+from ctsim.models import ModelSpec
 
-KINDS = {
-    "mlp": ModelSpec(partial(MLP, hidden=[24, 16]), (1, 6, 6), 3),
-    "yearbooknet": ModelSpec(partial(YearbookNet, channels=6), (1, 16, 16), 3),
-    "cnn_dropout": ModelSpec(partial(CNN, channels=6, blocks=2, hidden=12, dropout=0.3), (1, 12, 12), 3),
-    "lstm": ModelSpec(partial(LSTM, hidden=12, layers=2), (8, 3), 3),
-    "gru": ModelSpec(partial(GRU, hidden=12), (8, 3), 3),
-}
+from .test_engine_equivalence import KINDS  # MLP, YearbookNet, CNN with dropout, LSTM, GRU
+
 ALL = frozenset(SIGNALS)
 
 
