@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hydra._internal.utils import _locate  # hydra.utils.get_object, without its error log
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ctsim.compose import (
@@ -139,9 +140,19 @@ def _unknown_arguments(node: Any, key: str, given: dict[str, Any]) -> list[Probl
     if not isinstance(node, DictConfig) or "_target_" not in node:
         return []
     try:
-        params = inspect.signature(get_object(str(node._target_))).parameters
-    except (ImportError, AttributeError, ValueError, TypeError):
-        return []  # instantiate reports a target it cannot find
+        target = _locate(str(node._target_))
+    except Exception as e:  # Hydra's own message names the module or attribute it could not find
+        return [
+            Problem(
+                f"{key}._target_",
+                str(node._target_),
+                f"a class or function ctsim can import ({' '.join(str(e).split())})",
+            )
+        ]
+    try:
+        params = inspect.signature(target).parameters
+    except (ValueError, TypeError):
+        return []  # no signature to check against: instantiate reports what it cannot take
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return []
     known = [f"{key}.{name}" for name in params if name not in given]

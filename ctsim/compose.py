@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from yaml import MarkedYAMLError
 
 from ctsim.config import Problem, check, is_int, unwritable
@@ -92,8 +93,14 @@ def _composition_problem(
     full_key = getattr(cause, "full_key", None)
     if isinstance(e, ConfigCompositionException) and full_key:
         culprit = next((text for text, o in parsed if o is not None and _key(o) == full_key), None)
-        rest = [o for o in overrides if o != culprit]
-        return unknown_key(full_key, _keys_beside(full_key, config_name, rest)), culprit
+        if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):  # not in the config
+            rest = [o for o in overrides if o != culprit]
+            problem = unknown_key(full_key, _keys_beside(full_key, config_name, rest))
+            if "did you mean" not in problem.text:  # no typo in sight: perhaps a key to add
+                problem = replace(problem, text=f"{problem.text}; to add a new key: +{culprit or full_key}")
+            return problem, culprit
+        text = f"Hydra cannot apply this override ({type(cause).__name__}: {_first_line(cause)})"
+        return Problem(culprit or full_key, None, "", text=text), culprit
     bad = next((text for text, o in parsed if o is None), None)
     if bad is not None:
         text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {_first_line(e)}"
@@ -135,9 +142,14 @@ def _yaml_problem(e: MarkedYAMLError) -> Problem:
 
 
 def unknown_key(key: str, known: list[str]) -> Problem:
-    """An unknown key, with the nearest known one when there is a close one."""
-    nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"did you mean {nearest[0]}?" if nearest else f"known keys here: {sorted(known)}"
+    """An unknown key, with the nearest known one beside it (the last parts compared) when one is close.
+
+    >>> str(unknown_key("train.epoch", ["train.epochs", "train.init"]))
+    'train.epoch: unknown key; did you mean train.epochs?'
+    """
+    by_name = {k.rsplit(".", 1)[-1]: k for k in known}
+    nearest = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(by_name), n=1, cutoff=0.6)
+    hint = f"did you mean {by_name[nearest[0]]}?" if nearest else f"known keys here: {sorted(known)}"
     return Problem(key, None, "", text=f"unknown key; {hint}")
 
 
@@ -260,6 +272,8 @@ def variants(
         chosen = list(only) if OmegaConf.is_list(only) else only
         return single, [check("population.only", chosen, only is None, "null: this run has no variants")]
     problems: list[Problem] = []
+    if only is not None and not OmegaConf.is_list(only):
+        return [], [Problem("population.only", only, "a list of variant names, e.g. [yearly, never]")]
     if only is not None:
         unknown = [v for v in only if v not in declared]
         expected = f"names of declared variants {sorted(declared)}"

@@ -94,6 +94,26 @@ BAD_INPUTS = {
         "population.seeds.x=1: Hydra cannot apply this override",
     ),
     "a list for a group": (["trigger=[1,2]"], "trigger=[1,2]: Hydra cannot apply this override"),
+    "a list for the variants": (
+        ["population.variants=[a,b]"],
+        "Hydra cannot apply this override (ConfigTypeError",
+    ),
+    "a new variant without +": (
+        ["population.variants.x=abc"],
+        "to add a new key: +population.variants.x=abc",
+    ),
+    "a word for the chosen variants": (
+        ["population.only=yearly"],
+        "population.only='yearly': expected a list",
+    ),
+    "a target that cannot be imported": (
+        ["model._target_=nope.Nope"],
+        "model._target_='nope.Nope': expected a class or function ctsim can import",
+    ),
+    "a sweep with one bad job": (
+        ["-m", "train.epochs=1,0"],
+        "train.epochs=0: expected an integer ≥ 1  [sweep job #1",
+    ),
     "infinite lr": (["optimizer.lr=inf"], "optimizer.lr=inf: expected a finite number > 0"),
     "nan lr": (["optimizer.lr=nan"], "optimizer.lr=nan: expected a finite number > 0"),
     "negative lr": (["optimizer.lr=-1"], "optimizer.lr=-1: expected a number > 0"),
