@@ -103,7 +103,7 @@ def test_a_terminal_shows_the_replay_and_evaluation_bars(rows, columns, quiet_on
     assert replay and evaluate and all(len(f.rstrip()) <= width for f in replay + evaluate)
     assert any("training 1 job" in f for f in replay) and any("training 2 jobs" in f for f in replay)
     assert any("samples/s, 6 generations, 2 pipelines" in f for f in replay)  # after slice 3: 4 + 2
-    assert any(re.search(r" 9/9 \[.*, [\d.]+k? samples/s\]$", f.rstrip()) for f in evaluate)
+    assert any(re.search(r" 9/9 \[.*, [\d.]+[kMGTP]? samples/s\]$", f.rstrip()) for f in evaluate)
     assert digest(output) == digest(quiet_on_pty)  # the bars change no result
 
 
