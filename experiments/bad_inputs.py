@@ -28,22 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.test_cli import BAD_INPUTS  # noqa: E402  (the table the tests hold to)
-
-
-def workspace(root: Path) -> Path:
-    """A working folder as a user has one: an earlier finished run, a file, two experiment files."""
-    ws = root / "w"
-    old = ws / "old_run" / ".hydra"
-    old.mkdir(parents=True)
-    (old / "config.yaml").write_text("name: old\n")
-    (ws / "old_run" / "evals.parquet").write_bytes(b"PAR1 earlier results")
-    (ws / "a_file").write_text("not a folder\n")
-    mine = ws / "my_conf" / "experiment"
-    mine.mkdir(parents=True)
-    (mine / "typo.yaml").write_text("# @package _global_\nname: typo\ntrian:\n  epochs: 3\n")
-    (mine / "broken.yaml").write_text("# @package _global_\nname: broken\ntrain:\n  epochs: [1,\n  oops: 3\n")
-    return ws
+from tests.test_cli import BAD_INPUTS, user_folder  # noqa: E402  (the table and folder the tests use)
 
 
 def digests(ws: Path) -> dict[str, str]:
@@ -64,7 +49,9 @@ def classify(rc: int | str, text: str, changed: bool) -> str:
 
 def try_one(label: str, argv: list[str], code: Path, timeout: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        ws = workspace(Path(tmp))
+        ws = Path(tmp) / "w"
+        ws.mkdir()
+        user_folder(ws)
         before = digests(ws)
         args = [a.replace("{ws}", str(ws)) for a in argv]
         env = {**os.environ, "PYTHONPATH": str(code), "HYDRA_FULL_ERROR": "0"}

@@ -24,21 +24,26 @@ from .conftest import run, small
 NOT_WRITABLE = "/proc/ctsim-test/run"  # /proc refuses new folders, even to root
 
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """A working folder holding an earlier, finished run and two experiment files a user wrote."""
-    monkeypatch.chdir(tmp_path)
-    old = tmp_path / "old_run"
+def user_folder(root: Path) -> Path:
+    """Fill ``root`` as a user's working folder: an earlier, finished run, a file, two experiment files."""
+    old = root / "old_run"
     (old / ".hydra").mkdir(parents=True)
     (old / ".hydra" / "config.yaml").write_text("name: old\n")
     (old / "evals.parquet").write_bytes(b"PAR1 earlier results")
     (old / "status.json").write_text('{"status": "finished"}\n')
-    (tmp_path / "a_file").write_text("not a folder\n")
-    mine = tmp_path / "my_conf" / "experiment"
+    (root / "a_file").write_text("not a folder\n")
+    mine = root / "my_conf" / "experiment"
     mine.mkdir(parents=True)
     (mine / "typo.yaml").write_text("# @package _global_\nname: typo\ntrian:\n  epochs: 3\n")
     (mine / "broken.yaml").write_text("# @package _global_\nname: broken\ntrain:\n  epochs: [1,\n  oops: 3\n")
-    return tmp_path
+    return root
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A user's working folder (:func:`user_folder`), the current directory for the test."""
+    monkeypatch.chdir(tmp_path)
+    return user_folder(tmp_path)
 
 
 def tree(root: Path) -> dict[str, str]:

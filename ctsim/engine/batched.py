@@ -313,11 +313,7 @@ class BatchedEngine(EngineSettings):
         for rows in _chunks(list(range(len(states))), per_chunk):
             start = time.perf_counter()
             chunk = [states[r] for r in rows]
-            stacked = {
-                k: torch.stack([s[k] for s in chunk]).to(self.device, non_blocking=True) for k in chunk[0]
-            }
-            if len(chunk) == 1:  # never a lone model in a vmap call (see Losses): pair it with itself
-                stacked = {k: torch.cat([v, v]) for k, v in stacked.items()}
+            stacked = _stacked_states(chunk, self.device)
             out = [
                 many(stacked, x[i : i + self.eval_batch_size].to(self.device, self.dtype))[: len(chunk)]
                 for i in range(0, len(x), self.eval_batch_size)
@@ -363,11 +359,7 @@ class BatchedEngine(EngineSettings):
                 return functional_call(outputs, (state, shared), (xb,))
 
         many = vmap(forward, in_dims=(0, None))
-        stacked = {
-            f"net.{k}": torch.stack([r.state[k] for r in requests]).to(self.device) for k in requests[0].state
-        }
-        if len(requests) == 1:  # never a lone model in a vmap call (see Losses): pair it with itself
-            stacked = {k: torch.cat([v, v]) for k, v in stacked.items()}
+        stacked = _stacked_states([r.state for r in requests], self.device, prefix="net.")
         parts = [
             many(stacked, x[i : i + self.eval_batch_size].to(self.device, self.dtype))
             for i in range(0, len(x), self.eval_batch_size)
@@ -417,6 +409,17 @@ def _keep(stack: Stack, before: torch.Tensor, work: dict, mask: torch.Tensor) ->
 def _clip_norms(jobs: Sequence[TrainJob], device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
     clips = [math.inf if job.train.clip_grad_norm is None else job.train.clip_grad_norm for job in jobs]
     return torch.tensor(clips, device=device, dtype=dtype) if any(map(math.isfinite, clips)) else None
+
+
+def _stacked_states(states: list[State], device: torch.device, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The states stacked entry by entry (names under ``prefix``), for a vmap call over models.
+
+    A lone model is paired with itself: never a lone model in a vmap call (see Losses).
+    """
+    stacked = {
+        prefix + k: torch.stack([s[k] for s in states]).to(device, non_blocking=True) for k in states[0]
+    }
+    return {k: torch.cat([v, v]) for k, v in stacked.items()} if len(states) == 1 else stacked
 
 
 def _chunks(rows: list[int], size: int) -> list[list[int]]:
