@@ -31,7 +31,7 @@ import torch
 from hydra._internal.utils import _locate  # hydra.utils.get_object, without its error log
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ctsim.compose import (
     PIPELINE_GROUPS,
@@ -136,9 +136,22 @@ def _instantiate(node: Any, key: str, problems: list[Problem], **kwargs: Any) ->
 
 
 def _unknown_arguments(node: Any, key: str, given: dict[str, Any]) -> list[Problem]:
-    """Keys of a ``_target_`` node that its target does not take (``trigger.evry``), nearest named."""
-    if not isinstance(node, DictConfig) or "_target_" not in node:
+    """Keys of a ``_target_`` node that its target does not take (``trigger.evry``), nearest named.
+
+    Nested ``_target_`` nodes (a drift trigger's ``detector``, an ensemble's members) are checked too.
+    """
+    if isinstance(node, ListConfig):
+        return [p for i, child in enumerate(node) for p in _unknown_arguments(child, f"{key}.{i}", {})]
+    if not isinstance(node, DictConfig):
         return []
+    nested = [
+        p
+        for k, child in node.items_ex(resolve=False)
+        if not str(k).startswith("_")
+        for p in _unknown_arguments(child, f"{key}.{k}", {})
+    ]
+    if "_target_" not in node:
+        return nested
     try:
         target = _locate(str(node._target_))
     except Exception as e:  # Hydra's own message names the module or attribute it could not find
@@ -152,11 +165,11 @@ def _unknown_arguments(node: Any, key: str, given: dict[str, Any]) -> list[Probl
     try:
         params = inspect.signature(target).parameters
     except (ValueError, TypeError):
-        return []  # no signature to check against: instantiate reports what it cannot take
+        return nested  # no signature to check against: instantiate reports what it cannot take
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return []
+        return nested
     known = [f"{key}.{name}" for name in params if name not in given]
-    return [
+    return nested + [
         unknown_key(f"{key}.{k}", known)
         for k in node
         if not str(k).startswith("_") and k not in params and k not in given

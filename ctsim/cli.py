@@ -199,6 +199,9 @@ def _app(cfg: DictConfig) -> None:
     command = " ".join(["python -m ctsim", *overrides])
     try:
         execute(plan, out_dir, command=command)
+    except ConfigError as e:  # found once the data is loaded (a window larger than the stream), before training
+        print(f"ctsim: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(
             f"ctsim: interrupted; the partial run is in {out_dir}/ (status.json: interrupted)",

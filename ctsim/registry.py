@@ -5,7 +5,10 @@ Tables (columns documented in the README, "Outputs"):
 * ``evals``: one row per pipeline × seed × generation × evaluation slice × metric;
 * ``generations``: one row per trained generation (trigger, training set, cost, parent, checkpoint);
 * ``cost``: one row per pipeline and seed (cost and composite accuracy side by side);
-* ``lineage``: the sample keys each generation was trained on.
+* ``lineage``: the sample keys each generation was trained on;
+* ``quality``: one row per pipeline and seed: trigger quality against the dataset's abrupt change
+  points (detection delay, misses, false alarms per 50 stable slices) and incorporation latency
+  (:mod:`ctsim.quality`).
 
 Writes never replace an existing file: a run directory belongs to one run. The one exception is
 ``status.json`` (``running``, ``finished``, ``interrupted`` or ``failed``), which the run updates.
@@ -30,9 +33,10 @@ import torch
 
 from ctsim.cost import flops_per_sample
 from ctsim.evaluation import active_generations, composite
+from ctsim.quality import PipelineTriggers, quality_table
 from ctsim.simulation import SimulationResult
 
-TABLES = ("evals", "generations", "cost", "lineage")
+TABLES = ("evals", "generations", "cost", "lineage", "quality")
 METRICS = ("accuracy", "macro_f1")
 STATUS = "status.json"
 
@@ -48,7 +52,19 @@ def build_tables(
         "generations": _generations(result, checkpoints),
         "cost": _cost(result, active),
         "lineage": _lineage(result),
+        "quality": _quality(result),
     }
+
+
+def _quality(result: SimulationResult) -> pl.DataFrame:
+    """Trigger quality against the stream's abrupt change points, and incorporation latency."""
+    stream = result.stream
+    rows = []
+    for p, pipeline in enumerate(result.pipelines):
+        own = [g for g in result.generations if g.pipeline == p]
+        slices, times, keys = [g.slice for g in own], [g.time for g in own], [g.selection.keys for g in own]
+        rows.append(PipelineTriggers(pipeline.name, pipeline.seed, slices, times, keys))
+    return quality_table(rows, stream.num_slices, stream.change_points, stream.time, stream.arrival_order)
 
 
 def _active_per_pipeline(result: SimulationResult) -> dict[int, list[int | None]]:

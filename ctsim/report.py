@@ -9,6 +9,7 @@ import polars as pl
 import yaml
 
 from ctsim.datasets.base import ChangePoint
+from ctsim.quality import quality_markdown
 
 
 def pipeline_summary(cost: pl.DataFrame) -> pl.DataFrame:
@@ -102,6 +103,7 @@ def markdown_summary(
     variants: Sequence[tuple[str, list[str]]],
     settings: dict[str, dict],
     cost: pl.DataFrame,
+    quality: pl.DataFrame,
     change_points: Sequence[ChangePoint],
     slice_labels: Sequence[str],
     files: Sequence[Path],
@@ -173,6 +175,16 @@ def markdown_summary(
             )
             lines.append(f"- {span} ({cp.kind}): {cp.what}")
         lines.append("")
+    lines += ["## Trigger quality", ""]
+    if any(cp.kind == "abrupt" for cp in change_points):
+        lines.append(
+            "Against the abrupt change points above (gradual ones are background drift): a change is "
+            "detected by the first trigger within 5 slices of it; other triggers outside those spans, "
+            "after the initial model, are false alarms (ctsim.quality)."
+        )
+    else:
+        lines.append("The dataset names no abrupt change point: only incorporation latency is scored.")
+    lines += ["", quality_markdown(quality), ""]
     checkpoints = [f for f in files if "checkpoints" in f.parts]
     listed = sorted(f for f in files if f not in checkpoints)
     lines += ["## Files", ""] + [f"- `{f.relative_to(out_dir)}`" for f in listed]

@@ -83,6 +83,7 @@ def _execute(plan: RunPlan, out_dir: Path, command: str, header: str, start: flo
         [(v.name, v.overrides) for v in plan.variants],
         plan.settings,
         tables["cost"],
+        tables["quality"],
         stream.change_points,
         stream.slice_labels,
         files,

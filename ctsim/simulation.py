@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from ctsim.config import ConfigError, Problem
+from ctsim.cost import flops_per_sample
 from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, job_seed
 from ctsim.evaluation import Evaluation, evaluate
 from ctsim.models.base import ModelSpec
@@ -22,7 +24,8 @@ from ctsim.progress import bar, replay_status
 from ctsim.schedules import Schedule
 from ctsim.selection.base import Selection, SelectionContext, SelectionPolicy
 from ctsim.stream import ArrivalBatch, Stream
-from ctsim.triggers.base import Trigger, TriggerContext
+from ctsim.triggers.base import Trained as TriggerTrained
+from ctsim.triggers.base import Trigger, TriggerContext, gather, problems_of, wants_of
 
 PHASES = ("trigger", "selection", "train", "eval")
 
@@ -69,6 +72,7 @@ class _PipelineState:
     intervals: list[torch.Tensor] = field(default_factory=list)
     generations: list[Generation] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    seen_by_trigger: list[TriggerTrained] = field(default_factory=list)  # the generations, as triggers see them
 
     @property
     def latest_state(self) -> State | None:
@@ -93,28 +97,39 @@ def simulate(
     stream: Stream, pipelines: Sequence[Pipeline], engine: Engine, progress: bool = True
 ) -> SimulationResult:
     """Replay ``stream`` through ``pipelines``, training every due generation on ``engine``."""
+    ConfigError.raise_all(stream_problems(stream, pipelines))  # before any work
     start = time.perf_counter()
     x, y = stream.x.to(engine.device), stream.y.to(engine.device)  # data lives on the device
     states = [_PipelineState(torch.Generator().manual_seed(p.seed)) for p in pipelines]
     generations: list[Generation] = []
-    order = stream.arrival_order
 
     trained_samples, train_seconds = 0, 0.0  # so far, for the bar's throughput
     status = replay_status(len(pipelines), generations=0, samples=0, seconds=0.0)
     replay = bar(stream.batches, enabled=progress, desc="replay", postfix=status)
     for batch in replay:
-        due: list[tuple[int, str, Selection]] = []
-        for i, (pipeline, state) in enumerate(zip(pipelines, states)):
-            since = order[state.interval_start : batch.stop]
-            seen = order[: batch.stop]
+        # 1. every trigger says which model signals it wants; one engine call answers them all
+        contexts = [_context(batch, stream, x, y, p, st) for p, st in zip(pipelines, states)]
+        wants = [wants_of(p.trigger, ctx) for p, ctx in zip(pipelines, contexts)]
+        if any(wants):
             tick = time.perf_counter()
-            reason = pipeline.trigger.observe(TriggerContext(batch, seen, since, len(state.generations)))
+            asks = [(p.model, st.latest_state, w) for p, st, w in zip(pipelines, states, wants)]
+            answers = gather(engine, asks, x, y)
+            share = (time.perf_counter() - tick) / sum(bool(w) for w in wants)
+            for st, w in zip(states, wants):
+                st.seconds["trigger"] += share if w else 0.0
+            contexts = [replace(ctx, signals=a) for ctx, a in zip(contexts, answers)]
+        # 2. each trigger decides; each pipeline that fires selects its training set
+        due: list[tuple[int, str, Selection]] = []
+        for i, (pipeline, state, ctx) in enumerate(zip(pipelines, states, contexts)):
+            tick = time.perf_counter()
+            reason = pipeline.trigger.observe(ctx)
             state.seconds["trigger"] += time.perf_counter() - tick
             if reason is None:
                 continue
             tick = time.perf_counter()
-            ctx = SelectionContext(seen, since, tuple(state.intervals), state.generator)
-            selection = pipeline.selection.select(ctx)
+            since = ctx.since_trigger
+            sel_ctx = SelectionContext(ctx.seen, since, tuple(state.intervals), state.generator)
+            selection = pipeline.selection.select(sel_ctx)
             state.seconds["selection"] += time.perf_counter() - tick
             state.intervals.append(since)
             state.interval_start = batch.stop
@@ -131,6 +146,7 @@ def simulate(
             last_time = float(stream.time[batch.keys[-1]])
             gen = Generation(i, len(state.generations), parent, batch, last_time, reason, selection, trained)
             state.generations.append(gen)
+            state.seen_by_trigger.append(_seen_by_trigger(gen, pipelines[i], len(state.intervals[-1])))
             state.seconds["train"] += trained.seconds
             generations.append(gen)
             trained_samples += trained.samples
@@ -157,6 +173,32 @@ def simulate(
         device=str(engine.device),
         wall_seconds=time.perf_counter() - start,
     )
+
+
+def stream_problems(stream: Stream, pipelines: Sequence[Pipeline]) -> list[Problem]:
+    """What in the pipelines' triggers this stream cannot serve (e.g. a window larger than the stream)."""
+    found: list[Problem] = []
+    for p in pipelines:
+        for problem in problems_of(p.trigger, stream):
+            problem = replace(problem, key=f"{p.name}:trigger.{problem.key}")
+            if problem not in found:
+                found.append(problem)
+    return found
+
+
+def _context(
+    batch: ArrivalBatch, stream: Stream, x: torch.Tensor, y: torch.Tensor, p: Pipeline, st: _PipelineState
+) -> TriggerContext:
+    order = stream.arrival_order
+    since, seen = order[st.interval_start : batch.stop], order[: batch.stop]
+    gens = tuple(st.seen_by_trigger)
+    return TriggerContext(batch, seen, since, len(gens), stream, x, y, gens, p.seed)
+
+
+def _seen_by_trigger(gen: Generation, pipeline: Pipeline, new_samples: int) -> TriggerTrained:
+    samples = gen.trained.samples
+    flops = samples * flops_per_sample(pipeline.model).train
+    return TriggerTrained(gen.index, gen.selection.keys, new_samples, samples, flops, gen.trained.seconds)
 
 
 def _job(index: int, pipeline: Pipeline, state: _PipelineState, selection: Selection) -> TrainJob:

@@ -396,7 +396,7 @@ def test_load_many_leaves_out_unfinished_runs_and_says_so(tmp_path):
     text = str(record[0].message)
     assert (
         "interrupted (interrupted, no evals" in text
-        and "half (finished, no generations, cost, lineage)" in text
+        and "half (finished, no generations, cost, lineage, quality)" in text
     )
     assert tables["cost"].collect()["run"].unique().to_list() == [str(done.out_dir)]
 

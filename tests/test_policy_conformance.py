@@ -7,16 +7,21 @@ mutate what it is shown; its docstring carries a runnable example (run by the do
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ctsim.cli import CONF_DIR
+from ctsim.engine import SequentialEngine
+from ctsim.models import MLP, ModelSpec
 from ctsim.selection.base import Selection, SelectionContext
 from ctsim.stream import toy_stream
-from ctsim.triggers.base import TriggerContext
+from ctsim.triggers.base import Trained, TriggerContext, gather, wants_of
 
 TRIGGERS = sorted((CONF_DIR / "trigger").glob("*.yaml"))
 SELECTIONS = sorted((CONF_DIR / "selection").glob("*.yaml"))
@@ -26,40 +31,58 @@ def _make(path):
     return instantiate(OmegaConf.load(path), _convert_="all")
 
 
+def _make_trigger(path):
+    """As ``trigger=<option>`` composes it: options may pick nested groups (a detector, a rule)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+        cfg = compose("config", overrides=[f"trigger={path.stem}"])
+    return instantiate(cfg.trigger, _convert_="all")
+
+
+SPEC = ModelSpec(partial(MLP, hidden=[8]), (1, 4, 4), 2)
+STATE = SPEC.build(seed=0).state_dict()
+
+
 def _trigger_decisions(trigger, stream):
-    """Replay, recording every context shown and every answer; contexts are checked afterwards."""
-    shown, answers, last = [], [], 0
+    """Replay, recording every context shown and every answer; contexts are checked afterwards.
+
+    Wants are answered by one fixed model (the active model of every generation)."""
+    engine = SequentialEngine(device="cpu")
+    shown, answers, last, gens = [], [], 0, []
     for batch in stream.batches:
+        since = stream.arrival_order[last : batch.stop]
         ctx = TriggerContext(
-            batch,
-            stream.arrival_order[: batch.stop],
-            stream.arrival_order[last : batch.stop],
-            sum(a is not None for a in answers),
+            batch, stream.arrival_order[: batch.stop], since, len(gens), stream, stream.x, stream.y, tuple(gens)
         )
-        before = (ctx.seen.clone(), ctx.since_trigger.clone(), batch.keys.clone())
+        wants = wants_of(trigger, ctx)
+        ctx = replace(ctx, signals=gather(engine, [(SPEC, STATE if gens else None, wants)], stream.x, stream.y)[0])
+        before = (ctx.seen.clone(), ctx.since_trigger.clone(), batch.keys.clone(), stream.x.clone())
         answers.append(trigger.observe(ctx))
         shown.append((ctx, before))
         if answers[-1] is not None:
+            gens.append(Trained(len(gens), since, len(since), len(since), len(since), 0.0))
             last = batch.stop
     return answers, shown
 
 
 def test_every_group_option_is_covered():
-    assert {p.stem for p in TRIGGERS} >= {"time", "amount", "always", "never"}
+    assert {p.stem for p in TRIGGERS} >= {"time", "amount", "always", "never", "drift", "performance", "cost", "ensemble"}
     assert {p.stem for p in SELECTIONS} >= {"new", "all"}
 
 
 @pytest.mark.parametrize("path", TRIGGERS, ids=lambda p: p.stem)
 def test_trigger_conformance(path):
-    stream = toy_stream([5, 3, 8, 1, 6, 4], arrival_batch=3, test_fraction=0.2)
-    first, shown = _trigger_decisions(_make(path), stream)
-    second, _ = _trigger_decisions(_make(path), stream)
+    stream = toy_stream([25, 30, 28, 21, 36, 24] * 3, arrival_batch=10, test_fraction=0.2)
+    first, shown = _trigger_decisions(_make_trigger(path), stream)
+    second, _ = _trigger_decisions(_make_trigger(path), stream)
     assert first == second
     assert all(a is None or (isinstance(a, str) and a) for a in first)
-    for ctx, (seen, since, keys) in shown:
+    for ctx, (seen, since, keys, x) in shown:
         assert torch.equal(ctx.seen, seen) and torch.equal(ctx.since_trigger, since)
-        assert torch.equal(ctx.batch.keys, keys)
-    assert ">>>" in inspect.getdoc(type(_make(path)))
+        assert torch.equal(ctx.batch.keys, keys) and torch.equal(ctx.x, x)
+    trigger = _make_trigger(path)
+    assert ">>>" in inspect.getdoc(type(trigger))
+    if hasattr(trigger, "state_dict"):  # restorable state is optional; when there, it round-trips
+        trigger.load_state_dict(trigger.state_dict())
 
 
 @pytest.mark.parametrize("path", SELECTIONS, ids=lambda p: p.stem)

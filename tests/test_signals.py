@@ -117,3 +117,22 @@ def test_the_loss_needs_labels():
     x, _ = _batch(spec)
     with pytest.raises(ValueError, match="needs the batch's labels"):
         SequentialEngine(device="cpu").signals([SignalRequest(spec, _state(spec, 0), frozenset({"loss"}))], x)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINES)
+def test_requests_read_their_own_rows_and_shared_rows_share_a_pass(engine):
+    """The loop's call: every pipeline on the arrival batch (one keys object), one on its reference rows."""
+    spec = KINDS["mlp"]
+    x, y = _batch(spec, n=90)
+    batch, reference = torch.arange(60, 90), torch.tensor([3, 1, 4, 15, 9, 26])
+    states = [_state(spec, s) for s in range(3)]
+    requests = [SignalRequest(spec, s, ALL, batch) for s in states]
+    requests.append(SignalRequest(spec, states[1], frozenset({"embeddings"}), reference))
+    found = ENGINES[engine]().signals(requests, x, y)
+    for state, got in zip(states, found):
+        want = _alone(spec, state, x[batch], y[batch])
+        torch.testing.assert_close(got["logits"].cpu(), want["logits"], rtol=0, atol=1e-10)
+        torch.testing.assert_close(got["loss"].cpu(), want["loss"], rtol=0, atol=1e-10)
+    want = _alone(spec, states[1], x[reference], y[reference])["embeddings"]
+    torch.testing.assert_close(found[3]["embeddings"].cpu(), want, rtol=0, atol=1e-10)
+    assert found[3]["embeddings"].shape[0] == len(reference)

@@ -136,11 +136,18 @@ SIGNALS = ("embeddings", "logits", "predictions", "loss")
 
 @dataclass(frozen=True)
 class SignalRequest:
-    """One model (an architecture and a trained state) and the signals wanted from it."""
+    """One model (an architecture and a trained state), the signals wanted from it, and on which rows.
+
+    ``keys`` are rows of the ``x`` (and ``y``) given to :meth:`Engine.signals`; None means all of ``x``.
+    Requests of one architecture that share the same ``keys`` object share one pass (one ``vmap``
+    call on the batched engine): at a decision point, every pipeline's request for the arrival batch
+    carries the batch's own ``keys`` tensor.
+    """
 
     model: ModelSpec
     state: State
     needs: frozenset[str]
+    keys: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.needs) - set(SIGNALS))
@@ -168,7 +175,7 @@ class Engine(Protocol):
     def signals(
         self, requests: Sequence[SignalRequest], x: torch.Tensor, y: torch.Tensor | None = None
     ) -> list[dict[str, torch.Tensor]]:
-        """Each request's signals on the batch ``x`` (labels ``y`` for the loss), in one call for all
+        """Each request's signals on its rows of ``x`` (labels ``y`` for the loss), in one call for all
         (:mod:`ctsim.engine.signals`)."""
         ...
 

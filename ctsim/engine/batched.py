@@ -329,7 +329,7 @@ class BatchedEngine(EngineSettings):
         """Each request's signals on ``x``: the models of one architecture stacked in one vmap call,
         the inputs shared (models in chunks as memory allows; the ``loop`` route one at a time)."""
         found: list[dict[str, torch.Tensor]] = [{} for _ in requests]
-        for rows in signal_groups(requests).values():
+        for rows, xs, ys in signal_groups(requests, x, y):
             spec = requests[rows[0]].model
             net = spec.build(dtype=self.dtype).to(self.device).eval()
             chunks = (
@@ -340,9 +340,9 @@ class BatchedEngine(EngineSettings):
             for chunk in chunks:
                 chunk_requests = [requests[r] for r in chunk]
                 if self.vmapped(spec):
-                    outs = self._stacked_signals(net, chunk_requests, x, y)
+                    outs = self._stacked_signals(net, chunk_requests, xs, ys)
                 else:
-                    outs = one_by_one(net, chunk_requests, x, y, self.eval_batch_size, self._autocast)
+                    outs = one_by_one(net, chunk_requests, xs, ys, self.eval_batch_size, self._autocast)
                 for r, out in zip(chunk, outs):
                     found[r] = out
         return found

@@ -145,10 +145,10 @@ class SequentialEngine(EngineSettings):
     ) -> list[dict[str, torch.Tensor]]:
         """Each request's signals on ``x``: its model loaded with its state, one after another."""
         found: list[dict[str, torch.Tensor]] = [{} for _ in requests]
-        for rows in signal_groups(requests).values():
+        for rows, xs, ys in signal_groups(requests, x, y):
             net = requests[rows[0]].model.build(dtype=self.dtype).to(self.device).eval()
             chunk = [requests[r] for r in rows]
-            for r, out in zip(rows, one_by_one(net, chunk, x, y, self.eval_batch_size, self._autocast)):
+            for r, out in zip(rows, one_by_one(net, chunk, xs, ys, self.eval_batch_size, self._autocast)):
                 found[r] = out
         return found
 

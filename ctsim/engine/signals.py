@@ -65,12 +65,22 @@ def finish(emb: torch.Tensor, logits: torch.Tensor, y: torch.Tensor | None, need
     return out
 
 
-def groups(requests: Sequence[SignalRequest]) -> dict[str, list[int]]:
-    """Request indices by architecture: one engine pass serves each group."""
-    by: dict[str, list[int]] = {}
+def groups(
+    requests: Sequence[SignalRequest], x: torch.Tensor, y: torch.Tensor | None
+) -> list[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
+    """Request indices by architecture and rows, with those rows of ``x`` and ``y``: one pass per group."""
+    by: dict[tuple[str, int], list[int]] = {}
     for i, r in enumerate(requests):
-        by.setdefault(r.model.key, []).append(i)
-    return by
+        by.setdefault((r.model.key, id(r.keys)), []).append(i)
+    found = []
+    for rows in by.values():
+        keys = requests[rows[0]].keys
+        if keys is None:
+            found.append((rows, x, y))
+        else:
+            keys = keys.to(x.device)
+            found.append((rows, x[keys], None if y is None else y[keys]))
+    return found
 
 
 def one_by_one(

@@ -2,16 +2,25 @@
 
 from ctsim.triggers.always import AlwaysTrigger
 from ctsim.triggers.amount import AmountTrigger
-from ctsim.triggers.base import Trigger, TriggerContext, replay
+from ctsim.triggers.base import Trigger, TriggerContext, Want, replay
+from ctsim.triggers.cost import CostTrigger
+from ctsim.triggers.drift import DriftTrigger
+from ctsim.triggers.ensemble import EnsembleTrigger
 from ctsim.triggers.never import NeverTrigger
+from ctsim.triggers.performance import PerformanceTrigger
 from ctsim.triggers.time import TimeTrigger
 
 __all__ = [
     "AlwaysTrigger",
     "AmountTrigger",
+    "CostTrigger",
+    "DriftTrigger",
+    "EnsembleTrigger",
     "NeverTrigger",
+    "PerformanceTrigger",
     "TimeTrigger",
     "Trigger",
     "TriggerContext",
+    "Want",
     "replay",
 ]

@@ -1,28 +1,82 @@
 """The trigger contract: one decision per arrival batch.
 
 A trigger sees a narrow context (the arrival batch, the keys seen so far, the keys since the last
-trigger, how many triggers fired before) and answers with the reason to train, or None.
+trigger, the pipeline's generations so far, the stream's tensors) and answers with the reason to
+train, or None.
+
+**Signals.** A trigger that needs what the active model says about some rows (its embeddings,
+logits, predictions or per-sample losses, :data:`~ctsim.engine.base.SIGNALS`) declares it before
+it decides: ``wants(ctx)`` returns named :class:`Want` s. The loop gathers every pipeline's wants at a
+decision point and asks the engine once (:func:`gather`); the batched engine runs all requests on
+the same rows (the arrival batch) as one ``vmap`` pass. The answers come back in ``ctx.signals``
+under the same names. Triggers that want nothing cost nothing: no forward pass at all. Before the
+first generation there is no active model, and its wants are left out of ``ctx.signals``.
+
+Optional methods, found by name: ``wants(ctx)``; ``state_dict()`` / ``load_state_dict(state)``
+(restorable state: a restored trigger decides as one that never stopped); ``problems(stream)`` (what
+in the trigger's settings the stream cannot serve, e.g. a window larger than the stream, checked
+before any training).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
 
+from ctsim.config import Problem
+from ctsim.engine.base import Engine, SignalRequest, State
+from ctsim.models.base import ModelSpec
 from ctsim.stream import ArrivalBatch, Stream
+
+Signals = Mapping[str, Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Want:
+    """One pass of the active model a trigger wants before deciding: over which rows, which signals."""
+
+    keys: torch.Tensor
+    needs: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a trigger may know of one of its pipeline's generations."""
+
+    generation: int
+    keys: torch.Tensor  # its training set
+    new_samples: int  # samples that had arrived since the trigger before it
+    samples_trained: int  # selected samples × epochs
+    flops: int  # training FLOPs
+    seconds: float  # training seconds (wall clock: not reproducible)
 
 
 @dataclass(frozen=True)
 class TriggerContext:
-    """What a trigger may look at when ``batch`` arrives (``batch`` is already in ``seen``)."""
+    """What a trigger may look at when ``batch`` arrives (``batch`` is already in ``seen``).
+
+    ``stream`` gives each key's time and slice; ``x`` and ``y`` are the stream's inputs and labels on
+    the engine's device (None where a caller replays keys only). ``generations`` are the pipeline's
+    trained generations so far, the last one active. ``seed`` is the pipeline's seed.
+    """
 
     batch: ArrivalBatch
     seen: torch.Tensor
     since_trigger: torch.Tensor
     triggers_so_far: int
+    stream: Stream | None = None
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    generations: tuple[Trained, ...] = ()
+    seed: int = 0
+    signals: Signals = field(default_factory=dict)
+
+    @property
+    def active(self) -> Trained | None:
+        return self.generations[-1] if self.generations else None
 
 
 class Trigger(Protocol):
@@ -33,8 +87,54 @@ class Trigger(Protocol):
         ...
 
 
-def replay(trigger: Trigger | Callable[[], Trigger], stream: Stream) -> list[int]:
+def wants_of(trigger: Trigger, ctx: TriggerContext) -> dict[str, Want]:
+    wants = getattr(trigger, "wants", None)
+    return dict(wants(ctx)) if wants is not None else {}
+
+
+def gather(
+    engine: Engine,
+    asks: Sequence[tuple[ModelSpec, State | None, Mapping[str, Want]]],
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+) -> list[dict[str, dict[str, torch.Tensor]]]:
+    """Every pipeline's wants answered by one engine call (none when nothing is wanted).
+
+    ``asks`` holds, per pipeline, its model, its active state (None: no model yet, so its wants are
+    left unanswered) and its wants. Wants of equal rows (the arrival batch) share a keys object, so the
+    engine serves them in one pass.
+    """
+    requests: list[SignalRequest] = []
+    owners: list[tuple[int, str]] = []
+    for i, (model, state, wants) in enumerate(asks):
+        if state is None:
+            continue
+        for name, want in wants.items():
+            requests.append(SignalRequest(model, state, want.needs, want.keys))
+            owners.append((i, name))
+    found: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in asks]
+    if not requests:
+        return found
+    for (i, name), out in zip(owners, engine.signals(requests, x, y)):
+        found[i][name] = out
+    return found
+
+
+def replay(
+    trigger: Trigger,
+    stream: Stream,
+    engine: Engine | None = None,
+    model: ModelSpec | None = None,
+    state: State | None = None,
+    seed: int = 0,
+    stop: int | None = None,
+) -> list[int]:
     """Run one trigger alone over a stream; return the indices of the batches it fires on.
+
+    Nothing is trained: each time the trigger fires, a generation is recorded as trained on the
+    samples since the last trigger (at one FLOP a sample). With ``engine``, ``model`` and ``state``,
+    that fixed model answers the trigger's wants for every generation, so triggers that want model
+    signals can be replayed without training. ``stop`` ends the replay before that batch index.
 
     >>> from ctsim.stream import toy_stream
     >>> from ctsim.triggers import TimeTrigger
@@ -42,15 +142,27 @@ def replay(trigger: Trigger | Callable[[], Trigger], stream: Stream) -> list[int
     [1, 3]
     """
     fired: list[int] = []
+    gens: list[Trained] = []
     last = 0
-    for batch in stream.batches:
+    x = stream.x if engine is None else stream.x.to(engine.device)
+    y = stream.y if engine is None else stream.y.to(engine.device)
+    for batch in stream.batches[:stop]:
+        since = stream.arrival_order[last : batch.stop]
         ctx = TriggerContext(
-            batch=batch,
-            seen=stream.arrival_order[: batch.stop],
-            since_trigger=stream.arrival_order[last : batch.stop],
-            triggers_so_far=len(fired),
+            batch, stream.arrival_order[: batch.stop], since, len(gens), stream, x, y, tuple(gens), seed
         )
+        wants = wants_of(trigger, ctx)
+        if wants:
+            if engine is None or model is None:
+                raise ValueError("this trigger wants model signals: replay it with engine, model and state")
+            ctx = replace(ctx, signals=gather(engine, [(model, state, wants)], x, y)[0])
         if trigger.observe(ctx) is not None:
             fired.append(batch.index)
+            gens.append(Trained(len(gens), since, len(since), len(since), len(since), 0.0))  # 1 FLOP a sample
             last = batch.stop
     return fired
+
+
+def problems_of(trigger: Trigger, stream: Stream) -> list[Problem]:
+    check = getattr(trigger, "problems", None)
+    return list(check(stream)) if check is not None else []

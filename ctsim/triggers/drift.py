@@ -1,0 +1,247 @@
+"""Drift trigger: train when the incoming data's distribution moved away from a reference.
+
+Modyn's ``DataDriftTrigger`` (MMD on the current model's embeddings), with ctsim's windows, detectors
+and decision rules. Every ``interval`` samples (default: every arrival batch) it compares a
+*current* window with a *reference* window:
+
+* **features** come from the encoder (:mod:`ctsim.triggers.encoders`): the active model's embeddings
+  (default), a random projection or the raw inputs, or a user's module; the label-shift detector
+  compares labels instead.
+* **current window:** the samples since the last detection (``window: null``, no overlap), or the
+  last ``window`` samples (or slices, ``unit: slices``; overlapping when larger than the interval).
+* **reference window:** ``window`` (default): the ``reference_size`` samples (slices) that arrived
+  just before the current window (default: as many as the current window holds); or ``trained``:
+  the active model's training set, subsampled (seeded) to ``reference_size`` samples when larger.
+* **detector** (:mod:`ctsim.triggers.detectors`) gives a distance and a p-value; the **rule**
+  (:mod:`ctsim.triggers.rules`) turns them into a decision (p-value, static threshold, dynamic
+  quantile or rolling average, each with a warm-up).
+
+Embeddings of the active model are cached per generation: each sample is embedded at most once per
+model, and the arrival batch of every pipeline is embedded in the loop's one shared engine pass.
+
+**Small windows.** A window with fewer than ``min_samples`` samples is not tested: with ``window:
+null`` its samples carry over to the next detection; a reference window not yet filled (early in
+the stream) waits. **The first model** is trained when the first slice is complete (as ``never``):
+there is nothing to compare before.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ctsim.config import ConfigError, Problem, check, is_int, one_of, positive_int
+from ctsim.stream import Stream
+from ctsim.triggers.base import TriggerContext, Want
+from ctsim.triggers.detectors import MMD, Detector, Result
+from ctsim.triggers.encoders import Encoder, ModelEmbeddings, ModuleEncoder, as_encoder
+from ctsim.triggers.rules import PValue, Rule
+
+EMBEDDINGS = frozenset({"embeddings"})
+
+
+class DriftTrigger:
+    """Fires when a detector finds the current window's distribution changed against the reference.
+
+    Args:
+        detector: the two-sample test (default MMD with 200 seeded permutations).
+        rule: when a distance or p-value means drift (default: p < 0.01).
+        encoder: the features compared (default: the active model's embeddings).
+        window: the current window in ``unit`` s; null: the samples since the last detection.
+        reference: ``window`` (the data just before the current window) or ``trained`` (the active
+            model's training set).
+        reference_size: the reference window in ``unit`` s (``trained``: samples); null: as large as
+            the current window (``trained``: the whole training set).
+        unit: ``samples`` or ``slices`` (time), for both windows.
+        interval: samples between detections; null: every arrival batch.
+        min_samples: the smallest window a detector is run on.
+
+    >>> from ctsim.stream import toy_stream
+    >>> from ctsim.triggers import replay
+    >>> from ctsim.triggers.encoders import RawFeatures
+    >>> stream = toy_stream([40, 40, 40], arrival_batch=20)
+    >>> stream.x[80:] += 1.0  # the third slice's inputs shift
+    >>> replay(DriftTrigger(encoder=RawFeatures(), min_samples=10), stream)  # initial model, then the shift
+    [1, 4]
+    """
+
+    def __init__(
+        self,
+        detector: Detector | None = None,
+        rule: Rule | None = None,
+        encoder: object = None,
+        window: int | None = None,
+        reference: Literal["window", "trained"] = "window",
+        reference_size: int | None = None,
+        unit: Literal["samples", "slices"] = "samples",
+        interval: int | None = None,
+        min_samples: int = 20,
+    ):
+        def optional_positive(key: str, value: object) -> Problem | None:
+            return None if value is None else positive_int(key, value)
+
+        ConfigError.raise_all(
+            [
+                optional_positive("window", window),
+                one_of("reference", reference, ["window", "trained"]),
+                optional_positive("reference_size", reference_size),
+                one_of("unit", unit, ["samples", "slices"]),
+                optional_positive("interval", interval),
+                check("min_samples", min_samples, is_int(min_samples) and min_samples >= 2, "an integer ≥ 2"),
+            ]
+        )
+        self.detector = detector if detector is not None else MMD()
+        self.rule = rule if rule is not None else PValue(alpha=0.01)
+        self.encoder: Encoder = as_encoder(encoder if encoder is not None else ModelEmbeddings())
+        self.window, self.reference, self.reference_size = window, reference, reference_size
+        self.unit, self.interval, self.min_samples = unit, interval, min_samples
+        self.on_labels = bool(getattr(self.detector, "on_labels", False))
+        self._last = 0  # position in the arrival order of the last detection's end
+        self._generation: int | None = None  # the generation the cached embeddings are of
+        self._cache: torch.Tensor | None = None  # (num samples, d) features, rows valid where _have
+        self._have: torch.Tensor | None = None
+        self._asked: tuple[int, dict[str, torch.Tensor]] = (-1, {})  # the batch and rows of the last wants
+        self.distances: list[tuple[int, float, float | None, bool]] = []  # batch, distance, p, fired
+
+    # -- what the engine should compute -------------------------------------------------------------
+    def wants(self, ctx: TriggerContext) -> dict[str, Want]:
+        if not self._uses_model or ctx.active is None:
+            return {}
+        self._reset_cache_for(ctx)
+        wants = {"batch": Want(ctx.batch.keys, EMBEDDINGS)}  # shared by every pipeline: one pass
+        windows = self._windows(ctx)
+        if windows is not None:
+            keys = torch.cat(windows)
+            keys = keys[~self._have[keys]]
+            keys = keys[~torch.isin(keys, ctx.batch.keys)]
+            if len(keys):
+                wants["missing"] = Want(keys, EMBEDDINGS)  # the reference, once per generation
+        self._asked = (ctx.batch.index, {name: w.keys for name, w in wants.items()})
+        return wants
+
+    # -- the decision -------------------------------------------------------------------------------
+    def observe(self, ctx: TriggerContext) -> str | None:
+        if ctx.active is None:
+            if not ctx.batch.end_of_slice:
+                return None
+            self._last = ctx.batch.stop  # the first current window starts after the first model's data
+            return "drift: initial model on the first slice"
+        if self._uses_model:
+            self._reset_cache_for(ctx)
+            index, asked = self._asked
+            for name, out in ctx.signals.items():
+                if index == ctx.batch.index:
+                    self._store(ctx, asked[name], out["embeddings"])
+        windows = self._windows(ctx)
+        if windows is None:
+            return None
+        ref, cur = (self._features(ctx, keys) for keys in windows)
+        generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.batch.index)
+        result: Result = self.detector.compare(ref, cur, generator)
+        self._last = ctx.batch.stop
+        fire = self.rule.decide(result)
+        self.distances.append((ctx.batch.index, result.distance, result.p_value, fire))
+        if not fire:
+            return None
+        p = "" if result.p_value is None else f", p {result.p_value:.3g}"
+        return f"drift: {self.detector.name} distance {result.distance:.4g}{p}"
+
+    # -- windows and features -----------------------------------------------------------------------
+    @property
+    def _uses_model(self) -> bool:
+        return self.encoder.needs_model and not self.on_labels
+
+    def _due(self, ctx: TriggerContext) -> bool:
+        return self.interval is None or ctx.batch.stop - self._last >= self.interval
+
+    def _windows(self, ctx: TriggerContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The (reference, current) keys of a detection due now, or None (not due, or too small)."""
+        if ctx.active is None or not self._due(ctx):
+            return None
+        seen = ctx.seen
+        if self.unit == "samples":
+            start = self._last if self.window is None else max(0, len(seen) - self.window)
+            start = min(start, len(seen))
+            cur = seen[start:]
+        else:
+            slices = ctx.stream.slice[seen]
+            first = ctx.batch.slice - (self.window - 1) if self.window else int(slices[min(self._last, len(seen) - 1)])
+            start = int(torch.searchsorted(slices, torch.tensor(first)))
+            cur = seen[start:]
+        if self.reference == "trained":
+            ref = self._subsample(ctx.active.keys, ctx)
+        elif self.unit == "samples":
+            size = self.reference_size or len(cur)
+            ref = seen[max(0, start - size) : start]
+            if len(ref) < size:
+                return None  # the reference window is not full yet
+        else:
+            slices = ctx.stream.slice[seen[:start]]
+            if len(slices) == 0:
+                return None
+            size = self.reference_size or max(1, ctx.batch.slice - int(ctx.stream.slice[cur[0]]) + 1)
+            first = int(slices[-1]) - size + 1
+            if first < 0:
+                return None
+            ref = seen[int(torch.searchsorted(slices, torch.tensor(first))) : start]
+        if min(len(ref), len(cur)) < self.min_samples:
+            return None
+        return ref, cur
+
+    def _subsample(self, keys: torch.Tensor, ctx: TriggerContext) -> torch.Tensor:
+        if self.reference_size is None or len(keys) <= self.reference_size:
+            return keys
+        g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.active.generation)
+        return keys[torch.randperm(len(keys), generator=g)[: self.reference_size]].sort().values
+
+    def _features(self, ctx: TriggerContext, keys: torch.Tensor) -> torch.Tensor:
+        if self.on_labels:
+            return ctx.y[keys.to(ctx.y.device)]
+        if not self._uses_model:
+            return self.encoder.encode(ctx.x[keys.to(ctx.x.device)])
+        return self._cache[keys.to(self._cache.device)]
+
+    def _reset_cache_for(self, ctx: TriggerContext) -> None:
+        if self._generation != ctx.active.generation:
+            self._generation, self._cache, self._have = ctx.active.generation, None, None
+        if self._have is None:
+            self._have = torch.zeros(len(ctx.stream.time), dtype=torch.bool)
+
+    def _store(self, ctx: TriggerContext, keys: torch.Tensor, emb: torch.Tensor) -> None:
+        if self._cache is None:
+            self._cache = torch.zeros(len(ctx.stream.time), emb.shape[1], dtype=emb.dtype, device=emb.device)
+        self._cache[keys.to(emb.device)] = emb
+        self._have[keys] = True
+
+    # -- checks and state ---------------------------------------------------------------------------
+    def problems(self, stream: Stream) -> list[Problem]:
+        found = []
+        if self.unit == "samples":
+            n = len(stream.arrival_order)
+            for key, size in (("window", self.window), ("reference_size", self.reference_size)):
+                if size is not None and size > n:
+                    found.append(Problem(key, size, f"at most the stream's {n} training samples"))
+        else:
+            for key, size in (("window", self.window), ("reference_size", self.reference_size)):
+                if size is not None and size > stream.num_slices:
+                    found.append(Problem(key, size, f"at most the stream's {stream.num_slices} slices"))
+        if isinstance(self.encoder, ModuleEncoder):
+            found += self.encoder.problems(stream.input_shape)
+        return found
+
+    def state_dict(self) -> dict:
+        return {
+            "last": self._last,
+            "generation": self._generation,
+            "cache": self._cache,
+            "have": self._have,
+            "rule": self.rule.state_dict(),
+            "distances": list(self.distances),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._last, self._generation = state["last"], state["generation"]
+        self._cache, self._have = state["cache"], state["have"]
+        self.rule.load_state_dict(state["rule"])
+        self.distances = list(state["distances"])
