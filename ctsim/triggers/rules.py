@@ -60,7 +60,7 @@ class Threshold:
         return {"seen": self.seen}
 
     def load_state_dict(self, state: dict) -> None:
-        self.seen = 0
+        self.seen = int(state["seen"])
 
 
 class PValue:
