@@ -24,6 +24,7 @@ pipeline, named after the run (``name``). How run overrides and variants combine
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +117,8 @@ def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config"
 def _instantiate(node: Any, key: str, problems: list[Problem], **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, after checking the node's keys against its target's arguments.
 
-    A constructor's ConfigError is re-keyed under ``key``.
+    A constructor's ConfigError is re-keyed under ``key``, or under the nested node it came from
+    (``trigger.rule.alpha``), which Hydra names in its message as ``full_key``.
     """
     unknown = _unknown_arguments(node, key, kwargs)
     if unknown:
@@ -127,7 +129,8 @@ def _instantiate(node: Any, key: str, problems: list[Problem], **kwargs: Any) ->
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ConfigError):
-            problems.extend(cause.prefixed(key).problems)
+            nested = re.search(r"^full_key: (\S+)$", str(e), re.MULTILINE)
+            problems.extend(cause.prefixed(nested.group(1) if nested else key).problems)
         else:
             target = OmegaConf.select(node, "_target_") if isinstance(node, DictConfig) else None
             detail = str(cause or e).splitlines()[0]

@@ -111,7 +111,7 @@ class DriftTrigger:
         self._reset_cache_for(ctx)
         wants = {"batch": Want(ctx.batch.keys, EMBEDDINGS)}  # shared by every pipeline: one pass
         windows = self._windows(ctx)
-        if windows is not None:
+        if isinstance(windows, tuple):
             keys = torch.cat(windows)
             keys = keys[~self._have[keys]]
             keys = keys[~torch.isin(keys, ctx.batch.keys)]
@@ -134,7 +134,9 @@ class DriftTrigger:
                 if index == ctx.batch.index:
                     self._store(ctx, asked[name], out["embeddings"])
         windows = self._windows(ctx)
-        if windows is None:
+        if windows == "no reference":
+            self._last = ctx.batch.stop  # this data becomes the reference of the next detection
+        if not isinstance(windows, tuple):
             return None
         ref, cur = (self._features(ctx, keys) for keys in windows)
         generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.batch.index)
@@ -155,10 +157,10 @@ class DriftTrigger:
     def _due(self, ctx: TriggerContext) -> bool:
         return self.interval is None or ctx.batch.stop - self._last >= self.interval
 
-    def _windows(self, ctx: TriggerContext) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The (reference, current) keys of a detection due now, or None (not due, or too small)."""
+    def _windows(self, ctx: TriggerContext) -> tuple[torch.Tensor, torch.Tensor] | str:
+        """The (reference, current) keys of a detection due now, or why there is none."""
         if ctx.active is None or not self._due(ctx):
-            return None
+            return "not due"
         seen = ctx.seen
         if self.unit == "samples":
             start = self._last if self.window is None else max(0, len(seen) - self.window)
@@ -175,18 +177,20 @@ class DriftTrigger:
             size = self.reference_size or len(cur)
             ref = seen[max(0, start - size) : start]
             if len(ref) < size:
-                return None  # the reference window is not full yet
+                return "no reference"  # not enough data before the current window yet
         else:
             slices = ctx.stream.slice[seen[:start]]
             if len(slices) == 0:
-                return None
+                return "no reference"
             size = self.reference_size or max(1, ctx.batch.slice - int(ctx.stream.slice[cur[0]]) + 1)
             first = int(slices[-1]) - size + 1
             if first < 0:
-                return None
+                return "no reference"
             ref = seen[int(torch.searchsorted(slices, torch.tensor(first))) : start]
-        if min(len(ref), len(cur)) < self.min_samples:
-            return None
+        if len(cur) < self.min_samples:
+            return "small"  # with window: null, its samples carry over to the next detection
+        if len(ref) < self.min_samples:
+            return "no reference"
         return ref, cur
 
     def _subsample(self, keys: torch.Tensor, ctx: TriggerContext) -> torch.Tensor:

@@ -82,7 +82,7 @@ class EnsembleTrigger:
                 reasons[name] = reason
         if len(reasons) < self.needed():
             return None
-        return f"ensemble ({self.mode}): " + "; ".join(f"{k}: {v}" for k, v in reasons.items())
+        return f"ensemble ({self.mode}): " + "; ".join(f"[{k}] {v}" for k, v in reasons.items())
 
     def problems(self, stream: Stream) -> list[Problem]:
         return [
