@@ -200,6 +200,7 @@ def _app(cfg: DictConfig) -> None:
     try:
         execute(plan, out_dir, command=command)
     except ConfigError as e:  # found once the data is loaded (a window larger than the stream), before training
+        _discard(out_dir)
         print(f"ctsim: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

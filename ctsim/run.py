@@ -13,7 +13,9 @@ from ctsim import plots
 from ctsim.build import RunPlan
 from ctsim.registry import build_tables, write_new, write_status, write_tables
 from ctsim.report import console_summary, markdown_summary
-from ctsim.simulation import SimulationResult, simulate
+from ctsim.config import ConfigError
+from ctsim.simulation import SimulationResult, simulate, stream_problems
+from ctsim.stream import Stream
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ def execute(
     if (out_dir / "evals.parquet").exists():
         raise FileExistsError(f"{out_dir} already holds a run's results; ctsim never overwrites them")
     start = time.perf_counter()
+    stream = plan.stream.build(plan.dataset.load())
+    # what the policies cannot do on this stream (a window larger than it): before anything is written
+    ConfigError.raise_all(stream_problems(stream, plan.pipelines))
     write_status(out_dir, "running", command=command)
     seeds = sorted({p.seed for p in plan.pipelines})
     header = (
@@ -46,7 +51,7 @@ def execute(
     if echo:
         print(f"ctsim · {plan.name} · {header} · run folder {out_dir}/", flush=True)
     try:
-        outcome = _execute(plan, out_dir, command, header, start)
+        outcome = _execute(plan, stream, out_dir, command, header, start)
     except KeyboardInterrupt:
         write_status(out_dir, "interrupted", command=command)
         raise
@@ -59,9 +64,7 @@ def execute(
     return outcome
 
 
-def _execute(plan: RunPlan, out_dir: Path, command: str, header: str, start: float) -> RunOutcome:
-    samples = plan.dataset.load()
-    stream = plan.stream.build(samples)
+def _execute(plan: RunPlan, stream: Stream, out_dir: Path, command: str, header: str, start: float) -> RunOutcome:
     result = simulate(stream, plan.pipelines, plan.engine, progress=plan.progress)
 
     checkpoints = save_checkpoints(result, out_dir, plan.checkpoints)

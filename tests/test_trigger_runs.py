@@ -88,7 +88,8 @@ def test_a_window_larger_than_the_stream_stops_before_training(tmp_path):
     done = cli(args, cwd=REPO)
     assert done.returncode == 2, done.stderr
     assert "trigger.window=10000000: expected at most the stream's" in done.stderr
-    assert not (tmp_path / "run" / "evals.parquet").exists()
+    left = {p.name for p in (tmp_path / "run").iterdir()} if (tmp_path / "run").exists() else set()
+    assert left <= {".hydra", "ctsim.log"}  # nothing of a run written (the folder was named on the command line)
     assert "Traceback" not in done.stderr
 
 

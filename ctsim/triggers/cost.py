@@ -46,7 +46,7 @@ class CostTrigger:
     def __init__(
         self,
         regret: Literal["latency", "misclassifications"] = "latency",
-        conversion_factor: float = 1.0,
+        conversion_factor: float = 1e8,
         cost: Literal["flops", "seconds"] = "flops",
     ):
         ConfigError.raise_all(
