@@ -1,7 +1,7 @@
 """Case study: Modyn's drift-trigger sweep on the portraits, with the hindsight-optimal frontier.
 
     python experiments/portraits_drift.py                 # full size (meant for a GPU)
-    python experiments/portraits_drift.py --reduced       # size 0.1, 1 epoch: minutes on 2 CPU cores
+    python experiments/portraits_drift.py --reduced       # size 0.1, 2 epochs, lr 0.01: minutes on 2 CPU cores
     python experiments/portraits_drift.py --run-dir DIR   # report on a run already made
 
 Runs ``python -m ctsim experiment=portraits_drift`` (19 trigger policies × 3 seeds), then
@@ -30,7 +30,7 @@ from ctsim.registry import load
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "reference" / "portraits_drift"
-REDUCED = ["dataset.size=0.1", "train.epochs=1"]
+REDUCED = ["dataset.size=0.1", "train.epochs=2", "optimizer.lr=0.01"]
 DRIFT = ("mmd", "ks", "label")  # variant name prefixes of the drift triggers
 
 

@@ -107,3 +107,26 @@ def test_an_encoder_whose_output_does_not_fit_is_named(tmp_path):
     problems = stream_problems(stream, plan.pipelines)
     assert len(problems) == 1 and problems[0].key.endswith("trigger.encoder")
     assert "a module that takes inputs of shape (n, 1, 32, 32)" in str(problems[0])
+
+
+def test_the_drift_study_builds_its_sweep(tmp_path):
+    """experiment=portraits_drift: Modyn's sweep shape, every variant built before anything runs."""
+    from ctsim.triggers import CostTrigger, DriftTrigger, EnsembleTrigger, PerformanceTrigger, TimeTrigger
+    from ctsim.triggers.detectors import KS, MMD, LabelShift
+    from ctsim.triggers.rules import DynamicQuantile, DynamicRollingAverage, Threshold
+
+    plan = build(small(tmp_path, "experiment=portraits_drift"))
+    by = {}
+    for p in plan.pipelines:
+        by.setdefault(p.name, []).append(p)
+    assert len(by) == 19 and all(len(v) == 3 for v in by.values())
+    thresholds = {(p.trigger.rule.value, p.trigger.interval) for n, v in by.items() for p in v[:1]
+                  if isinstance(getattr(p.trigger, "rule", None), Threshold)}
+    assert thresholds == {(t, i) for t in (0.005, 0.01, 0.03) for i in (100, 250, 500)}
+    kinds = {type(v[0].trigger) for v in by.values()}
+    assert kinds == {DriftTrigger, PerformanceTrigger, CostTrigger, EnsembleTrigger, TimeTrigger, type(by["never"][0].trigger)}
+    detectors = {type(v[0].trigger.detector) for v in by.values() if isinstance(v[0].trigger, DriftTrigger)}
+    assert detectors == {MMD, KS, LabelShift}
+    rules = {type(v[0].trigger.rule) for v in by.values() if isinstance(v[0].trigger, DriftTrigger)}
+    assert {DynamicQuantile, DynamicRollingAverage, Threshold} <= rules
+    assert {p.train.epochs for p in plan.pipelines} == {5} and {p.train.init for p in plan.pipelines} == {"finetune"}

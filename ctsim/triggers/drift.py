@@ -20,9 +20,10 @@ Embeddings of the active model are cached per generation: each sample is embedde
 model, and the arrival batch of every pipeline is embedded in the loop's one shared engine pass.
 
 **Small windows.** A window with fewer than ``min_samples`` samples is not tested: with ``window:
-null`` its samples carry over to the next detection; a reference window not yet filled (early in
-the stream) waits. **The first model** is trained when the first slice is complete (as ``never``):
-there is nothing to compare before.
+null`` its samples carry over to the next detection; until the data before the current window can
+fill the reference window, the current window's data becomes the next reference. **The first model**
+is trained at the end of the first slice by which ``min_samples`` samples have arrived: there is
+nothing to compare before, and a smaller training set could not serve as a reference.
 """
 
 from __future__ import annotations
@@ -123,10 +124,10 @@ class DriftTrigger:
     # -- the decision -------------------------------------------------------------------------------
     def observe(self, ctx: TriggerContext) -> str | None:
         if ctx.active is None:
-            if not ctx.batch.end_of_slice:
-                return None
+            if not ctx.batch.end_of_slice or len(ctx.since_trigger) < self.min_samples:
+                return None  # a first model on fewer samples could not serve as a reference
             self._last = ctx.batch.stop  # the first current window starts after the first model's data
-            return "drift: initial model on the first slice"
+            return "drift: initial model"
         if self._uses_model:
             self._reset_cache_for(ctx)
             index, asked = self._asked

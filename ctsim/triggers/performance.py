@@ -15,7 +15,8 @@ each batch on arrival by its *estimated* accuracy, the mean of the model's top-c
 (confidence-based performance estimation, as NannyML's CBPE; exact for a calibrated model).
 
 A batch with fewer than ``min_samples`` samples is pooled with the next ones before it is scored.
-The first model is trained when the first slice is complete.
+The first model is trained at the end of the first slice by which ``min_samples`` samples have
+arrived.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ class PerformanceTrigger:
         return {"batch": Want(ctx.batch.keys, frozenset({"logits"} if self.estimate else {"predictions"}))}
 
     def observe(self, ctx: TriggerContext) -> str | None:
-        if ctx.active is None:
-            return "performance: initial model on the first slice" if ctx.batch.end_of_slice else None
+        if ctx.active is None:  # the first model: at the end of the first slice with min_samples samples
+            ready = ctx.batch.end_of_slice and len(ctx.since_trigger) >= self.min_samples
+            return "performance: initial model" if ready else None
         if self._generation != ctx.active.generation:
             self._new_model(ctx.active.generation)
         out = ctx.signals.get("batch")
