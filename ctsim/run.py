@@ -11,7 +11,7 @@ import torch
 
 from ctsim import plots
 from ctsim.build import RunPlan
-from ctsim.registry import build_tables, write_new, write_status, write_tables
+from ctsim.registry import STATUS, build_tables, write_new, write_status, write_tables
 from ctsim.report import console_summary, markdown_summary
 from ctsim.config import ConfigError
 from ctsim.simulation import SimulationResult, simulate, stream_problems
@@ -39,9 +39,6 @@ def execute(
     if (out_dir / "evals.parquet").exists():
         raise FileExistsError(f"{out_dir} already holds a run's results; ctsim never overwrites them")
     start = time.perf_counter()
-    stream = plan.stream.build(plan.dataset.load())
-    # what the policies cannot do on this stream (a window larger than it): before anything is written
-    ConfigError.raise_all(stream_problems(stream, plan.pipelines))
     write_status(out_dir, "running", command=command)
     seeds = sorted({p.seed for p in plan.pipelines})
     header = (
@@ -51,13 +48,20 @@ def execute(
     if echo:
         print(f"ctsim · {plan.name} · {header} · run folder {out_dir}/", flush=True)
     try:
-        outcome = _execute(plan, stream, out_dir, command, header, start)
+        stream = plan.stream.build(plan.dataset.load())
+        # what the policies cannot do on this stream (a window larger than it): before any training
+        problems = stream_problems(stream, plan.pipelines)
+        if not problems:
+            outcome = _execute(plan, stream, out_dir, command, header, start)
     except KeyboardInterrupt:
         write_status(out_dir, "interrupted", command=command)
         raise
     except BaseException as e:
         write_status(out_dir, "failed", command=command, error=f"{type(e).__name__}: {e}")
         raise
+    if problems:
+        (out_dir / STATUS).unlink()  # nothing ran: the folder holds nothing of the run's
+        raise ConfigError(problems)
     write_status(out_dir, "finished", command=command, wall_seconds=round(time.perf_counter() - start, 3))
     if echo:
         print(outcome.summary)

@@ -322,3 +322,14 @@ def test_a_restored_trigger_decides_as_one_that_never_stopped(name, make, uses_m
     assert len(straight) >= 2  # it decides something worth restoring
     for stop in (5, 17, 30):
         assert _restored_decisions(make, stream, stop, engine, state) == straight, stop
+
+
+def test_a_users_module_and_a_random_projection_serve_as_encoders():
+    """``trigger.encoder._target_`` names any torch module; model-free encoders need no engine."""
+    stream = streams.shifted(slices=20, change=10)
+    users = replay(from_conf("trigger=drift", "trigger.encoder._target_=torch.nn.Flatten"), stream)
+    raw = replay(from_conf("trigger=drift", "trigger/encoder=raw"), stream)
+    projected = replay(from_conf("trigger=drift", "trigger/encoder=projection", "trigger.encoder.dim=8"), stream)
+    assert users == raw  # Flatten is the raw features
+    tens = [stream.batches[b].slice for b in raw]
+    assert tens[0] == 0 and 10 in tens and 10 in [stream.batches[b].slice for b in projected]
