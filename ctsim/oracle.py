@@ -20,6 +20,10 @@ fine-tuning (``train.init=finetune``) or ``selection=new`` (data since the last 
 candidate at a point is the one trained with every earlier point triggered, and the model a sparse
 schedule would train there differs. Regret against such candidates can be negative.
 
+**Every schedule starts with the initial model** (the first candidate), as every pipeline does: a
+schedule that started later would be scored only on the slices it covers, and could beat every real
+pipeline by covering few. ``K`` counts that first trigger, as a pipeline's ``triggers`` does.
+
 **The search** is exact for the objective: it is ``composite(...).mean`` of the schedule, not a
 proxy. Slices left out of the mean make it a ratio, not a sum: the first chosen candidate sets where
 coverage starts. A dynamic programme runs backwards over the candidates: the best accuracy *sum*
@@ -29,8 +33,11 @@ none; more only where some candidates lack a value on a slice others have). Divi
 for each first candidate and taking the best is then exact: O(G² K) for G candidates.
 
 >>> m = torch.tensor([[0.9, 0.2, 0.1, 0.1], [0.1, 0.1, 0.9, 0.8]], dtype=torch.float64)
->>> [(s.chosen, round(s.accuracy, 3)) for s in best_schedules(m, [0, 1], torch.tensor([5, 5, 5, 5]))]
-[([0], 0.133), ([0, 1], 0.6)]
+>>> n = torch.tensor([5, 5, 5, 5])
+>>> [(s.chosen, round(s.accuracy, 3)) for s in best_schedules(m, [0, 1], n)]  # [1] alone serves slices 2, 3
+[([1], 0.85), ([0, 1], 0.633)]
+>>> [(s.chosen, round(s.accuracy, 3)) for s in best_schedules(m, [0, 1], n, first=0)]  # as ctsim.oracle runs it
+[([0], 0.133), ([0, 1], 0.633)]
 """
 
 from __future__ import annotations
@@ -85,11 +92,15 @@ def schedule_accuracy(
     return composite(matrix[rows], active, n).mean
 
 
-def best_schedules(matrix: torch.Tensor, trained_slices: Sequence[int], n: torch.Tensor) -> list[Schedule]:
+def best_schedules(
+    matrix: torch.Tensor, trained_slices: Sequence[int], n: torch.Tensor, first: int | None = None
+) -> list[Schedule]:
     """For every K = 1..G, the schedule of exactly K candidates with the highest composite accuracy.
 
     ``matrix`` is the candidates' (G, S) accuracy (NaN: no value), ``trained_slices[g]`` the slice
     candidate ``g``'s training data ended in (non-decreasing), ``n`` the test samples per slice.
+    ``first`` fixes the first chosen candidate (the initial model every pipeline trains): without it, a
+    schedule that starts late covers few slices and its mean over them can beat every real pipeline's.
     """
     trained = torch.as_tensor(list(trained_slices), dtype=torch.long)
     if len(trained) != matrix.shape[0] or bool((trained.diff() < 0).any()):
@@ -101,7 +112,7 @@ def best_schedules(matrix: torch.Tensor, trained_slices: Sequence[int], n: torch
     layers, pointers = _layers(seg, gap, depth)
     schedules = []
     for k, layer in enumerate(layers):
-        chosen = _trace(layer, cover, pointers[:k], gap)
+        chosen = _trace(layer, cover, pointers[:k], gap, first)
         schedules.append(Schedule(chosen, schedule_accuracy(matrix, trained.tolist(), n, chosen)))
     return schedules
 
@@ -161,10 +172,14 @@ def _layers(
     return layers, pointers
 
 
-def _trace(layer: torch.Tensor, cover: torch.Tensor, pointers: list[torch.Tensor], gap: torch.Tensor) -> list[int]:
+def _trace(
+    layer: torch.Tensor, cover: torch.Tensor, pointers: list[torch.Tensor], gap: torch.Tensor, first: int | None
+) -> list[int]:
     """The best schedule of one layer: the best ratio over first candidates and gap counts, followed."""
     count = cover.unsqueeze(1) - torch.arange(layer.shape[1]).unsqueeze(0)
     ratio = torch.where(layer.isfinite() & (count > 0), layer / count.clamp(min=1), -math.inf)
+    if first is not None:
+        ratio[torch.arange(len(ratio)) != first] = -math.inf
     if not bool(ratio.isfinite().any()):  # no schedule of this size covers a slice: any one will do
         ratio = torch.where(layer.isfinite(), 0.0, -math.inf)
     g, d = divmod(int(ratio.flatten().argmax()), layer.shape[1])
@@ -174,3 +189,188 @@ def _trace(layer: torch.Tensor, cover: torch.Tensor, pointers: list[torch.Tensor
         g, d = j, d - int(gap[g, j])
         chosen.append(g)
     return chosen
+
+
+# -- from a run's tables ---------------------------------------------------------------------------
+
+
+class OracleError(ValueError):
+    """A run folder the oracle cannot read; the message says what is missing and what is allowed."""
+
+
+def candidate_variant(generations: pl.DataFrame, num_slices: int, name: str | None = None) -> str:
+    """The variant whose every seed has a generation trained through every slice but possibly the last.
+
+    ``name`` picks one; it must exist. Of several that qualify, the one with the most generations.
+    """
+    variants = generations["pipeline"].unique(maintain_order=True).to_list()
+    if name is not None:
+        if name not in variants:
+            raise OracleError(f"--candidates {name}: no such variant in this run; it has {', '.join(variants)}")
+        return name
+    coverage = (
+        generations.group_by("pipeline", "seed")
+        .agg(pl.col("trigger_slice").n_unique().alias("slices"), pl.len().alias("generations"))
+        .group_by("pipeline")
+        .agg(pl.col("slices").min(), pl.col("generations").sum())
+    )
+    full = coverage.filter(pl.col("slices") >= num_slices - 1).sort("generations", descending=True)
+    if full.height == 0:
+        shown = ", ".join(f"{r['pipeline']}: {r['slices']}" for r in coverage.iter_rows(named=True))
+        raise OracleError(
+            f"no variant has a generation at every slice (at least {num_slices - 1} of {num_slices}), "
+            f"so there are no candidates; slices covered per variant: {shown}. Add a variant with "
+            "trigger=always or trigger=time trigger.every=1"
+        )
+    return str(full["pipeline"][0])
+
+
+def frontier(evals: pl.DataFrame, generations: pl.DataFrame, candidates: str) -> pl.DataFrame:
+    """Per seed of the ``candidates`` variant and budget k: the best composite accuracy (FRONTIER_SCHEMA)."""
+    acc = evals.filter((pl.col("metric") == "accuracy") & (pl.col("pipeline") == candidates))
+    rows = []
+    for seed in sorted(acc["seed"].unique().to_list()):
+        ev = acc.filter(pl.col("seed") == seed)
+        wide = ev.pivot(on="slice", index="generation", values="value", sort_columns=True).sort("generation")
+        matrix = torch.tensor(wide.drop("generation").to_numpy().astype(float), dtype=torch.float64)
+        n = torch.tensor(ev.group_by("slice").agg(pl.col("n").first()).sort("slice")["n"].to_list())
+        gens = generations.filter((pl.col("pipeline") == candidates) & (pl.col("seed") == seed))
+        gens = gens.sort("generation")
+        trained, ids = gens["trigger_slice"].to_list(), gens["generation"].to_list()
+        best: Schedule | None = None
+        for k, exact in enumerate(best_schedules(matrix, trained, n, first=0), start=1):
+            if best is None or (not math.isnan(exact.accuracy) and (math.isnan(best.accuracy) or exact.accuracy > best.accuracy)):
+                best = exact
+            rows.append(
+                {
+                    "candidates": candidates,
+                    "seed": seed,
+                    "k": k,
+                    "accuracy": best.accuracy,
+                    "triggers": len(best.chosen),
+                    "chosen": [ids[g] for g in best.chosen],
+                    "chosen_slices": [trained[g] for g in best.chosen],
+                    "exact_accuracy": exact.accuracy,
+                    "exact_chosen": [ids[g] for g in exact.chosen],
+                }
+            )
+    return pl.DataFrame(rows, schema=FRONTIER_SCHEMA)
+
+
+REGRET_SCHEMA = {
+    "pipeline": pl.String,
+    "seed": pl.Int64,
+    "triggers": pl.Int64,
+    "composite_accuracy": pl.Float64,
+    "frontier_accuracy": pl.Float64,
+    "regret": pl.Float64,
+}
+
+
+def regrets(cost: pl.DataFrame, front: pl.DataFrame) -> pl.DataFrame:
+    """Per pipeline and seed: the frontier at its trigger count (capped at the candidates') minus its accuracy."""
+    missing = sorted(set(cost["seed"].to_list()) - set(front["seed"].to_list()))
+    if missing:
+        raise OracleError(f"the candidates have no generations for seed(s) {missing}; the pipelines of those seeds have no frontier")
+    top = front.group_by("seed").agg(pl.col("k").max().alias("k_max"))
+    scored = (
+        cost.select("pipeline", "seed", "triggers", "composite_accuracy")
+        .join(top, on="seed")
+        .with_columns(pl.min_horizontal("triggers", "k_max").alias("k"))
+        .join(front.select("seed", "k", pl.col("accuracy").alias("frontier_accuracy")), on=["seed", "k"], how="left")
+        .with_columns((pl.col("frontier_accuracy") - pl.col("composite_accuracy")).alias("regret"))
+    )
+    return scored.select(list(REGRET_SCHEMA)).cast(REGRET_SCHEMA)
+
+
+def plot(front: pl.DataFrame, cost: pl.DataFrame, path: Path) -> Path:
+    """Composite accuracy against triggers: every pipeline (mean over seeds), the frontier as a step line."""
+    mean_front = front.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
+    points = cost.group_by("pipeline", maintain_order=True).agg(
+        pl.col("triggers").mean(), pl.col("composite_accuracy").mean(), pl.col("composite_accuracy").std().alias("sd")
+    )
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.step(mean_front["k"], mean_front["accuracy"], where="post", color="black", label="hindsight-optimal frontier")
+    palette = sns.color_palette("husl", points.height)
+    for color, row in zip(palette, points.iter_rows(named=True)):
+        ax.errorbar(row["triggers"], row["composite_accuracy"], yerr=row["sd"] or 0.0, fmt="o", color=color, label=row["pipeline"], capsize=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("triggers (log scale)")
+    ax.set_ylabel("composite accuracy")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown(front: pl.DataFrame, regret: pl.DataFrame, candidates: str) -> str:
+    mean_front = front.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
+    lines = [
+        f"# Hindsight-optimal schedule (candidates: {candidates})",
+        "",
+        "Frontier: the best composite accuracy reachable with at most k triggers, mean over seeds.",
+        "",
+        "| k | accuracy |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {a:.4f} |" for k, a in mean_front.iter_rows()]
+    per = regret.group_by("pipeline", maintain_order=True).agg(
+        pl.col("triggers").mean(), pl.col("composite_accuracy").mean(), pl.col("frontier_accuracy").mean(), pl.col("regret").mean()
+    )
+    lines += ["", "Regret: the frontier at a pipeline's trigger count minus its accuracy, mean over seeds.", ""]
+    lines += ["| pipeline | triggers | accuracy | frontier | regret |", "|---|---|---|---|---|"]
+    for r in per.iter_rows(named=True):
+        lines.append(
+            f"| {r['pipeline']} | {r['triggers']:.1f} | {_num(r['composite_accuracy'])} | {_num(r['frontier_accuracy'])} | {_num(r['regret'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def run_oracle(run_dir: Path, candidates: str | None = None, out: Path | None = None) -> tuple[Path, pl.DataFrame]:
+    """Read a run folder, write the frontier, the regrets, the plot and a summary; return the folder."""
+    missing = [t for t in TABLES if not (run_dir / f"{t}.parquet").exists()]
+    if missing:
+        raise OracleError(f"{run_dir} is not a finished ctsim run: missing {', '.join(t + '.parquet' for t in missing)}")
+    evals, generations, cost = (pl.read_parquet(run_dir / f"{t}.parquet") for t in TABLES)
+    out = out or run_dir / "oracle"
+    existing = [name for name in OUTPUTS if (out / name).exists()]
+    if existing:
+        raise OracleError(f"{out} already holds {', '.join(existing)}; the oracle never overwrites files (use --out)")
+    num_slices = evals["slice"].n_unique()
+    name = candidate_variant(generations, num_slices, candidates)
+    front = frontier(evals, generations, name)
+    regret = regrets(cost, front)
+    out.mkdir(parents=True, exist_ok=True)
+    front.write_parquet(out / "frontier.parquet")
+    regret.write_parquet(out / "regret.parquet")
+    plot(front, cost, out / "frontier.png")
+    (out / "oracle.md").write_text(markdown(front, regret, name))
+    return out, regret
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ctsim.oracle", description="The hindsight-optimal trigger schedule of a run.")
+    parser.add_argument("run_dir", type=Path, help="a finished run folder (results/runs/<name>/<time>)")
+    parser.add_argument("--candidates", help="the variant that trains at every slice (default: found)")
+    parser.add_argument("--out", type=Path, help="where to write (default: RUN_DIR/oracle)")
+    args = parser.parse_args(list(argv))
+    try:
+        out, regret = run_oracle(args.run_dir, args.candidates, args.out)
+    except OracleError as e:
+        print(f"ctsim.oracle: {e}", file=sys.stderr)
+        return 2
+    per = regret.group_by("pipeline", maintain_order=True).agg(pl.col("triggers").mean(), pl.col("regret").mean())
+    print(f"ctsim.oracle: wrote {', '.join(OUTPUTS)} to {out}/")
+    for r in per.iter_rows(named=True):
+        print(f"  {r['pipeline']:<24} triggers {r['triggers']:7.1f}  regret {_num(r['regret'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
