@@ -36,7 +36,8 @@ for each first candidate and taking the best is then exact: O(G² K) for G candi
 >>> n = torch.tensor([5, 5, 5, 5])
 >>> [(s.chosen, round(s.accuracy, 3)) for s in best_schedules(m, [0, 1], n)]  # [1] alone serves slices 2, 3
 [([1], 0.85), ([0, 1], 0.633)]
->>> [(s.chosen, round(s.accuracy, 3)) for s in best_schedules(m, [0, 1], n, first=0)]  # as ctsim.oracle runs it
+>>> # as ctsim.oracle runs it: every schedule starts with the first candidate
+>>> [(s.chosen, round(s.accuracy, 3)) for s in best_schedules(m, [0, 1], n, first=0)]
 [([0], 0.133), ([0, 1], 0.633)]
 """
 
@@ -173,7 +174,11 @@ def _layers(
 
 
 def _trace(
-    layer: torch.Tensor, cover: torch.Tensor, pointers: list[torch.Tensor], gap: torch.Tensor, first: int | None
+    layer: torch.Tensor,
+    cover: torch.Tensor,
+    pointers: list[torch.Tensor],
+    gap: torch.Tensor,
+    first: int | None,
 ) -> list[int]:
     """The best schedule of one layer: the best ratio over first candidates and gap counts, followed."""
     count = cover.unsqueeze(1) - torch.arange(layer.shape[1]).unsqueeze(0)
@@ -206,7 +211,9 @@ def candidate_variant(generations: pl.DataFrame, num_slices: int, name: str | No
     variants = generations["pipeline"].unique(maintain_order=True).to_list()
     if name is not None:
         if name not in variants:
-            raise OracleError(f"--candidates {name}: no such variant in this run; it has {', '.join(variants)}")
+            raise OracleError(
+                f"--candidates {name}: no such variant in this run; it has {', '.join(variants)}"
+            )
         return name
     coverage = (
         generations.group_by("pipeline", "seed")
@@ -239,7 +246,10 @@ def frontier(evals: pl.DataFrame, generations: pl.DataFrame, candidates: str) ->
         trained, ids = gens["trigger_slice"].to_list(), gens["generation"].to_list()
         best: Schedule | None = None
         for k, exact in enumerate(best_schedules(matrix, trained, n, first=0), start=1):
-            if best is None or (not math.isnan(exact.accuracy) and (math.isnan(best.accuracy) or exact.accuracy > best.accuracy)):
+            if best is None or (
+                not math.isnan(exact.accuracy)
+                and (math.isnan(best.accuracy) or exact.accuracy > best.accuracy)
+            ):
                 best = exact
             rows.append(
                 {
@@ -268,16 +278,23 @@ REGRET_SCHEMA = {
 
 
 def regrets(cost: pl.DataFrame, front: pl.DataFrame) -> pl.DataFrame:
-    """Per pipeline and seed: the frontier at its trigger count (capped at the candidates') minus its accuracy."""
+    """Per pipeline and seed: the frontier at its trigger count (at most the candidates') minus accuracy."""
     missing = sorted(set(cost["seed"].to_list()) - set(front["seed"].to_list()))
     if missing:
-        raise OracleError(f"the candidates have no generations for seed(s) {missing}; the pipelines of those seeds have no frontier")
+        raise OracleError(
+            f"the candidates have no generations for seed(s) {missing}; "
+            "the pipelines of those seeds have no frontier"
+        )
     top = front.group_by("seed").agg(pl.col("k").max().alias("k_max"))
     scored = (
         cost.select("pipeline", "seed", "triggers", "composite_accuracy")
         .join(top, on="seed")
         .with_columns(pl.min_horizontal("triggers", "k_max").alias("k"))
-        .join(front.select("seed", "k", pl.col("accuracy").alias("frontier_accuracy")), on=["seed", "k"], how="left")
+        .join(
+            front.select("seed", "k", pl.col("accuracy").alias("frontier_accuracy")),
+            on=["seed", "k"],
+            how="left",
+        )
         .with_columns((pl.col("frontier_accuracy") - pl.col("composite_accuracy")).alias("regret"))
     )
     return scored.select(list(REGRET_SCHEMA)).cast(REGRET_SCHEMA)
@@ -287,13 +304,29 @@ def plot(front: pl.DataFrame, cost: pl.DataFrame, path: Path) -> Path:
     """Composite accuracy against triggers: every pipeline (mean over seeds), the frontier as a step line."""
     mean_front = front.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
     points = cost.group_by("pipeline", maintain_order=True).agg(
-        pl.col("triggers").mean(), pl.col("composite_accuracy").mean(), pl.col("composite_accuracy").std().alias("sd")
+        pl.col("triggers").mean(),
+        pl.col("composite_accuracy").mean(),
+        pl.col("composite_accuracy").std().alias("sd"),
     )
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.step(mean_front["k"], mean_front["accuracy"], where="post", color="black", label="hindsight-optimal frontier")
+    ax.step(
+        mean_front["k"],
+        mean_front["accuracy"],
+        where="post",
+        color="black",
+        label="hindsight-optimal frontier",
+    )
     palette = sns.color_palette("husl", points.height)
     for color, row in zip(palette, points.iter_rows(named=True)):
-        ax.errorbar(row["triggers"], row["composite_accuracy"], yerr=row["sd"] or 0.0, fmt="o", color=color, label=row["pipeline"], capsize=2)
+        ax.errorbar(
+            row["triggers"],
+            row["composite_accuracy"],
+            yerr=row["sd"] or 0.0,
+            fmt="o",
+            color=color,
+            label=row["pipeline"],
+            capsize=2,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("triggers (log scale)")
     ax.set_ylabel("composite accuracy")
@@ -317,13 +350,21 @@ def markdown(front: pl.DataFrame, regret: pl.DataFrame, candidates: str) -> str:
     ]
     lines += [f"| {k} | {a:.4f} |" for k, a in mean_front.iter_rows()]
     per = regret.group_by("pipeline", maintain_order=True).agg(
-        pl.col("triggers").mean(), pl.col("composite_accuracy").mean(), pl.col("frontier_accuracy").mean(), pl.col("regret").mean()
+        pl.col("triggers").mean(),
+        pl.col("composite_accuracy").mean(),
+        pl.col("frontier_accuracy").mean(),
+        pl.col("regret").mean(),
     )
-    lines += ["", "Regret: the frontier at a pipeline's trigger count minus its accuracy, mean over seeds.", ""]
+    lines += [
+        "",
+        "Regret: the frontier at a pipeline's trigger count minus its accuracy, mean over seeds.",
+        "",
+    ]
     lines += ["| pipeline | triggers | accuracy | frontier | regret |", "|---|---|---|---|---|"]
     for r in per.iter_rows(named=True):
         lines.append(
-            f"| {r['pipeline']} | {r['triggers']:.1f} | {_num(r['composite_accuracy'])} | {_num(r['frontier_accuracy'])} | {_num(r['regret'])} |"
+            f"| {r['pipeline']} | {r['triggers']:.1f} | {_num(r['composite_accuracy'])} | "
+            f"{_num(r['frontier_accuracy'])} | {_num(r['regret'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -332,16 +373,22 @@ def _num(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
-def run_oracle(run_dir: Path, candidates: str | None = None, out: Path | None = None) -> tuple[Path, pl.DataFrame]:
+def run_oracle(
+    run_dir: Path, candidates: str | None = None, out: Path | None = None
+) -> tuple[Path, pl.DataFrame]:
     """Read a run folder, write the frontier, the regrets, the plot and a summary; return the folder."""
     missing = [t for t in TABLES if not (run_dir / f"{t}.parquet").exists()]
     if missing:
-        raise OracleError(f"{run_dir} is not a finished ctsim run: missing {', '.join(t + '.parquet' for t in missing)}")
+        raise OracleError(
+            f"{run_dir} is not a finished ctsim run: missing {', '.join(t + '.parquet' for t in missing)}"
+        )
     evals, generations, cost = (pl.read_parquet(run_dir / f"{t}.parquet") for t in TABLES)
     out = out or run_dir / "oracle"
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing:
-        raise OracleError(f"{out} already holds {', '.join(existing)}; the oracle never overwrites files (use --out)")
+        raise OracleError(
+            f"{out} already holds {', '.join(existing)}; the oracle never overwrites files (use --out)"
+        )
     num_slices = evals["slice"].n_unique()
     name = candidate_variant(generations, num_slices, candidates)
     front = frontier(evals, generations, name)
@@ -355,7 +402,9 @@ def run_oracle(run_dir: Path, candidates: str | None = None, out: Path | None = 
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctsim.oracle", description="The hindsight-optimal trigger schedule of a run.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ctsim.oracle", description="The hindsight-optimal trigger schedule of a run."
+    )
     parser.add_argument("run_dir", type=Path, help="a finished run folder (results/runs/<name>/<time>)")
     parser.add_argument("--candidates", help="the variant that trains at every slice (default: found)")
     parser.add_argument("--out", type=Path, help="where to write (default: RUN_DIR/oracle)")
@@ -365,7 +414,9 @@ def main(argv: Sequence[str]) -> int:
     except OracleError as e:
         print(f"ctsim.oracle: {e}", file=sys.stderr)
         return 2
-    per = regret.group_by("pipeline", maintain_order=True).agg(pl.col("triggers").mean(), pl.col("regret").mean())
+    per = regret.group_by("pipeline", maintain_order=True).agg(
+        pl.col("triggers").mean(), pl.col("regret").mean()
+    )
     print(f"ctsim.oracle: wrote {', '.join(OUTPUTS)} to {out}/")
     for r in per.iter_rows(named=True):
         print(f"  {r['pipeline']:<24} triggers {r['triggers']:7.1f}  regret {_num(r['regret'])}")

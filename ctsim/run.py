@@ -11,9 +11,9 @@ import torch
 
 from ctsim import plots
 from ctsim.build import RunPlan
+from ctsim.config import ConfigError
 from ctsim.registry import STATUS, build_tables, write_new, write_status, write_tables
 from ctsim.report import console_summary, markdown_summary
-from ctsim.config import ConfigError
 from ctsim.simulation import SimulationResult, simulate, stream_problems
 from ctsim.stream import Stream
 
@@ -68,7 +68,9 @@ def execute(
     return outcome
 
 
-def _execute(plan: RunPlan, stream: Stream, out_dir: Path, command: str, header: str, start: float) -> RunOutcome:
+def _execute(
+    plan: RunPlan, stream: Stream, out_dir: Path, command: str, header: str, start: float
+) -> RunOutcome:
     result = simulate(stream, plan.pipelines, plan.engine, progress=plan.progress)
 
     checkpoints = save_checkpoints(result, out_dir, plan.checkpoints)

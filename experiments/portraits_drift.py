@@ -1,7 +1,7 @@
 """Case study: Modyn's drift-trigger sweep on the portraits, with the hindsight-optimal frontier.
 
     python experiments/portraits_drift.py                 # full size (meant for a GPU)
-    python experiments/portraits_drift.py --reduced       # size 0.1, 2 epochs, lr 0.01: minutes on 2 CPU cores
+    python experiments/portraits_drift.py --reduced       # size 0.1, 2 epochs, lr 0.01: minutes on 2 cores
     python experiments/portraits_drift.py --run-dir DIR   # report on a run already made
 
 Runs ``python -m ctsim experiment=portraits_drift`` (19 trigger policies × 3 seeds), then
@@ -46,7 +46,11 @@ def run(overrides: list[str], tag: str) -> tuple[Path, float]:
 def oracle(run_dir: Path) -> Path:
     out = run_dir / "oracle"
     if not (out / "regret.parquet").exists():
-        subprocess.run([sys.executable, "-m", "ctsim.oracle", str(run_dir), "--candidates", "yearly"], cwd=REPO, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "ctsim.oracle", str(run_dir), "--candidates", "yearly"],
+            cwd=REPO,
+            check=True,
+        )
     return out
 
 
@@ -54,8 +58,12 @@ def policy_table(run_dir: Path, oracle_dir: Path) -> pl.DataFrame:
     tables = load(run_dir)
     cost = tables["cost"].collect()
     quality = tables["quality"].collect()
-    regret = pl.read_parquet(oracle_dir / "regret.parquet").select("pipeline", "seed", "frontier_accuracy", "regret")
-    rows = cost.join(quality, on=["pipeline", "seed"], suffix="_q").join(regret, on=["pipeline", "seed"], how="left")
+    regret = pl.read_parquet(oracle_dir / "regret.parquet").select(
+        "pipeline", "seed", "frontier_accuracy", "regret"
+    )
+    rows = cost.join(quality, on=["pipeline", "seed"], suffix="_q").join(
+        regret, on=["pipeline", "seed"], how="left"
+    )
     order = cost["pipeline"].unique(maintain_order=True).to_list()
     return (
         rows.group_by("pipeline")
@@ -73,7 +81,11 @@ def policy_table(run_dir: Path, oracle_dir: Path) -> pl.DataFrame:
             (pl.col("train_flops").mean() / 1e12).alias("train_tflops"),
             pl.col("total_s").mean(),
         )
-        .with_columns(pl.col("pipeline").replace_strict({p: i for i, p in enumerate(order)}, return_dtype=pl.Int64).alias("_order"))
+        .with_columns(
+            pl.col("pipeline")
+            .replace_strict({p: i for i, p in enumerate(order)}, return_dtype=pl.Int64)
+            .alias("_order")
+        )
         .sort("_order")
         .drop("_order")
     )
@@ -87,17 +99,22 @@ def verdict(table: pl.DataFrame) -> list[str]:
     within = drift.filter((pl.col("accuracy") >= yearly["accuracy"] - 0.01) & (pl.col("triggers") <= budget))
     lines = [
         f"- yearly: {yearly['triggers']:.1f} triggers, composite accuracy {yearly['accuracy']:.3f}.",
-        f"- best drift trigger: {best['pipeline']} with {best['triggers']:.1f} triggers, accuracy {best['accuracy']:.3f} "
+        f"- best drift trigger: {best['pipeline']} with {best['triggers']:.1f} triggers, "
+        f"accuracy {best['accuracy']:.3f} "
         f"({100 * (best['accuracy'] - yearly['accuracy']):+.1f} points).",
     ]
     if within.height:
         pick = within.sort("accuracy", descending=True).row(0, named=True)
         lines.append(
-            f"- **Target met:** {pick['pipeline']} comes within 1 point of yearly ({pick['accuracy']:.3f}) with "
+            f"- **Target met:** {pick['pipeline']} comes within 1 point of yearly "
+            f"({pick['accuracy']:.3f}) with "
             f"{pick['triggers']:.1f} triggers, at most a fifth of yearly's ({budget:.1f})."
         )
     else:
-        lines.append(f"- **Target not met:** no drift trigger is within 1 point of yearly with at most {budget:.1f} triggers.")
+        lines.append(
+            "- **Target not met:** no drift trigger is within 1 point of yearly with at most "
+            f"{budget:.1f} triggers."
+        )
     return lines
 
 
@@ -112,17 +129,19 @@ def report(run_dir: Path, wall: float | None, reduced: bool) -> Path:
     if (oracle_dir / "frontier.png").exists():
         shutil.copyfile(oracle_dir / "frontier.png", plot)
     command = "python experiments/portraits_drift.py" + (" --reduced" if reduced else "")
+    title = "portraits_drift" + (" (reduced: " + ", ".join(REDUCED) + ")" if reduced else "")
+    shown_dir = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
     lines = [
-        f"# portraits_drift{' (reduced: dataset.size=0.1, train.epochs=1)' if reduced else ''}",
+        f"# {title}",
         "",
-        f"`{command}` · run folder `{run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir}`"
+        f"`{command}` · run folder `{shown_dir}`"
         + (f" · wall time {wall:.0f} s" if wall is not None else ""),
         "",
-        "Means over 3 seeds. accuracy: composite accuracy; frontier: the hindsight-optimal accuracy with at most "
-        "the pipeline's trigger count (candidates: the yearly pipeline of the same seed; fine-tuning makes it an "
-        "approximation, so regret can be negative); delay and misses at the abrupt change (1970), false alarms "
-        "per 50 stable slices (ctsim.quality); latency: mean years from a sample's arrival to the first model "
-        "trained on it.",
+        "Means over 3 seeds. accuracy: composite accuracy; frontier: the hindsight-optimal accuracy with "
+        "at most the pipeline's trigger count (candidates: the yearly pipeline of the same seed; "
+        "fine-tuning makes it an approximation, so regret can be negative); delay and misses at the "
+        "abrupt change (1970), false alarms per 50 stable slices (ctsim.quality); latency: mean years "
+        "from a sample's arrival to the first model trained on it.",
         "",
     ]
     cols = table.columns
@@ -150,7 +169,9 @@ def _fmt(value: object) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reduced", action="store_true", help="dataset.size=0.1, train.epochs=1")
     parser.add_argument("--run-dir", type=Path, help="report on this finished run instead of running one")
     args = parser.parse_args()

@@ -13,9 +13,7 @@ from ctsim.datasets.base import ChangePoint, Samples
 from ctsim.stream import Stream
 
 
-def _samples(
-    slices: int, per_slice: int, change: int, seed: int, shift: float, concept: bool
-) -> Samples:
+def _samples(slices: int, per_slice: int, change: int, seed: int, shift: float, concept: bool) -> Samples:
     g = torch.Generator().manual_seed(seed)
     n = slices * per_slice
     slice_idx = torch.arange(slices).repeat_interleave(per_slice)

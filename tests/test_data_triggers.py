@@ -47,7 +47,13 @@ def from_conf(*overrides: str):
 
 def pipeline(trigger, seed: int = 0, name: str = "p", epochs: int = 3) -> Pipeline:
     return Pipeline(
-        name, seed, trigger, NewData(), SPEC, SGD(lr=0.1, momentum=0.9), TrainConfig(epochs=epochs, batch_size=32),
+        name,
+        seed,
+        trigger,
+        NewData(),
+        SPEC,
+        SGD(lr=0.1, momentum=0.9),
+        TrainConfig(epochs=epochs, batch_size=32),
         Constant(),
     )
 
@@ -71,7 +77,9 @@ def delay_and_alarms(slices: list[int], change: int, horizon: int = 3) -> tuple[
 @pytest.mark.parametrize("seed", [0, 1])
 def test_default_drift_trigger_finds_a_shift_of_one_feature_within_two_slices(seed):
     stream = streams.shifted(seed=seed, change=15)
-    result = simulate(stream, [pipeline(from_conf("trigger=drift"), seed)], BatchedEngine(device="cpu"), False)
+    result = simulate(
+        stream, [pipeline(from_conf("trigger=drift"), seed)], BatchedEngine(device="cpu"), False
+    )
     slices = trigger_slices(result)
     delay, alarms = delay_and_alarms(slices, change=15)
     assert slices[0] == 0  # the initial model, when the first slice is complete
@@ -82,7 +90,9 @@ def test_default_drift_trigger_finds_a_shift_of_one_feature_within_two_slices(se
 @pytest.mark.parametrize("seed", [0, 1])
 def test_default_performance_trigger_finds_a_concept_change_within_two_slices(seed):
     stream = streams.concept(seed=seed, change=15)
-    result = simulate(stream, [pipeline(from_conf("trigger=performance"), seed)], BatchedEngine(device="cpu"), False)
+    result = simulate(
+        stream, [pipeline(from_conf("trigger=performance"), seed)], BatchedEngine(device="cpu"), False
+    )
     slices = trigger_slices(result)
     delay, alarms = delay_and_alarms(slices, change=15)
     assert delay is not None and delay <= 1, slices
@@ -271,8 +281,16 @@ def test_ensemble_merges_member_wants_and_hands_each_its_own_signals():
     # replay records generations as the ensemble fires, so compare with members replayed in it:
     # 'any' fires where either fires, given the same history; with one shared history they agree
     assert set(together) >= set(alone[0]) & set(alone[1])
-    ctx = TriggerContext(stream.batches[3], stream.arrival_order[:360], stream.arrival_order[:360], 1,
-                         stream, stream.x, stream.y, (Trained(0, stream.arrival_order[:90], 90, 90, 90, 0.0),))
+    ctx = TriggerContext(
+        stream.batches[3],
+        stream.arrival_order[:360],
+        stream.arrival_order[:360],
+        1,
+        stream,
+        stream.x,
+        stream.y,
+        (Trained(0, stream.arrival_order[:90], 90, 90, 90, 0.0),),
+    )
     wants = wants_of(EnsembleTrigger(members), ctx)
     assert {k.split("/")[0] for k in wants} == {"drift", "perf"}
 
@@ -291,8 +309,17 @@ def _restored_decisions(make, stream, stop, engine=None, state=None):
             buffer.seek(0)
             trigger = make()
             trigger.load_state_dict(torch.load(buffer, weights_only=False))
-        ctx = TriggerContext(batch, stream.arrival_order[: batch.stop], stream.arrival_order[last : batch.stop],
-                             len(gens), stream, x, stream.y, tuple(gens), 0)
+        ctx = TriggerContext(
+            batch,
+            stream.arrival_order[: batch.stop],
+            stream.arrival_order[last : batch.stop],
+            len(gens),
+            stream,
+            x,
+            stream.y,
+            tuple(gens),
+            0,
+        )
         wants = wants_of(trigger, ctx)
         if wants:
             ctx = replace(ctx, signals=gather(engine, [(SPEC, state, wants)], x, stream.y)[0])
@@ -315,7 +342,11 @@ def _restored_decisions(make, stream, stop, engine=None, state=None):
     ],
 )
 def test_a_restored_trigger_decides_as_one_that_never_stopped(name, make, uses_model):
-    stream = streams.concept(slices=16, change=8, arrival_batch=45) if "perf" in name or "ens" in name else streams.shifted(slices=16, change=8, arrival_batch=45)
+    stream = (
+        streams.concept(slices=16, change=8, arrival_batch=45)
+        if "perf" in name or "ens" in name
+        else streams.shifted(slices=16, change=8, arrival_batch=45)
+    )
     engine = SequentialEngine(device="cpu") if uses_model else None
     state = SPEC.build(seed=3).state_dict() if uses_model else None
     straight = _restored_decisions(make, stream, stop=-1, engine=engine, state=state)
@@ -329,7 +360,9 @@ def test_a_users_module_and_a_random_projection_serve_as_encoders():
     stream = streams.shifted(slices=20, change=10)
     users = replay(from_conf("trigger=drift", "trigger.encoder._target_=torch.nn.Flatten"), stream)
     raw = replay(from_conf("trigger=drift", "trigger/encoder=raw"), stream)
-    projected = replay(from_conf("trigger=drift", "trigger/encoder=projection", "trigger.encoder.dim=8"), stream)
+    projected = replay(
+        from_conf("trigger=drift", "trigger/encoder=projection", "trigger.encoder.dim=8"), stream
+    )
     assert users == raw  # Flatten is the raw features
     tens = [stream.batches[b].slice for b in raw]
     assert tens[0] == 0 and 10 in tens and 10 in [stream.batches[b].slice for b in projected]

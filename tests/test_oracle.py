@@ -46,7 +46,9 @@ def test_the_dynamic_programme_equals_brute_force(seed, first):
     for k, found in enumerate(best_schedules(matrix, trained, n, first=first), start=1):
         want = _brute(matrix, trained, n, k, first)
         assert len(found.chosen) == k and (first is None or found.chosen[0] == first)
-        assert found.accuracy == pytest.approx(schedule_accuracy(matrix, trained, n, found.chosen), abs=1e-12, nan_ok=True)
+        assert found.accuracy == pytest.approx(
+            schedule_accuracy(matrix, trained, n, found.chosen), abs=1e-12, nan_ok=True
+        )
         if want == -math.inf:
             assert math.isnan(found.accuracy)
         else:
@@ -62,39 +64,59 @@ def drift_run(tmp_path_factory):
         '+population.variants.never=["trigger=never"]',
         "population.only=[yearly,five,never]",
     ]
-    overrides = small(tmp, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.seeds=[0,1]", *variants)
+    overrides = small(
+        tmp, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.seeds=[0,1]", *variants
+    )
     return run(overrides, tmp / "run")
 
 
 def _oracle(*args):
-    return subprocess.run([sys.executable, "-m", "ctsim.oracle", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ctsim.oracle", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_cli_writes_frontier_regrets_and_plot(drift_run):
     done = _oracle(drift_run.out_dir)
     assert done.returncode == 0, done.stderr
     out = drift_run.out_dir / "oracle"
-    assert {p.name for p in out.iterdir()} == {"frontier.parquet", "regret.parquet", "frontier.png", "oracle.md"}
+    assert {p.name for p in out.iterdir()} == {
+        "frontier.parquet",
+        "regret.parquet",
+        "frontier.png",
+        "oracle.md",
+    }
     front, regret = pl.read_parquet(out / "frontier.parquet"), pl.read_parquet(out / "regret.parquet")
     assert set(front["candidates"]) == {"yearly"}  # found: the variant that trains at every slice
     for seed in (0, 1):
         acc = front.filter(pl.col("seed") == seed).sort("k")["accuracy"].to_list()
-        assert len(acc) == 84 and all(b >= a for a, b in zip(acc, acc[1:]))  # at most k: never worse
+        assert len(acc) == 84 and all(b >= a for a, b in itertools.pairwise(acc))  # at most k: never worse
     cost = drift_run.tables["cost"]
     yearly = regret.filter(pl.col("pipeline") == "yearly").join(cost, on=["pipeline", "seed"])
     # the candidates' own schedule is one of those searched: never above the frontier
     assert (yearly["regret"] >= -1e-12).all()
     exact = front.filter(pl.col("k") == 84).join(cost.filter(pl.col("pipeline") == "yearly"), on="seed")
-    assert exact["exact_accuracy"].to_list() == pytest.approx(exact["composite_accuracy"].to_list(), abs=1e-12)
+    assert exact["exact_accuracy"].to_list() == pytest.approx(
+        exact["composite_accuracy"].to_list(), abs=1e-12
+    )
     # `never` trains the candidates' first model (same slice, seed and generation): regret exactly 0
-    assert regret.filter(pl.col("pipeline") == "never")["regret"].to_list() == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert regret.filter(pl.col("pipeline") == "never")["regret"].to_list() == pytest.approx(
+        [0.0, 0.0], abs=1e-12
+    )
     assert "frontier" in (out / "oracle.md").read_text()
 
 
 def test_the_cli_refuses_what_it_cannot_use(drift_run, tmp_path):
     assert "not a finished ctsim run: missing evals.parquet" in _oracle(tmp_path).stderr
     done = _oracle(drift_run.out_dir, "--candidates", "yearlyy", "--out", tmp_path / "o1")
-    assert done.returncode == 2 and "--candidates yearlyy: no such variant in this run; it has yearly, never, five" in done.stderr
+    assert (
+        done.returncode == 2
+        and "--candidates yearlyy: no such variant in this run; it has yearly, never, five" in done.stderr
+    )
     done = _oracle(drift_run.out_dir, "--candidates", "five", "--out", tmp_path / "o2")
     assert done.returncode == 0  # named candidates are used as they are
     kept = (tmp_path / "o2" / "oracle.md").read_text()
@@ -104,7 +126,12 @@ def test_the_cli_refuses_what_it_cannot_use(drift_run, tmp_path):
 
 
 def test_a_run_without_candidates_is_named(tmp_path):
-    out = run(small(tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.only=[never,every_5y]"), tmp_path / "r")
+    out = run(
+        small(
+            tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.only=[never,every_5y]"
+        ),
+        tmp_path / "r",
+    )
     done = _oracle(out.out_dir)
     assert done.returncode == 2
     assert "no variant has a generation at every slice" in done.stderr and "trigger=always" in done.stderr

@@ -51,10 +51,19 @@ def _trigger_decisions(trigger, stream):
     for batch in stream.batches:
         since = stream.arrival_order[last : batch.stop]
         ctx = TriggerContext(
-            batch, stream.arrival_order[: batch.stop], since, len(gens), stream, stream.x, stream.y, tuple(gens)
+            batch,
+            stream.arrival_order[: batch.stop],
+            since,
+            len(gens),
+            stream,
+            stream.x,
+            stream.y,
+            tuple(gens),
         )
         wants = wants_of(trigger, ctx)
-        ctx = replace(ctx, signals=gather(engine, [(SPEC, STATE if gens else None, wants)], stream.x, stream.y)[0])
+        ctx = replace(
+            ctx, signals=gather(engine, [(SPEC, STATE if gens else None, wants)], stream.x, stream.y)[0]
+        )
         before = (ctx.seen.clone(), ctx.since_trigger.clone(), batch.keys.clone(), stream.x.clone())
         answers.append(trigger.observe(ctx))
         shown.append((ctx, before))
@@ -65,7 +74,16 @@ def _trigger_decisions(trigger, stream):
 
 
 def test_every_group_option_is_covered():
-    assert {p.stem for p in TRIGGERS} >= {"time", "amount", "always", "never", "drift", "performance", "cost", "ensemble"}
+    assert {p.stem for p in TRIGGERS} >= {
+        "time",
+        "amount",
+        "always",
+        "never",
+        "drift",
+        "performance",
+        "cost",
+        "ensemble",
+    }
     assert {p.stem for p in SELECTIONS} >= {"new", "all"}
 
 

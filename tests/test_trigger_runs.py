@@ -3,7 +3,6 @@ and bad trigger settings are named before any training."""
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
 from ctsim.config import ConfigError
@@ -19,7 +18,13 @@ VARIANTS = [
     '+population.variants.both=["trigger=ensemble","trigger.members.performance.min_accuracy=0.85"]',
     "population.only=[mmd,ks,label,perf,cost,both]",
 ]
-SMALL = ["dataset.size=0.05", "model=mlp", "optimizer.lr=0.05", "output.checkpoints=none", "stream.arrival_batch=50"]
+SMALL = [
+    "dataset.size=0.05",
+    "model=mlp",
+    "optimizer.lr=0.05",
+    "output.checkpoints=none",
+    "stream.arrival_batch=50",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +47,14 @@ def test_drift_triggered_population_gives_identical_evals_on_both_engines(both_e
     assert gens.equals(sequential["generations"].sort(cols[:3]).select(cols))
     # the triggers decided from model signals: more than the initial model, and not on every batch
     reasons = " ".join(gens["trigger_reason"].to_list())
-    for word in ("drift: mmd", "drift: ks", "drift: label", "performance: accuracy", "cost: regret", "initial model"):
+    for word in (
+        "drift: mmd",
+        "drift: ks",
+        "drift: label",
+        "performance: accuracy",
+        "cost: regret",
+        "initial model",
+    ):
         assert word in reasons, word
 
 
@@ -60,13 +72,22 @@ def test_the_quality_table_scores_every_pipeline(both_engines):
 @pytest.mark.parametrize(
     "overrides,match",
     [
-        (["trigger=drift", "trigger.rule.alpha=1.5"], r"trigger\.rule\.alpha=1\.5: expected a number in \(0, 1\)"),
+        (
+            ["trigger=drift", "trigger.rule.alpha=1.5"],
+            r"trigger\.rule\.alpha=1\.5: expected a number in \(0, 1\)",
+        ),
         (["trigger=drift", "trigger/rule=threshold", "trigger.rule.value=-1"], r"value=-1"),
         (["trigger=drift", "trigger.unit=hours"], r"trigger\.unit='hours': expected one of"),
-        (["trigger=drift", "+trigger.detector.permutatons=5"], r"trigger\.detector\.permutatons: unknown key"),
+        (
+            ["trigger=drift", "+trigger.detector.permutatons=5"],
+            r"trigger\.detector\.permutatons: unknown key",
+        ),
         (["trigger=drift", "trigger.encoder._target_=no.such.Module"], r"trigger\.encoder\._target_"),
         (["trigger=ensemble", "~trigger.members"], r"trigger\.members='\{\}': expected at least one member"),
-        (["trigger=ensemble", "trigger.mode=at_least", "trigger.at_least=3"], r"at_least=3: expected an integer from 1 to the number of members \(2\)"),
+        (
+            ["trigger=ensemble", "trigger.mode=at_least", "trigger.at_least=3"],
+            r"at_least=3: expected an integer from 1 to the number of members \(2\)",
+        ),
         (["trigger=performance", "trigger.min_accuracy=2"], r"min_accuracy=2"),
         (["trigger=cost", "trigger.regret=loss"], r"regret='loss'"),
     ],
@@ -79,17 +100,30 @@ def test_bad_trigger_settings_are_named_at_start_up(tmp_path, overrides, match):
 def test_an_unknown_detector_lists_the_detectors(tmp_path):
     done = cli(["population.variants={}", "trigger=drift", "trigger/detector=mmdd"], cwd=tmp_path)
     assert done.returncode == 2
-    assert "trigger.detector='mmdd': expected one of the options ['cvm', 'energy', 'ks', 'label', 'mmd', 'wasserstein']" in done.stderr
+    assert (
+        "trigger.detector='mmdd': expected one of the options "
+        "['cvm', 'energy', 'ks', 'label', 'mmd', 'wasserstein']" in done.stderr
+    )
 
 
 def test_a_window_larger_than_the_stream_stops_before_training(tmp_path):
-    args = ["population.variants={}", "trigger=drift", "trigger.window=10000000", "dataset.size=0.02",
-            f"dataset.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false"]
+    args = [
+        "population.variants={}",
+        "trigger=drift",
+        "trigger.window=10000000",
+        "dataset.size=0.02",
+        f"dataset.root={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "progress=false",
+    ]
     done = cli(args, cwd=REPO)
     assert done.returncode == 2, done.stderr
     assert "trigger.window=10000000: expected at most the stream's" in done.stderr
     left = {p.name for p in (tmp_path / "run").iterdir()} if (tmp_path / "run").exists() else set()
-    assert left <= {".hydra", "ctsim.log"}  # nothing of a run written (the folder was named on the command line)
+    assert left <= {
+        ".hydra",
+        "ctsim.log",
+    }  # nothing of a run written (the folder was named on the command line)
     assert "Traceback" not in done.stderr
 
 
@@ -100,9 +134,17 @@ class WrongShape:
 def test_an_encoder_whose_output_does_not_fit_is_named(tmp_path):
     from ctsim.simulation import stream_problems
 
-    plan = build(small(tmp_path, "population.variants={}", "trigger=drift", "dataset.size=0.02",
-                       "+trigger.encoder.in_features=5", "+trigger.encoder.out_features=3",
-                       "trigger.encoder._target_=torch.nn.Linear"))
+    plan = build(
+        small(
+            tmp_path,
+            "population.variants={}",
+            "trigger=drift",
+            "dataset.size=0.02",
+            "+trigger.encoder.in_features=5",
+            "+trigger.encoder.out_features=3",
+            "trigger.encoder._target_=torch.nn.Linear",
+        )
+    )
     stream = plan.stream.build(plan.dataset.load())
     problems = stream_problems(stream, plan.pipelines)
     assert len(problems) == 1 and problems[0].key.endswith("trigger.encoder")
@@ -120,13 +162,26 @@ def test_the_drift_study_builds_its_sweep(tmp_path):
     for p in plan.pipelines:
         by.setdefault(p.name, []).append(p)
     assert len(by) == 19 and all(len(v) == 3 for v in by.values())
-    thresholds = {(p.trigger.rule.value, p.trigger.interval) for n, v in by.items() for p in v[:1]
-                  if isinstance(getattr(p.trigger, "rule", None), Threshold)}
+    thresholds = {
+        (p.trigger.rule.value, p.trigger.interval)
+        for n, v in by.items()
+        for p in v[:1]
+        if isinstance(getattr(p.trigger, "rule", None), Threshold)
+    }
     assert thresholds == {(t, i) for t in (0.005, 0.01, 0.03) for i in (100, 250, 500)}
     kinds = {type(v[0].trigger) for v in by.values()}
-    assert kinds == {DriftTrigger, PerformanceTrigger, CostTrigger, EnsembleTrigger, TimeTrigger, type(by["never"][0].trigger)}
+    assert kinds == {
+        DriftTrigger,
+        PerformanceTrigger,
+        CostTrigger,
+        EnsembleTrigger,
+        TimeTrigger,
+        type(by["never"][0].trigger),
+    }
     detectors = {type(v[0].trigger.detector) for v in by.values() if isinstance(v[0].trigger, DriftTrigger)}
     assert detectors == {MMD, KS, LabelShift}
     rules = {type(v[0].trigger.rule) for v in by.values() if isinstance(v[0].trigger, DriftTrigger)}
     assert {DynamicQuantile, DynamicRollingAverage, Threshold} <= rules
-    assert {p.train.epochs for p in plan.pipelines} == {5} and {p.train.init for p in plan.pipelines} == {"finetune"}
+    assert {p.train.epochs for p in plan.pipelines} == {5} and {p.train.init for p in plan.pipelines} == {
+        "finetune"
+    }

@@ -77,7 +77,8 @@ class CostTrigger:
         regret = self.regret_now(ctx)
         forecast = self.forecast(ctx)
         if regret * self.conversion_factor >= forecast:
-            return f"cost: regret {regret:.4g} × {self.conversion_factor:g} ≥ forecast {forecast:.4g} {self.cost}"
+            value = f"regret {regret:.4g} × {self.conversion_factor:g}"
+            return f"cost: {value} ≥ forecast {forecast:.4g} {self.cost}"
         return None
 
     def regret_now(self, ctx: TriggerContext) -> float:
@@ -114,4 +115,3 @@ class CostTrigger:
     def load_state_dict(self, state: dict) -> None:
         self._generation, self._expected = state["generation"], state["expected"]
         self._avoidable = state["avoidable"]
-

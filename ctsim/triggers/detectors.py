@@ -18,9 +18,8 @@ The per-feature detectors run in numpy float64 on the CPU.
 
 from __future__ import annotations
 
-import warnings
-
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Protocol
 

@@ -169,7 +169,11 @@ class DriftTrigger:
             cur = seen[start:]
         else:
             slices = ctx.stream.slice[seen]
-            first = ctx.batch.slice - (self.window - 1) if self.window else int(slices[min(self._last, len(seen) - 1)])
+            first = (
+                ctx.batch.slice - (self.window - 1)
+                if self.window
+                else int(slices[min(self._last, len(seen) - 1)])
+            )
             start = int(torch.searchsorted(slices, torch.tensor(first)))
             cur = seen[start:]
         if self.reference == "trained":

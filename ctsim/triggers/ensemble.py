@@ -30,8 +30,8 @@ class EnsembleTrigger:
     >>> from ctsim.triggers import AmountTrigger, TimeTrigger, replay
     >>> stream = toy_stream([4, 4, 4, 4], arrival_batch=2)
     >>> members = {"yearly": TimeTrigger(every=1), "amount": AmountTrigger(every=5)}
-    >>> replay(EnsembleTrigger(members, mode="any"), stream), replay(EnsembleTrigger(members, mode="all"), stream)
-    ([1, 3, 5, 7], [3, 7])
+    >>> [replay(EnsembleTrigger(members, mode=mode), stream) for mode in ("any", "all")]
+    [[1, 3, 5, 7], [3, 7]]
     """
 
     def __init__(
@@ -93,7 +93,9 @@ class EnsembleTrigger:
 
     def state_dict(self) -> dict:
         return {
-            name: m.state_dict() for name, m in self.members.items() if callable(getattr(m, "state_dict", None))
+            name: m.state_dict()
+            for name, m in self.members.items()
+            if callable(getattr(m, "state_dict", None))
         }
 
     def load_state_dict(self, state: dict) -> None:

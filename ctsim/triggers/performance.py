@@ -140,10 +140,15 @@ class PerformanceTrigger:
         if self.misclassifications is not None:
             self._avoidable += (n - right) - (1 - self._expected) * n
             if self._avoidable > self.misclassifications:
-                return f"performance: {self._avoidable:.0f} avoidable misclassifications > {self.misclassifications}"
+                count = f"{self._avoidable:.0f} avoidable misclassifications"
+                return f"performance: {count} > {self.misclassifications}"
             return None
         if self.min_accuracy is not None:
-            return f"performance: accuracy {accuracy:.3g} < {self.min_accuracy:g}" if accuracy < self.min_accuracy else None
+            return (
+                f"performance: accuracy {accuracy:.3g} < {self.min_accuracy:g}"
+                if accuracy < self.min_accuracy
+                else None
+            )
         ref_right, ref_n = self._pool
         table = [[round(ref_right), round(ref_n - ref_right)], [round(right), round(n - right)]]
         p = float(fisher_exact(table, alternative="greater").pvalue)
@@ -169,4 +174,3 @@ class PerformanceTrigger:
         self._pool, self._pending = list(state["pool"]), list(state["pending"])
         self._expected, self._avoidable = state["expected"], state["avoidable"]
         self.rule.load_state_dict(state["rule"])
-
