@@ -93,7 +93,7 @@ def policy_table(run_dir: Path, oracle_dir: Path) -> pl.DataFrame:
 
 def verdict(table: pl.DataFrame) -> list[str]:
     yearly = table.filter(pl.col("pipeline") == "yearly").row(0, named=True)
-    drift = table.filter(pl.col("pipeline").str.starts_with(DRIFT))
+    drift = table.filter(pl.any_horizontal(pl.col("pipeline").str.starts_with(p) for p in DRIFT))
     best = drift.sort("accuracy", descending=True).row(0, named=True)
     budget = yearly["triggers"] / 5
     within = drift.filter((pl.col("accuracy") >= yearly["accuracy"] - 0.01) & (pl.col("triggers") <= budget))
@@ -174,9 +174,10 @@ def main() -> None:
     )
     parser.add_argument("--reduced", action="store_true", help="dataset.size=0.1, train.epochs=1")
     parser.add_argument("--run-dir", type=Path, help="report on this finished run instead of running one")
+    parser.add_argument("--wall", type=float, help="with --run-dir: the run's wall time to report (seconds)")
     args = parser.parse_args()
     if args.run_dir:
-        report(args.run_dir.resolve(), None, args.reduced)
+        report(args.run_dir.resolve(), args.wall, args.reduced)
         return
     run_dir, wall = run(REDUCED if args.reduced else [], "reduced" if args.reduced else "full")
     report(run_dir, wall, args.reduced)
