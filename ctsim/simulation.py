@@ -25,7 +25,7 @@ from ctsim.schedules import Schedule
 from ctsim.selection.base import Selection, SelectionContext, SelectionPolicy
 from ctsim.stream import ArrivalBatch, Stream
 from ctsim.triggers.base import Trained as TriggerTrained
-from ctsim.triggers.base import Trigger, TriggerContext, gather, problems_of, wants_of
+from ctsim.triggers.base import Trigger, TriggerContext, decide, gather, problems_of, wants_of
 
 PHASES = ("trigger", "selection", "train", "eval")
 
@@ -120,12 +120,12 @@ def simulate(
             for st, w in zip(states, wants):
                 st.seconds["trigger"] += share if w else 0.0
             contexts = [replace(ctx, signals=a) for ctx, a in zip(contexts, answers)]
-        # 2. each trigger decides; each pipeline that fires selects its training set
+        # 2. the triggers decide (drift triggers together: their MMD tests in one batched call);
+        #    each pipeline that fires selects its training set
+        reasons, seconds = decide([p.trigger for p in pipelines], contexts)
         due: list[tuple[int, str, Selection]] = []
-        for i, (pipeline, state, ctx) in enumerate(zip(pipelines, states, contexts)):
-            tick = time.perf_counter()
-            reason = pipeline.trigger.observe(ctx)
-            state.seconds["trigger"] += time.perf_counter() - tick
+        for i, (pipeline, state, ctx, reason) in enumerate(zip(pipelines, states, contexts, reasons)):
+            state.seconds["trigger"] += seconds[i]
             if reason is None:
                 continue
             tick = time.perf_counter()

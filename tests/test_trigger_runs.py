@@ -90,6 +90,10 @@ def test_the_quality_table_scores_every_pipeline(both_engines):
         ),
         (["trigger=performance", "trigger.min_accuracy=2"], r"min_accuracy=2"),
         (["trigger=cost", "trigger.regret=loss"], r"regret='loss'"),
+        (
+            ["trigger=drift", "trigger.detector.permutations=50"],
+            r"trigger\.detector\.permutations=50: expected more than 99 for rule\.alpha=0\.01",
+        ),
     ],
 )
 def test_bad_trigger_settings_are_named_at_start_up(tmp_path, overrides, match):

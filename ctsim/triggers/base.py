@@ -20,6 +20,7 @@ before any training).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -161,6 +162,34 @@ def replay(
             gens.append(Trained(len(gens), since, len(since), len(since), len(since), 0.0))  # 1 FLOP a sample
             last = batch.stop
     return fired
+
+
+def decide(
+    triggers: Sequence[Trigger], contexts: Sequence[TriggerContext]
+) -> tuple[list[str | None], list[float]]:
+    """Every trigger's decision at one decision point, and the seconds each took.
+
+    Triggers of a class with a static ``observe_many(triggers, contexts)`` decide together (the drift
+    trigger batches its MMD tests across pipelines; their seconds are shared evenly); the others one
+    by one.
+    """
+    reasons: list[str | None] = [None] * len(triggers)
+    seconds = [0.0] * len(triggers)
+    together: dict[type, list[int]] = {}
+    for i, trigger in enumerate(triggers):
+        if callable(getattr(type(trigger), "observe_many", None)):
+            together.setdefault(type(trigger), []).append(i)
+        else:
+            tick = time.perf_counter()
+            reasons[i] = trigger.observe(contexts[i])
+            seconds[i] = time.perf_counter() - tick
+    for kind, rows in together.items():
+        tick = time.perf_counter()
+        found = kind.observe_many([triggers[i] for i in rows], [contexts[i] for i in rows])
+        share = (time.perf_counter() - tick) / len(rows)
+        for i, reason in zip(rows, found):
+            reasons[i], seconds[i] = reason, share
+    return reasons, seconds
 
 
 def problems_of(trigger: Trigger, stream: Stream) -> list[Problem]:

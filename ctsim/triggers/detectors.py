@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -155,15 +156,19 @@ class MMD:
 
 
 def mmd_many(
-    pairs: list[tuple[torch.Tensor, torch.Tensor]], permutations: int, generator: torch.Generator
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    permutations: int,
+    generator: torch.Generator | Sequence[torch.Generator],
 ) -> list[Result]:
     """``[MMD(permutations).compare(r, c, generator) for r, c in pairs]`` in one batched pass.
 
     For many pipelines' windows on one GPU: the pairs (on one device; sizes and feature counts may
     differ) are zero-padded to the largest pooled sample and masked, and every pair's kernel matrix and
     permutation statistics come from batched products. The permutations are drawn from ``generator``
-    pair after pair, as the loop would draw them, so the results equal the loop's (up to rounding).
+    pair after pair, as the loop would draw them, so the results equal the loop's (up to rounding);
+    or from one generator per pair (a sequence), as each pipeline's own trigger draws them.
     """
+    generators = [generator] * len(pairs) if isinstance(generator, torch.Generator) else list(generator)
     ConfigError.raise_all([_permutations_problem(permutations)])
     if not pairs:
         return []
@@ -184,7 +189,7 @@ def mmd_many(
         pooled = torch.cat([reference, current]).to(dtype)
         z[b, : n + m, : pooled.shape[1]] = pooled - pooled.mean(dim=0)
         valid[b, : n + m] = 1
-        side[b, :, : n + m] = torch.from_numpy(_membership(n, n + m, permutations, generator))
+        side[b, :, : n + m] = torch.from_numpy(_membership(n, n + m, permutations, generators[b]))
     kernel = _gaussian_kernel_batched(z, valid)
     side = side.to(device)
     n = torch.tensor([s[0] for s in sizes], dtype=dtype, device=device)[:, None]

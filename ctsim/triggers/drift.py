@@ -28,6 +28,8 @@ nothing to compare before, and a smaller training set could not serve as a refer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -35,11 +37,20 @@ import torch
 from ctsim.config import ConfigError, Problem, check, is_int, one_of, positive_int
 from ctsim.stream import Stream
 from ctsim.triggers.base import TriggerContext, Want
-from ctsim.triggers.detectors import MMD, Detector, Result
+from ctsim.triggers.detectors import MMD, Detector, Result, mmd_many
 from ctsim.triggers.encoders import Encoder, ModelEmbeddings, ModuleEncoder, as_encoder
 from ctsim.triggers.rules import PValue, Rule
 
 EMBEDDINGS = frozenset({"embeddings"})
+
+
+@dataclass(frozen=True)
+class _Test:
+    """A detection due now: the two windows' features, and the generator of its permutations."""
+
+    reference: torch.Tensor
+    current: torch.Tensor
+    generator: torch.Generator
 
 
 class DriftTrigger:
@@ -94,6 +105,20 @@ class DriftTrigger:
         )
         self.detector = detector if detector is not None else MMD()
         self.rule = rule if rule is not None else PValue(alpha=0.01)
+        permutations = getattr(self.detector, "permutations", None)
+        if isinstance(self.rule, PValue) and permutations is not None:
+            smallest = 1 / (permutations + 1)  # a permutation p-value is never below this
+            ConfigError.raise_all(
+                [
+                    check(
+                        "detector.permutations",
+                        permutations,
+                        smallest < self.rule.alpha,
+                        f"more than {int(1 / self.rule.alpha) - 1} for rule.alpha={self.rule.alpha:g}: "
+                        f"with {permutations} the smallest p-value is {smallest:.3g}, so it could never fire",
+                    )
+                ]
+            )
         self.encoder: Encoder = as_encoder(encoder if encoder is not None else ModelEmbeddings())
         self.window, self.reference, self.reference_size = window, reference, reference_size
         self.unit, self.interval, self.min_samples = unit, interval, min_samples
@@ -123,6 +148,41 @@ class DriftTrigger:
 
     # -- the decision -------------------------------------------------------------------------------
     def observe(self, ctx: TriggerContext) -> str | None:
+        test = self._prepare(ctx)
+        if not isinstance(test, _Test):
+            return test
+        return self._decide(ctx, self.detector.compare(test.reference, test.current, test.generator))
+
+    @staticmethod
+    def observe_many(
+        triggers: Sequence[DriftTrigger], contexts: Sequence[TriggerContext]
+    ) -> list[str | None]:
+        """Each trigger's ``observe``, with the MMD tests due at this decision point in one batched call.
+
+        The loop calls this once per decision point for all its drift triggers: on a GPU, one kernel
+        matrix pass (:func:`~ctsim.triggers.detectors.mmd_many`) instead of one per pipeline. Each
+        test draws its permutations from its own trigger's generator, as ``observe`` does.
+        """
+        tests = [t._prepare(ctx) for t, ctx in zip(triggers, contexts)]
+        results: dict[int, Result] = {}
+        batched: dict[int, list[int]] = {}  # MMD tests by their number of permutations
+        for i, (trigger, test) in enumerate(zip(triggers, tests)):
+            if isinstance(test, _Test):
+                if isinstance(trigger.detector, MMD):
+                    batched.setdefault(trigger.detector.permutations, []).append(i)
+                else:
+                    results[i] = trigger.detector.compare(test.reference, test.current, test.generator)
+        for permutations, rows in batched.items():
+            pairs = [(tests[i].reference, tests[i].current) for i in rows]
+            found = mmd_many(pairs, permutations, [tests[i].generator for i in rows])
+            results.update(zip(rows, found))
+        return [
+            t._decide(ctx, results[i]) if isinstance(test, _Test) else test
+            for i, (t, ctx, test) in enumerate(zip(triggers, contexts, tests))
+        ]
+
+    def _prepare(self, ctx: TriggerContext) -> _Test | str | None:
+        """The test due now (the windows' features and its generator), or the decision without one."""
         if ctx.active is None:
             if not ctx.batch.end_of_slice or len(ctx.since_trigger) < self.min_samples:
                 return None  # a first model on fewer samples could not serve as a reference
@@ -140,8 +200,9 @@ class DriftTrigger:
         if not isinstance(windows, tuple):
             return None
         ref, cur = (self._features(ctx, keys) for keys in windows)
-        generator = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.batch.index)
-        result: Result = self.detector.compare(ref, cur, generator)
+        return _Test(ref, cur, torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.batch.index))
+
+    def _decide(self, ctx: TriggerContext, result: Result) -> str | None:
         self._last = ctx.batch.stop
         fire = self.rule.decide(result)
         self.distances.append((ctx.batch.index, result.distance, result.p_value, fire))
