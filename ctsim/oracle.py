@@ -66,6 +66,7 @@ OUTPUTS = ("frontier.parquet", "regret.parquet", "frontier.png", "oracle.md")
 FRONTIER_SCHEMA = {
     "candidates": pl.String,
     "seed": pl.Int64,
+    "first_slice": pl.Int64,  # every schedule starts with the candidate trained through this slice
     "k": pl.Int64,
     "accuracy": pl.Float64,  # best with at most k triggers
     "triggers": pl.Int64,  # how many that best schedule uses
@@ -216,7 +217,8 @@ def candidate_variant(generations: pl.DataFrame, num_slices: int, name: str | No
             )
         return name
     coverage = (
-        generations.group_by("pipeline", "seed")
+        generations.filter(pl.col("trigger_slice") < num_slices - 1)  # the last slice serves none
+        .group_by("pipeline", "seed")
         .agg(pl.col("trigger_slice").n_unique().alias("slices"), pl.len().alias("generations"))
         .group_by("pipeline")
         .agg(pl.col("slices").min(), pl.col("generations").sum())
@@ -232,8 +234,15 @@ def candidate_variant(generations: pl.DataFrame, num_slices: int, name: str | No
     return str(full["pipeline"][0])
 
 
-def frontier(evals: pl.DataFrame, generations: pl.DataFrame, candidates: str) -> pl.DataFrame:
-    """Per seed of the ``candidates`` variant and budget k: the best composite accuracy (FRONTIER_SCHEMA)."""
+def frontier(
+    evals: pl.DataFrame, generations: pl.DataFrame, candidates: str, first_slice: int | None = None
+) -> pl.DataFrame:
+    """Per seed of the ``candidates`` variant and budget k: the best composite accuracy (FRONTIER_SCHEMA).
+
+    Every schedule starts with the candidate trained through ``first_slice`` (the last one trained
+    through it or before; default: the first candidate), so it covers the slices a pipeline whose
+    first model was trained there covers.
+    """
     acc = evals.filter((pl.col("metric") == "accuracy") & (pl.col("pipeline") == candidates))
     rows = []
     for seed in sorted(acc["seed"].unique().to_list()):
@@ -244,8 +253,10 @@ def frontier(evals: pl.DataFrame, generations: pl.DataFrame, candidates: str) ->
         gens = generations.filter((pl.col("pipeline") == candidates) & (pl.col("seed") == seed))
         gens = gens.sort("generation")
         trained, ids = gens["trigger_slice"].to_list(), gens["generation"].to_list()
+        at = trained[0] if first_slice is None else first_slice
+        first = max([g for g, t in enumerate(trained) if t <= at], default=0)
         best: Schedule | None = None
-        for k, exact in enumerate(best_schedules(matrix, trained, n, first=0), start=1):
+        for k, exact in enumerate(best_schedules(matrix, trained, n, first=first), start=1):
             if best is None or (
                 not math.isnan(exact.accuracy)
                 and (math.isnan(best.accuracy) or exact.accuracy > best.accuracy)
@@ -255,6 +266,7 @@ def frontier(evals: pl.DataFrame, generations: pl.DataFrame, candidates: str) ->
                 {
                     "candidates": candidates,
                     "seed": seed,
+                    "first_slice": trained[first],
                     "k": k,
                     "accuracy": best.accuracy,
                     "triggers": len(best.chosen),
@@ -271,33 +283,47 @@ REGRET_SCHEMA = {
     "pipeline": pl.String,
     "seed": pl.Int64,
     "triggers": pl.Int64,
+    "first_slice": pl.Int64,
     "composite_accuracy": pl.Float64,
     "frontier_accuracy": pl.Float64,
     "regret": pl.Float64,
 }
 
 
-def regrets(cost: pl.DataFrame, front: pl.DataFrame) -> pl.DataFrame:
-    """Per pipeline and seed: the frontier at its trigger count (at most the candidates') minus accuracy."""
-    missing = sorted(set(cost["seed"].to_list()) - set(front["seed"].to_list()))
+def regrets(
+    cost: pl.DataFrame, evals: pl.DataFrame, generations: pl.DataFrame, candidates: str
+) -> pl.DataFrame:
+    """Per pipeline and seed: the frontier at its trigger count minus its accuracy.
+
+    The frontier it is measured against starts where the pipeline's first model was trained (its
+    composite accuracy covers the slices after it, and so does the frontier's), at most the
+    candidates' count of triggers.
+    """
+    have = set(generations.filter(pl.col("pipeline") == candidates)["seed"].to_list())
+    missing = sorted(set(cost["seed"].to_list()) - have)
     if missing:
         raise OracleError(
-            f"the candidates have no generations for seed(s) {missing}; "
+            f"the candidates ({candidates}) have no generations for seed(s) {missing}; "
             "the pipelines of those seeds have no frontier"
         )
-    top = front.group_by("seed").agg(pl.col("k").max().alias("k_max"))
-    scored = (
-        cost.select("pipeline", "seed", "triggers", "composite_accuracy")
-        .join(top, on="seed")
-        .with_columns(pl.min_horizontal("triggers", "k_max").alias("k"))
-        .join(
-            front.select("seed", "k", pl.col("accuracy").alias("frontier_accuracy")),
-            on=["seed", "k"],
-            how="left",
-        )
-        .with_columns((pl.col("frontier_accuracy") - pl.col("composite_accuracy")).alias("regret"))
+    firsts = generations.group_by("pipeline", "seed").agg(pl.col("trigger_slice").min().alias("first_slice"))
+    scored = cost.select("pipeline", "seed", "triggers", "composite_accuracy").join(
+        firsts, on=["pipeline", "seed"], how="left"
     )
-    return scored.select(list(REGRET_SCHEMA)).cast(REGRET_SCHEMA)
+    fronts = {
+        first: frontier(evals, generations, candidates, first)
+        for first in scored["first_slice"].drop_nulls().unique().to_list()
+    }
+    rows = []
+    for r in scored.iter_rows(named=True):
+        value = None
+        if r["first_slice"] is not None:
+            front = fronts[r["first_slice"]].filter(pl.col("seed") == r["seed"])
+            k = min(r["triggers"], front["k"].max())
+            value = front.filter(pl.col("k") == k)["accuracy"][0]
+        regret = None if value is None or r["composite_accuracy"] is None else value - r["composite_accuracy"]
+        rows.append({**r, "frontier_accuracy": value, "regret": regret})
+    return pl.DataFrame(rows, schema=REGRET_SCHEMA)
 
 
 def plot(front: pl.DataFrame, cost: pl.DataFrame, path: Path) -> Path:
@@ -375,7 +401,7 @@ def _num(value: float | None) -> str:
 
 def run_oracle(
     run_dir: Path, candidates: str | None = None, out: Path | None = None
-) -> tuple[Path, pl.DataFrame]:
+) -> tuple[Path, pl.DataFrame, str]:
     """Read a run folder, write the frontier, the regrets, the plot and a summary; return the folder."""
     missing = [t for t in TABLES if not (run_dir / f"{t}.parquet").exists()]
     if missing:
@@ -392,13 +418,13 @@ def run_oracle(
     num_slices = evals["slice"].n_unique()
     name = candidate_variant(generations, num_slices, candidates)
     front = frontier(evals, generations, name)
-    regret = regrets(cost, front)
+    regret = regrets(cost, evals, generations, name)
     out.mkdir(parents=True, exist_ok=True)
     front.write_parquet(out / "frontier.parquet")
     regret.write_parquet(out / "regret.parquet")
     plot(front, cost, out / "frontier.png")
     (out / "oracle.md").write_text(markdown(front, regret, name))
-    return out, regret
+    return out, regret, name
 
 
 def main(argv: Sequence[str]) -> int:
@@ -410,14 +436,15 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--out", type=Path, help="where to write (default: RUN_DIR/oracle)")
     args = parser.parse_args(list(argv))
     try:
-        out, regret = run_oracle(args.run_dir, args.candidates, args.out)
-    except OracleError as e:
+        out, regret, name = run_oracle(args.run_dir, args.candidates, args.out)
+    except (OracleError, ValueError, pl.exceptions.PolarsError, OSError) as e:
         print(f"ctsim.oracle: {e}", file=sys.stderr)
         return 2
     per = regret.group_by("pipeline", maintain_order=True).agg(
         pl.col("triggers").mean(), pl.col("regret").mean()
     )
-    print(f"ctsim.oracle: wrote {', '.join(OUTPUTS)} to {out}/")
+    how = "given" if args.candidates else "found: the variant that trains at every slice"
+    print(f"ctsim.oracle: candidates {name} ({how}); wrote {', '.join(OUTPUTS)} to {out}/")
     for r in per.iter_rows(named=True):
         print(f"  {r['pipeline']:<24} triggers {r['triggers']:7.1f}  regret {_num(r['regret'])}")
     return 0

@@ -108,6 +108,30 @@ def test_the_cli_writes_frontier_regrets_and_plot(drift_run):
         [0.0, 0.0], abs=1e-12
     )
     assert "frontier" in (out / "oracle.md").read_text()
+    # `five` first trains at slice 4, so its accuracy covers slices 5…: it is measured against schedules
+    # that start there too, and the candidates at its own trigger slices are one of them
+    from ctsim.analysis import pipeline_matrix
+
+    gens = drift_run.tables["generations"]
+    for seed in (0, 1):
+        row = regret.filter((pl.col("pipeline") == "five") & (pl.col("seed") == seed)).row(0, named=True)
+        assert row["first_slice"] == 4
+        matrix, trained = pipeline_matrix(drift_run.tables["evals"], gens, "yearly", seed)
+        own = gens.filter((pl.col("pipeline") == "five") & (pl.col("seed") == seed))[
+            "trigger_slice"
+        ].to_list()
+        rows = [trained.index(t) for t in own]
+        n = torch.tensor(
+            drift_run.tables["evals"]
+            .filter(pl.col("generation") == 0)
+            .group_by("slice")
+            .agg(pl.col("n").first())
+            .sort("slice")["n"]
+            .to_list()
+        )
+        same_schedule = schedule_accuracy(matrix, trained, n, rows)
+        assert row["frontier_accuracy"] >= same_schedule - 1e-12
+        assert row["triggers"] == len(own)
 
 
 def test_the_cli_refuses_what_it_cannot_use(drift_run, tmp_path):
