@@ -199,9 +199,8 @@ def _app(cfg: DictConfig) -> None:
     command = " ".join(["python -m ctsim", *overrides])
     try:
         execute(plan, out_dir, command=command)
-    except (
-        ConfigError
-    ) as e:  # found once the data is loaded (a window larger than the stream), before training
+    except ConfigError as e:
+        # found once the data is loaded (a window larger than the stream), before any training
         _discard(out_dir)
         print(f"ctsim: {e}", file=sys.stderr)
         raise SystemExit(2) from None

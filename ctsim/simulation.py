@@ -72,9 +72,8 @@ class _PipelineState:
     intervals: list[torch.Tensor] = field(default_factory=list)
     generations: list[Generation] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
-    seen_by_trigger: list[TriggerTrained] = field(
-        default_factory=list
-    )  # the generations, as triggers see them
+    # the generations, as triggers see them
+    seen_by_trigger: list[TriggerTrained] = field(default_factory=list)
 
     @property
     def latest_state(self) -> State | None:
