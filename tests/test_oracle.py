@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ctsim.evaluation import active_generations, composite
-from ctsim.oracle import best_schedules, schedule_accuracy
+from ctsim.oracle import best_schedules, main, schedule_accuracy
 
 from .conftest import REPO, run, small
 
@@ -134,28 +134,32 @@ def test_the_cli_writes_frontier_regrets_and_plot(drift_run):
         assert row["triggers"] == len(own)
 
 
-def test_the_cli_refuses_what_it_cannot_use(drift_run, tmp_path):
-    assert "not a finished ctsim run: missing evals.parquet" in _oracle(tmp_path).stderr
-    done = _oracle(drift_run.out_dir, "--candidates", "yearlyy", "--out", tmp_path / "o1")
+def _main(capsys, *args) -> tuple[int, str]:
+    """``python -m ctsim.oracle ARGS`` in this process (its start-up is what a subprocess costs)."""
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_the_cli_refuses_what_it_cannot_use(drift_run, tmp_path, capsys):
+    code, err = _main(capsys, tmp_path)
+    assert code == 2 and "not a finished ctsim run: missing evals.parquet" in err
+    code, err = _main(capsys, drift_run.out_dir, "--candidates", "yearlyy", "--out", tmp_path / "o1")
     assert (
-        done.returncode == 2
-        and "--candidates yearlyy: no such variant in this run; it has yearly, never, five" in done.stderr
+        code == 2 and "--candidates yearlyy: no such variant in this run; it has yearly, never, five" in err
     )
-    done = _oracle(drift_run.out_dir, "--candidates", "five", "--out", tmp_path / "o2")
-    assert done.returncode == 0  # named candidates are used as they are
+    code, _ = _main(capsys, drift_run.out_dir, "--candidates", "five", "--out", tmp_path / "o2")
+    assert code == 0  # named candidates are used as they are
     kept = (tmp_path / "o2" / "oracle.md").read_text()
-    done = _oracle(drift_run.out_dir, "--out", tmp_path / "o2")
-    assert done.returncode == 2 and "never overwrites" in done.stderr and "Traceback" not in done.stderr
+    code, err = _main(capsys, drift_run.out_dir, "--out", tmp_path / "o2")
+    assert code == 2 and "never overwrites" in err
     assert (tmp_path / "o2" / "oracle.md").read_text() == kept
 
 
-def test_a_run_without_candidates_is_named(tmp_path):
-    out = run(
-        small(
-            tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.only=[never,every_5y]"
-        ),
-        tmp_path / "r",
+def test_a_run_without_candidates_is_named(tmp_path, capsys):
+    overrides = small(
+        tmp_path, "dataset.size=0.02", "model=mlp", "train.epochs=1", "population.only=[never,every_5y]"
     )
-    done = _oracle(out.out_dir)
-    assert done.returncode == 2
-    assert "no variant has a generation at every slice" in done.stderr and "trigger=always" in done.stderr
+    out = run(overrides, tmp_path / "r")
+    code, err = _main(capsys, out.out_dir)
+    assert code == 2
+    assert "no variant has a generation at every slice" in err and "trigger=always" in err
