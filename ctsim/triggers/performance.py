@@ -43,10 +43,9 @@ class PerformanceTrigger:
         estimate: score batches on arrival by the model's confidence instead of waiting for labels.
         min_samples: the smallest pool of samples that is scored.
 
-    >>> from ctsim.stream import toy_stream
     >>> t = PerformanceTrigger(min_accuracy=0.7, min_samples=10)
-    >>> t._score([(torch.ones(10), None)])  # 10 of 10 right: the reference, no decision
-    >>> t._score([(torch.tensor([1.0] * 6 + [0.0] * 4), None)])
+    >>> t._score([torch.ones(10)])  # 10 of 10 right: the reference, no decision
+    >>> t._score([torch.tensor([1.0] * 6 + [0.0] * 4)])
     'performance: accuracy 0.6 < 0.7'
     """
 
@@ -110,12 +109,12 @@ class PerformanceTrigger:
             return None
         if self.estimate:
             confidence = out["logits"].float().softmax(-1).max(-1).values
-            return self._score([(confidence.cpu().double(), None)])
+            return self._score([confidence.cpu().double()])
         self._waiting.append((ctx.batch.keys, out["predictions"]))
         labelled = []
         while len(self._waiting) > self.label_delay:
             keys, predictions = self._waiting.pop(0)
-            labelled.append(((predictions.cpu() == ctx.y[keys.to(ctx.y.device)].cpu()).double(), None))
+            labelled.append((predictions.cpu() == ctx.y[keys.to(ctx.y.device)].cpu()).double())
         return self._score(labelled) if labelled else None
 
     def _new_model(self, generation: int) -> None:
@@ -123,9 +122,9 @@ class PerformanceTrigger:
         self._waiting, self._pool, self._pending = [], [0.0, 0.0], [0.0, 0.0]
         self._expected, self._avoidable = None, 0.0
 
-    def _score(self, scored: list[tuple[torch.Tensor, None]]) -> str | None:
+    def _score(self, scored: list[torch.Tensor]) -> str | None:
         """Add (estimated) per-sample correctness; decide once at least ``min_samples`` are pooled."""
-        for correct, _ in scored:
+        for correct in scored:
             self._pending[0] += float(correct.sum())
             self._pending[1] += len(correct)
         if self._pending[1] < self.min_samples:
