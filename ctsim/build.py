@@ -48,6 +48,7 @@ from ctsim.config import ConfigError, Problem, check
 from ctsim.datasets.base import Dataset
 from ctsim.engine.base import Engine, TrainConfig, names_parameter
 from ctsim.models.base import ModelSpec
+from ctsim.selection.downsample import ScoreDownsampler
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
 
@@ -195,7 +196,37 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
         else:
             if parts["train"] is not None:
                 problems += _freeze_problems(parts["train"], built)
+            problems += _downsample_problems(parts["selection"], parts["train"], built)
     return parts
+
+
+def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch.nn.Module) -> list[Problem]:
+    """A score-based downsampler needs a model with ``embed`` and a linear ``head``; batch-then-sample
+    must keep at least one sample of a full batch."""
+    down = getattr(selection, "downsample", None)
+    if not isinstance(down, ScoreDownsampler):
+        return []
+    head = getattr(model, "head", None)
+    found = [
+        check(
+            "selection.downsample.score",
+            down.score,
+            callable(getattr(model, "embed", None)) and isinstance(head, torch.nn.Linear),
+            f"a model with embed(x) and a torch.nn.Linear head ({type(model).__name__} has not)",
+        )
+    ]
+    if down.form == "bts" and train is not None:
+        keeps = down.fraction * train.batch_size
+        found.append(
+            check(
+                "selection.downsample.fraction",
+                down.fraction,
+                keeps >= 1,
+                f"a fraction that keeps at least one sample of a batch of train.batch_size="
+                f"{train.batch_size} with form=bts (it keeps {keeps:g})",
+            )
+        )
+    return [p for p in found if p is not None]
 
 
 def _first_line(e: Exception) -> str:

@@ -8,7 +8,8 @@ Tables (columns documented in the README, "Outputs"):
 * ``lineage``: the sample keys each generation was trained on;
 * ``quality``: one row per pipeline and seed: trigger quality against the dataset's abrupt change
   points (detection delay, misses, false alarms per 50 stable slices) and incorporation latency
-  (:mod:`ctsim.quality`).
+  (:mod:`ctsim.quality`);
+* ``skipped``: one row per trigger that trained nothing, because its selection was empty.
 
 Writes never replace an existing file: a run directory belongs to one run. The one exception is
 ``status.json`` (``running``, ``finished``, ``interrupted`` or ``failed``), which the run updates.
@@ -34,9 +35,9 @@ import torch
 from ctsim.cost import flops_per_sample
 from ctsim.evaluation import active_generations, composite
 from ctsim.quality import PipelineTriggers, quality_table
-from ctsim.simulation import SimulationResult
+from ctsim.simulation import Generation, SimulationResult
 
-TABLES = ("evals", "generations", "cost", "lineage", "quality")
+TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped")
 METRICS = ("accuracy", "macro_f1")
 STATUS = "status.json"
 
@@ -53,7 +54,38 @@ def build_tables(
         "cost": _cost(result, active),
         "lineage": _lineage(result),
         "quality": _quality(result),
+        "skipped": _skipped(result),
     }
+
+
+def _skipped(result: SimulationResult) -> pl.DataFrame:
+    """Triggers that trained nothing because their selection was empty."""
+    rows = [
+        {
+            "pipeline": result.pipelines[s.pipeline].name,
+            "seed": result.pipelines[s.pipeline].seed,
+            "trigger_batch": s.batch.index,
+            "trigger_slice": s.batch.slice,
+            "trigger_label": result.stream.slice_labels[s.batch.slice],
+            "trigger_time": s.time,
+            "trigger_reason": s.reason,
+            "why": s.why,
+        }
+        for s in result.skipped
+    ]
+    return pl.DataFrame(rows, schema=SKIPPED_SCHEMA)
+
+
+SKIPPED_SCHEMA = {
+    "pipeline": pl.String,
+    "seed": pl.Int64,
+    "trigger_batch": pl.Int64,
+    "trigger_slice": pl.Int64,
+    "trigger_label": pl.String,
+    "trigger_time": pl.Float64,
+    "trigger_reason": pl.String,
+    "why": pl.String,
+}
 
 
 def _quality(result: SimulationResult) -> pl.DataFrame:
@@ -149,6 +181,8 @@ def _generations(result: SimulationResult, checkpoints: Mapping[tuple[int, int],
                 "samples_trained": gen.trained.samples,
                 "optimizer_steps": gen.trained.steps,
                 "train_flops": gen.trained.samples * flops.train,
+                "scored": scored(gen),
+                "selection_flops": scored(gen) * flops.eval,
                 "train_s": gen.trained.seconds,
                 "final_loss": gen.trained.loss,
                 "status": gen.trained.status,
@@ -176,6 +210,8 @@ GENERATIONS_SCHEMA = {
     "samples_trained": pl.Int64,
     "optimizer_steps": pl.Int64,
     "train_flops": pl.Int64,
+    "scored": pl.Int64,
+    "selection_flops": pl.Int64,
     "train_s": pl.Float64,
     "final_loss": pl.Float64,
     "status": pl.String,
@@ -202,6 +238,8 @@ def _cost(result: SimulationResult, active: dict[int, list[int | None]]) -> pl.D
                 "optimizer_steps": sum(g.trained.steps for g in own),
                 "train_flops": sum(g.trained.samples for g in own) * flops.train,
                 "eval_flops": len(own) * test_samples * flops.eval,
+                "selection_flops": sum(scored(g) for g in own) * flops.eval,
+                "skipped": sum(s.pipeline == p for s in result.skipped),
                 "trigger_s": seconds["trigger"],
                 "selection_s": seconds["selection"],
                 "train_s": seconds["train"],
@@ -232,6 +270,8 @@ COST_SCHEMA = {
     "optimizer_steps": pl.Int64,
     "train_flops": pl.Int64,
     "eval_flops": pl.Int64,
+    "selection_flops": pl.Int64,
+    "skipped": pl.Int64,
     "trigger_s": pl.Float64,
     "selection_s": pl.Float64,
     "train_s": pl.Float64,
@@ -246,6 +286,12 @@ COST_SCHEMA = {
     "engine": pl.String,
     "device": pl.String,
 }
+
+
+def scored(gen: Generation) -> int:
+    """Samples a generation's selection scored: its candidates (sample-then-batch) and every batch
+    sample scored during training (batch-then-sample). One forward pass each: ``eval`` FLOPs."""
+    return gen.selection.scored + gen.trained.scored
 
 
 def _lineage(result: SimulationResult) -> pl.DataFrame:

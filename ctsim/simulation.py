@@ -1,7 +1,8 @@
 """The simulation loop: replay the stream through every pipeline, train what is due, evaluate.
 
 Read :func:`simulate` top to bottom: for each arrival batch, each pipeline's trigger decides; each
-pipeline that fires selects its training set; every job of that decision point goes to the engine in
+pipeline that fires selects its training set (presampling, then an optional score-based downsampling,
+scored for all pipelines in one engine call); every job of that decision point goes to the engine in
 one call; the trained generations are recorded. After the replay, every generation is evaluated on
 every slice's test set.
 """
@@ -25,7 +26,7 @@ from ctsim.schedules import Schedule
 from ctsim.selection.base import Selection, SelectionContext, SelectionPolicy
 from ctsim.stream import ArrivalBatch, Stream
 from ctsim.triggers.base import Trained as TriggerTrained
-from ctsim.triggers.base import Trigger, TriggerContext, decide, gather, problems_of, wants_of
+from ctsim.triggers.base import Trigger, TriggerContext, Want, decide, gather, problems_of, wants_of
 
 PHASES = ("trigger", "selection", "train", "eval")
 
@@ -92,6 +93,18 @@ class SimulationResult:
     engine: str
     device: str
     wall_seconds: float
+    skipped: list[Skipped] = field(default_factory=list)  # triggers whose selection was empty
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A trigger that trained nothing: its selection was empty. The active model stays."""
+
+    pipeline: int
+    batch: ArrivalBatch
+    time: float
+    reason: str  # the trigger's
+    why: str
 
 
 def simulate(
@@ -103,6 +116,7 @@ def simulate(
     x, y = stream.x.to(engine.device), stream.y.to(engine.device)  # data lives on the device
     states = [_PipelineState(torch.Generator().manual_seed(p.seed)) for p in pipelines]
     generations: list[Generation] = []
+    skipped: list[Skipped] = []
 
     trained_samples, train_seconds = 0, 0.0  # so far, for the bar's throughput
     status = replay_status(len(pipelines), generations=0, samples=0, seconds=0.0)
@@ -129,12 +143,18 @@ def simulate(
                 continue
             tick = time.perf_counter()
             since = ctx.since_trigger
-            sel_ctx = SelectionContext(ctx.seen, since, tuple(state.intervals), state.generator)
+            sel_ctx = SelectionContext(ctx.seen, since, tuple(state.intervals), state.generator, stream)
             selection = pipeline.selection.select(sel_ctx)
             state.seconds["selection"] += time.perf_counter() - tick
             state.intervals.append(since)
             state.interval_start = batch.stop
             due.append((i, reason, selection))
+        # 3. downsampling by score: one engine call scores every due pipeline's candidates
+        due = _downsample(engine, stream, x, y, pipelines, states, due)
+        for i, reason, _ in [d for d in due if not len(d[2].keys)]:  # never reaches the engine
+            why = f"the selection ({type(pipelines[i].selection).__name__}) chose no samples"
+            skipped.append(Skipped(i, batch, float(stream.time[batch.keys[-1]]), reason, why))
+        due = [d for d in due if len(d[2].keys)]
         if not due:
             continue
 
@@ -170,6 +190,7 @@ def simulate(
         generations=generations,
         evaluation=evaluation,
         seconds=[s.seconds for s in states],
+        skipped=skipped,
         engine=engine.name,
         device=str(engine.device),
         wall_seconds=time.perf_counter() - start,
@@ -216,4 +237,72 @@ def _job(index: int, pipeline: Pipeline, state: _PipelineState, selection: Selec
         parent=parent,
         weights=selection.weights,
         schedule=pipeline.schedule,
+        batch_then_sample=selection.batch_then_sample,
+        epoch_subset=selection.epoch_subset,
     )
+
+
+def _downsample(
+    engine: Engine,
+    stream: Stream,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pipelines: Sequence[Pipeline],
+    states: Sequence[_PipelineState],
+    due: list[tuple[int, str, Selection]],
+) -> list[tuple[int, str, Selection]]:
+    """Apply each due pipeline's downsampler (if any) to its presampled candidates.
+
+    Sample-then-batch scorers want signals of the model about to be trained on their candidates; they
+    are gathered for all pipelines in one engine call (:func:`~ctsim.triggers.base.gather`), and
+    candidate sets of equal keys share one pass. The call's seconds are shared evenly by the
+    pipelines that asked, in their ``selection`` phase.
+    """
+    downs = [getattr(pipelines[i].selection, "downsample", None) for i, _, _ in due]
+    if not any(downs):
+        return due
+    tick = time.perf_counter()
+    asks, distinct = [], []
+    for (i, _, selection), down in zip(due, downs):
+        needs = down.needs() if down is not None and len(selection.keys) else frozenset()
+        if not needs:
+            asks.append((pipelines[i].model, None, {}))
+            continue
+        keys = next((dev for cpu, dev in distinct if torch.equal(cpu, selection.keys)), None)
+        if keys is None:  # equal candidate sets share one keys object, so one pass serves them
+            keys = selection.keys.to(engine.device)
+            distinct.append((selection.keys, keys))
+        state = _scoring_state(pipelines[i], states[i], engine)
+        asks.append((pipelines[i].model, state, {"scores": Want(keys, needs)}))
+    answers = gather(engine, asks, x, y) if distinct else [{} for _ in asks]
+    share = (time.perf_counter() - tick) / max(1, sum(bool(a[2]) for a in asks))
+    out = []
+    for (i, reason, selection), down, ask, answer in zip(due, downs, asks, answers):
+        if down is None:
+            out.append((i, reason, selection))
+            continue
+        tick = time.perf_counter()
+        bias = _head_has_bias(pipelines[i].model)
+        signals = answer.get("scores")
+        chosen = down.apply(selection, signals, stream.y[selection.keys], states[i].generator, bias)
+        states[i].seconds["selection"] += time.perf_counter() - tick + (share if ask[2] else 0.0)
+        out.append((i, reason, chosen))
+    return out
+
+
+def _scoring_state(pipeline: Pipeline, state: _PipelineState, engine: Engine) -> State:
+    """The state training will start from: the active model when fine-tuning, else the fresh one."""
+    if pipeline.train.init == "finetune" and state.latest_state is not None:
+        return state.latest_state
+    seed = job_seed(pipeline.seed, len(state.generations))
+    return pipeline.model.build(seed=seed, dtype=engine.dtype).state_dict()
+
+
+def _head_has_bias(model: ModelSpec) -> bool:
+    if model.key not in _BIAS:
+        head = getattr(model.build(), "head", None)
+        _BIAS[model.key] = getattr(head, "bias", None) is not None
+    return _BIAS[model.key]
+
+
+_BIAS: dict[str, bool] = {}

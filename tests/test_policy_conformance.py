@@ -14,7 +14,6 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from ctsim.cli import CONF_DIR
 from ctsim.engine import SequentialEngine
@@ -27,15 +26,14 @@ TRIGGERS = sorted((CONF_DIR / "trigger").glob("*.yaml"))
 SELECTIONS = sorted((CONF_DIR / "selection").glob("*.yaml"))
 
 
-def _make(path):
-    return instantiate(OmegaConf.load(path), _convert_="all")
+def _compose(group, path):
+    """As ``<group>=<option>`` composes it: options may pick nested groups (a detector, a downsampler)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+        return compose("config", overrides=[f"{group}={path.stem}"])[group]
 
 
 def _make_trigger(path):
-    """As ``trigger=<option>`` composes it: options may pick nested groups (a detector, a rule)."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
-        cfg = compose("config", overrides=[f"trigger={path.stem}"])
-    return instantiate(cfg.trigger, _convert_="all")
+    return instantiate(_compose("trigger", path), _convert_="all")
 
 
 SPEC = ModelSpec(partial(MLP, hidden=[8]), (1, 4, 4), 2)
@@ -84,7 +82,16 @@ def test_every_group_option_is_covered():
         "cost",
         "ensemble",
     }
-    assert {p.stem for p in SELECTIONS} >= {"new", "all"}
+    assert {p.stem for p in SELECTIONS} >= {
+        "new",
+        "all",
+        "uniform",
+        "reservoir",
+        "class_balanced",
+        "trigger_balanced",
+        "freshness",
+        "window",
+    }
 
 
 @pytest.mark.parametrize("path", TRIGGERS, ids=lambda p: p.stem)
@@ -106,16 +113,27 @@ def test_trigger_conformance(path):
 @pytest.mark.parametrize("path", SELECTIONS, ids=lambda p: p.stem)
 def test_selection_conformance(path):
     intervals = [torch.arange(0, 4), torch.arange(4, 6), torch.arange(6, 11)]
+    stream = toy_stream([3, 3, 5])  # keys 0-10, both classes, three slices
 
     def ctx(seed=0):
         return SelectionContext(
-            torch.cat(intervals), intervals[-1], tuple(intervals[:-1]), torch.Generator().manual_seed(seed)
+            torch.cat(intervals),
+            intervals[-1],
+            tuple(intervals[:-1]),
+            torch.Generator().manual_seed(seed),
+            stream,
         )
+
+    cfg = _compose("selection", path)
+
+    def make():
+        return instantiate(cfg, _convert_="all")
 
     shown = ctx()
     kept = (shown.seen.clone(), shown.since_trigger.clone(), [e.clone() for e in shown.earlier])
-    a = _make(path).select(shown)
-    b = _make(path).select(ctx())
+    labels = stream.y.clone()
+    a = make().select(shown)
+    b = make().select(ctx())
     assert isinstance(a, Selection)
     assert torch.equal(a.keys, b.keys)
     assert a.keys.dtype == torch.long and set(a.keys.tolist()) <= set(range(11))
@@ -123,4 +141,14 @@ def test_selection_conformance(path):
     assert a.weights is None or a.weights.shape == a.keys.shape
     assert torch.equal(shown.seen, kept[0]) and torch.equal(shown.since_trigger, kept[1])
     assert all(torch.equal(x, y) for x, y in zip(shown.earlier, kept[2]))
-    assert ">>>" in inspect.getdoc(type(_make(path)))
+    assert torch.equal(stream.y, labels)
+    a.keys.add_(100)  # the keys are the policy's own, not a view of the context
+    assert torch.equal(shown.seen, kept[0]) and torch.equal(shown.since_trigger, kept[1])
+    assert all(torch.equal(x, y) for x, y in zip(shown.earlier, kept[2]))
+    assert ">>>" in inspect.getdoc(type(make()))
+    policy = make()
+    if hasattr(policy, "state_dict"):  # restorable state is optional; when there, it round-trips
+        policy.select(ctx())
+        restored = make()
+        restored.load_state_dict(policy.state_dict())
+        assert torch.equal(restored.select(ctx(1)).keys, policy.select(ctx(1)).keys)

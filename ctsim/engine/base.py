@@ -9,6 +9,7 @@ sequential reference (:mod:`ctsim.engine.sequential`) and the batched product
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -88,13 +89,48 @@ def names_parameter(prefix: str, name: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
+SCORES = ("loss", "grad_norm", "least_confidence", "entropy", "margin")
+
+
+@dataclass(frozen=True)
+class BatchThenSample:
+    """Batch-then-sample downsampling: at every step, score the step's batch with the model as it is
+    (in evaluation mode, :mod:`ctsim.engine.scores`) and train on the ``ceil(fraction × batch)``
+    highest-scoring samples."""
+
+    score: str
+    fraction: float
+
+    def keep(self, size: int) -> int:
+        """Samples kept of a scored batch of ``size``.
+
+        >>> BatchThenSample("loss", 0.25).keep(64), BatchThenSample("loss", 0.25).keep(3)
+        (16, 1)
+        """
+        return min(size, math.ceil(self.fraction * size - 1e-9))
+
+
+@dataclass(frozen=True)
+class EpochSubset:
+    """RS2 (repeated sampling of random subsets): every epoch trains on ``ceil(fraction × n)`` keys
+    drawn afresh. Without replacement, epochs walk through one permutation before any key repeats;
+    with replacement, each epoch draws its subset independently."""
+
+    fraction: float
+    replacement: bool = False
+
+    def size(self, n: int) -> int:
+        return min(n, math.ceil(self.fraction * n - 1e-9))
+
+
 @dataclass(frozen=True)
 class TrainJob:
     """One generation to train: which model, from which state, on which samples, how, with which seed.
 
     ``parent`` is the state to fine-tune from (None: a fresh initialisation from ``seed``).
     ``weights`` are per-sample loss weights aligned with ``keys`` (None: all 1). ``schedule`` scales the
-    optimizer's learning rate at every step.
+    optimizer's learning rate at every step. ``batch_then_sample`` and ``epoch_subset`` downsample
+    while training (both engines read the epochs' orders from :meth:`epoch_orders`).
     """
 
     pipeline: int
@@ -107,10 +143,64 @@ class TrainJob:
     parent: State | None = None
     weights: torch.Tensor | None = None
     schedule: Schedule = field(default_factory=Constant)
+    batch_then_sample: BatchThenSample | None = None
+    epoch_subset: EpochSubset | None = None
+
+    def epoch_size(self) -> int:
+        """Samples drawn per epoch: every key, or RS2's subset."""
+        n = len(self.keys)
+        return n if self.epoch_subset is None else self.epoch_subset.size(n)
 
     def steps(self) -> int:
-        """Optimizer steps this job takes: ``epochs × ceil(len(keys) / batch_size)``."""
-        return self.train.epochs * -(-len(self.keys) // self.train.batch_size)
+        """Optimizer steps this job takes: ``epochs × ceil(epoch_size / batch_size)``."""
+        return self.train.epochs * -(-self.epoch_size() // self.train.batch_size)
+
+    def epoch_orders(self) -> list[torch.Tensor]:
+        """Each epoch's positions in ``keys``, drawn from the job's own generator (seeded by ``seed``).
+
+        A plain job walks through one fresh permutation per epoch. With ``epoch_subset`` (RS2) each epoch
+        takes ``epoch_size()`` positions: with replacement, the head of a fresh permutation; without,
+        the next unused positions of a permutation, and a new permutation (of the positions not used
+        in this epoch) once it runs out.
+
+        >>> job = TrainJob(0, 0, None, None, TrainConfig(epochs=3), torch.arange(4), 0,
+        ...                epoch_subset=EpochSubset(0.5))
+        >>> [len(o) for o in job.epoch_orders()]
+        [2, 2, 2]
+        >>> sorted(torch.cat(job.epoch_orders()[:2]).tolist())  # two epochs cover every key once
+        [0, 1, 2, 3]
+        """
+        g = torch.Generator().manual_seed(self.seed)
+        n, epochs = len(self.keys), self.train.epochs
+        if self.epoch_subset is None:
+            return [torch.randperm(n, generator=g) for _ in range(epochs)]
+        m = self.epoch_size()
+        if self.epoch_subset.replacement:
+            return [torch.randperm(n, generator=g)[:m] for _ in range(epochs)]
+        orders, pending = [], torch.empty(0, dtype=torch.long)
+        for _ in range(epochs):
+            take = pending[:m]
+            if len(take) < m:  # the permutation is used up: continue with a fresh one of the others
+                rest = torch.ones(n, dtype=torch.bool)
+                rest[take] = False
+                fresh = rest.nonzero().squeeze(1)[torch.randperm(n - len(take), generator=g)]
+                pending = torch.cat([take, fresh])
+                take = pending[:m]
+            orders.append(take)
+            pending = pending[m:]
+        return orders
+
+    def last_epoch_samples(self) -> int:
+        """Samples trained in the last epoch (the reported loss is their mean)."""
+        per_epoch = -(-self.epoch_size() // self.train.batch_size)
+        return sum(self.step_sizes()[-per_epoch:]) if per_epoch else 0
+
+    def step_sizes(self) -> list[int]:
+        """Samples trained at each step (after batch-then-sample's cut), in order."""
+        m, b = self.epoch_size(), self.train.batch_size
+        batches = [min(b, m - lo) for lo in range(0, m, b)] * self.train.epochs
+        keep = self.batch_then_sample.keep if self.batch_then_sample is not None else (lambda s: s)
+        return [keep(s) for s in batches]
 
 
 @dataclass(frozen=True)
@@ -118,7 +208,8 @@ class Trained:
     """What an engine returns for one job. ``state`` lives on the CPU.
 
     ``status`` is ``nonfinite`` when training diverged: ``state`` is then the last finite one, and
-    ``steps``/``samples`` count the steps taken before. ``optimizer_state`` (per parameter name, as
+    ``steps``/``samples`` count the steps taken before. ``loss`` is the mean training loss of the last
+    epoch. ``optimizer_state`` (per parameter name, as
     ``torch.optim`` keeps it) is filled only when the engine's ``record_optimizer_state`` is set.
     """
 
@@ -129,6 +220,7 @@ class Trained:
     loss: float
     status: Literal["ok", "nonfinite"] = "ok"
     optimizer_state: dict[str, dict[str, torch.Tensor]] | None = None
+    scored: int = 0  # samples batch-then-sample scored during training
 
 
 SIGNALS = ("embeddings", "logits", "predictions", "loss")

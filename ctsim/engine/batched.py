@@ -36,6 +36,7 @@ architecture and batch shape; not bit-identical to the eager kernels).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
 from ctsim.engine.inference import for_inference
 from ctsim.engine.memory import MemoryPlanner, budget_problem
 from ctsim.engine.plan import Call, StepPlan
+from ctsim.engine.scores import score, top
 from ctsim.engine.signals import Outputs, finish, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.engine.stack import Losses, Stack, batchnorm_in_float32
@@ -121,6 +123,7 @@ class BatchedEngine(EngineSettings):
         self.memory = MemoryPlanner(self.device, memory_budget)
         self.compile = compile
         self._losses: dict[tuple, Losses] = {}
+        self._kept: dict[tuple, _Kept] = {}
         self._convolutional: dict[str, bool] = {}
 
     # ----------------------------------------------------------------------------------------- training
@@ -129,7 +132,7 @@ class BatchedEngine(EngineSettings):
         results: list[Trained | None] = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}
         for i, job in enumerate(jobs):
-            key = (job.model.key, type(job.optimizer).__name__, job.train.freeze)
+            key = (job.model.key, type(job.optimizer).__name__, job.train.freeze, job.batch_then_sample)
             groups.setdefault(key, []).append(i)
         for rows in groups.values():
             group = [jobs[r] for r in rows]
@@ -187,11 +190,12 @@ class BatchedEngine(EngineSettings):
         optimizer.plan(plan.active, plan.lr)
         max_norm = _clip_norms(jobs, self.device, self.dtype)
         losses_of = self._losses_for(jobs[0], vmapped)
+        kept = self._kept_for(jobs[0], vmapped) if jobs[0].batch_then_sample is not None else None
         tally = _Tally(len(jobs), self.device)
         with global_rng(jobs[0].seed if len(jobs) == 1 else None, self.device):
             for t, calls in enumerate(plan.calls):
                 work = {k: v.clone() for k, v in stack.buffers.items()}  # the forward updates BatchNorm stats
-                grads, losses = self._gradients(stack, work, calls, losses_of, x, y)
+                grads, losses = self._gradients(stack, work, calls, losses_of, x, y, kept)
                 if max_norm is not None:
                     clip_grad_norm_(grads, max_norm)
                 active = plan.active[t] & ~tally.frozen
@@ -199,33 +203,44 @@ class BatchedEngine(EngineSettings):
                 optimizer.step(stack.flat, grads, t, active)
                 ok = _finite(losses, stack.flat, work)
                 _keep(stack, before, work, active & ok)
-                tally.record(active, ok, losses, plan.samples[t], plan.last_epoch[t])
+                tally.record(active, ok, losses, plan.samples[t], plan.scored[t], plan.last_epoch[t])
                 if t % SYNC_EVERY == SYNC_EVERY - 1 and bool(tally.frozen.all()):  # the lazy host sync
                     break
         return self._results(jobs, stack, optimizer, tally, time.perf_counter() - start)
 
     def _gradients(
-        self, stack: Stack, work: dict, calls: list[Call], losses_of: Losses, x: torch.Tensor, y: torch.Tensor
+        self,
+        stack: Stack,
+        work: dict,
+        calls: list[Call],
+        losses_of: Losses,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        kept: _Kept | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gather each call's batches, run forward and loss, and backward: flat gradients ``(M, P)`` and
-        losses ``(M,)`` (zero for the models that do not step)."""
+        losses ``(M,)`` (zero for the models that do not step). ``kept`` cuts each batch first
+        (batch-then-sample)."""
         if len(calls) == 1 and calls[0].whole:
-            return self._call(stack, stack.flat, stack.frozen, work, calls[0], losses_of, x, y)
+            return self._call(stack, stack.flat, stack.frozen, work, calls[0], losses_of, x, y, kept)
         grads = torch.zeros_like(stack.flat)
         losses = torch.zeros(len(stack), dtype=self.dtype, device=self.device)
         for call in calls:
             rows = call.rows
             sub = {k: v.index_select(0, rows) for k, v in work.items()}
             frozen = {k: v.index_select(0, rows) for k, v in stack.frozen.items()}
-            g, loss = self._call(stack, stack.flat.index_select(0, rows), frozen, sub, call, losses_of, x, y)
+            flat = stack.flat.index_select(0, rows)
+            g, loss = self._call(stack, flat, frozen, sub, call, losses_of, x, y, kept)
             for k, v in work.items():
                 v.index_copy_(0, rows, sub[k])
             grads.index_copy_(0, rows, g)
             losses.index_copy_(0, rows, loss.to(self.dtype))
         return grads, losses
 
-    def _call(self, stack, flat, frozen, buffers, call: Call, losses_of: Losses, x, y):
+    def _call(self, stack, flat, frozen, buffers, call: Call, losses_of: Losses, x, y, kept=None):
         """One stacked forward and backward pass: ``(r, P)`` gradients and ``(r,)`` losses."""
+        if kept is not None:
+            call = kept(stack.views(flat), frozen, buffers, call, x, y)
         leaves = {k: v.detach().requires_grad_() for k, v in stack.views(flat).items()}
         keys = call.keys.reshape(-1)
         xb = x.index_select(0, keys).view(*call.keys.shape, *x.shape[1:]).to(self.dtype)
@@ -254,20 +269,27 @@ class BatchedEngine(EngineSettings):
             self._losses[key] = Losses(model, self.dtype, self._autocast, vmapped, self.compile)
         return self._losses[key]
 
+    def _kept_for(self, job: TrainJob, vmapped: bool) -> _Kept:
+        key = (job.model.key, job.train.freeze, vmapped, job.batch_then_sample)
+        if key not in self._kept:
+            self._kept[key] = _Kept(build_model(job, self.dtype), job, self.dtype, self._autocast, vmapped)
+        return self._kept[key]
+
     def _results(self, jobs, stack: Stack, optimizer, tally: _Tally, seconds: float) -> list[Trained]:
         states = stack.states()
-        steps, samples, frozen = (
-            v.tolist() for v in (tally.steps.cpu(), tally.samples.cpu(), tally.frozen.cpu())
-        )
+        tallies = (tally.steps, tally.samples, tally.frozen, tally.scored)
+        steps, samples, frozen, scored = (v.cpu().tolist() for v in tallies)
         loss_sums = tally.last_epoch_loss.cpu().tolist()
         results = []
         for m, job in enumerate(jobs):
-            n = len(job.keys)
+            n = job.last_epoch_samples()
             loss = loss_sums[m] / n if n and not frozen[m] else float("nan")
             opt_state = self._optimizer_state(stack, optimizer, m) if self.record_optimizer_state else None
             status = "nonfinite" if frozen[m] else "ok"
             results.append(
-                Trained(states[m], steps[m], samples[m], seconds / len(jobs), loss, status, opt_state)
+                Trained(
+                    states[m], steps[m], samples[m], seconds / len(jobs), loss, status, opt_state, scored[m]
+                )
             )
         return results
 
@@ -376,14 +398,53 @@ class _Tally:
         self.samples = torch.zeros(num, dtype=torch.long, device=device)
         self.last_epoch_loss = torch.zeros(num, dtype=torch.float64, device=device)
         self.frozen = torch.zeros(num, dtype=torch.bool, device=device)
+        self.scored = torch.zeros(num, dtype=torch.long, device=device)
 
-    def record(self, active, ok, losses, samples, last_epoch) -> None:
+    def record(self, active, ok, losses, samples, scored, last_epoch) -> None:
         done = active & ok
         self.steps += done
         self.samples += torch.where(done, samples, 0)
+        self.scored += torch.where(done, scored, 0)
         # As the sequential engine: the sum of (loss as a Python float) × batch size, in float64.
         self.last_epoch_loss += torch.where(done & last_epoch, losses.double() * samples, 0.0)
         self.frozen |= active & ~ok
+
+
+class _Kept:
+    """Batch-then-sample for one group: score each model's batch with the model as it is (evaluation
+    mode: running BatchNorm statistics, no dropout, buffers untouched) and cut the call to each model's
+    highest-scoring samples (:func:`~ctsim.engine.scores.top`, as the sequential engine cuts them)."""
+
+    def __init__(self, model: nn.Module, job: TrainJob, dtype: torch.dtype, autocast, vmapped: bool):
+        self.bts = job.batch_then_sample
+        self.bias = model.head.bias is not None
+        self.dtype = dtype
+        base = Outputs(copy.deepcopy(model).to("meta").eval())
+        batchnorm_in_float32(base)
+
+        def one(state, x):
+            with autocast():
+                return functional_call(base, state, (x,))
+
+        self.vmapped = vmapped
+        self.fn = vmap(one) if vmapped else one
+
+    @torch.no_grad()
+    def __call__(self, params: dict, frozen: dict, buffers: dict, call: Call, x, y) -> Call:
+        keys = call.keys.reshape(-1)
+        xb = x.index_select(0, keys).view(*call.keys.shape, *x.shape[1:]).to(self.dtype)
+        yb = y.index_select(0, keys).view(call.keys.shape)
+        state = {f"net.{k}": v for k, v in {**params, **frozen, **buffers}.items()}
+        if not self.vmapped:
+            emb, logits = (v.unsqueeze(0) for v in self.fn({k: v[0] for k, v in state.items()}, xb[0]))
+        elif len(xb) == 1:  # a lone model is paired with itself, as in Losses
+            pair = self.fn({k: torch.cat([v, v]) for k, v in state.items()}, torch.cat([xb, xb]))
+            emb, logits = (v[:1] for v in pair)
+        else:
+            emb, logits = self.fn(state, xb)
+        pos = top(score(self.bts.score, emb, logits, yb, self.bias), self.bts.keep(call.size))
+        weights = None if call.weights is None else call.weights.gather(1, pos)
+        return Call(call.rows, call.keys.gather(1, pos), weights, pos.shape[1], call.whole)
 
 
 def _finite(losses: torch.Tensor, params: torch.Tensor, buffers: dict) -> torch.Tensor:

@@ -1,11 +1,12 @@
 """The step plan: every model's batches and learning rates, worked out on the host before training.
 
 A job's batches depend on nothing the training computes: model ``m`` trains ``epochs × ceil(n / batch)``
-steps; in epoch ``e`` it walks through the ``e``-th permutation its own generator draws (one
-``randperm`` per epoch, exactly as the sequential engine draws them), ``batch`` keys a step, fewer at
-the end of an epoch. So the batched engine plans every step at the start and uploads the plan to the
-device once: during training it only slices the plan, and never waits for the device to decide what
-comes next.
+steps; in epoch ``e`` it walks through the ``e``-th order its own generator draws
+(:meth:`~ctsim.engine.base.TrainJob.epoch_orders`, which the sequential engine reads too), ``batch``
+keys a step, fewer at the end of an epoch. So the batched engine plans every step at the start and
+uploads the plan to the device once: during training it only slices the plan, and never waits for the
+device to decide what comes next. (With batch-then-sample, which of a step's keys are trained on
+depends on the model: the device decides that within the step.)
 
 At step ``t`` the models that still train are split into one :class:`Call` per distinct batch size,
 so that no model ever sees padding (BatchNorm statistics stay exact).
@@ -52,13 +53,15 @@ class StepPlan:
         active: ``(T, M)`` bool, model m takes step t.
         lr: ``(T, M)`` float64, model m's learning rate at step t (``lr × schedule factor``, computed
             with Python floats as the sequential engine computes it).
-        samples: ``(T, M)`` int64, model m's batch size at step t (0 when it does not step).
+        samples: ``(T, M)`` int64, the samples model m trains on at step t (0 when it does not step):
+            its batch size, or the part batch-then-sample keeps.
+        scored: ``(T, M)`` int64, the samples batch-then-sample scores at step t (0 without it).
         last_epoch: ``(T, M)`` bool, step t is in model m's last epoch.
     """
 
     def __init__(self, jobs: Sequence[TrainJob], device: torch.device, dtype: torch.dtype):
         num = len(jobs)
-        n = np.array([len(j.keys) for j in jobs], dtype=np.int64)
+        n = np.array([j.epoch_size() for j in jobs], dtype=np.int64)
         batch = np.array([j.train.batch_size for j in jobs], dtype=np.int64)
         epochs = np.array([j.train.epochs for j in jobs], dtype=np.int64)
         per_epoch = np.maximum(-(-n // batch), 1)
@@ -84,7 +87,13 @@ class StepPlan:
             calls.append(step_calls)
         self.calls = self._upload(calls, keys, row_ids, sample_weights, num, device, dtype)
         self.active = torch.from_numpy(sizes > 0).to(device)
-        self.samples = torch.from_numpy(sizes).to(device)
+        kept, scored = sizes.copy(), np.zeros_like(sizes)
+        for m, job in enumerate(jobs):  # batch-then-sample trains on part of each scored batch
+            if job.batch_then_sample is not None:
+                kept[:, m] = [job.batch_then_sample.keep(int(s)) for s in sizes[:, m]]
+                scored[:, m] = sizes[:, m]
+        self.samples = torch.from_numpy(kept).to(device)
+        self.scored = torch.from_numpy(scored).to(device)
         self.last_epoch = torch.from_numpy(t >= (epochs - 1) * per_epoch).to(device)
         self.lr = torch.tensor(_learning_rates(jobs, total, per_epoch, len(sizes)), device=device)
 
@@ -118,13 +127,12 @@ class StepPlan:
 
 def _orders(jobs: Sequence[TrainJob]) -> tuple[np.ndarray, np.ndarray | None]:
     """Each model's keys (and sample weights) in training order: its epochs' permutations, concatenated."""
-    width = max([len(j.keys) * j.train.epochs for j in jobs], default=0)
+    width = max([j.epoch_size() * j.train.epochs for j in jobs], default=0)
     order = np.zeros((len(jobs), max(width, 1)), dtype=np.int64)
     any_weights = any(j.weights is not None for j in jobs)
     weights = np.ones((len(jobs), max(width, 1)), dtype=np.float64) if any_weights else None
     for m, job in enumerate(jobs):
-        g = torch.Generator().manual_seed(job.seed)
-        perms = [torch.randperm(len(job.keys), generator=g) for _ in range(job.train.epochs)]
+        perms = job.epoch_orders()
         if len(job.keys):
             flat = torch.cat(perms)
             order[m, : len(flat)] = job.keys.cpu()[flat].numpy()

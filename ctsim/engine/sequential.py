@@ -28,8 +28,9 @@ from ctsim.engine.base import (
     memory_format,
     predict_each,
 )
+from ctsim.engine.scores import score, top
+from ctsim.engine.signals import Outputs, one_by_one
 from ctsim.engine.signals import groups as signal_groups
-from ctsim.engine.signals import one_by_one
 from ctsim.models.base import ModelSpec
 
 
@@ -79,19 +80,20 @@ class SequentialEngine(EngineSettings):
         fmt = memory_format(x) if self.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=fmt).train()
         optimizer = job.optimizer.torch(p for p in model.parameters() if p.requires_grad)
-        order = torch.Generator().manual_seed(job.seed)
         weights = None if job.weights is None else job.weights.to(self.device, self.dtype)
-        n, batch_size, epochs, total = len(job.keys), job.train.batch_size, job.train.epochs, job.steps()
-        steps = samples = 0
+        batch_size, epochs, total = job.train.batch_size, job.train.epochs, job.steps()
+        steps = samples = scored = 0
         last_epoch_loss, status = 0.0, "ok"
         with global_rng(job.seed, self.device):  # for a model that draws random numbers in its forward
-            for epoch in range(epochs):
-                perm = torch.randperm(n, generator=order)
-                for lo in range(0, n, batch_size):
+            for epoch, perm in enumerate(job.epoch_orders()):
+                for lo in range(0, len(perm), batch_size):
                     for group in optimizer.param_groups:
                         group["lr"] = job.optimizer.lr * job.schedule.factor(epoch, steps, total)
                     saved = {k: v.clone() for k, v in model.state_dict().items()}  # the last finite state
                     idx = perm[lo : lo + batch_size]
+                    if job.batch_then_sample is not None:
+                        scored += len(idx)
+                        idx = idx[self._kept(model, job, idx, x, y, fmt)]
                     keys = job.keys[idx].to(self.device)
                     inputs = x[keys].to(self.dtype).contiguous(memory_format=fmt)
                     with self._autocast():
@@ -119,7 +121,8 @@ class SequentialEngine(EngineSettings):
                 if status != "ok":
                     break
         state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-        loss_value = last_epoch_loss / n if n and status == "ok" else float("nan")
+        last = job.last_epoch_samples()
+        loss_value = last_epoch_loss / last if last and status == "ok" else float("nan")
         opt_state = None
         if self.record_optimizer_state:
             names = {id(p): name for name, p in model.named_parameters()}
@@ -130,7 +133,20 @@ class SequentialEngine(EngineSettings):
                 }
                 for p, st in optimizer.state.items()
             }
-        return Trained(state, steps, samples, time.perf_counter() - start, loss_value, status, opt_state)
+        seconds = time.perf_counter() - start
+        return Trained(state, steps, samples, seconds, loss_value, status, opt_state, scored)
+
+    def _kept(self, model: torch.nn.Module, job: TrainJob, idx: torch.Tensor, x, y, fmt) -> torch.Tensor:
+        """Batch-then-sample: the positions in ``idx`` of the samples to train on, scored by the model as
+        it is, in evaluation mode (no BatchNorm update, no dropout)."""
+        bts = job.batch_then_sample
+        keys = job.keys[idx].to(self.device)
+        model.eval()
+        with torch.no_grad(), self._autocast():
+            emb, logits = Outputs(model)(x[keys].to(self.dtype).contiguous(memory_format=fmt))
+        model.train()
+        scores = score(bts.score, emb, logits, y[keys], bias=model.head.bias is not None)
+        return top(scores, bts.keep(len(idx))).cpu()
 
     def predict(
         self, model: ModelSpec, states: Sequence[State], x: torch.Tensor

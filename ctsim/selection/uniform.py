@@ -1,0 +1,47 @@
+"""Uniform selection: a random sample of everything seen, or of the current trigger interval."""
+
+from __future__ import annotations
+
+import torch
+
+from ctsim.config import ConfigError, check, one_of
+from ctsim.selection.base import Presampler, SelectionContext
+
+OF = ["seen", "interval"]
+
+
+class Uniform(Presampler):
+    """A budget drawn uniformly at random from all data seen (``of="seen"``) or from the data since the
+    last trigger (``of="interval"``).
+
+    Modyn's random presampling (``RandomPresamplingStrategy``). The budget is required: without one
+    this is :class:`~ctsim.selection.AllData` or :class:`~ctsim.selection.NewData`.
+
+    Args:
+        of: the pool, ``"seen"`` or ``"interval"``.
+        limit: keep this many samples of the pool, or
+        fraction: this fraction of it, rounded up.
+        downsample: a downsampler (see :class:`~ctsim.selection.base.Presampler`).
+
+    >>> from ctsim.selection.base import context_from_intervals
+    >>> ctx = context_from_intervals([[0, 1, 2, 3], [4, 5, 6, 7]])
+    >>> Uniform(fraction=0.5).select(ctx).keys.tolist()
+    [0, 3, 4, 7]
+    >>> Uniform(of="interval", limit=2).select(ctx).keys.tolist()
+    [6, 7]
+    """
+
+    def __init__(
+        self, of: str = "seen", limit: int | None = None, fraction: float | None = None, downsample=None
+    ):
+        ConfigError.raise_all(
+            [
+                one_of("of", of, OF),
+                check("limit", limit, limit is not None or fraction is not None, "a limit or a fraction"),
+            ]
+        )
+        super().__init__(limit, fraction, downsample)
+        self.of = of
+
+    def pool(self, ctx: SelectionContext) -> torch.Tensor:
+        return ctx.seen if self.of == "seen" else ctx.since_trigger
