@@ -24,10 +24,13 @@ def pipeline_summary(cost: pl.DataFrame) -> pl.DataFrame:
         pl.col("samples_trained").mean(),
         pl.col("optimizer_steps").mean(),
         (pl.col("train_flops").mean() / 1e12).alias("train_tflops"),
+        (pl.col("selection_flops").mean() / 1e12).alias("selection_tflops"),
+        pl.col("selection_s").mean(),
         pl.col("train_s").mean(),
         pl.col("eval_s").mean(),
         pl.col("total_s").mean(),
         pl.col("nonfinite_generations").sum(),
+        pl.col("skipped").sum(),
     )
 
 
@@ -133,6 +136,8 @@ def markdown_summary(
         "samples_trained",
         "optimizer_steps",
         "train_tflops",
+        "selection_tflops",
+        "selection_s",
         "train_s",
         "eval_s",
         "total_s",
@@ -146,7 +151,7 @@ def markdown_summary(
         "|" + "---|" * len(cols),
     ]
     for row in table.iter_rows(named=True):
-        lines.append("| " + " | ".join(_fmt(row[c], 4 if c == "train_tflops" else 3) for c in cols) + " |")
+        lines.append("| " + " | ".join(_fmt(row[c], 4 if c.endswith("tflops") else 3) for c in cols) + " |")
     lines += [
         "",
         "accuracy: mean over slices of the active model's accuracy (composite accuracy); "
@@ -167,6 +172,12 @@ def markdown_summary(
         )
     if diverged.height:
         lines.append("")
+    for row in table.filter(pl.col("skipped") > 0).iter_rows(named=True):
+        lines += [
+            f"**Skipped:** {row['pipeline']}: {row['skipped']} trigger(s) trained nothing, as the selection "
+            "was empty; the active model stayed (skipped.parquet).",
+            "",
+        ]
     if change_points:
         lines += ["## Designed drift (dataset ground truth)", ""]
         for cp in change_points:

@@ -10,7 +10,10 @@ the equivalence tests check:
 * **Per-model state.** Each model keeps its own data order (its own ``torch.Generator``, drawn exactly
   as the sequential engine draws it), batch size, learning rate and schedule, momentum, weight decay,
   Adam betas, epochs, optimizer state, step count, gradient clipping and BatchNorm statistics; dropout
-  masks come from each model's own seed (:class:`~ctsim.models.dropout.SeededDropout`). Frozen
+  masks come from each model's own seed (:class:`~ctsim.models.dropout.SeededDropout`), and
+  downsampling while training is its own: RS2 epoch subsets come from its generator, and
+  batch-then-sample scores each model's batch with that model (a group shares one downsampling
+  setting; :class:`_Kept`). Frozen
   parameters (``requires_grad=False``, or ``train.freeze``) are never differentiated nor updated.
 * **Unequal data.** Every step is planned before training (:mod:`ctsim.engine.plan`). A step trains the
   models that still have a batch, in one call per distinct batch size, so no model ever sees padding
