@@ -38,6 +38,7 @@ from ctsim.quality import PipelineTriggers, quality_table
 from ctsim.simulation import Generation, SimulationResult
 
 TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped")
+OPTIONAL = ("skipped",)  # runs made before it existed have none: read as empty
 METRICS = ("accuracy", "macro_f1")
 STATUS = "status.json"
 
@@ -351,12 +352,22 @@ def _now() -> str:
 def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
     """The tables of one run directory, as lazy frames."""
     run_dir = Path(run_dir)
-    missing = [t for t in TABLES if not (run_dir / f"{t}.parquet").exists()]
+    missing = _missing(run_dir)
     if missing:
         raise FileNotFoundError(
             f"{run_dir} is not a ctsim run directory: missing {', '.join(missing)}.parquet"
         )
-    return {t: pl.scan_parquet(run_dir / f"{t}.parquet") for t in TABLES}
+    return {
+        t: pl.scan_parquet(path) if (path := run_dir / f"{t}.parquet").exists() else _empty(t) for t in TABLES
+    }
+
+
+def _missing(run_dir: Path) -> list[str]:
+    return [t for t in TABLES if t not in OPTIONAL and not (run_dir / f"{t}.parquet").exists()]
+
+
+def _empty(table: str) -> pl.LazyFrame:
+    return pl.DataFrame(schema={"skipped": SKIPPED_SCHEMA}[table]).lazy()
 
 
 def load_many(root: str | Path = "results/runs") -> dict[str, pl.LazyFrame]:
@@ -372,7 +383,7 @@ def load_many(root: str | Path = "results/runs") -> dict[str, pl.LazyFrame]:
     complete, skipped = [], []
     for d in dirs:
         status = (read_status(d) or {}).get("status", "finished")  # runs from before status.json
-        missing = [t for t in TABLES if not (d / f"{t}.parquet").exists()]
+        missing = _missing(d)
         if status == "finished" and not missing:
             complete.append(d)
         else:

@@ -13,7 +13,10 @@ import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
+from ctsim.cli import CONF_DIR
 from ctsim.config import ConfigError
 from ctsim.cost import flops_per_sample
 from ctsim.engine import BatchedEngine, SequentialEngine
@@ -21,7 +24,7 @@ from ctsim.engine.base import BatchThenSample, EpochSubset, TrainConfig, TrainJo
 from ctsim.engine.scores import score
 from ctsim.models import CNN, LSTM, MLP, ModelSpec, YearbookNet
 from ctsim.optim import SGD
-from ctsim.registry import build_tables
+from ctsim.registry import build_tables, load, write_tables
 from ctsim.schedules import Constant
 from ctsim.selection import RS2, AllData, NewData, ScoreDownsampler
 from ctsim.selection.base import Selection
@@ -374,3 +377,39 @@ def test_bad_selection_settings_are_named_before_any_work(tmp_path, overrides, m
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         build(small(tmp_path, "population.variants={}", *overrides))
     assert not (tmp_path / "datasets").exists()  # no data was generated
+
+
+DOWNSAMPLERS = sorted((CONF_DIR / "selection" / "downsample").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", DOWNSAMPLERS, ids=lambda p: p.stem)
+def test_every_downsampler_option_composes_and_trains_on_its_fraction(path):
+    """``selection/downsample=<option>`` as a user writes it: every option keeps its fraction."""
+    overrides = [
+        "selection=window",
+        f"selection/downsample={path.stem}",
+        "selection.downsample.fraction=0.25",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+        cfg = compose("config", overrides=overrides)
+    selection = instantiate(cfg.selection, _convert_="all")
+    assert type(selection).__name__ == "Window" and selection.downsample.fraction == 0.25
+    stream = toy_stream([40, 40, 40], num_classes=3)
+    result = simulate(stream, [_pipeline(selection)], SequentialEngine(device="cpu"), progress=False)
+    # 40 new samples a slice, batches of 8: every form trains on 10 a slice per epoch (2 epochs)
+    assert [g.trained.samples for g in result.generations] == [20, 40, 60]
+    assert sum(g.selection.scored + g.trained.scored for g in result.generations) > 0 or path.stem == "rs2"
+
+
+def test_runs_from_before_skipped_parquet_still_load(tmp_path):
+    stream = toy_stream([20, 20], test_fraction=0.2)
+    tables = build_tables(
+        simulate(stream, [_pipeline(NewData())], SequentialEngine(device="cpu"), progress=False)
+    )
+    write_tables({k: v for k, v in tables.items() if k != "skipped"}, tmp_path)
+    loaded = load(tmp_path)
+    assert loaded["skipped"].collect().height == 0 and loaded["cost"].collect().height == 1
+    assert loaded["skipped"].collect().schema == tables["skipped"].schema
+    (tmp_path / "cost.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match=r"missing cost\.parquet"):
+        load(tmp_path)
