@@ -420,7 +420,7 @@ class _Kept:
 
     def __init__(self, model: nn.Module, job: TrainJob, dtype: torch.dtype, autocast, vmapped: bool):
         self.bts = job.batch_then_sample
-        self.bias = model.head.bias is not None
+        self.bias = getattr(model.head, "bias", None) is not None
         self.dtype = dtype
         base = Outputs(copy.deepcopy(model).to("meta").eval())
         batchnorm_in_float32(base)

@@ -145,7 +145,7 @@ class SequentialEngine(EngineSettings):
         with torch.no_grad(), self._autocast():
             emb, logits = Outputs(model)(x[keys].to(self.dtype).contiguous(memory_format=fmt))
         model.train()
-        scores = score(bts.score, emb, logits, y[keys], bias=model.head.bias is not None)
+        scores = score(bts.score, emb, logits, y[keys], bias=getattr(model.head, "bias", None) is not None)
         return top(scores, bts.keep(len(idx))).cpu()
 
     def predict(
