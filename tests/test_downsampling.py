@@ -413,3 +413,18 @@ def test_runs_from_before_skipped_parquet_still_load(tmp_path):
     (tmp_path / "cost.parquet").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing cost\.parquet"):
         load(tmp_path)
+
+
+def test_a_diverging_bts_job_counts_only_the_steps_it_kept_on_both_engines():
+    spec = KINDS["mlp"]
+    x, y = _data(spec)
+    job = TrainJob(
+        0, 0, spec, SGD(lr=1e30), TrainConfig(epochs=3, batch_size=16), torch.arange(64), 3,
+        batch_then_sample=BatchThenSample("loss", 0.5),
+    )  # fmt: skip
+    seq, bat = (
+        e.train([job], x, y)[0] for e in (SequentialEngine(device="cpu"), BatchedEngine(device="cpu"))
+    )
+    assert seq.status == bat.status == "nonfinite"
+    assert seq.steps == bat.steps < job.steps()
+    assert seq.scored == bat.scored == 16 * seq.steps and seq.samples == bat.samples == 8 * seq.steps

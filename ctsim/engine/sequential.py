@@ -91,8 +91,8 @@ class SequentialEngine(EngineSettings):
                         group["lr"] = job.optimizer.lr * job.schedule.factor(epoch, steps, total)
                     saved = {k: v.clone() for k, v in model.state_dict().items()}  # the last finite state
                     idx = perm[lo : lo + batch_size]
+                    drawn = len(idx)
                     if job.batch_then_sample is not None:
-                        scored += len(idx)
                         idx = idx[self._kept(model, job, idx, x, y, fmt)]
                     keys = job.keys[idx].to(self.device)
                     inputs = x[keys].to(self.dtype).contiguous(memory_format=fmt)
@@ -116,6 +116,7 @@ class SequentialEngine(EngineSettings):
                         break
                     steps += 1
                     samples += len(idx)
+                    scored += drawn if job.batch_then_sample is not None else 0
                     if epoch == epochs - 1:
                         last_epoch_loss += value * len(idx)
                 if status != "ok":
