@@ -36,6 +36,7 @@ from ctsim.cost import flops_per_sample
 from ctsim.evaluation import active_generations, composite
 from ctsim.quality import PipelineTriggers, quality_table
 from ctsim.simulation import Generation, SimulationResult
+from ctsim.stream import ArrivalBatch
 
 TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped")
 OPTIONAL = ("skipped",)  # runs made before it existed have none: read as empty
@@ -62,31 +63,24 @@ def build_tables(
 def _skipped(result: SimulationResult) -> pl.DataFrame:
     """Triggers that trained nothing because their selection was empty."""
     rows = [
-        {
-            "pipeline": result.pipelines[s.pipeline].name,
-            "seed": result.pipelines[s.pipeline].seed,
-            "trigger_batch": s.batch.index,
-            "trigger_slice": s.batch.slice,
-            "trigger_label": result.stream.slice_labels[s.batch.slice],
-            "trigger_time": s.time,
-            "trigger_reason": s.reason,
-            "why": s.why,
-        }
+        {**_trigger_columns(result, s.pipeline, s.batch, s.time, s.reason), "why": s.why}
         for s in result.skipped
     ]
     return pl.DataFrame(rows, schema=SKIPPED_SCHEMA)
 
 
-SKIPPED_SCHEMA = {
-    "pipeline": pl.String,
-    "seed": pl.Int64,
-    "trigger_batch": pl.Int64,
-    "trigger_slice": pl.Int64,
-    "trigger_label": pl.String,
-    "trigger_time": pl.Float64,
-    "trigger_reason": pl.String,
-    "why": pl.String,
-}
+def _trigger_columns(result: SimulationResult, p: int, batch: ArrivalBatch, time: float, reason: str) -> dict:
+    """Which pipeline a trigger fired in, on which batch, when and why (generations and skipped)."""
+    pipeline = result.pipelines[p]
+    return {
+        "pipeline": pipeline.name,
+        "seed": pipeline.seed,
+        "trigger_batch": batch.index,
+        "trigger_slice": batch.slice,
+        "trigger_label": result.stream.slice_labels[batch.slice],
+        "trigger_time": time,
+        "trigger_reason": reason,
+    }
 
 
 def _quality(result: SimulationResult) -> pl.DataFrame:
@@ -165,15 +159,9 @@ def _generations(result: SimulationResult, checkpoints: Mapping[tuple[int, int],
         flops = flops_per_sample(pipeline.model)
         records.append(
             {
-                "pipeline": pipeline.name,
-                "seed": pipeline.seed,
+                **_trigger_columns(result, gen.pipeline, gen.batch, gen.time, gen.reason),
                 "generation": gen.index,
                 "parent": gen.parent,
-                "trigger_batch": gen.batch.index,
-                "trigger_slice": gen.slice,
-                "trigger_label": stream.slice_labels[gen.slice],
-                "trigger_time": gen.time,
-                "trigger_reason": gen.reason,
                 "init": "finetune" if gen.parent is not None else "scratch",
                 "n_selected": len(keys),
                 "first_slice": int(slices.min()) if len(slices) else None,
@@ -217,6 +205,11 @@ GENERATIONS_SCHEMA = {
     "final_loss": pl.Float64,
     "status": pl.String,
     "checkpoint": pl.String,
+}
+
+SKIPPED_SCHEMA = {  # the trigger's columns, as in generations, and why nothing was trained
+    **{k: v for k, v in GENERATIONS_SCHEMA.items() if k in ("pipeline", "seed") or k.startswith("trigger_")},
+    "why": pl.String,
 }
 
 

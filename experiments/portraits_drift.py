@@ -19,28 +19,20 @@ import argparse
 import shutil
 import subprocess
 import sys
-import time
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
+from study import REPO, heading, run_experiment
 
-from ctsim.cli import unique_dir
 from ctsim.registry import load
 
-REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "reference" / "portraits_drift"
 REDUCED = ["dataset.size=0.1", "train.epochs=2", "optimizer.lr=0.01"]
 DRIFT = ("mmd", "ks", "label")  # variant name prefixes of the drift triggers
 
 
 def run(overrides: list[str], tag: str) -> tuple[Path, float]:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir = Path(unique_dir(str(REPO / "results" / "runs" / "portraits_drift" / f"{stamp}_{tag}")))
-    command = [sys.executable, "-m", "ctsim", "experiment=portraits_drift", f"hydra.run.dir={run_dir}"]
-    start = time.perf_counter()
-    subprocess.run([*command, "progress=false", *overrides], cwd=REPO, check=True)
-    return run_dir, time.perf_counter() - start
+    return run_experiment("portraits_drift", overrides, tag)
 
 
 def oracle(run_dir: Path) -> Path:
@@ -130,13 +122,8 @@ def report(run_dir: Path, wall: float | None, reduced: bool) -> Path:
         shutil.copyfile(oracle_dir / "frontier.png", plot)
     command = "python experiments/portraits_drift.py" + (" --reduced" if reduced else "")
     title = "portraits_drift" + (" (reduced: " + ", ".join(REDUCED) + ")" if reduced else "")
-    shown_dir = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
     lines = [
-        f"# {title}",
-        "",
-        f"`{command}` · run folder `{shown_dir}`"
-        + (f" · wall time {wall:.0f} s" if wall is not None else ""),
-        "",
+        *heading(title, command, run_dir, wall),
         "Means over 3 seeds. accuracy: composite accuracy; frontier: the hindsight-optimal accuracy with "
         "at most the pipeline's trigger count (candidates: the yearly pipeline of the same seed; "
         "fine-tuning makes it an approximation, so regret can be negative); delay and misses at the "

@@ -21,19 +21,14 @@ import argparse
 import math
 import os
 import shutil
-import subprocess
-import sys
-import time
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 from scipy import stats
+from study import REPO, heading, run_experiment
 
-from ctsim.cli import unique_dir
 from ctsim.registry import load
 
-REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "reference" / "portraits_selection"
 REDUCED = ["dataset.size=0.1", "train.epochs=2", "optimizer.lr=0.01"]
 SCORES = ("loss", "grad_norm", "least_confidence", "entropy", "margin")
@@ -64,12 +59,7 @@ def describe(variant: str) -> tuple[str, str, float]:
 
 
 def run(overrides: list[str], tag: str) -> tuple[Path, float]:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir = Path(unique_dir(str(REPO / "results" / "runs" / "portraits_selection" / f"{stamp}_{tag}")))
-    command = [sys.executable, "-m", "ctsim", "experiment=portraits_selection", f"hydra.run.dir={run_dir}"]
-    start = time.perf_counter()
-    subprocess.run([*command, "progress=false", *overrides], cwd=REPO, check=True)
-    return run_dir, time.perf_counter() - start
+    return run_experiment("portraits_selection", overrides, tag)
 
 
 def variant_table(run_dir: Path) -> pl.DataFrame:
@@ -127,13 +117,8 @@ def report(run_dir: Path, wall: float | None, reduced: bool, extra: list[str] = 
     command = f"{threads}python experiments/portraits_selection.py" + (" --reduced" if reduced else "")
     command += "".join(f" '{o}'" for o in extra)
     title = "portraits_selection" + (" (reduced: " + ", ".join(REDUCED) + ")" if reduced else "")
-    shown_dir = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
     lines = [
-        f"# {title}",
-        "",
-        f"`{command}` · run folder `{shown_dir}`"
-        + (f" · wall time {wall:.0f} s" if wall is not None else ""),
-        "",
+        *heading(title, command, run_dir, wall),
         "The shape of Modyn's SIGMOD data-selection study: a yearly time trigger, fine-tuning, the data "
         "since the last trigger (selection=new), YearbookNet, SGD (momentum 0.9, batch 64), "
         + (

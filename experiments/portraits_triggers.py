@@ -17,40 +17,22 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
-import time
-from datetime import datetime
 from pathlib import Path
 
 import polars as pl
 import torch
+from study import REPO, run_experiment
 
-from ctsim.cli import unique_dir
 from ctsim.registry import load
 from ctsim.report import pipeline_summary
 
-REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "reference" / "portraits_triggers"
 REDUCED = ["dataset.size=0.1", "train.epochs=1"]
 KEYS = ["pipeline", "seed", "generation", "slice", "metric"]
 
 
 def run(overrides: list[str], tag: str) -> tuple[Path, float]:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir = Path(unique_dir(str(REPO / "results" / "runs" / "portraits_triggers" / f"{stamp}_{tag}")))
-    command = [
-        sys.executable,
-        "-m",
-        "ctsim",
-        "experiment=portraits_triggers",
-        f"hydra.run.dir={run_dir}",
-        "progress=false",
-        *overrides,
-    ]
-    start = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True)
-    return run_dir, time.perf_counter() - start
+    return run_experiment("portraits_triggers", overrides, tag)
 
 
 def table(run_dir: Path) -> pl.DataFrame:

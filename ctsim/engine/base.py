@@ -92,6 +92,15 @@ def names_parameter(prefix: str, name: str) -> bool:
 SCORES = ("loss", "grad_norm", "least_confidence", "entropy", "margin")
 
 
+def share(n: int, fraction: float) -> int:
+    """``fraction`` of ``n`` samples, rounded up (a float's last bit never adds a sample), at most ``n``.
+
+    >>> share(64, 0.25), share(3, 0.25), share(10, 0.3), share(0, 0.5)
+    (16, 1, 3, 0)
+    """
+    return min(n, math.ceil(fraction * n - 1e-9))
+
+
 @dataclass(frozen=True)
 class BatchThenSample:
     """Batch-then-sample downsampling: at every step, score the step's batch with the model as it is
@@ -107,7 +116,7 @@ class BatchThenSample:
         >>> BatchThenSample("loss", 0.25).keep(64), BatchThenSample("loss", 0.25).keep(3)
         (16, 1)
         """
-        return min(size, math.ceil(self.fraction * size - 1e-9))
+        return share(size, self.fraction)
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ class EpochSubset:
     replacement: bool = False
 
     def size(self, n: int) -> int:
-        return min(n, math.ceil(self.fraction * n - 1e-9))
+        return share(n, self.fraction)
 
 
 @dataclass(frozen=True)

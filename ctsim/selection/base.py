@@ -16,14 +16,13 @@ Selection runs in two stages, as in Modyn:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from ctsim.config import ConfigError, Problem, check, is_int, is_number
-from ctsim.engine.base import BatchThenSample, EpochSubset
+from ctsim.engine.base import BatchThenSample, EpochSubset, share
 
 if TYPE_CHECKING:
     from ctsim.stream import Stream
@@ -67,16 +66,17 @@ class SelectionPolicy(Protocol):
     def select(self, ctx: SelectionContext) -> Selection: ...
 
 
+def fraction_problem(fraction: object, optional: bool = False) -> Problem | None:
+    """A share of samples is a number in (0, 1] (or null, where ``optional``)."""
+    ok = (optional and fraction is None) or (is_number(fraction) and 0 < fraction <= 1)
+    return check("fraction", fraction, ok, ("null or " if optional else "") + "a number in (0, 1]")
+
+
 def budget_problems(limit: object, fraction: object) -> list[Problem | None]:
     """A budget is a sample ``limit`` (an integer ≥ 1) or a ``fraction`` in (0, 1], not both."""
     return [
         check("limit", limit, limit is None or (is_int(limit) and limit >= 1), "null or an integer ≥ 1"),
-        check(
-            "fraction",
-            fraction,
-            fraction is None or (is_number(fraction) and 0 < fraction <= 1),
-            "null or a number in (0, 1]",
-        ),
+        fraction_problem(fraction, optional=True),
         check("limit", limit, limit is None or fraction is None, "not both a limit and a fraction"),
     ]
 
@@ -90,7 +90,7 @@ def budget(n: int, limit: int | None, fraction: float | None) -> int:
     if limit is not None:
         return min(n, limit)
     if fraction is not None:
-        return min(n, math.ceil(fraction * n - 1e-9))
+        return share(n, fraction)
     return n
 
 

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, check, is_number, one_of
+from ctsim.config import ConfigError, check, one_of
 from ctsim.engine.base import SCORES, BatchThenSample, EpochSubset
 from ctsim.engine.scores import score, top
-from ctsim.selection.base import Selection, budget
+from ctsim.selection.base import Selection, budget, fraction_problem
 
 FORMS = ("stb", "bts")
 DRAWS = ("top", "proportional")
-
-
-def _fraction_problem(fraction: object):
-    ok = is_number(fraction) and not isinstance(fraction, bool) and 0 < fraction <= 1
-    return check("fraction", fraction, ok, "a number in (0, 1]")
 
 
 class ScoreDownsampler:
@@ -70,7 +65,7 @@ class ScoreDownsampler:
             [
                 one_of("score", score, list(SCORES)),
                 one_of("form", form, list(FORMS)),
-                _fraction_problem(fraction),
+                fraction_problem(fraction),
                 one_of("draw", draw, list(DRAWS)),
                 check("draw", draw, draw == "top" or form == "stb", "top with form=bts (it keeps the top)"),
                 check("weights", weights, isinstance(weights, bool), "true or false"),
@@ -137,7 +132,7 @@ class RS2:
     def __init__(self, fraction: float = 0.5, replacement: bool = False):
         ConfigError.raise_all(
             [
-                _fraction_problem(fraction),
+                fraction_problem(fraction),
                 check("replacement", replacement, isinstance(replacement, bool), "true or false"),
             ]
         )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ctsim.config import ConfigError, check, is_number
+from ctsim.engine.base import share
 from ctsim.selection.base import Presampler, SelectionContext, uniform
 
 
@@ -60,5 +59,5 @@ class Freshness(Presampler):
             return pool[len(pool) - k :].clone()
         split = len(pool) - len(ctx.since_trigger)
         old, new = pool[:split], pool[split:]
-        n_old = min(k - min(math.ceil(self.mix * k - 1e-9), len(new)), len(old))
+        n_old = min(k - min(share(k, self.mix), len(new)), len(old))
         return torch.cat([uniform(old, n_old, ctx.generator), uniform(new, k - n_old, ctx.generator)])
