@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -79,7 +79,10 @@ def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config"
     problems = [p for p in run_problems(cfg) if p is not None]
     dataset = _instantiate(cfg.dataset, "dataset", problems)
     if dataset is not None:
-        problems += dataset.path_problems()
+        found = dataset.path_problems()
+        problems += found
+        if found:  # its shapes may be unknown (a cache not prepared): no model can be checked against it
+            dataset = None
     stream = _instantiate(cfg.stream, "stream", problems)
     engine = _instantiate(cfg.engine, "engine", problems, device=cfg.device)
     found, problems_of_variants = variants(cfg, overrides, config_name)
@@ -188,7 +191,7 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
         try:
             built = parts["model"].build()  # validates the model's own arguments against the dataset's shapes
         except ConfigError as e:
-            problems += e.prefixed("model").problems
+            problems += [_fitting_model(p, dataset) for p in e.prefixed("model").problems]
         except Exception as e:  # a model that does not check its own arguments (a user's model)
             target = OmegaConf.select(cfg.model, "_target_")
             detail = f"{type(e).__name__}: {_first_line(e)}"
@@ -198,6 +201,14 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
                 problems += _freeze_problems(parts["train"], built)
             problems += _downsample_problems(parts["selection"], parts["train"], built)
     return parts
+
+
+def _fitting_model(problem: Problem, dataset: Dataset) -> Problem:
+    """A model that does not take the dataset's inputs: say which model option does."""
+    fits = getattr(dataset, "model", None)
+    if problem.key != "model.input_shape" or not fits or problem.text is not None:
+        return problem
+    return replace(problem, expected=f"{problem.expected}; dataset {dataset.name} fits model={fits}")
 
 
 def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch.nn.Module) -> list[Problem]:

@@ -82,6 +82,13 @@ def _composition_problem(
 ) -> tuple[Problem, str | None]:
     """What Hydra refused, in one line, and the override that caused it (None if no single one)."""
     parsed = _parse_each(overrides)
+    if isinstance(e, MissingConfigException) and (e.missing_cfg_file or "").startswith("model/fits/"):
+        dataset = e.missing_cfg_file.rsplit("/", 1)[-1]
+        text = (
+            f"no model is named, and dataset {dataset} has no default model "
+            f"(conf/model/fits/{dataset}.yaml): name one, e.g. model=mlp"
+        )
+        return Problem("model", None, "", text=text), None
     if isinstance(e, MissingConfigException) and e.missing_cfg_file:
         group = e.missing_cfg_file.rsplit("/", 1)[0].replace("/", ".")
         culprit = next((text for text, o in parsed if o is not None and _key(o) == group), None)

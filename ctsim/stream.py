@@ -3,6 +3,7 @@ the train pool arriving in time order, in arrival batches.
 
 * Each slice's samples are split ``1 - test_fraction`` / ``test_fraction`` (default 90/10) at random
   with a fixed ``split_seed``, as Wild-Time does. The split does not depend on the pipelines' seeds.
+  A dataset that brings its own split (``Samples.is_test``, e.g. Wild-Time's Yearbook pickle) keeps it.
 * The train pool arrives sorted by timestamp. An arrival batch is ``arrival_batch`` samples, or the
   whole slice (``"slice"``, the default). Batches never straddle slices: the last batch of a slice
   may be smaller. Triggers decide once per arrival batch.
@@ -92,7 +93,12 @@ class Stream:
         self.slice_labels: list[str] = list(samples.slice_labels)
         self.num_classes = samples.num_classes
         self.change_points: list[ChangePoint] = list(samples.change_points)
-        self.is_test = _split(self.slice, len(self.slice_labels), test_fraction, split_seed)
+        if samples.is_test is not None:  # the dataset's own split (test_fraction and split_seed unused)
+            self.is_test = samples.is_test.to(torch.bool)
+        else:
+            self.is_test = _split(self.slice, len(self.slice_labels), test_fraction, split_seed)
+        if samples.fit is not None:  # inputs fitted on training rows only (see Samples)
+            self.x = samples.fit(~self.is_test)
         train = (~self.is_test).nonzero().squeeze(1)
         # Sort by (slice, time): slices are contiguous periods, so this is time order.
         order = torch.argsort(self.time[train].to(torch.float64), stable=True)

@@ -89,7 +89,7 @@ BAD_INPUTS = {
         ["experiment=broken", SEARCH],
         "my_conf/experiment/broken.yaml, line 4: invalid YAML",
     ),
-    "unknown option": (["model=resnet"], "model='resnet': expected one of the options ['cnn', 'gru'"),
+    "unknown option": (["model=resnet"], "model='resnet': expected one of the options ['bow', 'cnn', 'gru'"),
     "unknown dataset": (["dataset=imagenet"], "dataset='imagenet': expected one of the options"),
     "unknown experiment": (["experiment=nope"], "experiment='nope': expected one of the options"),
     "override syntax": (["trigger.every=[1,"], "not an override in Hydra's syntax"),
@@ -214,7 +214,7 @@ def test_what_hydra_cannot_apply_is_reported_together_before_torch_is_imported(t
     assert result.returncode == 2
     problems = [line for line in result.stderr.splitlines() if line.startswith("  ")]
     assert problems == [
-        "  model='resnet': expected one of the options ['cnn', 'gru', 'lstm', 'mlp', 'yearbooknet']",
+        "  model='resnet': expected one of the options ['bow', 'cnn', 'gru', 'lstm', 'mlp', 'yearbooknet']",
         "  trigger.evry: unknown key; did you mean trigger.every?",
     ]  # the value optimizer.lr is checked once the command line composes
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}

@@ -8,7 +8,7 @@ from hydra.errors import MissingConfigException
 from ctsim.cli import CONF_DIR
 from ctsim.compose import PIPELINE_GROUPS
 from ctsim.config import ConfigError
-from ctsim.models import MLP, YearbookNet
+from ctsim.models import LSTM, MLP, BagOfWords, YearbookNet
 from ctsim.triggers import AmountTrigger, NeverTrigger, TimeTrigger
 
 from .conftest import REPO, build, cli, small
@@ -21,16 +21,40 @@ GROUP_OPTIONS = [
 ]
 
 
-# Sequence models need a sequence dataset and the other way round: their partner option.
-PARTNER = {"model=lstm": "dataset=sensors", "model=gru": "dataset=sensors", "dataset=sensors": "model=lstm"}
+# Models and datasets that only fit each other: a choice's partner option.
+PARTNER = {
+    "model=lstm": "dataset=sensors",
+    "model=gru": "dataset=sensors",
+    "model=bow": "dataset=sea",  # any 1-D input builds it
+    "dataset=sensors": "model=lstm",
+    "dataset=sea": "model=mlp",
+    "dataset=hyperplane": "model=mlp",
+    "dataset=rbf": "model=mlp",
+}
+# Datasets read from a user's files: without them the option composes and names what is missing.
+NEEDS_FILES = {
+    "yearbook": "python -m ctsim.datasets prepare yearbook --from",
+    "vision_stream": "python -m ctsim.datasets prepare vision_stream --from",
+    "huffpost": "python -m ctsim.datasets prepare huffpost --from",
+    "arxiv": "python -m ctsim.datasets prepare arxiv --from",
+    "table": "dataset.path=None: expected the CSV or parquet file to read",
+}
 
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_config_option_composes_and_builds(tmp_path, group, option):
     choice = f"{group}={option}"
     single = ["population.variants={}"] if group in PIPELINE_GROUPS else []
-    plan = build(small(tmp_path, choice, *single, *[PARTNER[choice]] if choice in PARTNER else []))
-    assert plan.pipelines and plan.dataset.name in ("portraits", "sensors")
+    overrides = small(tmp_path, choice, *single, *[PARTNER[choice]] if choice in PARTNER else [])
+    if group == "dataset" and option in NEEDS_FILES:
+        with pytest.raises(ConfigError) as e:
+            build(overrides)
+        assert NEEDS_FILES[option] in str(e.value)
+        return
+    plan = build(overrides)
+    assert plan.pipelines
+    if group == "dataset":  # the option chose its dataset (portraits_small: a fifth of portraits)
+        assert plan.dataset.name == option.removesuffix("_small")
     for p in plan.pipelines:
         assert p.model.build() is not None
 
@@ -44,6 +68,22 @@ def test_a_model_that_does_not_fit_the_dataset_is_named(tmp_path):
         ConfigError, match=r"model\.input_shape=\(24, 4\): expected \(channels, height, width\)"
     ):
         build(small(tmp_path, "dataset=sensors", "model=yearbooknet"))
+    # an image model on a dataset of feature vectors: the error says which model fits
+    with pytest.raises(ConfigError, match=r"model\.input_shape=\(3,\): .*dataset sea fits model=mlp"):
+        build(small(tmp_path, "dataset=sea", "model=yearbooknet"))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model"),
+    [("portraits", YearbookNet), ("sensors", LSTM), ("sea", MLP), ("hyperplane", MLP), ("rbf", MLP)],
+)
+def test_without_a_model_a_dataset_gets_the_model_that_fits_it(tmp_path, dataset, model):
+    """``python -m ctsim dataset=NAME`` runs: the default model follows the dataset."""
+    plan = build(small(tmp_path, f"dataset={dataset}"))
+    assert {type(p.model.build()) for p in plan.pipelines} == {model}
+    # a model named on the command line still wins
+    other, cls = ("model=bow", BagOfWords) if model is MLP else ("model=mlp", MLP)
+    assert type(build(small(tmp_path, f"dataset={dataset}", other)).pipelines[0].model.build()) is cls
 
 
 def test_defaults_are_the_quickstart():
@@ -53,6 +93,10 @@ def test_defaults_are_the_quickstart():
     assert [type(p.trigger) for p in plan.pipelines] == [TimeTrigger, TimeTrigger, NeverTrigger]
     assert [getattr(p.trigger, "every", None) for p in plan.pipelines] == [1, 5, None]
     assert plan.engine.name == "batched"
+    assert plan.dataset.name == "portraits" and plan.dataset.size == 0.2
+    # the quickstart's small portraits never shrink another dataset named on the command line
+    assert build(["dataset=sea", "model=mlp"]).dataset.size == 1.0
+    assert build(["dataset=portraits"]).dataset.size == 1.0
 
 
 def test_portraits_yearly_is_modyns_yearbook_setup():
@@ -255,3 +299,16 @@ def test_cli_rejects_bad_values_before_generating_any_data(tmp_path):
     assert "optimizer.lr=-1: expected a number > 0" in result.stderr
     assert not data_root.exists()  # stopped before the dataset was generated, let alone trained on
     assert not list(out.glob("*.parquet"))
+
+
+def test_a_users_own_dataset_without_a_default_model_asks_for_one(tmp_path):
+    conf = tmp_path / "my_conf" / "dataset"
+    conf.mkdir(parents=True)
+    (conf / "mysea.yaml").write_text("_target_: ctsim.datasets.SEA\nslices: 5\nchange_points: [2]\n")
+    args = ["--config-dir", str(tmp_path / "my_conf"), "--cfg", "job", "dataset=mysea"]
+    done = cli(args, tmp_path)
+    assert done.returncode == 2
+    assert "dataset mysea has no default model (conf/model/fits/mysea.yaml): name one" in done.stderr
+    named = cli([*args, "model=mlp"], tmp_path)
+    assert named.returncode == 0, named.stderr
+    assert "_target_: ctsim.models.MLP" in named.stdout

@@ -35,7 +35,11 @@ class Samples:
     """All samples of a dataset, in any order. A sample's key is its row.
 
     ``time`` is a float timestamp (e.g. fractional years) that orders arrival; ``slice`` is the index
-    of the contiguous time period the sample belongs to, labelled by ``slice_labels``.
+    of the contiguous time period the sample belongs to, labelled by ``slice_labels``. ``is_test`` is
+    the dataset's own train/test split (Wild-Time's, for Yearbook), if it has one: the stream then
+    uses it instead of drawing one. ``fit``, if given, makes the inputs from the training rows' mask
+    once the stream has split (a table's normalisation, fitted on training rows only); ``x`` is then a
+    placeholder of the right shape.
     """
 
     x: torch.Tensor
@@ -45,6 +49,8 @@ class Samples:
     slice_labels: list[str]
     num_classes: int
     change_points: list[ChangePoint]
+    is_test: torch.Tensor | None = None
+    fit: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 class Dataset(Protocol):

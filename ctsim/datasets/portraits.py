@@ -238,6 +238,7 @@ class Portraits:
     """
 
     name = "portraits"
+    model = "yearbooknet"  # the model option that fits it
     input_shape = (1, SIDE, SIDE)
     num_classes = 2
     change_points = CHANGE_POINTS

@@ -175,6 +175,7 @@ class Sensors:
     """
 
     name = "sensors"
+    model = "lstm"  # the model option that fits it (or gru)
     input_shape = (SEQ_LEN, len(CHANNELS))
     num_classes = len(CLASSES)
     change_points = CHANGE_POINTS

@@ -1,0 +1,5 @@
+"""``python -m ctsim.datasets``: see :mod:`ctsim.datasets.prepare`."""
+
+from ctsim.datasets.prepare import main
+
+raise SystemExit(main())

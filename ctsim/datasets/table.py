@@ -1,0 +1,438 @@
+"""Time-stamped tables: a user's CSV or parquet file, one row per sample, read with polars.
+
+``dataset=table dataset.path=sales.csv dataset.time_column=ts dataset.label_column=churned model=mlp``
+
+* **Time.** ``time_column`` holds dates or datetimes (parsed from text if need be), or numbers. Rows are
+  sorted by it, stably (rows with equal times keep their order); a log line says so if the file was not
+  sorted. A sample's time is in fractional years for dates (2021.5 is mid-2021), else the number itself.
+* **Slices.** ``slice_by`` is a calendar period (``1d``, ``1w``, ``1mo``, ``1q``, ``1y``, or a multiple
+  such as ``2w``; dates only) with one slice per period that has rows, or a number of rows per slice.
+* **Labels.** ``label_column``; the classes are ``classes`` if given (any other value is an error),
+  else the sorted distinct values.
+* **Features.** ``feature_columns`` (default: every other column). Numbers (and booleans) are
+  standardised; text columns are categories, one-hot encoded with the ``max_categories`` most frequent
+  values plus one slot for every other value. Other types (lists, dates) are an error that says to
+  leave the column out.
+* **No future data.** The means, standard deviations and category vocabularies are computed from the
+  *training* rows of the *first slice* only: what exists before the first model is trained. The stream
+  applies them once it has split the test rows off (:attr:`~ctsim.datasets.base.Samples.fit`), so
+  neither test rows nor any later row changes how a sample is encoded.
+* **Missing values** (null or NaN) in features: ``missing=error`` (default) names the column and the
+  row; ``drop`` leaves those rows out; ``fill`` encodes a missing number as the first slice's mean (0 once
+  standardised) and a missing category as "other". A missing time or label is always an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from ctsim.config import ConfigError, Problem, check, is_int, is_number
+from ctsim.datasets.base import Samples
+from ctsim.datasets.prepared import subset, years_of
+
+log = logging.getLogger(__name__)
+
+PERIOD = re.compile(r"^[1-9]\d*(d|w|mo|q|y)$")
+LABEL_FORMAT = {"d": "%Y-%m-%d", "w": "%Y-%m-%d", "mo": "%Y-%m", "q": "%Y-%m", "y": "%Y"}
+MISSING = ("error", "drop", "fill")
+NUMERIC = (pl.Boolean,)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The read, checked and sorted table: raw numeric features, category values, labels, slices."""
+
+    numeric: torch.Tensor  # (n, numeric columns) float64, NaN where missing
+    categories: list[list[str | None]]  # per categorical column, its value per row
+    y: torch.Tensor
+    time: torch.Tensor
+    slice: torch.Tensor
+    slice_labels: list[str]
+    classes: list[str]
+
+
+class Table:
+    """A time-stamped table (see the module docstring).
+
+    Args:
+        path: the CSV or parquet file (``.csv``, ``.tsv``, ``.parquet``); relative to the working
+            directory, or else to ``root``.
+        time_column, label_column: the columns of the time and the class.
+        feature_columns: the input columns; None takes every other column.
+        slice_by: a calendar period (``1mo``) or a number of rows per slice.
+        classes: the class values, in label order; None takes the sorted distinct values.
+        missing: what to do with missing feature values: ``error``, ``drop`` or ``fill``.
+        max_categories: one-hot slots per text column (the most frequent values of the first slice's
+            training rows), plus one for every other value.
+        size: the share of every slice to replay, in (0, 1] (at least 10 rows, or all it has).
+        seed: the seed of that subset.
+        root: the data root (where a relative ``path`` is looked for second).
+    """
+
+    name = "table"
+    model = "mlp"
+    change_points: tuple = ()
+
+    def __init__(
+        self,
+        path: str | None = None,
+        time_column: str | None = None,
+        label_column: str | None = None,
+        feature_columns: list[str] | None = None,
+        slice_by: str | int = "1mo",
+        classes: list | None = None,
+        missing: str = "error",
+        max_categories: int = 20,
+        size: float = 1.0,
+        seed: int = 0,
+        root: str = "datasets",
+    ):
+        text = "a column name (text)"
+        ConfigError.raise_all(
+            [
+                check("path", path, isinstance(path, str) and path != "", "the CSV or parquet file to read"),
+                check("time_column", time_column, isinstance(time_column, str), text),
+                check("label_column", label_column, isinstance(label_column, str), text),
+                check(
+                    "feature_columns",
+                    feature_columns,
+                    feature_columns is None
+                    or (
+                        isinstance(feature_columns, list) and all(isinstance(c, str) for c in feature_columns)
+                    ),
+                    "null (every other column) or a list of column names",
+                ),
+                check(
+                    "slice_by",
+                    slice_by,
+                    (is_int(slice_by) and slice_by >= 1)
+                    or (isinstance(slice_by, str) and bool(PERIOD.match(slice_by))),
+                    "a calendar period (1d, 1w, 1mo, 1q, 1y, or a multiple: 2w) or a number of rows ≥ 1",
+                ),
+                check(
+                    "classes",
+                    classes,
+                    classes is None or (isinstance(classes, list) and len(classes) >= 2),
+                    "null or a list of ≥ 2 class values",
+                ),
+                check("missing", missing, missing in MISSING, f"one of {list(MISSING)}"),
+                check(
+                    "max_categories",
+                    max_categories,
+                    is_int(max_categories) and max_categories >= 1,
+                    "an integer ≥ 1",
+                ),
+                check("size", size, is_number(size) and 0 < size <= 1, "a number in (0, 1]"),
+                check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
+            ]
+        )
+        self.path_text, self.root = path, Path(root)
+        self.time_column, self.label_column = time_column, label_column
+        self.feature_columns = feature_columns
+        self.slice_by, self.classes, self.missing = slice_by, classes, missing
+        self.max_categories, self.size, self.seed = max_categories, float(size), seed
+
+    @property
+    def path(self) -> Path:
+        given = Path(self.path_text)
+        if given.is_absolute() or given.exists() or not (self.root / given).exists():
+            return given
+        return self.root / given
+
+    # --- reading and checking ------------------------------------------------------------------------
+
+    @cached_property
+    def _frame(self) -> pl.DataFrame | Problem:
+        path = self.path
+        if not path.is_file():
+            return Problem("dataset.path", str(path), "an existing CSV or parquet file")
+        try:
+            if path.suffix.lower() == ".parquet":
+                frame = pl.read_parquet(path)
+            else:
+                sep = "\t" if path.suffix.lower() == ".tsv" else ","
+                frame = pl.read_csv(path, separator=sep, infer_schema_length=None)
+        except pl.exceptions.NoDataError:
+            return Problem("dataset.path", str(path), "", text=f"{path} is empty: expected a header and rows")
+        except (pl.exceptions.PolarsError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return Problem("dataset.path", str(path), "", text=f"polars cannot read {path}: {first}")
+        if frame.height == 0:
+            return Problem("dataset.path", str(path), "", text=f"{path} has a header but no rows")
+        return frame
+
+    @cached_property
+    def _columns(self) -> tuple[list[str], list[str]] | list[Problem]:
+        """The numeric and the categorical feature columns, or the problems with the columns named."""
+        frame = self._frame
+        if isinstance(frame, Problem):
+            return [frame]
+        names = frame.columns
+        problems = []
+        for key in ("time_column", "label_column"):
+            col = getattr(self, key)
+            if col not in names:
+                problems.append(Problem(f"dataset.{key}", col, f"a column of {self.path}: one of {names}"))
+        features = self.feature_columns
+        if features is None:
+            features = [c for c in names if c not in (self.time_column, self.label_column)]
+        unknown = [c for c in features if c not in names]
+        if unknown:
+            problems.append(Problem("dataset.feature_columns", unknown, f"columns of {self.path}: {names}"))
+        if not features:
+            problems.append(Problem("dataset.feature_columns", features, "at least one input column"))
+        numeric, categorical = [], []
+        for c in [c for c in features if c in names]:
+            dtype = frame.schema[c]
+            if dtype.is_numeric() or dtype == pl.Boolean:
+                numeric.append(c)
+            elif dtype in (pl.String, pl.Categorical) or isinstance(dtype, pl.Enum):
+                categorical.append(c)
+            else:
+                problems.append(
+                    Problem(
+                        "dataset.feature_columns",
+                        c,
+                        "",
+                        text=f"column {c!r} of {self.path} holds {dtype}: expected numbers or text "
+                        "categories; leave it out with dataset.feature_columns=[...]",
+                    )
+                )
+        return problems or (numeric, categorical)
+
+    def path_problems(self) -> list[Problem]:
+        """Everything wrong with the file, its columns and values, found by reading it (before training)."""
+        columns = self._columns
+        if isinstance(columns, list):
+            return columns
+        table = self._table
+        return table if isinstance(table, list) else []
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        columns = self._columns
+        if isinstance(columns, list):
+            return (1,)
+        numeric, categorical = columns
+        return (len(numeric) + len(categorical) * (self.max_categories + 1),)
+
+    @property
+    def class_names(self) -> list[str]:
+        table = self._table
+        return table.classes if isinstance(table, _Table) else []
+
+    @property
+    def num_classes(self) -> int:
+        table = self._table
+        return len(table.classes) if isinstance(table, _Table) else 2
+
+    @cached_property
+    def _table(self) -> _Table | list[Problem]:
+        columns = self._columns
+        if isinstance(columns, list):
+            return columns
+        numeric, categorical = columns
+        frame = self._frame.with_row_index("_row")
+        time, problems = self._times(frame)
+        if problems:
+            return problems
+        frame = frame.with_columns(_time=time)
+        frame, problems = self._missing(frame, numeric + categorical)
+        if problems:
+            return problems
+        labels = frame[self.label_column]
+        if labels.null_count():
+            row = int(frame.filter(labels.is_null())["_row"][0])
+            return [self._row_problem(row, f"a value in label column {self.label_column!r}", "none")]
+        if self.classes is not None:
+            classes = list(self.classes)
+            known = labels.is_in(pl.Series(classes).cast(labels.dtype, strict=False).implode())
+            if not bool(known.all()):
+                i = int(known.not_().arg_max())
+                return [
+                    self._row_problem(
+                        int(frame["_row"][i]), f"a label among dataset.classes {classes}", repr(labels[i])
+                    )
+                ]
+        else:
+            classes = labels.unique().sort().to_list()
+            if len(classes) < 2:
+                return [
+                    Problem("dataset.label_column", self.label_column, "", text="it has fewer than 2 classes")
+                ]
+        if not frame["_time"].is_sorted():
+            log.warning("%s is not sorted by %s: ctsim sorted its rows (stable)", self.path, self.time_column)
+            frame = frame.sort("_time", maintain_order=True)  # stable: equal times keep the file's order
+        slices, labels_of_slices = self._slices(frame)
+        codes = pl.Series(classes).cast(frame.schema[self.label_column], strict=False)
+        label = pl.col(self.label_column).replace_strict(codes, pl.int_range(0, len(classes), eager=True))
+        y = frame.select(label).to_series().to_torch().long()
+        values = (
+            frame.select([pl.col(c).cast(pl.Float64) for c in numeric])
+            .fill_null(float("nan"))
+            .to_torch(dtype=pl.Float64)
+            if numeric
+            else torch.zeros(frame.height, 0, dtype=torch.float64)
+        )
+        cats = [frame[c].cast(pl.String).to_list() for c in categorical]
+        when = frame["_time"]
+        t = (
+            years_of(when)
+            if when.dtype.is_temporal()
+            else torch.from_numpy(when.cast(pl.Float64).to_numpy().copy())
+        )
+        return _Table(values, cats, y, t, slices, labels_of_slices, [str(c) for c in classes])
+
+    def _row_problem(self, row: int, expected: str, found: str) -> Problem:
+        line = f" (line {row + 2} of the CSV)" if self.path.suffix.lower() != ".parquet" else ""
+        return Problem(
+            "dataset.path",
+            str(self.path),
+            "",
+            text=f"{self.path}: row {row}{line}: expected {expected}, found {found}",
+        )
+
+    def _times(self, frame: pl.DataFrame) -> tuple[pl.Series, list[Problem]]:
+        col = frame[self.time_column]
+        if col.null_count():
+            row = int(frame.filter(col.is_null())["_row"][0])
+            return col, [self._row_problem(row, f"a time in column {self.time_column!r}", "none")]
+        if col.dtype == pl.String:
+            parsed = col.str.to_datetime(strict=False)
+            bad = parsed.is_null()
+            if bool(bad.any()):
+                i = int(bad.arg_max())
+                return col, [
+                    self._row_problem(
+                        int(frame["_row"][i]),
+                        "a date or datetime such as 2021-03-01 or 2021-03-01 12:00",
+                        repr(col[i]),
+                    )
+                ]
+            col = parsed
+        elif col.dtype == pl.Date:
+            col = col.cast(pl.Datetime("us"))
+        elif not (col.dtype.is_temporal() or col.dtype.is_numeric()):
+            return col, [
+                Problem(
+                    "dataset.time_column",
+                    self.time_column,
+                    f"dates, datetimes or numbers (it holds {col.dtype})",
+                )
+            ]
+        if isinstance(self.slice_by, str) and not col.dtype.is_temporal():
+            return col, [
+                check(
+                    "dataset.slice_by",
+                    self.slice_by,
+                    False,
+                    f"a number of rows: the time column {self.time_column!r} holds numbers, not dates",
+                )
+            ]
+        return col, []
+
+    def _missing(self, frame: pl.DataFrame, features: list[str]) -> tuple[pl.DataFrame, list[Problem]]:
+        def missing(c: str) -> pl.Expr:
+            expr = pl.col(c).is_null()
+            return expr | pl.col(c).is_nan() if frame.schema[c].is_float() else expr
+
+        if not features:
+            return frame, []
+        any_missing = pl.any_horizontal([missing(c) for c in features])
+        rows = frame.filter(any_missing)
+        if rows.height == 0 or self.missing == "fill":
+            return frame, []
+        if self.missing == "drop":
+            log.warning(
+                "%s: left out %d rows with missing feature values (missing=drop)", self.path, rows.height
+            )
+            return frame.filter(~any_missing), []
+        first = rows.row(0, named=True)
+        column = next(
+            c for c in features if first[c] is None or (isinstance(first[c], float) and first[c] != first[c])
+        )
+        problem = self._row_problem(
+            int(first["_row"]),
+            f"a value in feature column {column!r} (or dataset.missing=drop or fill)",
+            f"a missing value ({rows.height} rows have one)",
+        )
+        return frame, [problem]
+
+    def _slices(self, frame: pl.DataFrame) -> tuple[torch.Tensor, list[str]]:
+        n = frame.height
+        if is_int(self.slice_by):
+            index = torch.arange(n) // int(self.slice_by)
+            return index, [
+                f"rows {i * self.slice_by}-{min(n, (i + 1) * self.slice_by) - 1}"
+                for i in range(int(index[-1]) + 1)
+            ]
+        unit = PERIOD.match(self.slice_by).group(1)
+        period = frame["_time"].dt.truncate(self.slice_by)
+        starts = period.unique(maintain_order=True)
+        index = torch.from_numpy(period.rank("dense").cast(pl.Int64).to_numpy().copy()) - 1
+        return index, starts.dt.strftime(LABEL_FORMAT[unit]).to_list()
+
+    # --- samples ---------------------------------------------------------------------------------------
+
+    def load(self) -> Samples:
+        ConfigError.raise_all(self.path_problems())
+        table = self._table
+        keep = subset(table.slice, self.size, self.seed)
+        rows = keep if keep is not None else torch.arange(len(table.y))
+        numeric = table.numeric[rows]
+        cats = [[values[i] for i in rows.tolist()] for values in table.categories]
+        slices = table.slice[rows]
+        return Samples(
+            x=torch.zeros(len(rows), *self.input_shape),  # replaced by fit() once the stream has split
+            y=table.y[rows],
+            time=table.time[rows],
+            slice=slices,
+            slice_labels=table.slice_labels,
+            num_classes=len(table.classes),
+            change_points=[],
+            fit=lambda train: encode(numeric, cats, train & (slices == 0), self.max_categories),
+        )
+
+
+def encode(
+    numeric: torch.Tensor, categories: list[list[str | None]], fit_rows: torch.Tensor, max_categories: int
+) -> torch.Tensor:
+    """Features as float32: numbers standardised with the mean and standard deviation of ``fit_rows``
+    (missing: the mean, i.e. 0), each text column one-hot over its ``max_categories`` most frequent values
+    among ``fit_rows`` (ties: alphabetical) plus a slot for any other value or a missing one.
+
+    >>> fit_rows = torch.tensor([True, True, False])
+    >>> x = encode(torch.tensor([[1.0], [3.0], [100.0]]), [["a", "b", "c"]], fit_rows, 2)
+    >>> x.tolist()
+    [[-1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0], [98.0, 0.0, 0.0, 1.0]]
+    """
+    fit = numeric[fit_rows]
+    mean = torch.nanmean(fit, dim=0) if len(fit) else torch.zeros(numeric.shape[1], dtype=numeric.dtype)
+    centred = torch.nan_to_num(fit - mean, nan=0.0)
+    count = (~fit.isnan()).sum(dim=0).clamp(min=1)
+    std = (centred.pow(2).sum(dim=0) / count).sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    mean = torch.nan_to_num(mean, nan=0.0)
+    parts = [torch.nan_to_num((numeric - mean) / std, nan=0.0)]
+    rows = fit_rows.nonzero().squeeze(1).tolist()
+    for values in categories:
+        counts: dict[str, int] = {}
+        for i in rows:
+            if values[i] is not None:
+                counts[values[i]] = counts.get(values[i], 0) + 1
+        vocab = sorted(counts, key=lambda v: (-counts[v], v))[:max_categories]
+        slot = {v: i for i, v in enumerate(vocab)}
+        index = (
+            torch.tensor([slot.get(v, max_categories) for v in values])
+            if values
+            else torch.zeros(0, dtype=torch.long)
+        )
+        parts.append(torch.nn.functional.one_hot(index, max_categories + 1).to(torch.float64))
+    return torch.cat(parts, dim=1).to(torch.float32)

@@ -1,0 +1,268 @@
+"""Time-stamped tables (``dataset=table``): CSV and parquet read with polars, sorted by time, sliced by a
+calendar period or a row count, encoded with statistics of the first slice's training rows only, and every
+bad input named with its file, row and what was expected, before any training."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ctsim.config import ConfigError
+from ctsim.datasets import Table
+from ctsim.stream import StreamSpec
+
+from .conftest import build, cli, run, small
+
+MONTHS = ["2021-01", "2021-02", "2021-03", "2021-04", "2021-05", "2021-06"]
+
+
+def frame(n: int = 360, seed: int = 0) -> pl.DataFrame:
+    """Rows over six months, NOT in time order: two numbers, a text column and a yes/no label that the
+    numbers and the region predict."""
+    g = np.random.default_rng(seed)
+    days = g.integers(0, 181, n)
+    f1, f2 = g.normal(size=n), g.normal(size=n)
+    region = g.choice(["north", "south", "east"], n)
+    label = np.where(f1 - 0.5 * f2 + 1.5 * (region == "north") > 0.5, "yes", "no")
+    return pl.DataFrame(
+        {
+            "ts": [str(np.datetime64("2021-01-01") + int(d)) for d in days],
+            "f1": f1 * 10 + 100,  # far from zero: standardising matters
+            "f2": f2,
+            "region": region,
+            "churn": label,
+        }
+    )
+
+
+def write(df: pl.DataFrame, path: Path) -> Path:
+    if path.suffix == ".parquet":
+        df.write_parquet(path)
+    else:
+        df.write_csv(path)
+    return path
+
+
+def table(path: Path, **kw) -> Table:
+    return Table(path=str(path), time_column=kw.pop("time_column", "ts"), label_column="churn", **kw)
+
+
+def stream_of(t: Table, **kw):
+    return StreamSpec(**kw).build(t.load())
+
+
+def test_rows_are_sorted_stably_sliced_by_month_and_the_user_is_told(tmp_path, caplog):
+    df = frame()
+    path = write(df, tmp_path / "t.csv")
+    with caplog.at_level(logging.WARNING):
+        samples = table(path).load()
+    assert "not sorted by ts" in caplog.text
+    assert samples.slice_labels == MONTHS and samples.num_classes == 2
+    order = df.with_row_index().sort("ts", maintain_order=True)  # the expected stable order
+    assert torch.equal(samples.y, torch.tensor((order["churn"] == "yes").cast(pl.Int64).to_list()))
+    months = order["ts"].str.slice(0, 7).to_list()
+    assert [samples.slice_labels[s] for s in samples.slice.tolist()] == months
+    assert bool((samples.time[1:] >= samples.time[:-1]).all()) and 2021.0 <= float(samples.time[0]) < 2021.1
+    # a file already in time order is not reported
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        table(write(order.drop("index"), tmp_path / "sorted.csv")).load()
+    assert "not sorted" not in caplog.text
+
+
+def test_parquet_gives_the_same_samples_as_csv(tmp_path):
+    df = frame().with_columns(pl.col("ts").str.to_date())  # a real Date column in parquet
+    a = stream_of(table(write(df, tmp_path / "t.parquet")))
+    b = stream_of(table(write(frame(), tmp_path / "t.csv")))
+    for key in ("x", "y", "time", "slice"):
+        assert torch.equal(getattr(a, key), getattr(b, key)), key
+
+
+@pytest.mark.parametrize(
+    ("slice_by", "labels"),
+    [
+        ("1y", ["2021"]),
+        ("1q", ["2021-01", "2021-04"]),
+        ("2mo", ["2021-01", "2021-03", "2021-05"]),
+        (100, ["rows 0-99", "rows 100-199", "rows 200-299", "rows 300-359"]),
+    ],
+)
+def test_slice_by_a_period_or_a_row_count(tmp_path, slice_by, labels):
+    samples = table(write(frame(), tmp_path / "t.csv"), slice_by=slice_by).load()
+    assert samples.slice_labels == labels
+    if isinstance(slice_by, int):
+        assert torch.bincount(samples.slice).tolist() == [100, 100, 100, 60]
+
+
+def test_encoding_never_uses_test_rows_or_later_slices(tmp_path):
+    """Changing every test row and every row after the first slice leaves each unchanged row's encoding
+    exactly as it was: the means, deviations and vocabularies come from the first slice's training rows."""
+    df = frame()
+    base = stream_of(table(write(df, tmp_path / "a.csv")))
+    first_train = (base.slice == 0) & ~base.is_test
+    # the row order after sorting, to find the same rows in the raw frame
+    order = torch.tensor(df.with_row_index().sort("ts", maintain_order=True)["index"].to_list())
+    changed = torch.zeros(len(df), dtype=torch.bool)
+    changed[order] = ~first_train  # in file order
+    mask = pl.Series(changed.numpy())
+    other = df.with_columns(
+        f1=pl.when(mask).then(pl.col("f1") * 50 + 1000).otherwise(pl.col("f1")),
+        f2=pl.when(mask).then(pl.col("f2") - 7).otherwise(pl.col("f2")),
+        region=pl.when(mask).then(pl.lit("west")).otherwise(pl.col("region")),
+    )
+    moved = stream_of(table(write(other, tmp_path / "b.csv")))
+    assert torch.equal(moved.is_test, base.is_test)  # the same split
+    assert torch.equal(moved.x[first_train], base.x[first_train])
+    # the statistics are the first slice's training rows': mean 0 and std 1 there
+    x = base.x[first_train][:, :2].double()
+    assert torch.allclose(x.mean(0), torch.zeros(2, dtype=x.dtype), atol=1e-6)
+    assert torch.allclose(x.std(0, unbiased=False), torch.ones(2, dtype=x.dtype), atol=1e-5)
+    # "west" never occurs in the first slice's training rows: every changed row is "other"
+    other_slot = 2 + 20  # after f1, f2 and the 20 category slots
+    assert bool(moved.x[~first_train][:, other_slot].eq(1).all())
+    assert not bool(base.x[first_train][:, other_slot].any())
+
+
+def test_a_category_first_seen_later_or_only_in_test_rows_is_other(tmp_path):
+    df = frame()
+    dates = df["ts"].to_list()
+    late = [i for i, d in enumerate(dates) if d >= "2021-03"]
+    regions = df["region"].to_list()
+    for i in late[:5]:
+        regions[i] = "moon"
+    samples_stream = stream_of(table(write(df.with_columns(region=pl.Series(regions)), tmp_path / "t.csv")))
+    moon = torch.zeros(len(df), dtype=torch.bool)
+    order = df.with_row_index().sort("ts", maintain_order=True)["index"].to_list()
+    for pos, row in enumerate(order):
+        moon[pos] = regions[row] == "moon"
+    assert int(moon.sum()) == 5
+    assert bool(samples_stream.x[moon][:, 22].eq(1).all())  # the "other" slot
+    assert samples_stream.x.shape[1] == 2 + 21
+
+
+def test_missing_values_error_drop_or_fill(tmp_path):
+    df = frame()
+    f2 = df["f2"].to_list()
+    f2[7] = None
+    f2[20] = float("nan")
+    path = write(df.with_columns(f2=pl.Series(f2)), tmp_path / "t.csv")
+    with pytest.raises(ConfigError) as e:
+        table(path).load()
+    assert (
+        "row 7 (line 9 of the CSV)" in str(e.value)
+        and "'f2'" in str(e.value)
+        and "missing=drop" in str(e.value)
+    )
+    assert len(table(path, missing="drop").load().y) == len(df) - 2
+    filled = stream_of(table(path, missing="fill"))
+    assert len(filled.y) == len(df) and bool(filled.x.isfinite().all())
+
+
+@pytest.mark.parametrize(
+    ("make", "kw", "fragments"),
+    [
+        (lambda p: p / "absent.csv", {}, ["dataset.path", "absent.csv", "an existing CSV or parquet file"]),
+        (lambda p: _text(p / "empty.csv", ""), {}, ["empty.csv is empty"]),
+        (lambda p: _text(p / "header.csv", "ts,f1,churn\n"), {}, ["header.csv has a header but no rows"]),
+        (
+            lambda p: write(frame().drop("ts"), p / "t.csv"),
+            {},
+            ["dataset.time_column='ts'", "a column of", "['f1', 'f2', 'region', 'churn']"],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(ts=pl.Series(["2021-01-05"] * 5 + ["5th of May"] * 355)), p / "t.csv"
+            ),
+            {},
+            ["row 5 (line 7 of the CSV)", "a date or datetime", "'5th of May'"],
+        ),
+        (
+            lambda p: write(frame(), p / "t.csv"),
+            {"classes": ["no", "maybe"]},
+            ["a label among dataset.classes ['no', 'maybe']", "'yes'"],
+        ),
+        (
+            lambda p: write(frame().with_columns(tags=pl.lit([1, 2])), p / "t.parquet"),
+            {},
+            ["column 'tags'", "List(Int64)", "dataset.feature_columns"],
+        ),
+        (
+            lambda p: write(frame().with_columns(pl.col("ts").str.slice(0, 4).cast(pl.Int64)), p / "t.csv"),
+            {},
+            ["dataset.slice_by='1mo'", "holds numbers, not dates"],
+        ),
+    ],
+    ids=[
+        "missing path",
+        "empty file",
+        "no rows",
+        "no time column",
+        "bad timestamp",
+        "unknown label",
+        "list feature",
+        "numeric time with a calendar period",
+    ],
+)
+def test_bad_input_is_a_clear_error_before_training(tmp_path, make, kw, fragments):
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        t = table(path, **kw)
+        ConfigError.raise_all(t.path_problems())
+    for fragment in fragments:
+        assert fragment in str(e.value), (fragment, str(e.value))
+
+
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_a_run_trains_an_mlp_on_a_table(tmp_path):
+    path = write(frame(n=600), tmp_path / "t.csv")
+    overrides = small(
+        tmp_path,
+        "dataset=table",
+        f"dataset.path={path}",
+        "dataset.time_column=ts",
+        "dataset.label_column=churn",
+        "model=mlp",
+        "population.variants={}",
+        "train.epochs=5",
+        "optimizer.lr=0.1",
+    )
+    outcome = run(overrides, tmp_path / "out")
+    evals = outcome.tables["evals"].filter(pl.col("metric") == "accuracy")
+    assert sorted(set(evals["slice_label"].to_list())) == MONTHS
+    evals = evals.filter(pl.col("active"))
+    late = evals.filter(pl.col("slice") >= 2)["value"].mean()
+    assert late > 0.75  # the label is learnable from the encoded features: far above chance (≈ 0.5)
+
+
+def test_the_command_line_names_a_missing_time_column(tmp_path):
+    path = write(frame().drop("ts"), tmp_path / "t.csv")
+    args = ["dataset=table", f"dataset.path={path}", "dataset.time_column=ts", "dataset.label_column=churn"]
+    done = cli([*args, "model=mlp"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "dataset.time_column='ts'" in done.stderr and "t.csv" in done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_default_experiment_does_not_shrink_a_table(tmp_path):
+    """The quickstart's small portraits must not turn into a fifth of the user's table."""
+    path = write(frame(), tmp_path / "t.csv")
+    plan = build(
+        small(
+            tmp_path,
+            "dataset=table",
+            f"dataset.path={path}",
+            "dataset.time_column=ts",
+            "dataset.label_column=churn",
+            "model=mlp",
+        )
+    )
+    assert plan.dataset.size == 1.0 and len(plan.dataset.load().y) == 360
