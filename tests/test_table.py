@@ -222,19 +222,15 @@ def _text(path: Path, text: str) -> Path:
     return path
 
 
+def table_run(tmp_path: Path, path: Path, *extra: str) -> list[str]:
+    """The overrides of a run on the table at ``path``, as a user types them."""
+    columns = ["dataset.time_column=ts", "dataset.label_column=churn"]
+    return small(tmp_path, "dataset=table", f"dataset.path={path}", *columns, *extra)
+
+
 def test_a_run_trains_an_mlp_on_a_table(tmp_path):
     path = write(frame(n=600), tmp_path / "t.csv")
-    overrides = small(
-        tmp_path,
-        "dataset=table",
-        f"dataset.path={path}",
-        "dataset.time_column=ts",
-        "dataset.label_column=churn",
-        "model=mlp",
-        "population.variants={}",
-        "train.epochs=5",
-        "optimizer.lr=0.1",
-    )
+    overrides = table_run(tmp_path, path, "population.variants={}", "train.epochs=5", "optimizer.lr=0.1")
     outcome = run(overrides, tmp_path / "out")
     evals = outcome.tables["evals"].filter(pl.col("metric") == "accuracy")
     assert sorted(set(evals["slice_label"].to_list())) == MONTHS
@@ -255,14 +251,5 @@ def test_the_command_line_names_a_missing_time_column(tmp_path):
 def test_the_default_experiment_does_not_shrink_a_table(tmp_path):
     """The quickstart's small portraits must not turn into a fifth of the user's table."""
     path = write(frame(), tmp_path / "t.csv")
-    plan = build(
-        small(
-            tmp_path,
-            "dataset=table",
-            f"dataset.path={path}",
-            "dataset.time_column=ts",
-            "dataset.label_column=churn",
-            "model=mlp",
-        )
-    )
+    plan = build(table_run(tmp_path, path))  # and no model named: the table's default, mlp
     assert plan.dataset.size == 1.0 and len(plan.dataset.load().y) == 360

@@ -236,7 +236,60 @@ def common_params(
     }
 
 
-class SEA:
+class _DriftStream:
+    """What the three streams share: the schedule, the cache, and :meth:`load`.
+
+    A subclass sets ``name`` and ``num_classes`` and gives ``change_points``, ``_own_params()`` and
+    ``_generate()``; its constructor lists every argument (Hydra checks config keys against it), checks
+    them and calls :meth:`_common`.
+    """
+
+    name: str
+    num_classes: int
+
+    def _common(self, slices, per_slice, size, noise, drift, change_points, width, seed, root, cache) -> None:
+        self.schedule = Schedule(slices, tuple(change_points), drift, width)
+        self.per_slice, self.size, self.noise = per_slice, float(size), float(noise)
+        self.seed, self.root, self.cache = seed, Path(root), cache
+
+    @property
+    def slice_labels(self) -> list[str]:
+        return self.schedule.slice_labels
+
+    @property
+    def change_points(self) -> list[ChangePoint]:
+        raise NotImplementedError
+
+    @property
+    def cache_path(self) -> Path:
+        return cache_file(self.root, self.name, self._params())
+
+    def path_problems(self) -> list[Problem]:
+        """Why ``root`` cannot hold the cache, found before any work: [] if cache is off or readable."""
+        return cache_folder_problems(self.root, self.cache_path, self.cache)
+
+    def load(self) -> Samples:
+        """Generate (or read from the cache) every sample."""
+        data = cached_tensors(self.cache_path, self._generate, self.cache, self._params())
+        return Samples(
+            **data,
+            slice_labels=self.slice_labels,
+            num_classes=self.num_classes,
+            change_points=self.change_points,
+        )
+
+    def _params(self) -> dict[str, str | int | float]:
+        own = {"dataset": self.name, "version": VERSION, **self._own_params()}
+        return {**own, **common_params(self.schedule, self.per_slice, self.size, self.noise, self.seed)}
+
+    def _own_params(self) -> dict[str, str | int | float]:
+        raise NotImplementedError
+
+    def _generate(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class SEA(_DriftStream):
     """SEA concepts (Street & Kim 2001): label 1 where ``x1 + x2 ≤ θ`` (``dataset=sea``).
 
     Args:
@@ -288,13 +341,7 @@ class SEA:
             ]
         )
         self.thresholds = tuple(float(t) for t in thresholds)
-        self.schedule = Schedule(slices, tuple(change_points), drift, width)
-        self.per_slice, self.size, self.noise = per_slice, float(size), float(noise)
-        self.seed, self.root, self.cache = seed, Path(root), cache
-
-    @property
-    def slice_labels(self) -> list[str]:
-        return self.schedule.slice_labels
+        self._common(slices, per_slice, size, noise, drift, change_points, width, seed, root, cache)
 
     @property
     def change_points(self) -> list[ChangePoint]:
@@ -306,24 +353,8 @@ class SEA:
         """θ of concept ``concept`` (0 is A)."""
         return self.thresholds[concept % len(self.thresholds)]
 
-    @property
-    def cache_path(self) -> Path:
-        return cache_file(self.root, self.name, self._params())
-
-    def path_problems(self) -> list[Problem]:
-        """Why ``root`` cannot hold the cache, found before any work: [] if cache is off or readable."""
-        return cache_folder_problems(self.root, self.cache_path, self.cache)
-
-    def load(self) -> Samples:
-        """Generate (or read from the cache) every sample."""
-        data = cached_tensors(self.cache_path, self._generate, self.cache, self._params())
-        return Samples(
-            **data, slice_labels=self.slice_labels, num_classes=2, change_points=self.change_points
-        )
-
-    def _params(self) -> dict[str, str | int | float]:
-        own = {"dataset": self.name, "version": VERSION, "thresholds": listed(self.thresholds)}
-        return {**own, **common_params(self.schedule, self.per_slice, self.size, self.noise, self.seed)}
+    def _own_params(self) -> dict[str, str | int | float]:
+        return {"thresholds": listed(self.thresholds)}
 
     def _generate(self) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)
@@ -336,7 +367,7 @@ class SEA:
         return {"x": x, "y": with_label_noise(y, 2, self.noise, g), "time": time, "slice": slice}
 
 
-class Hyperplane:
+class Hyperplane(_DriftStream):
     """Rotating hyperplane (Hulten et al. 2001): label 1 where ``Σ wᵢxᵢ ≥ ½ Σ wᵢ`` (``dataset=hyperplane``).
 
     Args:
@@ -370,13 +401,7 @@ class Hyperplane:
             ]
         )
         self.features, self.input_shape = features, (features,)
-        self.schedule = Schedule(slices, tuple(change_points), drift, width)
-        self.per_slice, self.size, self.noise = per_slice, float(size), float(noise)
-        self.seed, self.root, self.cache = seed, Path(root), cache
-
-    @property
-    def slice_labels(self) -> list[str]:
-        return self.schedule.slice_labels
+        self._common(slices, per_slice, size, noise, drift, change_points, width, seed, root, cache)
 
     @property
     def change_points(self) -> list[ChangePoint]:
@@ -395,24 +420,8 @@ class Hyperplane:
     def _weights(self, g: torch.Generator) -> torch.Tensor:
         return torch.rand(self.schedule.num_concepts, self.features, generator=g)
 
-    @property
-    def cache_path(self) -> Path:
-        return cache_file(self.root, self.name, self._params())
-
-    def path_problems(self) -> list[Problem]:
-        """Why ``root`` cannot hold the cache, found before any work: [] if cache is off or readable."""
-        return cache_folder_problems(self.root, self.cache_path, self.cache)
-
-    def load(self) -> Samples:
-        """Generate (or read from the cache) every sample."""
-        data = cached_tensors(self.cache_path, self._generate, self.cache, self._params())
-        return Samples(
-            **data, slice_labels=self.slice_labels, num_classes=2, change_points=self.change_points
-        )
-
-    def _params(self) -> dict[str, str | int | float]:
-        own = {"dataset": self.name, "version": VERSION, "features": self.features}
-        return {**own, **common_params(self.schedule, self.per_slice, self.size, self.noise, self.seed)}
+    def _own_params(self) -> dict[str, str | int | float]:
+        return {"features": self.features}
 
     def _generate(self) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)
@@ -441,7 +450,7 @@ class Centroids:
     std: torch.Tensor
 
 
-class RandomRBF:
+class RandomRBF(_DriftStream):
     """Random radial basis functions (MOA's RandomRBFGenerator), with moving centres (``dataset=rbf``).
 
     Args:
@@ -486,13 +495,7 @@ class RandomRBF:
         )
         self.features, self.input_shape = features, (features,)
         self.classes, self.num_classes, self.centroids = classes, classes, centroids
-        self.schedule = Schedule(slices, tuple(change_points), drift, width)
-        self.per_slice, self.size, self.noise = per_slice, float(size), float(noise)
-        self.seed, self.root, self.cache = seed, Path(root), cache
-
-    @property
-    def slice_labels(self) -> list[str]:
-        return self.schedule.slice_labels
+        self._common(slices, per_slice, size, noise, drift, change_points, width, seed, root, cache)
 
     @property
     def change_points(self) -> list[ChangePoint]:
@@ -515,30 +518,8 @@ class RandomRBF:
         centres = torch.rand(self.schedule.num_concepts, self.centroids, self.features, generator=g)
         return Centroids(centres, labels, weights, std)
 
-    @property
-    def cache_path(self) -> Path:
-        return cache_file(self.root, self.name, self._params())
-
-    def path_problems(self) -> list[Problem]:
-        """Why ``root`` cannot hold the cache, found before any work: [] if cache is off or readable."""
-        return cache_folder_problems(self.root, self.cache_path, self.cache)
-
-    def load(self) -> Samples:
-        """Generate (or read from the cache) every sample."""
-        data = cached_tensors(self.cache_path, self._generate, self.cache, self._params())
-        return Samples(
-            **data, slice_labels=self.slice_labels, num_classes=self.classes, change_points=self.change_points
-        )
-
-    def _params(self) -> dict[str, str | int | float]:
-        own = {
-            "dataset": self.name,
-            "version": VERSION,
-            "features": self.features,
-            "classes": self.classes,
-            "centroids": self.centroids,
-        }
-        return {**own, **common_params(self.schedule, self.per_slice, self.size, self.noise, self.seed)}
+    def _own_params(self) -> dict[str, str | int | float]:
+        return {"features": self.features, "classes": self.classes, "centroids": self.centroids}
 
     def _generate(self) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)

@@ -308,7 +308,16 @@ ARXIV = Preparer(
 )
 
 
-class HuffPost(PreparedDataset):
+class _TextStream(PreparedDataset):
+    """Rows of token ids (see the module docstring), fed to the model as floats."""
+
+    model = "bow"
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32)  # token ids < 2**24 are exact in float32; model=bow casts them back
+
+
+class HuffPost(_TextStream):
     """HuffPost headlines and short descriptions, labelled by category, replayed from ``prepare huffpost``.
 
     Args:
@@ -319,13 +328,9 @@ class HuffPost(PreparedDataset):
 
     name = "huffpost"
     preparer = HUFFPOST
-    model = "bow"
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float32)  # token ids < 2**24 are exact in float32; model=bow casts them back
 
 
-class Arxiv(PreparedDataset):
+class Arxiv(_TextStream):
     """arXiv titles and abstracts, labelled by primary category, replayed from ``prepare arxiv``.
 
     Args:
@@ -336,7 +341,3 @@ class Arxiv(PreparedDataset):
 
     name = "arxiv"
     preparer = ARXIV
-    model = "bow"
-
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float32)  # token ids < 2**24 are exact in float32; model=bow casts them back
