@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,6 +24,8 @@ import torch
 
 from ctsim.config import ConfigError, check, is_int, is_number
 from ctsim.datasets.base import ChangePoint, Samples
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,13 @@ class Stream:
         self.change_points: list[ChangePoint] = list(samples.change_points)
         if samples.is_test is not None:  # the dataset's own split (test_fraction and split_seed unused)
             self.is_test = samples.is_test.to(torch.bool)
+            if (test_fraction, split_seed) != (0.1, 0):
+                log.warning(
+                    "the dataset brings its own train/test split: stream.test_fraction=%g and "
+                    "stream.split_seed=%d are not used",
+                    test_fraction,
+                    split_seed,
+                )
         else:
             self.is_test = _split(self.slice, len(self.slice_labels), test_fraction, split_seed)
         if samples.fit is not None:  # inputs fitted on training rows only (see Samples)

@@ -5,6 +5,7 @@ of every kind stops ``prepare`` with the file and what was expected, and writes 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -20,6 +21,7 @@ from ctsim.config import ConfigError
 from ctsim.datasets import Yearbook
 from ctsim.datasets.prepare import main as prepare
 from ctsim.datasets.prepared import read_cache
+from ctsim.stream import StreamSpec
 
 from .conftest import REPO, build, run, small
 
@@ -149,6 +151,14 @@ def test_cache_holds_the_source_pixels_and_labels(caches):
     }
     assert cached == source
     assert torch.equal(data["x"][:, 0], data["x"][:, 2])  # grey, repeated over the channels
+
+
+def test_replay_uses_wildtimes_split_and_says_a_drawn_split_setting_is_unused(caches, caplog):
+    samples = Yearbook(root=str(caches["wildtime"])).load()
+    with caplog.at_level(logging.WARNING):
+        stream = StreamSpec(test_fraction=0.3).build(samples)
+    assert torch.equal(stream.is_test, samples.is_test)
+    assert "own train/test split: stream.test_fraction=0.3" in caplog.text
 
 
 def test_replay_uses_wildtimes_split_and_size_keeps_a_share(caches):
@@ -331,3 +341,12 @@ def test_a_changed_cache_is_refused_on_load(sources, tmp_path):
     data.write_bytes(data.read_bytes()[:-10])
     with pytest.raises(ValueError, match="checksum"):
         Yearbook(root=str(root)).load()
+    data.unlink()
+    with pytest.raises(ConfigError, match=r"has no data\.pt\. Yearbook is not downloaded"):
+        Yearbook(root=str(root)).load()
+
+
+def test_one_binary_file_instead_of_its_folder_is_named(sources, tmp_path, capsys):
+    one = sources["modyn"] / "train" / "1930.bin"
+    assert prepare(["prepare", "yearbook", "--from", str(one), "--root", str(tmp_path)]) == 2
+    assert "the folder that holds Modyn's <year>.bin files" in capsys.readouterr().err

@@ -291,11 +291,12 @@ class PreparedDataset:
         m = self.manifest
         if m is not None and m.get("format") == FORMAT and (self.folder / DATA).is_file():
             return []
-        why = (
-            f"no prepared cache at {self.folder}"
-            if m is None
-            else f"the cache at {self.folder} was prepared by an older ctsim (format {m.get('format')})"
-        )
+        if m is None:
+            why = f"no prepared cache at {self.folder}"
+        elif m.get("format") != FORMAT:
+            why = f"the cache at {self.folder} was prepared by another ctsim (format {m.get('format')})"
+        else:
+            why = f"the cache at {self.folder} has no {DATA}"
         text = (
             f"{why}. {self.preparer.where} Prepare it once with:\n      {self.prepare_command()}\n"
             "    (see datasets/README.md)"

@@ -110,6 +110,10 @@ def _years(text: str) -> tuple[int, int]:
 def detect(source: Path) -> str:
     """The format of ``source``: a file is Wild-Time's pickle, a folder with F/ or M/ the portraits
     folder, a folder with ``<year>.bin`` files (or train/ and test/ ones) Modyn's."""
+    if source.is_file() and source.suffix.lower() == ".bin":
+        raise DataError(
+            source, "the folder that holds Modyn's <year>.bin files, not one of them", source.name
+        )
     if source.is_file():
         return "wildtime"
     if (source / "F").is_dir() or (source / "M").is_dir():
