@@ -350,3 +350,11 @@ def test_one_binary_file_instead_of_its_folder_is_named(sources, tmp_path, capsy
     one = sources["modyn"] / "train" / "1930.bin"
     assert prepare(["prepare", "yearbook", "--from", str(one), "--root", str(tmp_path)]) == 2
     assert "the folder that holds Modyn's <year>.bin files" in capsys.readouterr().err
+
+
+def test_a_root_that_cannot_be_written_is_one_line(sources, tmp_path, capsys):
+    root = tmp_path / "file-not-folder"
+    root.write_text("")
+    assert prepare(["prepare", "yearbook", "--from", str(sources["folder"]), "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write the cache") and "Traceback" not in err

@@ -100,12 +100,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.source}: no such file or folder. {preparer.where}", file=sys.stderr)
         return 2
     options = {k: _plain(v) for k, v in vars(args).items() if k not in ("command", "name", "source", "root")}
+    folder = args.root / preparer.folder_name(args)
     try:
         prepared = preparer.convert(args.source, args)
-        folder = args.root / preparer.folder_name(args)
         manifest = write_cache(folder, prepared, args.source, options)
     except DataError as e:
         print(f"error: {e}\nnothing was written; an earlier cache, if any, is unchanged", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None or not str(e.filename).startswith(str(args.root)):
+            raise  # not the cache's: a converter's own reading error, to be fixed where it is raised
+        print(
+            f"error: cannot write the cache {folder} ({e.filename}: {e.strerror}); an earlier cache, if any, "
+            "is unchanged",
+            file=sys.stderr,
+        )
         return 2
     print(summary(folder.name, folder, manifest))
     return 0
