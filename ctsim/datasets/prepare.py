@@ -18,7 +18,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ctsim.datasets.prepared import DataError, Preparer, read_manifest, summary, write_cache
+from ctsim.datasets.prepared import (
+    DataError,
+    Preparer,
+    class_balance,
+    read_manifest,
+    summary,
+    write_cache,
+)
 
 
 def preparers() -> dict[str, Preparer]:
@@ -148,9 +155,8 @@ def _check_table(args: argparse.Namespace) -> int:
         f"table: {n:,} rows, {len(counts)} slices ({samples.slice_labels[0]} … {samples.slice_labels[-1]}), "
         f"{table.input_shape[0]} input features\n"
         f"  per slice: min {min(counts):,}, max {max(counts):,}\n"
-        "  classes: "
-        + ", ".join(f"{c} {k:,} ({100 * k / n:.1f}%)" for c, k in zip(table.class_names, classes))
-        + "\n  tables are read directly on every run: nothing was written. Run it with:\n"
+        f"  classes: {class_balance(dict(zip(table.class_names, classes)))}\n"
+        "  tables are read directly on every run: nothing was written. Run it with:\n"
         f"  python -m ctsim dataset=table dataset.path={args.source} dataset.time_column={args.time_column} "
         f"dataset.label_column={args.label_column} dataset.slice_by={slice_by} model=mlp"
     )

@@ -222,7 +222,7 @@ def summary(name: str, folder: Path, manifest: dict) -> str:
         f"  cache:   {folder}  ({_size(folder / DATA)}, sha256 {manifest['sha256'][:16]}…)",
         f"  source:  {manifest['source']} ({manifest['source_format']})",
         f"  per slice: min {min(counts.values()):,}, max {max(counts.values()):,}",
-        "  classes: " + ", ".join(f"{c} {n:,} ({100 * n / total:.1f}%)" for c, n in balance.items()),
+        f"  classes: {class_balance(balance)}",
     ]
     split = manifest.get("split")
     lines.append(
@@ -232,6 +232,12 @@ def summary(name: str, folder: Path, manifest: dict) -> str:
     )
     lines += [f"  note:    {note}" for note in manifest.get("notes", [])]
     return "\n".join(lines)
+
+
+def class_balance(counts: dict[str, int]) -> str:
+    """``M 10 (45.5%), F 12 (54.5%)``: each class's count and share."""
+    total = sum(counts.values()) or 1
+    return ", ".join(f"{c} {n:,} ({100 * n / total:.1f}%)" for c, n in counts.items())
 
 
 def _size(path: Path) -> str:

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 PERIOD = re.compile(r"^[1-9]\d*(d|w|mo|q|y)$")
 LABEL_FORMAT = {"d": "%Y-%m-%d", "w": "%Y-%m-%d", "mo": "%Y-%m", "q": "%Y-%m", "y": "%Y"}
 MISSING = ("error", "drop", "fill")
-NUMERIC = (pl.Boolean,)
 
 
 @dataclass(frozen=True)
