@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -67,6 +67,10 @@ class RunPlan:
     plots: bool
     progress: bool
     settings: dict[str, dict]  # the run's pipeline groups, and each variant's changes to them
+    eval_chunk: int = 32
+    config: dict = field(default_factory=dict)  # the resolved config and each variant's changes: provenance
+    overrides: list[str] = field(default_factory=list)  # the run's own overrides (the command line)
+    config_name: str = "config"
 
 
 def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config") -> RunPlan:
@@ -115,7 +119,20 @@ def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config"
         out.plots,
         cfg.progress,
         settings,
+        out.eval_chunk,
+        {"run": _resolved(cfg), "pipelines": settings["variants"]},
+        list(overrides),
+        config_name,
     )
+
+
+def _resolved(cfg: DictConfig) -> dict:
+    """The config as plain data, resolved, without Hydra's own node (it names the run folder)."""
+    return {
+        str(k): OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in cfg
+        if k != "hydra"
+    }
 
 
 def _instantiate(node: Any, key: str, problems: list[Problem], **kwargs: Any) -> Any:

@@ -206,7 +206,8 @@ def _app(cfg: DictConfig) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print(
-            f"ctsim: interrupted; the partial run is in {out_dir}/ (status.json: interrupted)",
+            f"ctsim: interrupted; the partial run is in {out_dir}/ (status.json: interrupted); "
+            f"finish it with: python -m ctsim resume {out_dir}",
             file=sys.stderr,
         )
         raise SystemExit(130) from None

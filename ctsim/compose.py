@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from yaml import MarkedYAMLError
 
-from ctsim.config import Problem, check, is_int, unwritable
+from ctsim.config import Problem, check, is_int, positive_int, unwritable
 
 PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -228,6 +228,7 @@ def run_problems(cfg: DictConfig) -> list[Problem]:
             "one of ['all', 'last', 'none']",
         ),
         check("output.plots", out.get("plots"), isinstance(out.get("plots"), bool), "true or false"),
+        positive_int("output.eval_chunk", out.get("eval_chunk")),
     ]
 
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,11 +39,16 @@ def evaluate(
     models: Sequence[ModelSpec],
     states: Sequence[State],
     progress: bool = False,
+    chunk: int | None = None,
+    saved: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] | None = None,
+    record: Callable[[list[int], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Evaluation:
     """Predict with every state on every slice's test set, then score each slice.
 
     The test inputs of all slices go to the engine together and are shared by every model; models of
-    one architecture go in one call.
+    one architecture go in one call, or in calls of ``chunk`` models each. After each call,
+    ``record(rows, accuracy, macro_f1, n, seconds)`` gets its results; before it, ``saved(rows)`` may
+    answer them instead (a resumed run), and then the call is not made.
     """
     num_gen, num_slices = len(states), stream.num_slices
     keys = torch.cat(stream.test_keys) if stream.test_keys else torch.empty(0, dtype=torch.long)
@@ -59,12 +64,17 @@ def evaluate(
     for i, model in enumerate(models):
         groups.setdefault(model.key, []).append(i)
     done = 0  # generations evaluated
+    calls = [g[i : i + (chunk or len(g))] for g in groups.values() for i in range(0, len(g), chunk or len(g))]
     with bar(total=num_gen, enabled=progress, desc="evaluate") as evaluated:
-        for rows in groups.values():
-            preds, secs = engine.predict(models[rows[0]], [states[r] for r in rows], x)
-            acc, f1 = slice_scores(preds, y, seg, num_slices, stream.num_classes)
-            accuracy[rows], macro_f1[rows] = acc, f1
-            seconds[rows] = torch.tensor(secs, dtype=torch.float64)
+        for rows in calls:
+            found = saved(rows) if saved is not None else None
+            if found is None:
+                preds, secs = engine.predict(models[rows[0]], [states[r] for r in rows], x)
+                acc, f1 = slice_scores(preds, y, seg, num_slices, stream.num_classes)
+                found = acc, f1, torch.tensor(secs, dtype=torch.float64)
+                if record is not None:
+                    record(rows, *found[:2], n, found[2])
+            accuracy[rows], macro_f1[rows], seconds[rows] = found
             done += len(rows)
             evaluated.update(len(rows))
             evaluated.set_postfix_str(rate(len(keys) * done, float(seconds.sum())))

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import torch
 
 from ctsim import plots
 from ctsim.build import RunPlan
 from ctsim.config import ConfigError
-from ctsim.registry import STATUS, build_tables, write_new, write_status, write_tables
+from ctsim.registry import provenance
+from ctsim.registry.store import (
+    STATUS,
+    ResumeError,
+    RunStore,
+    clear_outputs,
+    now,
+    read_status,
+    write_new,
+    write_status,
+    write_tables,
+)
+from ctsim.registry.tables import build_tables
 from ctsim.report import console_summary, markdown_summary
 from ctsim.simulation import SimulationResult, simulate, stream_problems
 from ctsim.stream import Stream
@@ -25,64 +41,124 @@ class RunOutcome:
     result: SimulationResult
     files: list[Path]
     summary: str
+    store: RunStore
 
 
 def execute(
-    plan: RunPlan, out_dir: str | Path, command: str = "python -m ctsim", echo: bool = True
+    plan: RunPlan,
+    out_dir: str | Path,
+    command: str = "python -m ctsim",
+    echo: bool = True,
+    resume: bool = False,
 ) -> RunOutcome:
     """Run ``plan`` and write every output into ``out_dir`` (which must not hold another run's results).
 
-    ``status.json`` says where the run is: ``running``, then ``finished``, ``interrupted`` (Ctrl-C)
-    or ``failed`` (with the error). A run killed outright stays ``running``.
+    The run is recorded as it goes (:mod:`ctsim.registry.store`). ``status.json`` says where it is:
+    ``running``, then ``finished``, ``interrupted`` (Ctrl-C or SIGTERM) or ``failed`` (with the
+    error). A run killed outright stays ``running``; either way ``resume`` finishes it from what it
+    saved (:mod:`ctsim.resume`, which checks first that the code and config are the run's).
     """
     out_dir = Path(out_dir)
-    if (out_dir / "evals.parquet").exists():
+    if not resume and (out_dir / "evals.parquet").exists():
         raise FileExistsError(f"{out_dir} already holds a run's results; ctsim never overwrites them")
     start = time.perf_counter()
-    write_status(out_dir, "running", command=command)
     seeds = sorted({p.seed for p in plan.pipelines})
+    earlier = read_status(out_dir) if resume else None
+    if earlier is None:
+        record = provenance.record(
+            plan.config, plan.overrides, plan.config_name, seeds, plan.engine.device, command
+        )
+        write_status(out_dir, "running", attempts=1, **record, **_process())
     header = (
         f"{len(plan.variants)} pipeline(s) × {len(seeds)} seed(s) · dataset {plan.dataset.name} · "
         f"engine {plan.engine.name} on {plan.engine.device}"
     )
     if echo:
-        print(f"ctsim · {plan.name} · {header} · run folder {out_dir}/", flush=True)
-    try:
-        stream = plan.stream.build(plan.dataset.load())
-        # what the policies cannot do on this stream (a window larger than it): before any training
-        problems = stream_problems(stream, plan.pipelines)
-        if not problems:
-            outcome = _execute(plan, stream, out_dir, command, header, start)
-    except KeyboardInterrupt:
-        write_status(out_dir, "interrupted", command=command)
-        raise
-    except BaseException as e:
-        write_status(out_dir, "failed", command=command, error=f"{type(e).__name__}: {e}")
-        raise
+        verb = "resuming" if resume else "run folder"
+        print(f"ctsim · {plan.name} · {header} · {verb} {out_dir}/", flush=True)
+    with _sigterm_interrupts():
+        try:
+            stream = plan.stream.build(plan.dataset.load())
+            fingerprint = provenance.data_hash(stream.x, stream.y, stream.time, stream.slice)
+            if earlier is not None:
+                if earlier.get("data_hash") not in (None, fingerprint):
+                    raise ResumeError(
+                        f"{out_dir}: the dataset is not the one the run was made with (its fingerprint "
+                        "changed): a resume would not give the run's results. Start a new run."
+                    )
+                clear_outputs(out_dir)
+                attempts = earlier.get("attempts", 1) + 1
+                write_status(out_dir, "running", attempts=attempts, resumed=now(), **_process())
+            write_status(out_dir, "running", data_hash=fingerprint)
+            # what the policies cannot do on this stream (a window larger than it): before any training
+            problems = stream_problems(stream, plan.pipelines)
+            if not problems:
+                outcome = _execute(plan, stream, out_dir, command, header, start)
+        except ResumeError:
+            raise
+        except KeyboardInterrupt:
+            write_status(out_dir, "interrupted")
+            raise
+        except BaseException as e:
+            write_status(out_dir, "failed", error=f"{type(e).__name__}: {e}")
+            raise
     if problems:
         (out_dir / STATUS).unlink()  # nothing ran: the folder holds nothing of the run's
         raise ConfigError(problems)
-    write_status(out_dir, "finished", command=command, wall_seconds=round(time.perf_counter() - start, 3))
+    write_status(out_dir, "finished", wall_seconds=round(time.perf_counter() - start, 3), error=None)
+    outcome.store.prune(plan.checkpoints)
+    outcome.store.close()
     if echo:
         print(outcome.summary)
     return outcome
 
 
+def _process() -> dict:
+    """Which process runs it: a resume refuses a run whose process is still alive."""
+    return {"pid": os.getpid(), "host": os.uname().nodename}
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a cluster pre-empting the job, ``kill``) stops the run as Ctrl-C does: ``interrupted``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _execute(
     plan: RunPlan, stream: Stream, out_dir: Path, command: str, header: str, start: float
 ) -> RunOutcome:
-    result = simulate(stream, plan.pipelines, plan.engine, progress=plan.progress)
-
-    checkpoints = save_checkpoints(result, out_dir, plan.checkpoints)
+    store = RunStore(out_dir, stream, plan.pipelines)
+    result = simulate(
+        stream,
+        plan.pipelines,
+        plan.engine,
+        progress=plan.progress,
+        recorder=store,
+        eval_chunk=plan.eval_chunk,
+    )
+    checkpoints = store.kept(plan.checkpoints)
     tables = build_tables(result, checkpoints)
     files = write_tables(tables, out_dir)
-    files += [out_dir / p for p in checkpoints.values()]
+    files += [out_dir / rel for rel, _ in checkpoints.values() if rel is not None]
     if plan.plots:
         files += plots.draw_all(tables, stream.change_points, out_dir / "plots")
 
     header += (
         f" · {len(stream.y):,} samples, {stream.num_slices} slices, {len(stream.batches)} arrival batches"
     )
+    if store.reused or store.retrained:
+        header += f" · resumed: {store.reused} generation(s) loaded, {store.trained} trained"
     summary_path = out_dir / "summary.md"
     files.append(summary_path)
     text = markdown_summary(
@@ -101,20 +177,4 @@ def _execute(
     write_new(summary_path, lambda p: p.write_text(text))
     wall = time.perf_counter() - start  # data loading included
     summary = console_summary(plan.name, header, tables["cost"], out_dir, files, wall)
-    return RunOutcome(out_dir, tables, result, files, summary)
-
-
-def save_checkpoints(result: SimulationResult, out_dir: Path, which: str) -> dict[tuple[int, int], str]:
-    """Save generation states (``all``, each pipeline's ``last``, or ``none``); paths relative to out_dir."""
-    if which == "none":
-        return {}
-    last = {g.pipeline: g.index for g in result.generations}
-    saved = {}
-    for gen in result.generations:
-        if which == "last" and last[gen.pipeline] != gen.index:
-            continue
-        pipeline = result.pipelines[gen.pipeline]
-        rel = f"checkpoints/{pipeline.name}/seed{pipeline.seed}/gen{gen.index:04d}.pt"
-        write_new(out_dir / rel, lambda p, state=gen.trained.state: torch.save(state, p))
-        saved[(gen.pipeline, gen.index)] = rel
-    return saved
+    return RunOutcome(out_dir, tables, result, files, summary, store)

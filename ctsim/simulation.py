@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 
@@ -107,10 +108,59 @@ class Skipped:
     why: str
 
 
+class Recorder(Protocol):
+    """Where a run's results go as they are made (:class:`ctsim.registry.store.RunStore`), and what an
+    earlier attempt of the same run saved: a resumed replay loads those instead of training them."""
+
+    def saved(self, pipeline: int, generation: int, keys: torch.Tensor) -> Trained | None: ...
+
+    def record(self, gens: Sequence[Generation]) -> None: ...
+
+    def saved_evaluation(
+        self, gens: Sequence[Generation]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None: ...
+
+    def record_evaluation(
+        self,
+        gens: Sequence[Generation],
+        accuracy: torch.Tensor,
+        macro_f1: torch.Tensor,
+        n: torch.Tensor,
+        seconds: torch.Tensor,
+    ) -> None: ...
+
+
+class NoRecorder:
+    """Keeps nothing: a replay held in memory only."""
+
+    def saved(self, pipeline: int, generation: int, keys: torch.Tensor) -> Trained | None:
+        return None
+
+    def record(self, gens: Sequence[Generation]) -> None:
+        pass
+
+    def saved_evaluation(self, gens: Sequence[Generation]) -> None:
+        return None
+
+    def record_evaluation(self, gens, accuracy, macro_f1, n, seconds) -> None:
+        pass
+
+
 def simulate(
-    stream: Stream, pipelines: Sequence[Pipeline], engine: Engine, progress: bool = True
+    stream: Stream,
+    pipelines: Sequence[Pipeline],
+    engine: Engine,
+    progress: bool = True,
+    recorder: Recorder | None = None,
+    eval_chunk: int | None = None,
 ) -> SimulationResult:
-    """Replay ``stream`` through ``pipelines``, training every due generation on ``engine``."""
+    """Replay ``stream`` through ``pipelines``, training every due generation on ``engine``.
+
+    Each decision point's generations go to ``recorder`` as soon as they are trained, and evaluations
+    as each chunk of ``eval_chunk`` generations is done. A generation the recorder already saved (a
+    resumed run) is loaded, not trained: the replay is deterministic, so it makes the same decisions.
+    """
+    recorder = recorder or NoRecorder()
     ConfigError.raise_all(stream_problems(stream, pipelines))  # before any work
     start = time.perf_counter()
     x, y = stream.x.to(engine.device), stream.y.to(engine.device)  # data lives on the device
@@ -161,7 +211,8 @@ def simulate(
         jobs = [_job(i, pipelines[i], states[i], selection) for i, _, selection in due]
         status = replay_status(len(pipelines), len(generations), trained_samples, train_seconds, len(jobs))
         replay.set_postfix_str(status)  # shown now: a decision point can train for long
-        for job, trained, (i, reason, selection) in zip(jobs, engine.train(jobs, x, y), due):
+        made, (results, fresh) = [], _train(engine, recorder, jobs, x, y)
+        for job, trained, (i, reason, selection) in zip(jobs, results, due):
             state = states[i]
             parent = state.generations[-1].index if job.parent is not None else None
             last_time = float(stream.time[batch.keys[-1]])
@@ -170,8 +221,11 @@ def simulate(
             state.seen_by_trigger.append(_seen_by_trigger(gen, pipelines[i], len(state.intervals[-1])))
             state.seconds["train"] += trained.seconds
             generations.append(gen)
+            made.append(gen)
             trained_samples += trained.samples
             train_seconds += trained.seconds
+        if fresh:
+            recorder.record(made)
         status = replay_status(len(pipelines), len(generations), trained_samples, train_seconds)
         replay.set_postfix_str(status)
 
@@ -181,6 +235,11 @@ def simulate(
         [pipelines[g.pipeline].model for g in generations],
         [g.trained.state for g in generations],
         progress=progress,
+        chunk=eval_chunk,
+        saved=lambda rows: recorder.saved_evaluation([generations[r] for r in rows]),
+        record=lambda rows, acc, f1, n, secs: recorder.record_evaluation(
+            [generations[r] for r in rows], acc, f1, n, secs
+        ),
     )
     for gen, seconds in zip(generations, evaluation.seconds.tolist()):
         states[gen.pipeline].seconds["eval"] += seconds
@@ -195,6 +254,20 @@ def simulate(
         device=str(engine.device),
         wall_seconds=time.perf_counter() - start,
     )
+
+
+def _train(
+    engine: Engine, recorder: Recorder, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor
+) -> tuple[list[Trained], bool]:
+    """The decision point's generations, and whether any was trained (else all were loaded).
+
+    They are loaded when an earlier attempt saved them all. Otherwise all are trained in one engine
+    call, the call an uninterrupted run made, and the saved ones are kept as they were.
+    """
+    saved = [recorder.saved(j.pipeline, j.generation, j.keys) for j in jobs]
+    if all(s is not None for s in saved):
+        return saved, False  # type: ignore[return-value]
+    return [s if s is not None else t for s, t in zip(saved, engine.train(jobs, x, y))], True
 
 
 def stream_problems(stream: Stream, pipelines: Sequence[Pipeline]) -> list[Problem]:

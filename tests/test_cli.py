@@ -374,7 +374,10 @@ def test_ctrl_c_is_one_line_and_marks_the_run_interrupted(tmp_path):
     assert proc.returncode == 130
     assert "Traceback" not in err
     message = [line for line in err.splitlines() if line.startswith("ctsim:")]
-    assert message == ["ctsim: interrupted; the partial run is in run/ (status.json: interrupted)"]
+    assert message == [
+        "ctsim: interrupted; the partial run is in run/ (status.json: interrupted); "
+        "finish it with: python -m ctsim resume run"
+    ]
     assert read_status(out)["status"] == "interrupted"
     assert not (out / "evals.parquet").exists()
 

@@ -1,60 +1,54 @@
-"""The registry: a run's results as polars tables, written as parquet, queryable with SQL.
+"""The tables of a run and their schemas, built from a :class:`~ctsim.simulation.SimulationResult`.
 
 Tables (columns documented in the README, "Outputs"):
 
 * ``evals``: one row per pipeline × seed × generation × evaluation slice × metric;
-* ``generations``: one row per trained generation (trigger, training set, cost, parent, checkpoint);
+* ``generations``: one row per trained generation (trigger, training set, cost, parent, checkpoint and
+  its SHA-256);
 * ``cost``: one row per pipeline and seed (cost and composite accuracy side by side);
 * ``lineage``: the sample keys each generation was trained on;
 * ``quality``: one row per pipeline and seed: trigger quality against the dataset's abrupt change
   points (detection delay, misses, false alarms per 50 stable slices) and incorporation latency
   (:mod:`ctsim.quality`);
-* ``skipped``: one row per trigger that trained nothing, because its selection was empty.
+* ``skipped``: one row per trigger that trained nothing, because its selection was empty;
+* ``runs``: one row per run, from its ``status.json`` (:mod:`ctsim.registry.store`).
 
-Writes never replace an existing file: a run directory belongs to one run. The one exception is
-``status.json`` (``running``, ``finished``, ``interrupted`` or ``failed``), which the run updates.
-
->>> import polars as pl
->>> frames = {"cost": pl.DataFrame({"pipeline": ["a", "b"], "composite_accuracy": [0.8, 0.9]})}
->>> query("SELECT pipeline FROM cost ORDER BY composite_accuracy DESC LIMIT 1", frames)["pipeline"].to_list()
-['b']
+The row builders (:func:`generation_rows`, :func:`lineage_rows`, :func:`eval_rows`) also write the
+journal a run keeps as it goes, so a partial table has the columns of a finished one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
-from collections.abc import Mapping
-from datetime import datetime, timezone
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 import torch
 
 from ctsim.cost import flops_per_sample
 from ctsim.evaluation import active_generations, composite
-from ctsim.quality import PipelineTriggers, quality_table
-from ctsim.simulation import Generation, SimulationResult
-from ctsim.stream import ArrivalBatch
+from ctsim.quality import QUALITY_SCHEMA, PipelineTriggers, quality_table
+from ctsim.simulation import Generation, Pipeline, SimulationResult
+from ctsim.stream import ArrivalBatch, Stream
 
 TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped")
 OPTIONAL = ("skipped",)  # runs made before it existed have none: read as empty
 METRICS = ("accuracy", "macro_f1")
-STATUS = "status.json"
 
 
-def build_tables(
-    result: SimulationResult, checkpoints: Mapping[tuple[int, int], str] | None = None
-) -> dict[str, pl.DataFrame]:
-    """All tables of a run. ``checkpoints`` maps (pipeline index, generation) to a checkpoint path."""
+Saved = Mapping[tuple[int, int], tuple[str | None, str | None]]
+"""Per (pipeline index, generation): the checkpoint's path (relative to the run folder; None when
+``output.checkpoints`` did not keep it) and the SHA-256 of the state it held."""
+
+
+def build_tables(result: SimulationResult, checkpoints: Saved | None = None) -> dict[str, pl.DataFrame]:
+    """All tables of a run. ``checkpoints``: see :data:`Saved`."""
     checkpoints = checkpoints or {}
     evals, active = _evals(result)
     return {
         "evals": evals,
-        "generations": _generations(result, checkpoints),
+        "generations": generation_rows(result.stream, result.pipelines, result.generations, checkpoints),
         "cost": _cost(result, active),
-        "lineage": _lineage(result),
+        "lineage": lineage_rows(result.pipelines, result.generations),
         "quality": _quality(result),
         "skipped": _skipped(result),
     }
@@ -63,21 +57,26 @@ def build_tables(
 def _skipped(result: SimulationResult) -> pl.DataFrame:
     """Triggers that trained nothing because their selection was empty."""
     rows = [
-        {**_trigger_columns(result, s.pipeline, s.batch, s.time, s.reason), "why": s.why}
+        {
+            **_trigger_columns(result.stream, result.pipelines, s.pipeline, s.batch, s.time, s.reason),
+            "why": s.why,
+        }
         for s in result.skipped
     ]
     return pl.DataFrame(rows, schema=SKIPPED_SCHEMA)
 
 
-def _trigger_columns(result: SimulationResult, p: int, batch: ArrivalBatch, time: float, reason: str) -> dict:
+def _trigger_columns(
+    stream: Stream, pipelines: Sequence[Pipeline], p: int, batch: ArrivalBatch, time: float, reason: str
+) -> dict:
     """Which pipeline a trigger fired in, on which batch, when and why (generations and skipped)."""
-    pipeline = result.pipelines[p]
+    pipeline = pipelines[p]
     return {
         "pipeline": pipeline.name,
         "seed": pipeline.seed,
         "trigger_batch": batch.index,
         "trigger_slice": batch.slice,
-        "trigger_label": result.stream.slice_labels[batch.slice],
+        "trigger_label": stream.slice_labels[batch.slice],
         "trigger_time": time,
         "trigger_reason": reason,
     }
@@ -108,14 +107,31 @@ def _active_per_pipeline(result: SimulationResult) -> dict[int, list[int | None]
 
 
 def _evals(result: SimulationResult) -> tuple[pl.DataFrame, dict[int, list[int | None]]]:
-    stream, ev = result.stream, result.evaluation
+    ev, gens = result.evaluation, result.generations
     active = _active_per_pipeline(result)
-    num_slices = stream.num_slices
+    evals = eval_rows(result.stream, result.pipelines, gens, ev.accuracy, ev.macro_f1, ev.n)
+    # in eval_rows' order: generation, then metric, then slice
+    flags = [
+        active[g.pipeline][s] == row for row, g in enumerate(gens) for _ in METRICS for s in range(len(ev.n))
+    ]
+    return evals.with_columns(pl.Series("active", flags, dtype=pl.Boolean)).select(list(EVALS_SCHEMA)), active
+
+
+def eval_rows(
+    stream: Stream,
+    pipelines: Sequence[Pipeline],
+    gens: Sequence[Generation],
+    accuracy: torch.Tensor,
+    macro_f1: torch.Tensor,
+    n: torch.Tensor,
+) -> pl.DataFrame:
+    """The evals rows of ``gens`` (rows of the matrices, in order), without ``active``: which slices a
+    generation serves is known only once the replay has ended. A missing value (no test data) is null."""
+    num_slices = len(n)
     frames = []
-    for row, gen in enumerate(result.generations):
-        pipeline = result.pipelines[gen.pipeline]
-        is_active = [active[gen.pipeline][s] == row for s in range(num_slices)]
-        for metric, matrix in (("accuracy", ev.accuracy), ("macro_f1", ev.macro_f1)):
+    for row, gen in enumerate(gens):
+        pipeline = pipelines[gen.pipeline]
+        for metric, matrix in zip(METRICS, (accuracy, macro_f1)):
             frames.append(
                 pl.DataFrame(
                     {
@@ -126,14 +142,13 @@ def _evals(result: SimulationResult) -> tuple[pl.DataFrame, dict[int, list[int |
                         "slice_label": stream.slice_labels,
                         "metric": [metric] * num_slices,
                         "value": matrix[row].tolist(),
-                        "n": ev.n.tolist(),
-                        "active": is_active,
+                        "n": n.tolist(),
                     },
-                    schema=EVALS_SCHEMA,
+                    schema=PARTIAL_EVALS_SCHEMA,
                 )
             )
-    evals = pl.concat(frames) if frames else pl.DataFrame(schema=EVALS_SCHEMA)
-    return evals.with_columns(pl.col("value").fill_nan(None)), active
+    evals = pl.concat(frames) if frames else pl.DataFrame(schema=PARTIAL_EVALS_SCHEMA)
+    return evals.with_columns(pl.col("value").fill_nan(None))
 
 
 EVALS_SCHEMA = {
@@ -147,19 +162,23 @@ EVALS_SCHEMA = {
     "n": pl.Int64,
     "active": pl.Boolean,
 }
+PARTIAL_EVALS_SCHEMA = {k: v for k, v in EVALS_SCHEMA.items() if k != "active"}
 
 
-def _generations(result: SimulationResult, checkpoints: Mapping[tuple[int, int], str]) -> pl.DataFrame:
-    stream = result.stream
+def generation_rows(
+    stream: Stream, pipelines: Sequence[Pipeline], gens: Sequence[Generation], checkpoints: Saved
+) -> pl.DataFrame:
+    """The generations rows of ``gens``; ``checkpoints`` as in :data:`Saved`."""
     records = []
-    for gen in result.generations:
-        pipeline = result.pipelines[gen.pipeline]
+    for gen in gens:
+        pipeline = pipelines[gen.pipeline]
         keys = gen.selection.keys
         slices = stream.slice[keys] if len(keys) else torch.empty(0, dtype=torch.long)
         flops = flops_per_sample(pipeline.model)
+        path, sha = checkpoints.get((gen.pipeline, gen.index), (None, None))
         records.append(
             {
-                **_trigger_columns(result, gen.pipeline, gen.batch, gen.time, gen.reason),
+                **_trigger_columns(stream, pipelines, gen.pipeline, gen.batch, gen.time, gen.reason),
                 "generation": gen.index,
                 "parent": gen.parent,
                 "init": "finetune" if gen.parent is not None else "scratch",
@@ -175,7 +194,8 @@ def _generations(result: SimulationResult, checkpoints: Mapping[tuple[int, int],
                 "train_s": gen.trained.seconds,
                 "final_loss": gen.trained.loss,
                 "status": gen.trained.status,
-                "checkpoint": checkpoints.get((gen.pipeline, gen.index)),
+                "checkpoint": path,
+                "checkpoint_sha256": sha,
             }
         )
     return pl.DataFrame(records, schema=GENERATIONS_SCHEMA)
@@ -205,6 +225,7 @@ GENERATIONS_SCHEMA = {
     "final_loss": pl.Float64,
     "status": pl.String,
     "checkpoint": pl.String,
+    "checkpoint_sha256": pl.String,
 }
 
 SKIPPED_SCHEMA = {  # the trigger's columns, as in generations, and why nothing was trained
@@ -288,110 +309,25 @@ def scored(gen: Generation) -> int:
     return gen.selection.scored + gen.trained.scored
 
 
-def _lineage(result: SimulationResult) -> pl.DataFrame:
+def lineage_rows(pipelines: Sequence[Pipeline], gens: Sequence[Generation]) -> pl.DataFrame:
+    """The sample keys each of ``gens`` was trained on."""
     return pl.DataFrame(
         {
-            "pipeline": [result.pipelines[g.pipeline].name for g in result.generations],
-            "seed": [result.pipelines[g.pipeline].seed for g in result.generations],
-            "generation": [g.index for g in result.generations],
-            "keys": [g.selection.keys.tolist() for g in result.generations],
+            "pipeline": [pipelines[g.pipeline].name for g in gens],
+            "seed": [pipelines[g.pipeline].seed for g in gens],
+            "generation": [g.index for g in gens],
+            "keys": [g.selection.keys.tolist() for g in gens],
         },
-        schema={"pipeline": pl.String, "seed": pl.Int64, "generation": pl.Int64, "keys": pl.List(pl.UInt32)},
+        schema=LINEAGE_SCHEMA,
     )
 
 
-def write_new(path: Path, write: callable) -> None:  # type: ignore[valid-type]
-    """Write a file that must not exist yet, atomically (a temp file renamed into place)."""
-    if path.exists():
-        raise FileExistsError(f"{path} already exists: it belongs to another run and is left untouched")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def write_tables(tables: Mapping[str, pl.DataFrame], out_dir: Path) -> list[Path]:
-    paths = []
-    for name, frame in tables.items():
-        path = out_dir / f"{name}.parquet"
-        write_new(path, frame.write_parquet)
-        paths.append(path)
-    return paths
-
-
-def write_status(out_dir: Path, status: str, **fields: object) -> None:
-    """Write ``status.json`` (replacing the last one, atomically): where the run is, and when."""
-    path = out_dir / STATUS
-    record = read_status(out_dir) or {"started": _now()}
-    record.update(fields, status=status, updated=_now())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{STATUS}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def read_status(run_dir: str | Path) -> dict | None:
-    """The run's ``status.json``, or None where there is none (or it cannot be read)."""
-    try:
-        return json.loads((Path(run_dir) / STATUS).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
-    """The tables of one run directory, as lazy frames."""
-    run_dir = Path(run_dir)
-    missing = _missing(run_dir)
-    if missing:
-        raise FileNotFoundError(
-            f"{run_dir} is not a ctsim run directory: missing {', '.join(missing)}.parquet"
-        )
-    return {
-        t: pl.scan_parquet(path) if (path := run_dir / f"{t}.parquet").exists() else _empty(t) for t in TABLES
-    }
-
-
-def _missing(run_dir: Path) -> list[str]:
-    return [t for t in TABLES if t not in OPTIONAL and not (run_dir / f"{t}.parquet").exists()]
-
-
-def _empty(table: str) -> pl.LazyFrame:
-    return pl.DataFrame(schema={"skipped": SKIPPED_SCHEMA}[table]).lazy()
-
-
-def load_many(root: str | Path = "results/runs") -> dict[str, pl.LazyFrame]:
-    """The tables of every finished run under ``root``, concatenated, with a ``run`` column (the directory).
-
-    Run folders that are not finished (``status.json`` says running, interrupted or failed, or tables
-    are missing) are left out, with one warning naming them.
-    """
-    root = Path(root)
-    dirs = sorted(
-        {p.parent for p in root.rglob("status.json")} | {p.parent for p in root.rglob("evals.parquet")}
-    )
-    complete, skipped = [], []
-    for d in dirs:
-        status = (read_status(d) or {}).get("status", "finished")  # runs from before status.json
-        missing = _missing(d)
-        if status == "finished" and not missing:
-            complete.append(d)
-        else:
-            skipped.append(f"{d} ({status}{', no ' + ', '.join(missing) if missing else ''})")
-    if skipped:
-        warnings.warn(f"left out {len(skipped)} unfinished run(s): {'; '.join(skipped)}", stacklevel=2)
-    if not complete:
-        raise FileNotFoundError(f"no finished ctsim runs under {root}")
-    tables: dict[str, list[pl.LazyFrame]] = {t: [] for t in TABLES}
-    for d in complete:
-        for t, frame in load(d).items():
-            tables[t].append(frame.with_columns(pl.lit(str(d)).alias("run")))
-    return {t: pl.concat(frames, how="diagonal_relaxed") for t, frames in tables.items()}
-
-
-def query(sql: str, tables: Mapping[str, pl.DataFrame | pl.LazyFrame]) -> pl.DataFrame:
-    """Run SQL over named tables (e.g. from :func:`load` or :func:`load_many`) with polars."""
-    return pl.SQLContext(dict(tables)).execute(sql).collect()
+LINEAGE_SCHEMA = {"pipeline": pl.String, "seed": pl.Int64, "generation": pl.Int64, "keys": pl.List(pl.UInt32)}
+SCHEMAS = {
+    "evals": EVALS_SCHEMA,
+    "generations": GENERATIONS_SCHEMA,
+    "cost": COST_SCHEMA,
+    "lineage": LINEAGE_SCHEMA,
+    "quality": QUALITY_SCHEMA,
+    "skipped": SKIPPED_SCHEMA,
+}

@@ -1,0 +1,121 @@
+"""What a run was made from: its config (and hash), code, versions, device and data.
+
+These fields go into the run's ``status.json`` (its row of the ``runs`` table). A resume compares the
+config, the code and the data with them and refuses a run whose inputs changed, naming what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+PACKAGE = Path(__file__).resolve().parent.parent  # ctsim/
+
+
+def config_hash(config: Mapping) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_files() -> dict[str, str]:
+    """SHA-256 (16 hex digits) of every source file of the ctsim package, by path."""
+    return {
+        str(p.relative_to(PACKAGE.parent)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        for p in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def code_hash(files: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(dict(files), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """The commit of the checkout ctsim runs from, and whether it has uncommitted changes (None, None
+    when it is not a git checkout, e.g. an installed wheel)."""
+    root = PACKAGE.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit.strip(), None if status is None else bool(status.strip())
+
+
+def versions() -> dict[str, str]:
+    try:
+        ctsim = version("ctsim")
+    except PackageNotFoundError:
+        ctsim = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "ctsim": ctsim}
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def data_hash(*tensors: torch.Tensor) -> str:
+    """A fingerprint of the replayed data (inputs, labels, times, slices)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        digest.update(str((t.dtype, tuple(t.shape))).encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def record(
+    config: Mapping,
+    overrides: list[str],
+    config_name: str,
+    seeds: list[int],
+    device: torch.device | str,
+    command: str,
+) -> dict:
+    """The run's provenance, for ``status.json``."""
+    files = code_files()
+    commit, dirty = git_state()
+    return {
+        "command": command,
+        "cwd": str(Path.cwd()),
+        "config_name": config_name,
+        "overrides": list(overrides),
+        "config": dict(config),
+        "config_hash": config_hash(config),
+        "code_hash": code_hash(files),
+        "code_files": files,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        **versions(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "seeds": seeds,
+    }
+
+
+def differences(saved: Mapping, now: Mapping, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    out = []
+    for key in sorted(set(saved) | set(now), key=str):
+        a, b = saved.get(key, "<absent>"), now.get(key, "<absent>")
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name}: {a!r} then, {b!r} now")
+    return out
