@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError
+from ctsim.config import ConfigError, unwritable
 from ctsim.registry import provenance
 from ctsim.registry.store import ResumeError, RunStore, load_state, read_status
 
@@ -115,6 +115,9 @@ def resume(run_dir: str | Path, echo: bool = True):
         raise ResumeError(f"{run_dir}: the run has finished; there is nothing to resume")
     if status == RUNNING and _alive(record):
         raise ResumeError(f"{run_dir}: the run is still running (process {record['pid']}); stop it first")
+    why = unwritable(run_dir)
+    if why is not None:
+        raise ResumeError(f"{run_dir}: a resume writes into the run folder, but {why}")
     with working_folder(record.get("cwd")):
         plan = load_plan(run_dir, record)
         found = changes(run_dir, record, plan)

@@ -20,6 +20,7 @@ import json
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -30,8 +31,8 @@ from ctsim.registry.tables import OPTIONAL, SCHEMAS, TABLES
 RUNS_SCHEMA = {
     "run": pl.String,
     "status": pl.String,
-    "started": pl.String,
-    "ended": pl.String,
+    "started": pl.Datetime("us", "UTC"),
+    "ended": pl.Datetime("us", "UTC"),
     "wall_seconds": pl.Float64,
     "attempts": pl.Int64,
     "command": pl.String,
@@ -63,6 +64,8 @@ def runs_row(run_dir: Path, record: Mapping | None) -> pl.DataFrame:
     row["status"] = record.get("status", "finished")  # runs from before status.json
     row["attempts"] = record.get("attempts", 1)
     row["config"] = json.dumps(record["config"]) if "config" in record else None
+    for when in ("started", "ended"):
+        row[when] = datetime.fromisoformat(row[when]) if isinstance(row[when], str) else None
     return pl.DataFrame([row], schema=RUNS_SCHEMA)
 
 

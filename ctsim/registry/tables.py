@@ -176,6 +176,7 @@ def generation_rows(
         slices = stream.slice[keys] if len(keys) else torch.empty(0, dtype=torch.long)
         flops = flops_per_sample(pipeline.model)
         path, sha = checkpoints.get((gen.pipeline, gen.index), (None, None))
+        first, last = (int(slices.min()), int(slices.max())) if len(slices) else (None, None)
         records.append(
             {
                 **_trigger_columns(stream, pipelines, gen.pipeline, gen.batch, gen.time, gen.reason),
@@ -183,8 +184,10 @@ def generation_rows(
                 "parent": gen.parent,
                 "init": "finetune" if gen.parent is not None else "scratch",
                 "n_selected": len(keys),
-                "first_slice": int(slices.min()) if len(slices) else None,
-                "last_slice": int(slices.max()) if len(slices) else None,
+                "first_slice": first,
+                "last_slice": last,
+                "first_label": None if first is None else stream.slice_labels[first],
+                "last_label": None if last is None else stream.slice_labels[last],
                 "epochs": pipeline.train.epochs,
                 "samples_trained": gen.trained.samples,
                 "optimizer_steps": gen.trained.steps,
@@ -215,6 +218,8 @@ GENERATIONS_SCHEMA = {
     "n_selected": pl.Int64,
     "first_slice": pl.Int64,
     "last_slice": pl.Int64,
+    "first_label": pl.String,  # the slices' labels (years, for portraits)
+    "last_label": pl.String,
     "epochs": pl.Int64,
     "samples_trained": pl.Int64,
     "optimizer_steps": pl.Int64,
