@@ -27,7 +27,8 @@ import torch
 
 from ctsim.config import ConfigError, unwritable
 from ctsim.registry import provenance
-from ctsim.registry.store import ResumeError, RunStore, load_state, read_status
+from ctsim.registry.layout import read_status
+from ctsim.registry.store import ResumeError, RunStore, load_state
 
 RUNNING = "running"
 

@@ -17,13 +17,12 @@ from ctsim import plots
 from ctsim.build import RunPlan
 from ctsim.config import ConfigError
 from ctsim.registry import provenance
+from ctsim.registry.layout import STATUS, read_status
 from ctsim.registry.store import (
-    STATUS,
     ResumeError,
     RunStore,
     clear_outputs,
     now,
-    read_status,
     write_new,
     write_status,
     write_tables,

@@ -8,7 +8,7 @@ import torch
 
 from ctsim.cli import unique_dir
 from ctsim.registry import load, load_many, query, write_new
-from ctsim.registry.tables import COST_SCHEMA, EVALS_SCHEMA, GENERATIONS_SCHEMA
+from ctsim.registry.layout import COST_SCHEMA, EVALS_SCHEMA, GENERATIONS_SCHEMA
 
 from .conftest import REPO, build, cli, run, small
 

@@ -18,8 +18,8 @@ import torch
 from polars.testing import assert_frame_equal
 
 from ctsim.registry import load, load_many, query, read_status
-from ctsim.registry.store import JOURNAL, ResumeError, RunStore, file_sha256
-from ctsim.registry.tables import TABLES
+from ctsim.registry.layout import JOURNAL, TABLES
+from ctsim.registry.store import ResumeError, RunStore, file_sha256
 from ctsim.resume import resume
 
 from .conftest import cli, run

@@ -31,21 +31,11 @@ import polars as pl
 import torch
 
 from ctsim.engine.base import Trained
-from ctsim.registry.tables import (
-    GENERATIONS_SCHEMA,
-    LINEAGE_SCHEMA,
-    PARTIAL_EVALS_SCHEMA,
-    TABLES,
-    Saved,
-    eval_rows,
-    generation_rows,
-    lineage_rows,
-)
+from ctsim.registry.layout import JOURNAL, STATUS, TABLES, read_status
+from ctsim.registry.tables import Saved, eval_rows, generation_rows, lineage_rows
 from ctsim.simulation import Generation, Pipeline
 from ctsim.stream import Stream
 
-STATUS = "status.json"
-JOURNAL = "journal"
 EVAL_SECONDS = "eval_s"  # the journal's evaluation parts: seconds attributed to the row's generation
 TRAINED_SCORED = "trained_scored"  # the journal's generation parts: samples scored during training
 
@@ -90,15 +80,6 @@ def write_status(out_dir: Path, status: str, **fields: object) -> dict:
     text = json.dumps(record, indent=2, default=str) + "\n"
     write_atomic(out_dir / STATUS, lambda p: p.write_text(text))
     return record
-
-
-def read_status(run_dir: str | Path) -> dict | None:
-    """The run's ``status.json``, or None where there is none (or it cannot be read)."""
-    try:
-        record = json.loads((Path(run_dir) / STATUS).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def now() -> str:
@@ -326,25 +307,3 @@ def clear_outputs(out_dir: Path) -> None:
     shutil.rmtree(out_dir / "plots", ignore_errors=True)
     for tmp in out_dir.rglob(".*.tmp*"):
         tmp.unlink(missing_ok=True)
-
-
-def journal_tables(run_dir: Path) -> dict[str, pl.DataFrame]:
-    """The partial tables of a run that has not finished: generations and lineage committed so far,
-    and the evaluations computed so far (``active`` is null: it is known only at the end)."""
-    journal = run_dir / JOURNAL
-    points = sorted(journal.glob("point-*.parquet"))
-    gens = pl.concat([pl.read_parquet(p) for p in points]) if points else None
-    evals = sorted(journal.glob("eval-*.parquet"))
-    return {
-        "generations": gens.select(list(GENERATIONS_SCHEMA))
-        if gens is not None
-        else pl.DataFrame(schema=GENERATIONS_SCHEMA),
-        "lineage": gens.select(list(LINEAGE_SCHEMA))
-        if gens is not None
-        else pl.DataFrame(schema=LINEAGE_SCHEMA),
-        "evals": pl.concat(
-            [pl.read_parquet(p).select(list(PARTIAL_EVALS_SCHEMA)) for p in evals]
-        ).with_columns(pl.lit(None, dtype=pl.Boolean).alias("active"))
-        if evals
-        else pl.DataFrame(schema={**PARTIAL_EVALS_SCHEMA, "active": pl.Boolean}),
-    }

@@ -26,14 +26,18 @@ import torch
 
 from ctsim.cost import flops_per_sample
 from ctsim.evaluation import active_generations, composite
-from ctsim.quality import QUALITY_SCHEMA, PipelineTriggers, quality_table
+from ctsim.quality import PipelineTriggers, quality_table
+from ctsim.registry.layout import (
+    COST_SCHEMA,
+    EVALS_SCHEMA,
+    GENERATIONS_SCHEMA,
+    LINEAGE_SCHEMA,
+    METRICS,
+    PARTIAL_EVALS_SCHEMA,
+    SKIPPED_SCHEMA,
+)
 from ctsim.simulation import Generation, Pipeline, SimulationResult
 from ctsim.stream import ArrivalBatch, Stream
-
-TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped")
-OPTIONAL = ("skipped",)  # runs made before it existed have none: read as empty
-METRICS = ("accuracy", "macro_f1")
-
 
 Saved = Mapping[tuple[int, int], tuple[str | None, str | None]]
 """Per (pipeline index, generation): the checkpoint's path (relative to the run folder; None when
@@ -151,20 +155,6 @@ def eval_rows(
     return evals.with_columns(pl.col("value").fill_nan(None))
 
 
-EVALS_SCHEMA = {
-    "pipeline": pl.String,
-    "seed": pl.Int64,
-    "generation": pl.Int64,
-    "slice": pl.Int64,
-    "slice_label": pl.String,
-    "metric": pl.String,
-    "value": pl.Float64,
-    "n": pl.Int64,
-    "active": pl.Boolean,
-}
-PARTIAL_EVALS_SCHEMA = {k: v for k, v in EVALS_SCHEMA.items() if k != "active"}
-
-
 def generation_rows(
     stream: Stream, pipelines: Sequence[Pipeline], gens: Sequence[Generation], checkpoints: Saved
 ) -> pl.DataFrame:
@@ -202,41 +192,6 @@ def generation_rows(
             }
         )
     return pl.DataFrame(records, schema=GENERATIONS_SCHEMA)
-
-
-GENERATIONS_SCHEMA = {
-    "pipeline": pl.String,
-    "seed": pl.Int64,
-    "generation": pl.Int64,
-    "parent": pl.Int64,
-    "trigger_batch": pl.Int64,
-    "trigger_slice": pl.Int64,
-    "trigger_label": pl.String,
-    "trigger_time": pl.Float64,
-    "trigger_reason": pl.String,
-    "init": pl.String,
-    "n_selected": pl.Int64,
-    "first_slice": pl.Int64,
-    "last_slice": pl.Int64,
-    "first_label": pl.String,  # the slices' labels (years, for portraits)
-    "last_label": pl.String,
-    "epochs": pl.Int64,
-    "samples_trained": pl.Int64,
-    "optimizer_steps": pl.Int64,
-    "train_flops": pl.Int64,
-    "scored": pl.Int64,
-    "selection_flops": pl.Int64,
-    "train_s": pl.Float64,
-    "final_loss": pl.Float64,
-    "status": pl.String,
-    "checkpoint": pl.String,
-    "checkpoint_sha256": pl.String,
-}
-
-SKIPPED_SCHEMA = {  # the trigger's columns, as in generations, and why nothing was trained
-    **{k: v for k, v in GENERATIONS_SCHEMA.items() if k in ("pipeline", "seed") or k.startswith("trigger_")},
-    "why": pl.String,
-}
 
 
 def _cost(result: SimulationResult, active: dict[int, list[int | None]]) -> pl.DataFrame:
@@ -282,32 +237,6 @@ def _cost(result: SimulationResult, active: dict[int, list[int | None]]) -> pl.D
     return frame.with_columns(pl.when(~untrained).then(pl.col(c)).alias(c) for c in composite_columns)
 
 
-COST_SCHEMA = {
-    "pipeline": pl.String,
-    "seed": pl.Int64,
-    "triggers": pl.Int64,
-    "samples_trained": pl.Int64,
-    "optimizer_steps": pl.Int64,
-    "train_flops": pl.Int64,
-    "eval_flops": pl.Int64,
-    "selection_flops": pl.Int64,
-    "skipped": pl.Int64,
-    "trigger_s": pl.Float64,
-    "selection_s": pl.Float64,
-    "train_s": pl.Float64,
-    "eval_s": pl.Float64,
-    "total_s": pl.Float64,
-    "composite_accuracy": pl.Float64,
-    "composite_accuracy_weighted": pl.Float64,
-    "composite_macro_f1": pl.Float64,
-    "covered_slices": pl.Int64,
-    "nonfinite_generations": pl.Int64,
-    "model": pl.String,
-    "engine": pl.String,
-    "device": pl.String,
-}
-
-
 def scored(gen: Generation) -> int:
     """Samples a generation's selection scored: its candidates (sample-then-batch) and every batch
     sample scored during training (batch-then-sample). One forward pass each: ``eval`` FLOPs."""
@@ -325,14 +254,3 @@ def lineage_rows(pipelines: Sequence[Pipeline], gens: Sequence[Generation]) -> p
         },
         schema=LINEAGE_SCHEMA,
     )
-
-
-LINEAGE_SCHEMA = {"pipeline": pl.String, "seed": pl.Int64, "generation": pl.Int64, "keys": pl.List(pl.UInt32)}
-SCHEMAS = {
-    "evals": EVALS_SCHEMA,
-    "generations": GENERATIONS_SCHEMA,
-    "cost": COST_SCHEMA,
-    "lineage": LINEAGE_SCHEMA,
-    "quality": QUALITY_SCHEMA,
-    "skipped": SKIPPED_SCHEMA,
-}

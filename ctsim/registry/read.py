@@ -25,8 +25,18 @@ from pathlib import Path
 
 import polars as pl
 
-from ctsim.registry.store import journal_tables, read_status
-from ctsim.registry.tables import OPTIONAL, SCHEMAS, TABLES
+from ctsim.registry.layout import (
+    COST_SCHEMA,
+    EVALS_SCHEMA,
+    GENERATIONS_SCHEMA,
+    JOURNAL,
+    LINEAGE_SCHEMA,
+    OPTIONAL,
+    PARTIAL_EVALS_SCHEMA,
+    SKIPPED_SCHEMA,
+    TABLES,
+    read_status,
+)
 
 RUNS_SCHEMA = {
     "run": pl.String,
@@ -87,8 +97,39 @@ def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
         elif not missing and (path := run_dir / f"{t}.parquet").exists():
             tables[t] = pl.scan_parquet(path)
         else:
-            tables[t] = pl.DataFrame(schema=SCHEMAS[t]).lazy()
+            tables[t] = pl.DataFrame(schema=_schema(t)).lazy()
     return tables
+
+
+def _schema(table: str) -> dict:
+    if table == "quality":
+        from ctsim.quality import QUALITY_SCHEMA  # imports torch: only for an unfinished run's empty table
+
+        return QUALITY_SCHEMA
+    schemas = {"evals": EVALS_SCHEMA, "generations": GENERATIONS_SCHEMA, "cost": COST_SCHEMA}
+    return {**schemas, "lineage": LINEAGE_SCHEMA, "skipped": SKIPPED_SCHEMA}[table]
+
+
+def journal_tables(run_dir: Path) -> dict[str, pl.DataFrame]:
+    """The partial tables of a run that has not finished: generations and lineage committed so far,
+    and the evaluations computed so far (``active`` is null: it is known only at the end)."""
+    journal = run_dir / JOURNAL
+    points = sorted(journal.glob("point-*.parquet"))
+    gens = pl.concat([pl.read_parquet(p) for p in points]) if points else None
+    evals = sorted(journal.glob("eval-*.parquet"))
+    return {
+        "generations": gens.select(list(GENERATIONS_SCHEMA))
+        if gens is not None
+        else pl.DataFrame(schema=GENERATIONS_SCHEMA),
+        "lineage": gens.select(list(LINEAGE_SCHEMA))
+        if gens is not None
+        else pl.DataFrame(schema=LINEAGE_SCHEMA),
+        "evals": pl.concat(
+            [pl.read_parquet(p).select(list(PARTIAL_EVALS_SCHEMA)) for p in evals]
+        ).with_columns(pl.lit(None, dtype=pl.Boolean).alias("active"))
+        if evals
+        else pl.DataFrame(schema={**PARTIAL_EVALS_SCHEMA, "active": pl.Boolean}),
+    }
 
 
 def _missing(run_dir: Path) -> list[str]:
