@@ -93,7 +93,9 @@ def execute(
             problems = stream_problems(stream, plan.pipelines)
             if not problems:
                 outcome = _execute(plan, stream, out_dir, command, header, start)
-        except ResumeError:
+        except ResumeError as e:
+            if read_status(out_dir) != earlier:  # it had begun: the replay diverged from the saved run
+                write_status(out_dir, "failed", error=f"{type(e).__name__}: {e}")
             raise
         except KeyboardInterrupt:
             write_status(out_dir, "interrupted")
@@ -102,7 +104,8 @@ def execute(
             write_status(out_dir, "failed", error=f"{type(e).__name__}: {e}")
             raise
     if problems:
-        (out_dir / STATUS).unlink()  # nothing ran: the folder holds nothing of the run's
+        if earlier is None:
+            (out_dir / STATUS).unlink()  # nothing ran: the folder holds nothing of the run's
         raise ConfigError(problems)
     write_status(out_dir, "finished", wall_seconds=round(time.perf_counter() - start, 3), error=None)
     outcome.store.prune(plan.checkpoints)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hydra import initialize_config_dir
 from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
 
 from ctsim.cli import CONF_DIR
 from ctsim.compose import PIPELINE_GROUPS
@@ -312,3 +314,22 @@ def test_a_users_own_dataset_without_a_default_model_asks_for_one(tmp_path):
     named = cli([*args, "model=mlp"], tmp_path)
     assert named.returncode == 0, named.stderr
     assert "_target_: ctsim.models.MLP" in named.stdout
+
+
+def test_configs_composed_one_after_another_equal_each_composed_alone():
+    """ctsim keeps Hydra's parsed config files for the next compose (ctsim.compose.compose): a config
+    composed after others must equal the same config composed in a fresh Hydra."""
+    from hydra import compose as hydra_compose
+
+    from ctsim.compose import compose as reusing
+
+    cases = [[f"experiment={e.stem}"] for e in sorted((CONF_DIR / "experiment").glob("*.yaml"))]
+    cases += [["selection/downsample=entropy", "selection.downsample.fraction=0.3"], ["model=cnn"]]
+    alone = []
+    for overrides in cases:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+            alone.append(OmegaConf.to_yaml(hydra_compose("config", overrides=overrides)))
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+        for _ in range(2):
+            for overrides, expected in zip(cases, alone):
+                assert OmegaConf.to_yaml(reusing("config", overrides=overrides)) == expected, overrides

@@ -6,6 +6,7 @@ config, the code and the data with them and refuses a run whose inputs changed, 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -23,18 +24,25 @@ def config_hash(config: Mapping) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def code_files() -> dict[str, str]:
-    """SHA-256 (16 hex digits) of every source file of the ctsim package, by path."""
-    return {
-        str(p.relative_to(PACKAGE.parent)): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+@functools.cache
+def _code_files() -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (str(p.relative_to(PACKAGE.parent)), hashlib.sha256(p.read_bytes()).hexdigest()[:16])
         for p in sorted(PACKAGE.rglob("*.py"))
-    }
+    )
+
+
+def code_files() -> dict[str, str]:
+    """SHA-256 (16 hex digits) of every source file of the ctsim package, by path (read once per
+    process: the code a process runs does not change under it)."""
+    return dict(_code_files())
 
 
 def code_hash(files: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(files), sort_keys=True).encode()).hexdigest()[:16]
 
 
+@functools.cache
 def git_state() -> tuple[str | None, bool | None]:
     """The commit of the checkout ctsim runs from, and whether it has uncommitted changes (None, None
     when it is not a git checkout, e.g. an installed wheel)."""

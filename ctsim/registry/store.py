@@ -19,6 +19,7 @@ through; on resume it also answers what an earlier attempt saved.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -75,7 +76,9 @@ def write_status(out_dir: Path, status: str, **fields: object) -> dict:
     """Update ``status.json`` (atomically) with ``fields`` and the new status; the record written."""
     record = read_status(out_dir) or {"started": now()}
     record.update(fields, status=status, updated=now())
-    if status != "running":
+    if status == "running":
+        record.pop("ended", None)
+    else:
         record["ended"] = record["updated"]
     text = json.dumps(record, indent=2, default=str) + "\n"
     write_atomic(out_dir / STATUS, lambda p: p.write_text(text))
@@ -210,10 +213,15 @@ class RunStore:
             rel = checkpoint_path(self.pipelines[gen.pipeline], gen.index)
             path = self.out_dir / rel
             row = self._saved.get((gen.pipeline, gen.index))
-            if row is None or not path.is_file() or file_sha256(path) != row["checkpoint_sha256"]:
-                write_atomic(path, lambda p, state=gen.trained.state: torch.save(state, p))
-                self.trained += 1
-            saved[(gen.pipeline, gen.index)] = (rel, file_sha256(path))
+            if row is not None and path.is_file() and file_sha256(path) == row["checkpoint_sha256"]:
+                saved[(gen.pipeline, gen.index)] = (rel, row["checkpoint_sha256"])
+                continue
+            buffer = io.BytesIO()
+            torch.save(gen.trained.state, buffer)
+            data = buffer.getvalue()
+            write_atomic(path, lambda p, data=data: p.write_bytes(data))
+            saved[(gen.pipeline, gen.index)] = (rel, hashlib.sha256(data).hexdigest())
+            self.trained += 1
         rows = generation_rows(self.stream, self.pipelines, gens, saved)
         rows = rows.with_columns(
             pl.Series(TRAINED_SCORED, [g.trained.scored for g in gens], dtype=pl.Int64),
