@@ -13,7 +13,6 @@ from pathlib import Path
 
 import polars as pl
 
-from ctsim import plots
 from ctsim.build import RunPlan
 from ctsim.config import ConfigError
 from ctsim.registry import provenance
@@ -154,6 +153,8 @@ def _execute(
     files = write_tables(tables, out_dir)
     files += [out_dir / rel for rel, _ in checkpoints.values() if rel is not None]
     if plan.plots:
+        from ctsim import plots  # seaborn takes a second and a half to import: only when drawing
+
         files += plots.draw_all(tables, stream.change_points, out_dir / "plots")
 
     header += (

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from scipy.stats import linregress
-
 from ctsim.config import ConfigError, check, is_number, one_of
 from ctsim.triggers.base import TriggerContext, Want
 
@@ -106,6 +104,8 @@ class CostTrigger:
         if len(set(sizes)) < 2:
             per_sample = sum(costs) / max(sum(sizes), 1.0)
             return per_sample * n
+        from scipy.stats import linregress  # imported when first needed: it takes a second
+
         fit = linregress(sizes, costs)
         return max(0.0, float(fit.intercept + fit.slope * n))
 

@@ -26,7 +26,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from scipy import stats
 
 from ctsim.config import ConfigError, Problem, check, is_int, one_of
 
@@ -98,7 +97,7 @@ def _combine(p_values: np.ndarray, correction: str) -> float:
     if correction == "bonferroni":
         return float(min(1.0, len(p_values) * p_values.min()))
     # Benjamini-Hochberg's smallest adjusted p-value is Simes' global test.
-    return float(stats.false_discovery_control(p_values, method="bh").min())
+    return float(_stats().false_discovery_control(p_values, method="bh").min())
 
 
 def _to_numpy(name: str, reference: torch.Tensor, current: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -280,7 +279,7 @@ class KS:
         x, y = _to_numpy(self.name, reference, current)
         with warnings.catch_warnings():  # scipy falls back to the asymptotic p-value on ties, and says so
             warnings.filterwarnings("ignore", "ks_2samp: Exact calculation unsuccessful")
-            test = stats.ks_2samp(x, y, axis=0)
+            test = _stats().ks_2samp(x, y, axis=0)
         return Result(float(test.statistic.max()), _combine(test.pvalue, self.correction))
 
 
@@ -314,7 +313,7 @@ class CvM:
         # scipy's statistic on all-tied values is not 0 (p about 0.04): a constant feature never tests
         varies = np.ptp(np.concatenate([x, y]), axis=0) > 0
         if varies.any():
-            test = stats.cramervonmises_2samp(x[:, varies], y[:, varies], axis=0)
+            test = _stats().cramervonmises_2samp(x[:, varies], y[:, varies], axis=0)
             statistic[varies], p[varies] = test.statistic, test.pvalue
         return Result(float(statistic.max()), _combine(p, self.correction))
 
@@ -436,7 +435,7 @@ class LabelShift:
             return Result(0.0, 1.0)
         sides = (index[: len(reference)], index[len(reference) :])
         table = np.stack([torch.bincount(side, minlength=classes).numpy() for side in sides])
-        test = stats.chi2_contingency(table, correction=False)
+        test = _stats().chi2_contingency(table, correction=False)
         return Result(float(test.statistic / table.sum()), float(test.pvalue))
 
 
@@ -460,3 +459,11 @@ def make_detector(name: str, **options: object) -> Detector:
     if name not in DETECTORS:
         raise ConfigError([Problem("detector", name, "one of " + ", ".join(DETECTORS))])
     return DETECTORS[name](**options)
+
+
+def _stats():
+    """``scipy.stats``, imported when a test first runs: importing it takes about a second, which every
+    command would otherwise pay at start."""
+    from scipy import stats
+
+    return stats

@@ -22,7 +22,6 @@ arrived.
 from __future__ import annotations
 
 import torch
-from scipy.stats import fisher_exact
 
 from ctsim.config import ConfigError, check, is_int, is_number
 from ctsim.triggers.base import TriggerContext, Want
@@ -150,6 +149,8 @@ class PerformanceTrigger:
             )
         ref_right, ref_n = self._pool
         table = [[round(ref_right), round(ref_n - ref_right)], [round(right), round(n - right)]]
+        from scipy.stats import fisher_exact  # imported when first needed: it takes a second
+
         p = float(fisher_exact(table, alternative="greater").pvalue)
         self._pool = [ref_right + right, ref_n + n]
         if self.rule.decide(Result(distance=1 - accuracy, p_value=p)):
