@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from ctsim.datasets.prepared import sha256 as file_sha256
 from ctsim.engine.base import Trained
 from ctsim.registry.layout import JOURNAL, STATUS, TABLES, read_status
 from ctsim.registry.tables import Saved, eval_rows, generation_rows, lineage_rows
@@ -87,14 +88,6 @@ def write_status(out_dir: Path, status: str, **fields: object) -> dict:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
