@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -138,7 +139,9 @@ class RunStore:
         self._add(rows, self.out_dir / "generations.parquet")
 
     def _add(self, rows: pl.DataFrame, source: Path) -> None:
-        for row in rows.iter_rows(named=True):
+        # the keys as tensors, not Python lists: a run's lineage can hold millions of them
+        for row, keys in zip(rows.drop("keys").iter_rows(named=True), rows["keys"]):
+            row["keys"] = torch.from_numpy(keys.to_numpy().astype(np.int64))
             where = self._index.get((row["pipeline"], row["seed"]))
             if where is None:
                 raise ResumeError(
@@ -157,10 +160,6 @@ class RunStore:
         for part in sorted(self.journal.glob("eval-*.parquet")):
             self._evals[int(part.stem.removeprefix("eval-"))] = pl.read_parquet(part)
 
-    @property
-    def saved_generations(self) -> int:
-        return len(self._saved)
-
     def saved(self, pipeline: int, generation: int, keys: torch.Tensor) -> Trained | None:
         """The generation as an earlier attempt saved it, or None if it must be trained.
 
@@ -171,7 +170,7 @@ class RunStore:
         if row is None:
             return None
         p = self.pipelines[pipeline]
-        if row["keys"] != keys.tolist():
+        if not torch.equal(row["keys"], keys.cpu().long()):
             raise ResumeError(
                 f"{p.name} seed {p.seed} generation {generation}: the replay chose other training samples "
                 f"than the saved run ({len(keys)} against {len(row['keys'])}); the run cannot be resumed "
@@ -221,8 +220,8 @@ class RunStore:
             lineage_rows(self.pipelines, gens)["keys"],
         )
         write_atomic(self.journal / f"point-{gens[0].batch.index:06d}.parquet", rows.write_parquet)
-        for row in rows.iter_rows(named=True):
-            self._saved[(self._index[(row["pipeline"], row["seed"])], row["generation"])] = row
+        for gen, row in zip(gens, rows.drop("keys").iter_rows(named=True)):
+            self._saved[(gen.pipeline, gen.index)] = {**row, "keys": gen.selection.keys}
 
     def checkpoints(self) -> Saved:
         """Every saved generation's checkpoint and its SHA-256."""
