@@ -153,6 +153,7 @@ BAD_INPUTS = {
     ),
     "variant with a bad option": (['+population.variants.odd=["trigger=sometimes"]'], "trigger/sometimes"),
     "checkpoints": (["output.checkpoints=some"], "output.checkpoints='some'"),
+    "eval chunk": (["output.eval_chunk=0"], "output.eval_chunk=0: expected an integer ≥ 1"),
     "plots flag": (["output.plots=maybe"], "output.plots='maybe': expected true or false"),
     "progress flag": (["progress=maybe"], "progress='maybe': expected true or false"),
     "name escaping results": (["name=../../escape"], "name='../../escape': expected letters"),
