@@ -25,14 +25,22 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 REPO = Path(__file__).resolve().parent.parent
-STUDY = ["experiment=portraits_triggers", "dataset.size=0.1", "train.epochs=1", "progress=false", "output.plots=false"]
+STUDY = [
+    "experiment=portraits_triggers",
+    "dataset.size=0.1",
+    "train.epochs=1",
+    "progress=false",
+    "output.plots=false",
+]
 TIMING = ("train_s", "trigger_s", "selection_s", "eval_s", "total_s")
 TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped")
 
 
 def command(args: list[str], cwd: Path, code: Path = REPO) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(code)}
-    return subprocess.Popen([sys.executable, "-m", "ctsim", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ctsim", *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL
+    )
 
 
 def timed(args: list[str], cwd: Path, code: Path = REPO) -> float:
