@@ -81,13 +81,13 @@ def cost_metrics(cost: pl.DataFrame, pipeline: str, seed: int) -> dict[str, floa
 
 def tensorboard(run_dir: str | Path, out: str | Path | None = None) -> list[Path]:
     """Write the run's TensorBoard event files; the folder of each pipeline and seed."""
+    run_dir = Path(run_dir)
+    _, tables = _finished(run_dir)
     try:
         import torch
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
         raise ExportError(f"the TensorBoard export needs the tensorboard package ({e}): {EXTRA}") from None
-    run_dir = Path(run_dir)
-    _, tables = _finished(run_dir)
     out = Path(out) if out is not None else run_dir / "tensorboard"
     folders = []
     for pipeline, seed in _pipelines(tables):
@@ -128,12 +128,12 @@ def pipeline_params(record: Mapping, pipeline: str) -> dict[str, str]:
 
 def mlflow(run_dir: str | Path, tracking_uri: str | None = None) -> list[str]:
     """Log one MLflow run per pipeline and seed; their MLflow run ids."""
+    run_dir = Path(run_dir).resolve()
+    record, tables = _finished(run_dir)
     try:
         import mlflow as ml
     except ImportError as e:
         raise ExportError(f"the MLflow export needs the mlflow package ({e}): {EXTRA}") from None
-    run_dir = Path(run_dir).resolve()
-    record, tables = _finished(run_dir)
     ml.set_tracking_uri(tracking_uri or f"sqlite:///{run_dir / 'mlflow.db'}")
     name = f"ctsim/{run_dir.parent.name}/{run_dir.name}"
     experiment = ml.get_experiment_by_name(name) or ml.get_experiment(

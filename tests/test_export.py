@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from ctsim.export import ExportError, composite_per_slice, tensorboard
+from ctsim.export import mlflow as mlflow_export
 
 from .conftest import run, small
 
@@ -97,12 +98,17 @@ def test_mlflow_runs_read_back_with_its_client(mlflow, finished, tmp_path):
     assert len(artifacts) == gens["checkpoint"].drop_nulls().len() > 0
 
 
-def test_an_unfinished_run_or_a_missing_extra_is_one_clear_line(tmp_path, monkeypatch):
+def test_an_unfinished_run_is_one_clear_line(tmp_path):
     (tmp_path / "status.json").write_text('{"status": "interrupted"}')
-    with pytest.raises(
-        ExportError, match="the run is interrupted, not finished; finish it first with python -m ctsim resume"
-    ):
-        tensorboard(tmp_path)
+    for export in (tensorboard, mlflow_export):
+        with pytest.raises(ExportError, match="the run is interrupted, not finished; finish it first with"):
+            export(tmp_path)
+
+
+def test_a_missing_extra_is_one_clear_line(finished, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as without the extra
+    monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(ExportError, match=r'needs the tensorboard package .*pip install -e "\.\[export\]"'):
-        tensorboard(tmp_path)
+        tensorboard(finished)
+    with pytest.raises(ExportError, match=r'needs the mlflow package .*pip install -e "\.\[export\]"'):
+        mlflow_export(finished)
