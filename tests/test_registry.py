@@ -200,6 +200,17 @@ def test_what_a_resume_refuses_leaves_the_folder_as_it_was(interrupted, uninterr
     status["code_files"]["ctsim/simulation.py"] = "0" * 16
     (out / "status.json").write_text(json.dumps(status))
     refused(r"other code or config.*\n  code ctsim/simulation\.py: changed")
+    status["code_files"] = json.loads((interrupted / "status.json").read_text())["code_files"]
+    status["data_hash"] = "0" * 32  # as if the dataset had been prepared again from other files
+    (out / "status.json").write_text(json.dumps(status))
+    refused("the dataset is not the one the run was made with")
+    status["data_hash"] = json.loads((interrupted / "status.json").read_text())["data_hash"]
+    sleeper = subprocess.Popen(["sleep", "60"])  # a live process, as if the run were still going
+    try:
+        (out / "status.json").write_text(json.dumps({**status, "status": "running", "pid": sleeper.pid}))
+        refused(f"the run is still running \\(process {sleeper.pid}\\); stop it first")
+    finally:
+        sleeper.kill()
     refused("the run has finished; there is nothing to resume", uninterrupted)
     refused("is not a ctsim run folder: it has no readable status.json", user / "configs")
     # from the command line: one line, exit code 2
@@ -355,3 +366,13 @@ def test_a_finished_run_leaves_no_journal_and_prunes_checkpoints_at_the_end(user
     gens = outcome.tables["generations"]
     assert gens["checkpoint"].null_count() == len(gens)
     assert gens["checkpoint_sha256"].null_count() == 0  # the state's checksum stays on record
+
+
+def test_a_replay_that_chooses_other_samples_stops_rather_than_mix_two_runs(interrupted, tmp_path):
+    out = copy_of(interrupted, tmp_path)
+    part = sorted((out / JOURNAL).glob("point-*.parquet"))[-1]
+    rows = pl.read_parquet(part)
+    rows.with_columns(pl.col("keys").list.slice(1)).write_parquet(part)  # one sample fewer on record
+    with pytest.raises(ResumeError, match="the replay chose other training samples than the saved run"):
+        resume(out, echo=False)
+    assert read_status(out)["status"] == "failed"
