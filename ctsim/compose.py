@@ -55,7 +55,8 @@ def _reuse_parsed_configs() -> None:
     """Let Hydra read and parse each config file once, not once per compose.
 
     A run composes its config once per variant (24 times for ``portraits_selection``), and Hydra reads
-    every file again each time: most of a second of YAML parsing per run. The repository Hydra made
+    and parses every file again each time. With the cache one compose of ``portraits_selection`` took
+    0.13-0.18 s instead of 0.22 s (measured once, 2 CPU cores). The repository Hydra made
     at its initialisation is given a cache of what it loaded, keyed by the search path and the file;
     every caller gets its own deep copy, so nothing Hydra does to a result reaches the cache. A new
     initialisation makes a new repository, so a cache never outlives the files it was read from.
