@@ -54,6 +54,14 @@ from ctsim.stream import StreamSpec
 
 
 @dataclass(frozen=True)
+class Named:
+    """A variant as a built run knows it: its name and overrides (its composed config stays behind)."""
+
+    name: str
+    overrides: list[str]
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """Everything a run needs, built and validated."""
 
@@ -62,7 +70,7 @@ class RunPlan:
     stream: StreamSpec
     engine: Engine
     pipelines: list[Pipeline]
-    variants: list[Variant]
+    variants: list[Named]
     checkpoints: str
     plots: bool
     progress: bool
@@ -114,12 +122,12 @@ def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config"
         stream,
         engine,
         pipelines,
-        found,
-        out.checkpoints,
-        out.plots,
-        cfg.progress,
+        [Named(v.name, [str(o) for o in v.overrides]) for v in found],
+        str(out.checkpoints),
+        bool(out.plots),
+        bool(cfg.progress),
         settings,
-        out.eval_chunk,
+        int(out.eval_chunk),
         {"run": _resolved(cfg), "pipelines": settings["variants"]},
         list(overrides),
         config_name,

@@ -11,10 +11,13 @@ own errors answer at once.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import hydra
 from hydra import initialize_config_dir
@@ -22,8 +25,10 @@ from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import ctsim.help  # noqa: F401  (registers ${ctsim_help:...}, which --help's template calls)
 from ctsim.compose import compose_run, config_problems, output_dir_problems, pipeline_differences, variants
 from ctsim.config import ConfigError
 
@@ -65,7 +70,14 @@ def main() -> None:
     try:
         if not hydra_only:
             _plans.update(preflight(args, build=not args.cfg))
-        _app()
+        try:
+            _app()
+        except SystemExit as e:
+            if args.multirun and e.code not in (0, None):  # a job failed: compare those that finished
+                from ctsim.reports.callback import after_failure
+
+                after_failure()
+            raise
         if args.cfg == "job" and not hydra_only:
             print_pipelines(args)
     except KeyboardInterrupt:
@@ -182,7 +194,6 @@ def print_pipelines(args: argparse.Namespace) -> None:
 def _app(cfg: DictConfig) -> None:
     """The run itself, in the folder Hydra made for it."""
     from ctsim.build import build_run
-    from ctsim.run import execute
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
@@ -197,6 +208,13 @@ def _app(cfg: DictConfig) -> None:
             print(f"ctsim: {e}", file=sys.stderr)
             raise SystemExit(2) from None
     command = " ".join(["python -m ctsim", *overrides])
+    with gpu_of_job(hydra_cfg):
+        _execute(plan, out_dir, command)
+
+
+def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
+    from ctsim.run import execute
+
     try:
         execute(plan, out_dir, command=command)
     except ConfigError as e:
@@ -211,6 +229,45 @@ def _app(cfg: DictConfig) -> None:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
+
+
+@contextmanager
+def gpu_of_job(hydra_cfg: DictConfig, locks: Path | None = None) -> Iterator[int | None]:
+    """In a sweep job on a machine with several GPUs: a GPU of its own, made the current device.
+
+    Jobs that run side by side (``hydra/launcher=joblib hydra.launcher.n_jobs=<number of GPUs>``) each
+    take the first GPU no other job of the sweep holds (a lock file per GPU in ``<sweep dir>/.gpus``,
+    held while the job runs); with more jobs than GPUs, a job waits for GPU ``job.num % count``. So
+    ``device=auto`` or ``cuda`` means that GPU. Nothing changes for a single run, or with one GPU (a
+    SLURM job sees only the GPUs it was given).
+    """
+    import torch
+
+    count = torch.cuda.device_count()
+    if hydra_cfg.mode != RunMode.MULTIRUN or count < 2:
+        yield None
+        return
+    folder = locks or Path(str(hydra_cfg.sweep.dir)) / ".gpus"
+    folder.mkdir(parents=True, exist_ok=True)
+    handles = [open(folder / f"gpu{k}.lock", "a") for k in range(count)]  # noqa: SIM115 (held while it runs)
+    try:
+        taken = next((k for k, h in enumerate(handles) if _lock(h, wait=False)), None)
+        if taken is None:
+            taken = int(hydra_cfg.job.num) % count
+            _lock(handles[taken], wait=True)
+        torch.cuda.set_device(taken)
+        yield taken
+    finally:
+        for h in handles:
+            h.close()  # closing releases the lock
+
+
+def _lock(handle: IO, wait: bool) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _shown(path: Path) -> Path:

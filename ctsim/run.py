@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -16,7 +17,7 @@ import polars as pl
 from ctsim.build import RunPlan
 from ctsim.config import ConfigError
 from ctsim.registry import provenance
-from ctsim.registry.layout import STATUS, read_status
+from ctsim.registry.layout import STATUS, TABLE_VERSION, read_status
 from ctsim.registry.store import (
     ResumeError,
     RunStore,
@@ -27,7 +28,7 @@ from ctsim.registry.store import (
     write_tables,
 )
 from ctsim.registry.tables import build_tables
-from ctsim.report import console_summary, markdown_summary
+from ctsim.reports.summary import console_summary, markdown_summary
 from ctsim.simulation import SimulationResult, simulate, stream_problems
 from ctsim.stream import Stream
 
@@ -66,7 +67,7 @@ def execute(
         record = provenance.record(
             plan.config, plan.overrides, plan.config_name, seeds, plan.engine.device, command
         )
-        write_status(out_dir, "running", attempts=1, **record, **_process())
+        write_status(out_dir, "running", attempts=1, tables=TABLE_VERSION, **record, **_process())
     header = (
         f"{len(plan.variants)} pipeline(s) × {len(seeds)} seed(s) · dataset {plan.dataset.name} · "
         f"engine {plan.engine.name} on {plan.engine.device}"
@@ -87,7 +88,9 @@ def execute(
                 clear_outputs(out_dir)
                 attempts = earlier.get("attempts", 1) + 1
                 write_status(out_dir, "running", attempts=attempts, resumed=now(), **_process())
-            write_status(out_dir, "running", data_hash=fingerprint)
+            # the data's ground truth, for reports that read the run back (ctsim.reports.compare)
+            changes = [dataclasses.asdict(cp) for cp in stream.change_points]
+            write_status(out_dir, "running", data_hash=fingerprint, change_points=changes)
             # what the policies cannot do on this stream (a window larger than it): before any training
             problems = stream_problems(stream, plan.pipelines)
             if not problems:
@@ -153,7 +156,7 @@ def _execute(
     files = write_tables(tables, out_dir)
     files += [out_dir / rel for rel, _ in checkpoints.values() if rel is not None]
     if plan.plots:
-        from ctsim import plots  # seaborn takes a second and a half to import: only when drawing
+        from ctsim.reports import plots  # seaborn takes a second and a half to import: only when drawing
 
         files += plots.draw_all(tables, stream.change_points, out_dir / "plots")
 
@@ -176,6 +179,7 @@ def _execute(
         stream.slice_labels,
         files,
         out_dir,
+        tables["metrics"],
     )
     write_new(summary_path, lambda p: p.write_text(text))
     wall = time.perf_counter() - start  # data loading included

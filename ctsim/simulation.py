@@ -19,7 +19,7 @@ import torch
 from ctsim.config import ConfigError, Problem
 from ctsim.cost import flops_per_sample
 from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, job_seed
-from ctsim.evaluation import Evaluation, evaluate
+from ctsim.evaluation import Evaluation, Metrics, evaluate
 from ctsim.models.base import ModelSpec
 from ctsim.optim import SGD, Adam
 from ctsim.progress import bar, replay_status
@@ -116,17 +116,10 @@ class Recorder(Protocol):
 
     def record(self, gens: Sequence[Generation]) -> None: ...
 
-    def saved_evaluation(
-        self, gens: Sequence[Generation]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None: ...
+    def saved_evaluation(self, gens: Sequence[Generation]) -> tuple[Metrics, torch.Tensor] | None: ...
 
     def record_evaluation(
-        self,
-        gens: Sequence[Generation],
-        accuracy: torch.Tensor,
-        macro_f1: torch.Tensor,
-        n: torch.Tensor,
-        seconds: torch.Tensor,
+        self, gens: Sequence[Generation], metrics: Metrics, n: torch.Tensor, seconds: torch.Tensor
     ) -> None: ...
 
 
@@ -142,7 +135,7 @@ class NoRecorder:
     def saved_evaluation(self, gens: Sequence[Generation]) -> None:
         return None
 
-    def record_evaluation(self, gens, accuracy, macro_f1, n, seconds) -> None:
+    def record_evaluation(self, gens, metrics, n, seconds) -> None:
         pass
 
 
@@ -237,8 +230,8 @@ def simulate(
         progress=progress,
         chunk=eval_chunk,
         saved=lambda rows: recorder.saved_evaluation([generations[r] for r in rows]),
-        record=lambda rows, acc, f1, n, secs: recorder.record_evaluation(
-            [generations[r] for r in rows], acc, f1, n, secs
+        record=lambda rows, metrics, n, secs: recorder.record_evaluation(
+            [generations[r] for r in rows], metrics, n, secs
         ),
     )
     for gen, seconds in zip(generations, evaluation.seconds.tolist()):

@@ -1,7 +1,8 @@
 """Case study: Modyn's drift-trigger sweep on the portraits, with the hindsight-optimal frontier.
 
     python experiments/portraits_drift.py                 # full size (meant for a GPU)
-    python experiments/portraits_drift.py --reduced       # size 0.1, 2 epochs, lr 0.01: minutes on 2 cores
+    python experiments/portraits_drift.py                 # size 0.1, 2 epochs, lr 0.01: minutes on 2 cores
+    python experiments/portraits_drift.py --full          # full size (meant for a GPU)
     python experiments/portraits_drift.py --run-dir DIR   # report on a run already made
 
 Runs ``python -m ctsim experiment=portraits_drift`` (19 trigger policies × 3 seeds), then
@@ -22,7 +23,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
-from study import REPO, heading, run_experiment
+from study import REPO, heading, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
 
@@ -120,7 +121,7 @@ def report(run_dir: Path, wall: float | None, reduced: bool) -> Path:
     plot = OUT / f"frontier{suffix}.png"
     if (oracle_dir / "frontier.png").exists():
         shutil.copyfile(oracle_dir / "frontier.png", plot)
-    command = "python experiments/portraits_drift.py" + (" --reduced" if reduced else "")
+    command = "python experiments/portraits_drift.py" + ("" if reduced else " --full")
     title = "portraits_drift" + (" (reduced: " + ", ".join(REDUCED) + ")" if reduced else "")
     lines = [
         *heading(title, command, run_dir, wall),
@@ -143,6 +144,7 @@ def report(run_dir: Path, wall: float | None, reduced: bool) -> Path:
         lines += [f"![frontier]({plot.name})", ""]
     path = OUT / f"report{suffix}.md"
     path.write_text("\n".join(lines))
+    write_comparison(run_dir, "portraits_drift", reduced, command)
     print(path.read_text())
     return path
 
@@ -159,10 +161,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--reduced", action="store_true", help="dataset.size=0.1, train.epochs=1")
+    size_flags(parser, "dataset.size=0.1, train.epochs=2, lr 0.01")
     parser.add_argument("--run-dir", type=Path, help="report on this finished run instead of running one")
     parser.add_argument("--wall", type=float, help="with --run-dir: the run's wall time to report (seconds)")
     args = parser.parse_args()
+    args.reduced = not args.full
     if args.run_dir:
         report(args.run_dir.resolve(), args.wall, args.reduced)
         return

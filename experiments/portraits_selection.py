@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 from scipy import stats
-from study import REPO, heading, run_experiment
+from study import REPO, heading, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
 
@@ -114,7 +114,7 @@ def report(run_dir: Path, wall: float | None, reduced: bool, extra: list[str] = 
             plots.append(target)
     seeds = sorted(load(run_dir)["cost"].select("seed").unique().collect()["seed"].to_list())
     threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-    command = f"{threads}python experiments/portraits_selection.py" + (" --reduced" if reduced else "")
+    command = f"{threads}python experiments/portraits_selection.py" + ("" if reduced else " --full")
     command += "".join(f" '{o}'" for o in extra)
     title = "portraits_selection" + (" (reduced: " + ", ".join(REDUCED) + ")" if reduced else "")
     lines = [
@@ -180,6 +180,7 @@ def report(run_dir: Path, wall: float | None, reduced: bool, extra: list[str] = 
         lines += [f"![{p.stem}]({p.name})", ""]
     path = OUT / f"report{suffix}.md"
     path.write_text("\n".join(lines))
+    write_comparison(run_dir, "portraits_selection", reduced, command)
     print(path.read_text())
     return path
 
@@ -192,11 +193,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--reduced", action="store_true", help="dataset.size=0.1, train.epochs=2, lr 0.01")
+    size_flags(parser, "dataset.size=0.1, train.epochs=2, lr 0.01")
     parser.add_argument("--run-dir", type=Path, help="report on this finished run instead of running one")
     parser.add_argument("--wall", type=float, help="with --run-dir: the run's wall time to report (seconds)")
     parser.add_argument("overrides", nargs="*", help="extra ctsim overrides (e.g. 'population.seeds=[0]')")
     args = parser.parse_args()
+    args.reduced = not args.full
     if args.run_dir:
         report(args.run_dir.resolve(), args.wall, args.reduced)
         return

@@ -1,13 +1,14 @@
 """Case study: a trigger study on the portraits (27 pipelines in one process) and its accuracy-cost table.
 
-    python experiments/portraits_triggers.py                      # full size (meant for a GPU)
-    python experiments/portraits_triggers.py --reduced            # size 0.1, 1 epoch: minutes on CPU
-    python experiments/portraits_triggers.py --reduced --compare  # and again with engine=sequential
+    python experiments/portraits_triggers.py                      # size 0.1, 1 epoch: minutes on CPU
+    python experiments/portraits_triggers.py --full               # full size (meant for a GPU)
+    python experiments/portraits_triggers.py --compare            # and again with engine=sequential
     python experiments/portraits_triggers.py --run-dir DIR        # report on a run already made
 
 Runs ``python -m ctsim experiment=portraits_triggers`` (time triggers every 1, 2, 5, 10 and 20 years,
 amount triggers of 500, 1,000 and 5,000 samples, never; 3 seeds each) and writes
-``results/reference/portraits_triggers/report[_reduced].md``: per trigger policy the triggers, the
+``results/reference/portraits_triggers/report[_reduced].md`` and its comparison
+(``comparison[_reduced]/``, :mod:`ctsim.reports.compare`): per trigger policy the triggers, the
 composite accuracy (mean ± sd over seeds), samples trained, training FLOPs and seconds, plus the run's
 wall time. With ``--compare`` it runs the reference engine too and reports whether every accuracy
 value in ``evals.parquet`` is identical.
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from study import REPO, run_experiment
+from study import REPO, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
-from ctsim.report import pipeline_summary
+from ctsim.reports.summary import pipeline_summary
 
 OUT = REPO / "results" / "reference" / "portraits_triggers"
 REDUCED = ["dataset.size=0.1", "train.epochs=1"]
@@ -68,12 +69,13 @@ def markdown(frame: pl.DataFrame) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reduced", action="store_true", help="dataset.size=0.1 train.epochs=1")
+    size_flags(parser, "dataset.size=0.1 train.epochs=1")
     parser.add_argument("--compare", action="store_true", help="run engine=sequential too and compare values")
     parser.add_argument("--run-dir", type=Path, help="report on this existing run instead of running")
     parser.add_argument("--seconds", type=float, help="with --run-dir: the wall time measured for it")
     parser.add_argument("overrides", nargs="*", help="more overrides for the run")
     args = parser.parse_args()
+    args.reduced = not args.full
     overrides = (REDUCED if args.reduced else []) + args.overrides
     if args.run_dir:
         run_dir, seconds = args.run_dir, args.seconds
@@ -113,6 +115,8 @@ def main() -> None:
     ]
     (OUT / f"report{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    command = "python experiments/portraits_triggers.py" + ("" if args.reduced else " --full")
+    write_comparison(run_dir, "portraits_triggers", args.reduced, command)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Case study: Modyn's Yearbook setup on the full portraits, and the drift its accuracy matrix shows.
 
-    python experiments/portraits_yearly.py [extra overrides ...]
+    python experiments/portraits_yearly.py [extra overrides ...]          # reduced: size 0.1, 3 seeds
+    python experiments/portraits_yearly.py --full [extra overrides ...]   # full size, one seed
 
 Runs ``python -m ctsim experiment=portraits_yearly`` (the command users run), then reads the run's
 84 × 84 accuracy matrix and writes ``results/reference/portraits_yearly/report.md`` with:
@@ -9,48 +10,38 @@ Runs ``python -m ctsim experiment=portraits_yearly`` (the command users run), th
 * the drop across the 1970 change for models trained in the decade before it;
 * the forgetting of the 1930s by the final model;
 
-plus the run's accuracy-matrix heatmap. Extra overrides (``dataset.size=0.3``) pass through to the run;
-the reference report in the repository comes from the full size on 2 CPU cores.
+plus the run's accuracy-matrix heatmap, and the comparison of its seeds
+(``comparison[_reduced]/``, :mod:`ctsim.reports.compare`): the baseline the other studies compare
+with. Extra overrides (``dataset.size=0.3``) pass through to the run; the reference ``report.md``
+comes from the full size on 2 CPU cores, ``report_reduced.md`` from the reduced form.
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import shutil
-import subprocess
-import sys
-import time
-from datetime import datetime
-from pathlib import Path
 
 import torch
+from study import REPO, run_experiment, size_flags, write_comparison
 
-from ctsim.analysis import drift_report, pipeline_matrix
-from ctsim.cli import unique_dir
 from ctsim.datasets.portraits import HAIR_CHANGE_YEAR, YEARS
 from ctsim.registry import load
+from ctsim.reports.analysis import drift_report, pipeline_matrix
 
-REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "results" / "reference" / "portraits_yearly"
+REDUCED = ["dataset.size=0.1", "train.epochs=1", "population.seeds=[0,1,2]"]
 
 
-def main(extra: list[str]) -> None:
-    run_dir = Path(
-        unique_dir(
-            str(REPO / "results" / "runs" / "portraits_yearly" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
-        )
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "ctsim",
-        "experiment=portraits_yearly",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-    start = time.perf_counter()
-    subprocess.run(command, cwd=REPO, check=True)
-    seconds = time.perf_counter() - start
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size_flags(parser, " ".join(REDUCED))
+    parser.add_argument("overrides", nargs="*", help="more overrides for the run")
+    args = parser.parse_args()
+    reduced = not args.full
+    extra = (REDUCED if reduced else []) + args.overrides
+    run_dir, seconds = run_experiment("portraits_yearly", extra, "reduced" if reduced else "full")
+    suffix = "_reduced" if reduced else ""
 
     tables = {k: v.collect() for k, v in load(run_dir).items()}
     matrix, trained = pipeline_matrix(tables["evals"], tables["generations"], "portraits_yearly", 0)
@@ -60,9 +51,9 @@ def main(extra: list[str]) -> None:
     cost = tables["cost"].row(0, named=True)
 
     OUT.mkdir(parents=True, exist_ok=True)
-    shutil.copy(run_dir / "plots" / "matrix_portraits_yearly_seed0.png", OUT / "matrix.png")
+    shutil.copy(run_dir / "plots" / "matrix_portraits_yearly_seed0.png", OUT / f"matrix{suffix}.png")
     lines = [
-        "# portraits_yearly: Modyn's Yearbook setup on the full portraits",
+        f"# portraits_yearly: Modyn's Yearbook setup on the {'reduced' if reduced else 'full'} portraits",
         "",
         f"- command: `{' '.join(['python -m ctsim experiment=portraits_yearly', *extra])}`",
         f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -80,12 +71,14 @@ def main(extra: list[str]) -> None:
         "Drop: generations trained 1960-1969, on 1960-1969 vs 1970-1979. Forgetting: mean accuracy on",
         "1930-1939, best generation vs the final one.",
         "",
-        "![accuracy matrix](matrix.png)",
+        f"![accuracy matrix](matrix{suffix}.png)",
     ]
-    (OUT / "report.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"report{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines[:-1]))
-    print(f"\nwrote {OUT / 'report.md'}")
+    print(f"\nwrote {OUT / f'report{suffix}.md'}")
+    command = "python experiments/portraits_yearly.py" + ("" if reduced else " --full")
+    write_comparison(run_dir, "portraits_yearly", reduced, command + "".join(f" {o}" for o in args.overrides))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -6,6 +6,8 @@ this folder is on ``sys.path``.
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -34,3 +36,29 @@ def heading(title: str, command: str, run_dir: Path, wall: float | None) -> list
     shown_dir = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
     wall_time = f" · wall time {wall:.0f} s" if wall is not None else ""
     return [f"# {title}", "", f"`{command}` · run folder `{shown_dir}`{wall_time}", ""]
+
+
+def size_flags(parser: argparse.ArgumentParser, reduced: str) -> None:
+    """``--full`` (the study at full size, meant for a GPU); without it the reduced form (``reduced``
+    says what that is), which takes minutes on 2 CPU cores."""
+    parser.add_argument("--full", action="store_true", help=f"full size (default: reduced: {reduced})")
+
+
+def write_comparison(run_dir: Path, study: str, reduced: bool, command: str) -> Path:
+    """``python -m ctsim.compare RUN_DIR`` into ``results/reference/<study>/comparison[_reduced]/`` (the
+    reference replaces the one before it), with the command that made the run in a README."""
+    from ctsim.reports.compare import compare, console
+
+    out = REPO / "results" / "reference" / study / ("comparison_reduced" if reduced else "comparison")
+    if out.exists():
+        shutil.rmtree(out)
+    _, comparison, _ = compare([run_dir], out)
+    shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
+    (out / "README.md").write_text(
+        f"# {study}{' (reduced)' if reduced else ''}: comparison\n\n"
+        f"Made by `{command}` (run folder `{shown}`, not committed), then "
+        f"`python -m ctsim.compare {shown} --out {out.relative_to(REPO)}`. "
+        "See compare.md for the table and report.html for all of it.\n"
+    )
+    print(console(comparison, out))
+    return out

@@ -32,9 +32,11 @@ def run(overrides: list[str], out_dir: Path) -> RunOutcome:
     return execute(build(overrides), out_dir, echo=False)
 
 
-def cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    """``python -m ctsim ARGS`` in a subprocess, as a user types it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+def cli(
+    args: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ctsim ARGS`` in a subprocess, as a user types it (``env``: more variables)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "ctsim", *args],
         cwd=cwd,

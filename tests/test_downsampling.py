@@ -103,9 +103,11 @@ def test_closed_form_gradient_norm_equals_autograd_on_the_last_layer(bias):
 # -- sample-then-batch: the kept samples are exactly the top fraction ----------------------------------
 
 
-def _pipeline(selection, seed=0, trigger=None, epochs=2, init="finetune", spec=MLP_SPEC) -> Pipeline:
+def _pipeline(
+    selection, seed=0, trigger=None, epochs=2, init="finetune", spec=MLP_SPEC, name="p"
+) -> Pipeline:
     return Pipeline(
-        "p",
+        name,
         seed,
         trigger or TimeTrigger(every=1),
         selection,
@@ -293,10 +295,10 @@ def test_rs2_draws_fresh_subsets_each_epoch():
 
 
 def _population(stream, engine, seed=0):
-    pipelines = [
-        _pipeline(NewData(downsample=ScoreDownsampler("loss", fraction=0.5)), seed=seed),
-        _pipeline(NewData(downsample=ScoreDownsampler("margin", form="bts", fraction=0.5)), seed=seed),
-        _pipeline(AllData(downsample=RS2(fraction=0.5)), seed=seed, init="scratch"),
+    pipelines = [  # named apart, as a run's variants are: the tables are keyed by pipeline and seed
+        _pipeline(NewData(downsample=ScoreDownsampler("loss", fraction=0.5)), seed, name="loss"),
+        _pipeline(NewData(downsample=ScoreDownsampler("margin", form="bts", fraction=0.5)), seed, name="bts"),
+        _pipeline(AllData(downsample=RS2(fraction=0.5)), seed, init="scratch", name="rs2"),
         _pipeline(NewData(downsample=ScoreDownsampler("entropy", draw="proportional", weights=True)), seed),
     ]
     return build_tables(simulate(stream, pipelines, engine, progress=False))

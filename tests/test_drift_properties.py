@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from ctsim.analysis import drift_report, pipeline_matrix
 from ctsim.datasets.portraits import HAIR_CHANGE_YEAR, YEARS
+from ctsim.reports.analysis import drift_report, pipeline_matrix
 
 from .conftest import run, small
 

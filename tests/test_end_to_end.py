@@ -5,8 +5,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import torch
+from polars.testing import assert_frame_equal
 
 from ctsim.cli import unique_dir
+from ctsim.metrics import METRICS_SCHEMA, metrics_table
 from ctsim.registry import load, load_many, query, write_new
 from ctsim.registry.layout import COST_SCHEMA, EVALS_SCHEMA, GENERATIONS_SCHEMA
 
@@ -47,7 +49,7 @@ def test_tables_follow_the_documented_schemas(tiny_run):
     assert tables["cost"].schema == pl.Schema(COST_SCHEMA)
     gens = tables["generations"]
     assert gens.group_by("pipeline").len().sort("pipeline").rows() == [("never", 1), ("yearly", 84)]
-    assert tables["evals"].height == 85 * 84 * 2  # generations × slices × metrics
+    assert tables["evals"].height == 85 * 84 * 3  # generations × slices × metrics
     yearly = gens.filter(pl.col("pipeline") == "yearly").sort("generation")
     assert yearly["trigger_slice"].to_list() == list(range(84))
     assert yearly["parent"].to_list() == [None, *range(83)]
@@ -110,6 +112,24 @@ def test_cost_table_adds_up(tiny_run):
         cost.filter(pl.col("pipeline") == "yearly")["eval_flops"].item()
         == 84 * cost.filter(pl.col("pipeline") == "never")["eval_flops"].item()
     )
+
+
+def test_metrics_table_is_written_and_recomputes_from_evals(tiny_run):
+    out = tiny_run.out_dir
+    metrics = pl.read_parquet(out / "metrics.parquet")
+    tables = {k: v.collect() for k, v in load(out).items()}
+    assert metrics.schema == pl.Schema(METRICS_SCHEMA)
+    assert metrics.select("pipeline", "seed").rows() == [("yearly", 0), ("never", 0)]  # one per pipeline
+    recomputed = metrics_table(tables["evals"], tables["generations"], tiny_run.result.stream.num_classes)
+    assert_frame_equal(metrics, recomputed, check_exact=True)
+    yearly, never = metrics.rows(named=True)
+    # yearly trains once per slice, so slice g's active model is generation g − 1: its FWT is its composite
+    # accuracy (slices 1..83) less chance, 1/2
+    composite = tables["cost"].filter(pl.col("pipeline") == "yearly")["composite_accuracy"].item()
+    assert yearly["fwt"] == pytest.approx(composite - 0.5)
+    assert (yearly["eval_fix_split"], yearly["eval_stream_k"]) == (41, 5)  # the middle of 84 slices
+    assert never["bwt"] is None and never["fwt"] is None and never["forgetting"] is None  # one generation
+    assert "## Continual-learning metrics (mean over seeds)" in (out / "summary.md").read_text()
 
 
 def test_sql_across_runs(tiny_run, tmp_path):

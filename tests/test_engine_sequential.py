@@ -32,7 +32,7 @@ def _job(keys, epochs=3, batch=16, optimizer=None, parent=None, seed=7, weights=
 
 
 def _accuracy(engine, job, state, x, y):
-    preds, _ = engine.predict(job.model, [state], x)
+    preds = engine.predict(job.model, [state], x).classes
     return (preds[0] == y).float().mean().item()
 
 
@@ -93,8 +93,10 @@ def test_float64_and_adam_and_batchnorm_models_train():
     (trained,) = engine.train([job], x, y)
     assert trained.state["features.0.weight"].dtype == torch.float64
     assert trained.state["features.1.num_batches_tracked"].item() == 5
-    preds, seconds = engine.predict(job.model, [trained.state, trained.state], x)
+    preds, logits, seconds = engine.predict(job.model, [trained.state, trained.state], x)
     assert preds.shape == (2, 40) and len(seconds) == 2 and torch.equal(preds[0], preds[1])
+    assert logits.shape == (2, 40, 2) and logits.dtype == torch.float64
+    assert torch.equal(preds, logits.argmax(-1))
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ctsim.evaluation import active_generations, composite
-from ctsim.oracle import best_schedules, main, schedule_accuracy
+from ctsim.reports.oracle import best_schedules, main, schedule_accuracy
 
 from .conftest import REPO, run, small
 
@@ -110,7 +110,7 @@ def test_the_cli_writes_frontier_regrets_and_plot(drift_run):
     assert "frontier" in (out / "oracle.md").read_text()
     # `five` first trains at slice 4, so its accuracy covers slices 5…: it is measured against schedules
     # that start there too, and the candidates at its own trigger slices are one of them
-    from ctsim.analysis import pipeline_matrix
+    from ctsim.reports.analysis import pipeline_matrix
 
     gens = drift_run.tables["generations"]
     for seed in (0, 1):

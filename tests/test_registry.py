@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -18,7 +19,7 @@ import torch
 from polars.testing import assert_frame_equal
 
 from ctsim.registry import load, load_many, query, read_status
-from ctsim.registry.layout import JOURNAL, TABLES
+from ctsim.registry.layout import JOURNAL, METRICS, TABLES
 from ctsim.registry.store import ResumeError, RunStore, file_sha256
 from ctsim.resume import reproduce, resume
 
@@ -376,3 +377,33 @@ def test_a_replay_that_chooses_other_samples_stops_rather_than_mix_two_runs(inte
     with pytest.raises(ResumeError, match="the replay chose other training samples than the saved run"):
         resume(out, echo=False)
     assert read_status(out)["status"] == "failed"
+
+
+def _store(folder: Path) -> RunStore:
+    """A journal for one pipeline over three slices (what the evaluation parts read of a run)."""
+    stream = SimpleNamespace(num_slices=3, slice_labels=["a", "b", "c"])
+    return RunStore(folder, stream, [SimpleNamespace(name="p", seed=0)])
+
+
+def test_an_evaluation_chunk_reads_back_every_metric_as_written(tmp_path):
+    gens = [SimpleNamespace(pipeline=0, index=g) for g in (0, 1)]
+    metrics = {m: torch.rand(2, 3, dtype=torch.float64) for m in METRICS}
+    metrics["auroc"][:, 2] = float("nan")  # a slice of one class
+    writer = _store(tmp_path)
+    assert writer.saved_evaluation(gens) is None
+    writer.record_evaluation(gens, metrics, torch.tensor([4, 4, 1]), torch.tensor([0.5, 0.25]))
+    found, seconds = _store(tmp_path).saved_evaluation(gens)
+    assert list(found) == list(METRICS) and seconds.tolist() == [0.5, 0.25]
+    for m in METRICS:
+        assert torch.equal(found[m].nan_to_num(-1.0), metrics[m].nan_to_num(-1.0)), m
+
+
+def test_an_evaluation_journal_without_auroc_is_refused_by_name(tmp_path):
+    old = {"pipeline": "p", "seed": 0, "generation": 0, "slice_label": "a", "n": 4, "eval_s": 0.5}
+    rows = [
+        {**old, "slice": s, "metric": m, "value": 1.0} for m in ("accuracy", "macro_f1") for s in range(3)
+    ]
+    (tmp_path / JOURNAL).mkdir()
+    pl.DataFrame(rows).write_parquet(tmp_path / JOURNAL / "eval-00000.parquet")
+    with pytest.raises(ResumeError, match=r"eval-00000\.parquet has no auroc rows: an older ctsim wrote it"):
+        _store(tmp_path).saved_evaluation([SimpleNamespace(pipeline=0, index=0)])

@@ -5,14 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
 
-from ctsim.config import Problem, unwritable
+from ctsim.config import Problem, check, is_int, is_number, unwritable
 
 log = logging.getLogger(__name__)
 
@@ -158,3 +158,49 @@ def cache_folder_problems(root: Path, path: Path, cache: bool) -> list[Problem]:
     if why is None:
         return []
     return [Problem("dataset.root", str(root), f"a folder ctsim can write the generated cache into ({why})")]
+
+
+def generator_problems(size: object, seed: object, cache: object) -> list[Problem | None]:
+    """Problems with the arguments of a dataset generated from a seed at a size (portraits, sensors)."""
+    return [
+        check("size", size, is_number(size) and size > 0, "a number > 0"),
+        check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
+        check("cache", cache, isinstance(cache, bool), "true or false"),
+    ]
+
+
+class Generated(Protocol):
+    """A dataset generated from a seed at a size: what :func:`load_generated` reads of it."""
+
+    name: str
+    num_classes: int
+    size: float
+    seed: int
+    cache: bool
+    change_points: Sequence[ChangePoint]
+
+    @property
+    def cache_path(self) -> Path: ...
+
+    @property
+    def slice_labels(self) -> list[str]: ...
+
+
+def load_generated(
+    dataset: Generated, version: int, generate: Callable[[], dict[str, torch.Tensor]]
+) -> Samples:
+    """Every sample of ``dataset``: ``generate()``'s tensors, or its cache's if that matches.
+
+    The cache records the dataset's name, the generator's ``version``, ``size`` and ``seed``.
+    """
+    params = {"dataset": dataset.name, "version": version, "size": dataset.size, "seed": dataset.seed}
+    data = cached_tensors(dataset.cache_path, generate, dataset.cache, params)
+    return Samples(
+        x=data["x"],
+        y=data["y"],
+        time=data["time"],
+        slice=data["slice"],
+        slice_labels=dataset.slice_labels,
+        num_classes=dataset.num_classes,
+        change_points=list(dataset.change_points),
+    )

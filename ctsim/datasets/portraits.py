@@ -35,13 +35,20 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number
-from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors
+from ctsim.config import ConfigError, Problem
+from ctsim.datasets.base import (
+    ChangePoint,
+    Samples,
+    cache_folder_problems,
+    generator_problems,
+    load_generated,
+)
 
 FIRST_YEAR, LAST_YEAR = 1930, 2013
 YEARS = tuple(range(FIRST_YEAR, LAST_YEAR + 1))
@@ -244,12 +251,7 @@ class Portraits:
     change_points = CHANGE_POINTS
 
     def __init__(self, size: float = 1.0, seed: int = 0, root: str = "datasets", cache: bool = True):
-        errors = [
-            check("size", size, is_number(size) and size > 0, "a number > 0"),
-            check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
-            check("cache", cache, isinstance(cache, bool), "true or false"),
-        ]
-        ConfigError.raise_all(errors)
+        ConfigError.raise_all(generator_problems(size, seed, cache))
         self.size, self.seed, self.root, self.cache = float(size), seed, Path(root), cache
 
     @property
@@ -266,18 +268,8 @@ class Portraits:
 
     def load(self) -> Samples:
         """Generate (or read from the cache) every sample, with its year as slice."""
-        params = {"dataset": self.name, "version": VERSION, "size": self.size, "seed": self.seed}
-        data = cached_tensors(self.cache_path, self._generate, self.cache, params)
-        x = data["x"].unsqueeze(1).to(torch.float32) / 255.0
-        return Samples(
-            x=x,
-            y=data["y"],
-            time=data["time"],
-            slice=data["slice"],
-            slice_labels=self.slice_labels,
-            num_classes=self.num_classes,
-            change_points=list(self.change_points),
-        )
+        samples = load_generated(self, VERSION, self._generate)  # generated and cached as uint8 pixels
+        return dataclasses.replace(samples, x=samples.x.unsqueeze(1).to(torch.float32) / 255.0)
 
     def _generate(self) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)

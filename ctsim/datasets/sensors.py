@@ -39,8 +39,14 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number
-from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors
+from ctsim.config import ConfigError, Problem
+from ctsim.datasets.base import (
+    ChangePoint,
+    Samples,
+    cache_folder_problems,
+    generator_problems,
+    load_generated,
+)
 
 FIRST_YEAR, NUM_MONTHS = 2021, 40
 MONTHS = tuple(f"{FIRST_YEAR + m // 12}-{m % 12 + 1:02d}" for m in range(NUM_MONTHS))
@@ -181,13 +187,7 @@ class Sensors:
     change_points = CHANGE_POINTS
 
     def __init__(self, size: float = 1.0, seed: int = 0, root: str = "datasets", cache: bool = False):
-        ConfigError.raise_all(
-            [
-                check("size", size, is_number(size) and size > 0, "a number > 0"),
-                check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
-                check("cache", cache, isinstance(cache, bool), "true or false"),
-            ]
-        )
+        ConfigError.raise_all(generator_problems(size, seed, cache))
         self.size, self.seed, self.root, self.cache = float(size), seed, Path(root), cache
 
     @property
@@ -204,17 +204,7 @@ class Sensors:
 
     def load(self) -> Samples:
         """Generate (or read from the cache) every window, with its month as slice."""
-        params = {"dataset": self.name, "version": VERSION, "size": self.size, "seed": self.seed}
-        data = cached_tensors(self.cache_path, self._generate, self.cache, params)
-        return Samples(
-            x=data["x"],
-            y=data["y"],
-            time=data["time"],
-            slice=data["slice"],
-            slice_labels=self.slice_labels,
-            num_classes=self.num_classes,
-            change_points=list(self.change_points),
-        )
+        return load_generated(self, VERSION, self._generate)
 
     def _generate(self) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -256,6 +256,18 @@ class SignalRequest:
             raise ConfigError([Problem("signals", unknown, f"names from {list(SIGNALS)}")])
 
 
+class Predictions(NamedTuple):
+    """What :meth:`Engine.predict` returns for ``M`` states on ``n`` inputs of ``C`` classes.
+
+    ``classes`` is the argmax of ``logits``, taken on the device that computed them; ``logits`` are on
+    the CPU, in the dtype the model computed them in (bfloat16 under ``bf16``).
+    """
+
+    classes: torch.Tensor  # (M, n) long
+    logits: torch.Tensor  # (M, n, C)
+    seconds: list[float]  # (M,)
+
+
 class Engine(Protocol):
     """Trains jobs and predicts with trained states. ``name`` is recorded in the outputs."""
 
@@ -267,10 +279,8 @@ class Engine(Protocol):
         """Train every job (``x``, ``y``: the whole stream, indexed by the jobs' keys)."""
         ...
 
-    def predict(
-        self, model: ModelSpec, states: Sequence[State], x: torch.Tensor
-    ) -> tuple[torch.Tensor, list[float]]:
-        """Class predictions ``(len(states), len(x))`` of each state on ``x``, and seconds per state."""
+    def predict(self, model: ModelSpec, states: Sequence[State], x: torch.Tensor) -> Predictions:
+        """Each state's class predictions and logits on ``x``, and seconds per state."""
         ...
 
     def signals(
@@ -281,48 +291,61 @@ class Engine(Protocol):
         ...
 
 
+@dataclass(eq=False)
 class EngineSettings:
-    """What both engines share: device, parameter dtype, precision, evaluation batch size, TF32 and
-    cuDNN's autotuner.
+    """What both engines share, as the ``engine`` config keys they have in common.
 
-    ``cudnn_benchmark`` lets cuDNN time its convolution algorithms and keep the fastest. Which one wins
-    can change from run to run, and with it the rounding, so ``auto`` turns it on only under
-    ``precision=bf16`` (which gives up exactness anyway) and keeps fp32 runs reproducible.
-    ``problems`` are an engine's own checks, reported together with these in one :class:`ConfigError`.
+    Args:
+        device: ``auto``, ``cpu`` or ``cuda``.
+        dtype: ``float32`` or ``float64`` (the equivalence tests use float64).
+        precision: ``fp32`` (exact), or ``bf16``: forward passes under bfloat16 autocast (faster on GPUs,
+            not equal to the float32 reference).
+        eval_batch_size: test samples per forward pass when evaluating.
+        tf32: allow TF32 matrix products on NVIDIA GPUs (faster, less exact).
+        cudnn_benchmark: let cuDNN time its convolution algorithms and keep the fastest. Which one wins
+            can change from run to run, and with it the rounding, so ``auto`` turns it on only under
+            ``precision=bf16`` (which gives up exactness anyway) and keeps fp32 runs reproducible.
+
+    An engine is a dataclass that adds its own settings as fields and its checks in :meth:`problems`;
+    all are checked when it is built, and reported together in one :class:`ConfigError`. Once built,
+    ``device`` and ``dtype`` hold the torch objects the names resolve to.
     """
 
-    def __init__(
-        self,
-        device: str,
-        dtype: str,
-        precision: str,
-        eval_batch_size: int,
-        tf32: bool,
-        cudnn_benchmark: bool | str = "auto",
-        problems: Sequence[Problem | None] = (),
-    ):
+    record_optimizer_state = False  # set True to return each job's final optimizer state (for comparisons)
+
+    device: str | torch.device = "auto"
+    dtype: str | torch.dtype = "float32"
+    precision: str = "fp32"
+    eval_batch_size: int = 64
+    tf32: bool = False
+    cudnn_benchmark: bool | str = "auto"
+
+    def __post_init__(self) -> None:
         ConfigError.raise_all(
             [
-                one_of("dtype", dtype, list(DTYPES)),
-                one_of("precision", precision, list(PRECISIONS)),
-                positive_int("eval_batch_size", eval_batch_size),
-                check("tf32", tf32, isinstance(tf32, bool), "true or false"),
+                one_of("dtype", self.dtype, list(DTYPES)),
+                one_of("precision", self.precision, list(PRECISIONS)),
+                positive_int("eval_batch_size", self.eval_batch_size),
+                check("tf32", self.tf32, isinstance(self.tf32, bool), "true or false"),
                 check(
                     "cudnn_benchmark",
-                    cudnn_benchmark,
-                    isinstance(cudnn_benchmark, bool) or cudnn_benchmark == "auto",
+                    self.cudnn_benchmark,
+                    isinstance(self.cudnn_benchmark, bool) or self.cudnn_benchmark == "auto",
                     "auto, true or false",
                 ),
-                *problems,
+                *self.problems(),
             ]
         )
-        self.device = resolve_device(device)
-        self.dtype = DTYPES[dtype]
-        self.precision = precision
-        self.eval_batch_size = eval_batch_size
-        self.cudnn_benchmark = precision == "bf16" if cudnn_benchmark == "auto" else cudnn_benchmark
-        set_tf32(tf32)
+        self.device = resolve_device(self.device)
+        self.dtype = DTYPES[self.dtype]
+        if self.cudnn_benchmark == "auto":
+            self.cudnn_benchmark = self.precision == "bf16"
+        set_tf32(self.tf32)
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
+
+    def problems(self) -> list[Problem | None]:
+        """The engine's own settings that are not allowed (None for each that is)."""
+        return []
 
     def _autocast(self) -> AbstractContextManager:
         """bfloat16 autocast under ``precision=bf16``; nothing under ``fp32``."""
@@ -435,14 +458,14 @@ def predict_each(
     batch_size: int,
     autocast: Callable[[], AbstractContextManager],
     fmt: torch.memory_format = torch.contiguous_format,
-) -> tuple[torch.Tensor, list[float]]:
-    """Predictions ``(len(states), len(x))`` of one module loaded with each state in turn; seconds each.
+) -> Predictions:
+    """Predictions and logits of one module loaded with each state in turn, and seconds each.
 
     The module runs with exact, faster substitutes for some layers (:mod:`ctsim.engine.inference`).
     """
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     net = for_inference(net)
-    preds, seconds = [], []
+    classes, logits, seconds = [], [], []
     for i, state in enumerate(states):
         check_state(net, state, f"state {i}")
     for state in states:
@@ -450,9 +473,11 @@ def predict_each(
         net.load_state_dict(state)
         with torch.inference_mode(), autocast():
             out = [
-                net(x[i : i + batch_size].to(device, dtype).contiguous(memory_format=fmt)).argmax(1)
+                net(x[i : i + batch_size].to(device, dtype).contiguous(memory_format=fmt))
                 for i in range(0, len(x), batch_size)
             ]
-        preds.append(torch.cat(out).cpu() if out else torch.empty(0, dtype=torch.long))
+            z = torch.cat(out) if out else torch.empty(0, 0, dtype=dtype, device=device)
+            classes.append(z.argmax(1).cpu() if out else torch.empty(0, dtype=torch.long))
+        logits.append(z.cpu())
         seconds.append(time.perf_counter() - start)
-    return torch.stack(preds), seconds
+    return Predictions(torch.stack(classes), torch.stack(logits), seconds)

@@ -43,14 +43,16 @@ import copy
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ctsim.config import check, one_of, positive_int
+from ctsim.config import Problem, check, one_of, positive_int
 from ctsim.engine.base import (
     EngineSettings,
+    Predictions,
     SignalRequest,
     State,
     Trained,
@@ -74,57 +76,37 @@ SYNC_EVERY = 32  # steps between the lazy checks whether every model of a group 
 ROUTES = ("auto", "vmap", "loop")
 
 
+@dataclass(eq=False)
 class BatchedEngine(EngineSettings):
     """Trains and evaluates many models of one architecture at once (see the module docstring).
 
     Args:
-        device: ``auto``, ``cpu`` or ``cuda``.
-        dtype: ``float32`` or ``float64``.
-        precision: ``fp32`` (exact) or ``bf16`` (autocast: faster on GPUs, not equal to the reference).
-        eval_batch_size: test samples per forward pass when evaluating.
         route: ``auto``, ``vmap`` (stack the models of a group) or ``loop`` (one model at a time).
         max_models: at most this many models per call; null: as many as the memory budget holds.
         memory_budget: bytes (a number > 1) or a fraction (0 < f ≤ 1) of the device memory free when a
             call starts; null: 0.6 of it. On CUDA, memory PyTorch has cached but not in use counts as free.
         compile: ``torch.compile`` the stacked loss (faster on GPUs, not bit-identical).
-        tf32: allow TF32 matrix products on NVIDIA GPUs (faster, less exact).
-        cudnn_benchmark: let cuDNN time and pick convolution algorithms (``auto``: only under bf16).
+        The others: :class:`~ctsim.engine.base.EngineSettings`.
     """
 
     name = "batched"
-    record_optimizer_state = False  # set True to return each job's final optimizer state (for comparisons)
 
-    def __init__(
-        self,
-        device: str = "auto",
-        dtype: str = "float32",
-        precision: str = "fp32",
-        eval_batch_size: int = 64,
-        route: str = "auto",
-        max_models: int | None = None,
-        memory_budget: float | None = None,
-        compile: bool = False,
-        tf32: bool = False,
-        cudnn_benchmark: bool | str = "auto",
-    ):
-        super().__init__(
-            device,
-            dtype,
-            precision,
-            eval_batch_size,
-            tf32,
-            cudnn_benchmark,
-            [
-                one_of("route", route, list(ROUTES)),
-                None if max_models is None else positive_int("max_models", max_models),
-                budget_problem(memory_budget),
-                check("compile", compile, isinstance(compile, bool), "true or false"),
-            ],
-        )
-        self.route = route
-        self.max_models = max_models
-        self.memory = MemoryPlanner(self.device, memory_budget)
-        self.compile = compile
+    route: str = "auto"
+    max_models: int | None = None
+    memory_budget: float | None = None
+    compile: bool = False
+
+    def problems(self) -> list[Problem | None]:
+        return [
+            one_of("route", self.route, list(ROUTES)),
+            None if self.max_models is None else positive_int("max_models", self.max_models),
+            budget_problem(self.memory_budget),
+            check("compile", self.compile, isinstance(self.compile, bool), "true or false"),
+        ]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.memory = MemoryPlanner(self.device, self.memory_budget)
         self._losses: dict[tuple, Losses] = {}
         self._kept: dict[tuple, _Kept] = {}
         self._convolutional: dict[str, bool] = {}
@@ -312,12 +294,10 @@ class BatchedEngine(EngineSettings):
     # --------------------------------------------------------------------------------------- evaluation
 
     @torch.no_grad()
-    def predict(
-        self, model: ModelSpec, states: Sequence[State], x: torch.Tensor
-    ) -> tuple[torch.Tensor, list[float]]:
-        """Class predictions of every state on ``x``: models in chunks, the inputs shared by a chunk."""
+    def predict(self, model: ModelSpec, states: Sequence[State], x: torch.Tensor) -> Predictions:
+        """Predictions and logits of every state on ``x``: models in chunks, the inputs shared by a chunk."""
         if not states:
-            return torch.empty(0, len(x), dtype=torch.long), []
+            return Predictions(torch.empty(0, len(x), dtype=torch.long), torch.empty(0, len(x), 0), [])
         net = model.build(dtype=self.dtype).to(self.device).eval()
         if not self.vmapped(model):  # one model at a time: a plain module, torch's own kernels
             return predict_each(net, states, x, self.eval_batch_size, self._autocast)
@@ -331,10 +311,10 @@ class BatchedEngine(EngineSettings):
 
         def forward(state, xb):
             with self._autocast():
-                return functional_call(net, (state, shared), (xb,)).argmax(-1)
+                return functional_call(net, (state, shared), (xb,))
 
         many = vmap(forward, in_dims=(0, None))
-        preds, seconds = [], []
+        classes, logits, seconds = [], [], []
         for rows in _chunks(list(range(len(states))), per_chunk):
             start = time.perf_counter()
             chunk = [states[r] for r in rows]
@@ -343,9 +323,11 @@ class BatchedEngine(EngineSettings):
                 many(stacked, x[i : i + self.eval_batch_size].to(self.device, self.dtype))[: len(chunk)]
                 for i in range(0, len(x), self.eval_batch_size)
             ]
-            preds.append(torch.cat(out, dim=1).cpu())
+            z = torch.cat(out, dim=1)
+            classes.append(z.argmax(-1).cpu())
+            logits.append(z.cpu())
             seconds += [(time.perf_counter() - start) / len(chunk)] * len(chunk)
-        return torch.cat(preds), seconds
+        return Predictions(torch.cat(classes), torch.cat(logits), seconds)
 
     @torch.no_grad()
     def signals(

@@ -12,13 +12,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ctsim.config import check
+from ctsim.config import Problem, check
 from ctsim.engine.base import (
     EngineSettings,
+    Predictions,
     SignalRequest,
     State,
     Trained,
@@ -34,42 +36,22 @@ from ctsim.engine.signals import groups as signal_groups
 from ctsim.models.base import ModelSpec
 
 
+@dataclass(eq=False)
 class SequentialEngine(EngineSettings):
     """Trains each job alone, then predicts with each state alone.
 
     Args:
-        device: ``auto``, ``cpu`` or ``cuda``.
-        dtype: ``float32`` or ``float64`` (the equivalence tests use float64).
-        precision: ``fp32``, or ``bf16`` to run forward passes under bfloat16 autocast (not exact).
-        eval_batch_size: samples per forward pass when predicting.
         channels_last: run image models in channels_last memory format (faster on CPU, less exact).
-        tf32: allow TF32 matrix products on NVIDIA GPUs (faster, less exact).
-        cudnn_benchmark: let cuDNN time and pick convolution algorithms (``auto``: only under bf16).
+        The others: :class:`~ctsim.engine.base.EngineSettings`.
     """
 
     name = "sequential"
-    record_optimizer_state = False  # set True to return each job's final optimizer state (for comparisons)
 
-    def __init__(
-        self,
-        device: str = "auto",
-        dtype: str = "float32",
-        precision: str = "fp32",
-        eval_batch_size: int = 64,
-        channels_last: bool = False,
-        tf32: bool = False,
-        cudnn_benchmark: bool | str = "auto",
-    ):
-        super().__init__(
-            device,
-            dtype,
-            precision,
-            eval_batch_size,
-            tf32,
-            cudnn_benchmark,
-            [check("channels_last", channels_last, isinstance(channels_last, bool), "true or false")],
-        )
-        self.channels_last = channels_last
+    channels_last: bool = False
+
+    def problems(self) -> list[Problem | None]:
+        channels_last = self.channels_last
+        return [check("channels_last", channels_last, isinstance(channels_last, bool), "true or false")]
 
     def train(self, jobs: Sequence[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
         return [self._train_one(job, x, y) for job in jobs]
@@ -149,9 +131,7 @@ class SequentialEngine(EngineSettings):
         scores = score(bts.score, emb, logits, y[keys], bias=getattr(model.head, "bias", None) is not None)
         return top(scores, bts.keep(len(idx))).cpu()
 
-    def predict(
-        self, model: ModelSpec, states: Sequence[State], x: torch.Tensor
-    ) -> tuple[torch.Tensor, list[float]]:
+    def predict(self, model: ModelSpec, states: Sequence[State], x: torch.Tensor) -> Predictions:
         fmt = memory_format(x) if self.channels_last else torch.contiguous_format
         net = model.build(dtype=self.dtype).to(self.device, memory_format=fmt).eval()
         return predict_each(net, states, x, self.eval_batch_size, self._autocast, fmt)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ctsim.config import ConfigError, check, positive_int
+from ctsim.models.conv import conv_blocks
 from ctsim.models.dropout import SeededDropout
 
 
@@ -44,17 +45,7 @@ class CNN(nn.Module):
                 ),
             ]
         )
-        layers: list[nn.Module] = []
-        c_in = input_shape[0]
-        for _ in range(blocks):
-            layers += [
-                nn.Conv2d(c_in, channels, 3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-                SeededDropout(dropout),
-            ]
-            c_in = channels
-        self.features = nn.Sequential(*layers)
+        self.features = conv_blocks(input_shape[0], channels, blocks, dropout=dropout)
         self.hidden = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), SeededDropout(dropout))
         self.head = nn.Linear(hidden, num_classes)
 

@@ -113,22 +113,41 @@ class Recurrent(nn.Module):
         return f"{self.layer.__name__}, hidden_size={self.hidden_size}, num_layers={self.num_layers}"
 
 
-def _validate(input_shape: tuple[int, ...], hidden: int, layers: int) -> None:
-    ConfigError.raise_all(
-        [
-            positive_int("hidden", hidden),
-            positive_int("layers", layers),
-            check(
-                "input_shape",
-                tuple(input_shape),
-                len(input_shape) == 2 and all(is_int(d) and d >= 1 for d in input_shape),
-                "(sequence length, features): a sequence dataset such as dataset=sensors",
-            ),
-        ]
-    )
+class _Classifier(nn.Module):
+    """A :class:`Recurrent` network over the sequence, then a linear head on its final hidden state.
+
+    :class:`LSTM` and :class:`GRU` name their ``layer`` function and its ``gates``; nothing else differs.
+    """
+
+    layer: Layer
+    gates: int
+
+    def __init__(self, input_shape: tuple[int, int], num_classes: int, hidden: int = 32, layers: int = 1):
+        super().__init__()
+        ConfigError.raise_all(
+            [
+                positive_int("hidden", hidden),
+                positive_int("layers", layers),
+                check(
+                    "input_shape",
+                    tuple(input_shape),
+                    len(input_shape) == 2 and all(is_int(d) and d >= 1 for d in input_shape),
+                    "(sequence length, features): a sequence dataset such as dataset=sensors",
+                ),
+            ]
+        )
+        self.rnn = Recurrent(self.layer, self.gates, input_shape[1], hidden, layers)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The last layer's final hidden state ``(batch, hidden)``."""
+        return self.rnn(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
 
 
-class LSTM(nn.Module):
+class LSTM(_Classifier):
     """An LSTM over the sequence, then a linear head on its final hidden state.
 
     Args:
@@ -142,43 +161,20 @@ class LSTM(nn.Module):
     (1051, (2, 8))
     """
 
-    def __init__(self, input_shape: tuple[int, int], num_classes: int, hidden: int = 32, layers: int = 1):
-        super().__init__()
-        _validate(input_shape, hidden, layers)
-        self.rnn = Recurrent(lstm_layer, 4, input_shape[1], hidden, layers)
-        self.head = nn.Linear(hidden, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The last layer's final hidden state ``(batch, hidden)``."""
-        return self.rnn(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+    layer = staticmethod(lstm_layer)
+    gates = 4
 
 
-class GRU(nn.Module):
+class GRU(_Classifier):
     """A GRU over the sequence, then a linear head on its final hidden state.
 
     Args:
-        input_shape: ``(sequence length, features)``.
-        num_classes: outputs of the head.
-        hidden: hidden size of every layer.
-        layers: stacked GRU layers.
+        input_shape, num_classes, hidden, layers: as :class:`LSTM` (``layers`` stacked GRU layers).
 
     >>> net = GRU((24, 4), num_classes=3)
     >>> sum(p.numel() for p in net.parameters()), tuple(net(torch.zeros(5, 24, 4)).shape)
     (3747, (5, 3))
     """
 
-    def __init__(self, input_shape: tuple[int, int], num_classes: int, hidden: int = 32, layers: int = 1):
-        super().__init__()
-        _validate(input_shape, hidden, layers)
-        self.rnn = Recurrent(gru_layer, 3, input_shape[1], hidden, layers)
-        self.head = nn.Linear(hidden, num_classes)
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The last layer's final hidden state ``(batch, hidden)``."""
-        return self.rnn(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+    layer = staticmethod(gru_layer)
+    gates = 3

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ctsim.config import ConfigError, check, positive_int
+from ctsim.models.conv import conv_blocks
 
 
 class YearbookNet(nn.Module):
@@ -33,17 +34,7 @@ class YearbookNet(nn.Module):
                 ),
             ]
         )
-        layers: list[nn.Module] = []
-        c_in = input_shape[0]
-        for _ in range(blocks):
-            layers += [
-                nn.Conv2d(c_in, channels, 3, padding=1),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            ]
-            c_in = channels
-        self.features = nn.Sequential(*layers)
+        self.features = conv_blocks(input_shape[0], channels, blocks, batch_norm=True)
         self.head = nn.Linear(channels, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

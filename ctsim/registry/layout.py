@@ -17,10 +17,11 @@ from pathlib import Path
 
 import polars as pl
 
-TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped")
-OPTIONAL = ("skipped",)  # runs made before it existed have none: read as empty
-METRICS = ("accuracy", "macro_f1")
+TABLES = ("evals", "generations", "cost", "lineage", "quality", "skipped", "metrics")
+OPTIONAL = ("skipped", "metrics")  # runs made before they existed have none: read as empty
+METRICS = ("accuracy", "macro_f1", "auroc")
 STATUS = "status.json"
+TABLE_VERSION = 2  # status.json's "tables": 2 adds the metrics table and AUROC; runs without the key are 1
 JOURNAL = "journal"
 
 
@@ -98,6 +99,7 @@ COST_SCHEMA = {
     "composite_accuracy": pl.Float64,
     "composite_accuracy_weighted": pl.Float64,
     "composite_macro_f1": pl.Float64,
+    "composite_auroc": pl.Float64,
     "covered_slices": pl.Int64,
     "nonfinite_generations": pl.Int64,
     "model": pl.String,

@@ -3,8 +3,8 @@
 ``python -m ctsim.query "SQL" [RUN_DIR or glob ...]`` runs SQL over the tables of every run found
 (default: every run under ``results/``), each row tagged with its run's folder in a ``run`` column.
 The ``runs`` table has one row per run, with its status, so unfinished runs can be told apart: their
-``generations``, ``lineage`` and ``evals`` hold what was saved so far, and ``cost``, ``quality`` and
-``skipped`` are written only when a run finishes.
+``generations``, ``lineage`` and ``evals`` hold what was saved so far, and ``cost``, ``quality``,
+``skipped`` and ``metrics`` are written only when a run finishes.
 
 >>> import polars as pl
 >>> frames = {"cost": pl.DataFrame({"pipeline": ["a", "b"], "composite_accuracy": [0.8, 0.9]})}
@@ -106,6 +106,10 @@ def _schema(table: str) -> dict:
         from ctsim.quality import QUALITY_SCHEMA  # imports torch: only for an unfinished run's empty table
 
         return QUALITY_SCHEMA
+    if table == "metrics":
+        from ctsim.metrics import METRICS_SCHEMA  # the same
+
+        return METRICS_SCHEMA
     schemas = {"evals": EVALS_SCHEMA, "generations": GENERATIONS_SCHEMA, "cost": COST_SCHEMA}
     return {**schemas, "lineage": LINEAGE_SCHEMA, "skipped": SKIPPED_SCHEMA}[table]
 

@@ -34,7 +34,8 @@ import torch
 
 from ctsim.datasets.prepared import sha256 as file_sha256
 from ctsim.engine.base import Trained
-from ctsim.registry.layout import JOURNAL, STATUS, TABLES, read_status
+from ctsim.evaluation import Metrics
+from ctsim.registry.layout import JOURNAL, METRICS, STATUS, TABLES, read_status
 from ctsim.registry.tables import Saved, eval_rows, generation_rows, lineage_rows
 from ctsim.simulation import Generation, Pipeline
 from ctsim.stream import Stream
@@ -227,11 +228,11 @@ class RunStore:
         """Every saved generation's checkpoint and its SHA-256."""
         return {k: (row["checkpoint"], row["checkpoint_sha256"]) for k, row in self._saved.items()}
 
-    def saved_evaluation(
-        self, gens: Sequence[Generation]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """The next evaluation chunk (``gens``), as an earlier attempt saved it, or None."""
-        part = self._evals.get(self._parts)
+    def saved_evaluation(self, gens: Sequence[Generation]) -> tuple[Metrics, torch.Tensor] | None:
+        """The next evaluation chunk (``gens``), as an earlier attempt saved it (every metric's matrix and
+        each generation's seconds), or None."""
+        index = self._parts
+        part = self._evals.get(index)
         self._parts += 1
         if part is None:
             return None
@@ -239,28 +240,29 @@ class RunStore:
         found = part.select("pipeline", "seed", "generation").unique(maintain_order=True).rows()
         if found != ids:
             return None  # another chunk than this replay evaluates: evaluate it again
-        num_slices = self.stream.num_slices
-        matrices = []
-        for metric in ("accuracy", "macro_f1"):
-            values = part.filter(pl.col("metric") == metric)["value"].fill_null(float("nan"))
-            matrices.append(
-                torch.tensor(values.to_list(), dtype=torch.float64).reshape(len(gens), num_slices)
+        missing = [m for m in METRICS if m not in set(part["metric"])]
+        if missing:
+            path = self.journal / f"eval-{index:05d}.parquet"
+            raise ResumeError(
+                f"{path} has no {', '.join(missing)} rows: an older ctsim wrote it, and this one cannot "
+                "resume it. Start the run again."
             )
-        first = part.filter(pl.col("metric") == "accuracy", pl.col("slice") == 0)
+        metrics = {}
+        for metric in METRICS:
+            values = part.filter(pl.col("metric") == metric)["value"].fill_null(float("nan"))
+            metrics[metric] = torch.tensor(values.to_list(), dtype=torch.float64).reshape(
+                len(gens), self.stream.num_slices
+            )
+        first = part.filter(pl.col("metric") == METRICS[0], pl.col("slice") == 0)
         seconds = torch.tensor(first[EVAL_SECONDS].to_list(), dtype=torch.float64)
-        return matrices[0], matrices[1], seconds
+        return metrics, seconds
 
     def record_evaluation(
-        self,
-        gens: Sequence[Generation],
-        accuracy: torch.Tensor,
-        macro_f1: torch.Tensor,
-        n: torch.Tensor,
-        seconds: torch.Tensor,
+        self, gens: Sequence[Generation], metrics: Metrics, n: torch.Tensor, seconds: torch.Tensor
     ) -> None:
-        """One evaluation chunk, written as it is computed."""
-        rows = eval_rows(self.stream, self.pipelines, gens, accuracy, macro_f1, n)
-        per_row = [float(s) for s in seconds for _ in range(2 * len(n))]  # two metrics × slices each
+        """One evaluation chunk (every metric's matrix), written as it is computed."""
+        rows = eval_rows(self.stream, self.pipelines, gens, metrics, n)
+        per_row = [float(s) for s in seconds for _ in range(len(METRICS) * len(n))]  # metrics × slices each
         rows = rows.with_columns(pl.Series(EVAL_SECONDS, per_row, dtype=pl.Float64))
         write_atomic(self.journal / f"eval-{self._parts - 1:05d}.parquet", rows.write_parquet)
 

@@ -11,6 +11,8 @@ Tables (columns documented in the README, "Outputs"):
   points (detection delay, misses, false alarms per 50 stable slices) and incorporation latency
   (:mod:`ctsim.quality`);
 * ``skipped``: one row per trigger that trained nothing, because its selection was empty;
+* ``metrics``: one row per pipeline and seed: continual-learning metrics of its accuracy matrix (BWT,
+  FWT, forgetting, Wild-Time's Eval-Fix and Eval-Stream; :mod:`ctsim.metrics`);
 * ``runs``: one row per run, from its ``status.json`` (:mod:`ctsim.registry.store`).
 
 The row builders (:func:`generation_rows`, :func:`lineage_rows`, :func:`eval_rows`) also write the
@@ -26,6 +28,7 @@ import torch
 
 from ctsim.cost import flops_per_sample
 from ctsim.evaluation import active_generations, composite
+from ctsim.metrics import metrics_of
 from ctsim.quality import PipelineTriggers, quality_table
 from ctsim.registry.layout import (
     COST_SCHEMA,
@@ -48,14 +51,34 @@ def build_tables(result: SimulationResult, checkpoints: Saved | None = None) -> 
     """All tables of a run. ``checkpoints``: see :data:`Saved`."""
     checkpoints = checkpoints or {}
     evals, active = _evals(result)
+    generations = generation_rows(result.stream, result.pipelines, result.generations, checkpoints)
     return {
         "evals": evals,
-        "generations": generation_rows(result.stream, result.pipelines, result.generations, checkpoints),
+        "generations": generations,
         "cost": _cost(result, active),
         "lineage": lineage_rows(result.pipelines, result.generations),
         "quality": _quality(result),
         "skipped": _skipped(result),
+        "metrics": _metrics(result),
     }
+
+
+def _metrics(result: SimulationResult) -> pl.DataFrame:
+    """Each pipeline's continual-learning metrics, from its accuracy matrix (by pipeline, not by name:
+    the tables cannot tell apart pipelines that share a name and seed, the replay can)."""
+    rows: dict[int, list[int]] = {}
+    for r, gen in enumerate(result.generations):
+        rows.setdefault(gen.pipeline, []).append(r)
+    accuracy = result.evaluation.metrics["accuracy"]
+    matrices = []
+    for p, pipeline in enumerate(result.pipelines):
+        own = rows.get(p, [])
+        if not own:
+            continue  # nothing trained: no matrix, no row (as in generations)
+        failed = all(result.generations[r].trained.status != "ok" for r in own)
+        trained = [result.generations[r].slice for r in own]
+        matrices.append((pipeline.name, pipeline.seed, None if failed else accuracy[own], trained))
+    return metrics_of(matrices, result.stream.num_slices, result.stream.num_classes)
 
 
 def _skipped(result: SimulationResult) -> pl.DataFrame:
@@ -113,7 +136,7 @@ def _active_per_pipeline(result: SimulationResult) -> dict[int, list[int | None]
 def _evals(result: SimulationResult) -> tuple[pl.DataFrame, dict[int, list[int | None]]]:
     ev, gens = result.evaluation, result.generations
     active = _active_per_pipeline(result)
-    evals = eval_rows(result.stream, result.pipelines, gens, ev.accuracy, ev.macro_f1, ev.n)
+    evals = eval_rows(result.stream, result.pipelines, gens, ev.metrics, ev.n)
     # in eval_rows' order: generation, then metric, then slice
     flags = [
         active[g.pipeline][s] == row for row, g in enumerate(gens) for _ in METRICS for s in range(len(ev.n))
@@ -125,17 +148,17 @@ def eval_rows(
     stream: Stream,
     pipelines: Sequence[Pipeline],
     gens: Sequence[Generation],
-    accuracy: torch.Tensor,
-    macro_f1: torch.Tensor,
+    metrics: Mapping[str, torch.Tensor],
     n: torch.Tensor,
 ) -> pl.DataFrame:
-    """The evals rows of ``gens`` (rows of the matrices, in order), without ``active``: which slices a
-    generation serves is known only once the replay has ended. A missing value (no test data) is null."""
+    """The evals rows of ``gens`` (rows of each of :data:`METRICS`' matrices, in order), without
+    ``active``: which slices a generation serves is known only once the replay has ended. A missing
+    value (no test data; for AUROC also a slice of one class) is null."""
     num_slices = len(n)
     frames = []
     for row, gen in enumerate(gens):
         pipeline = pipelines[gen.pipeline]
-        for metric, matrix in zip(METRICS, (accuracy, macro_f1)):
+        for metric in METRICS:
             frames.append(
                 pl.DataFrame(
                     {
@@ -145,7 +168,7 @@ def eval_rows(
                         "slice": list(range(num_slices)),
                         "slice_label": stream.slice_labels,
                         "metric": [metric] * num_slices,
-                        "value": matrix[row].tolist(),
+                        "value": metrics[metric][row].tolist(),
                         "n": n.tolist(),
                     },
                     schema=PARTIAL_EVALS_SCHEMA,
@@ -203,6 +226,7 @@ def _cost(result: SimulationResult, active: dict[int, list[int | None]]) -> pl.D
         seconds = result.seconds[p]
         acc = composite(ev.accuracy, active[p], ev.n)
         f1 = composite(ev.macro_f1, active[p], ev.n)
+        auroc = composite(ev.auroc, active[p], ev.n)
         flops = flops_per_sample(pipeline.model)
         records.append(
             {
@@ -223,6 +247,7 @@ def _cost(result: SimulationResult, active: dict[int, list[int | None]]) -> pl.D
                 "composite_accuracy": acc.mean,
                 "composite_accuracy_weighted": acc.weighted_mean,
                 "composite_macro_f1": f1.mean,
+                "composite_auroc": auroc.mean,
                 "covered_slices": acc.coverage,
                 "nonfinite_generations": sum(g.trained.status != "ok" for g in own),
                 "model": pipeline.model.name,
@@ -233,7 +258,7 @@ def _cost(result: SimulationResult, active: dict[int, list[int | None]]) -> pl.D
     frame = pl.DataFrame(records, schema=COST_SCHEMA).with_columns(pl.col(pl.Float64).fill_nan(None))
     # A pipeline whose every generation went non-finite trained nothing: it has no accuracy to show.
     untrained = (pl.col("triggers") > 0) & (pl.col("nonfinite_generations") == pl.col("triggers"))
-    composite_columns = ["composite_accuracy", "composite_accuracy_weighted", "composite_macro_f1"]
+    composite_columns = [c for c in COST_SCHEMA if c.startswith("composite_")]
     return frame.with_columns(pl.when(~untrained).then(pl.col(c)).alias(c) for c in composite_columns)
 
 

@@ -22,8 +22,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import polars as pl
 import torch
+
+from ctsim.metrics import pipeline_matrix  # noqa: F401 (where the case studies look for it)
 
 
 @dataclass(frozen=True)
@@ -101,16 +102,3 @@ def drift_report(
 def _nanmean(t: torch.Tensor) -> float:
     t = t[~t.isnan()]
     return float(t.mean()) if t.numel() else math.nan
-
-
-def pipeline_matrix(
-    evals: pl.DataFrame, generations: pl.DataFrame, pipeline: str, seed: int, metric: str = "accuracy"
-) -> tuple[torch.Tensor, list[int]]:
-    """One pipeline's (generations × slices) matrix from a run's tables, and its training slices."""
-    ev = evals.filter(
-        (pl.col("pipeline") == pipeline) & (pl.col("seed") == seed) & (pl.col("metric") == metric)
-    )
-    wide = ev.pivot(on="slice", index="generation", values="value", sort_columns=True).sort("generation")
-    gens = generations.filter((pl.col("pipeline") == pipeline) & (pl.col("seed") == seed)).sort("generation")
-    values = wide.drop("generation").to_numpy().astype(float)
-    return torch.tensor(values), gens["trigger_slice"].to_list()

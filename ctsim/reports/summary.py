@@ -99,6 +99,33 @@ def console_summary(
     return "\n".join(lines)
 
 
+METRIC_COLUMNS = ("bwt", "fwt", "forgetting", "eval_fix_id", "eval_fix_ood", "eval_fix_worst", "eval_stream")
+
+
+def metrics_markdown(metrics: pl.DataFrame) -> list[str]:
+    """The "Continual-learning metrics" section: the ``metrics`` table's mean over seeds per pipeline."""
+    table = metrics.group_by("pipeline", maintain_order=True).agg(
+        pl.len().alias("seeds"), *(pl.col(c).mean() for c in METRIC_COLUMNS)
+    )
+    split, k = metrics["eval_fix_split"].max(), metrics["eval_stream_k"].max()
+    cols = ("pipeline", "seeds", *METRIC_COLUMNS)
+    lines = ["## Continual-learning metrics (mean over seeds)", ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(row[c]) for c in cols) + " |" for row in table.iter_rows(named=True)]
+    return [
+        *lines,
+        "",
+        "Tasks are generations, each one's own slice the one its training data ended in "
+        "(metrics.parquet, ctsim.metrics): bwt, backward transfer (the last generation on each "
+        "earlier one's slice, minus that one's own); fwt, forward transfer (each generation's predecessor on "
+        "its slice, minus chance, 1 / classes); forgetting, the best earlier accuracy on those slices minus "
+        f"the last generation's; eval_fix (Wild-Time), the model as of slice {_fmt(split)} on the slices up "
+        f"to it (id), after it (ood, their mean; worst, their lowest); eval_stream, each generation on the "
+        f"next {_fmt(k)} slices.",
+        "",
+    ]
+
+
 def markdown_summary(
     name: str,
     header: str,
@@ -111,6 +138,7 @@ def markdown_summary(
     slice_labels: Sequence[str],
     files: Sequence[Path],
     out_dir: Path,
+    metrics: pl.DataFrame | None = None,
 ) -> str:
     table = pipeline_summary(cost)
     lines = [f"# ctsim run: {name}", "", f"- {header}", f"- command: `{command}`", "", "## Pipelines", ""]
@@ -178,6 +206,8 @@ def markdown_summary(
             "was empty; the active model stayed (skipped.parquet).",
             "",
         ]
+    if metrics is not None and metrics.height:
+        lines += metrics_markdown(metrics)
     if change_points:
         lines += ["## Designed drift (dataset ground truth)", ""]
         for cp in change_points:

@@ -1,0 +1,419 @@
+"""Compare runs: one table per pipeline with uncertainty over seeds, plots and ``report.html``.
+
+``python -m ctsim.compare RUN_OR_SWEEP_DIR ... [--out DIR] [--price-per-hour P] [--candidates NAME]``
+
+Every run folder at or below the given folders is read back (:mod:`ctsim.registry`). A Hydra sweep
+writes one run per job, so the same pipeline appears in several runs; it is told apart by the
+overrides its runs do not share (``trigger=time``, ``trigger=amount``), seeds aside. Its seeds are
+gathered from all the runs that hold it.
+
+Per pipeline (:data:`SUMMARY_SCHEMA`): composite accuracy, its mean and 95% confidence interval over
+seeds (Student's t, :func:`scipy.stats.t.interval`), macro-F1 and AUROC, triggers, samples trained,
+FLOPs, **device-seconds** (the seconds the policy would cost in deployment: trigger decisions, selection
+and training; the simulator's own evaluation is left out), an estimated cost in dollars (device-hours
+× ``price_per_hour``), incorporation latency (:mod:`ctsim.quality`), the continual-learning metrics
+(:mod:`ctsim.metrics`) and the regret against the hindsight-optimal schedule
+(:mod:`ctsim.reports.oracle`) when one compared pipeline trains at every slice.
+
+Refused, naming the runs: folders without runs, runs that replay different data (or split it
+differently), runs written by a ctsim with another table version, the same pipeline and seed in two
+runs. Runs that failed or did not finish are left out and listed, with their errors, in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from ctsim.registry.layout import STATUS, TABLE_VERSION, read_status
+from ctsim.registry.read import find_runs, load
+from ctsim.reports.comparison import COLUMNS, PRICE_PER_HOUR, SUMMARY_SCHEMA, Comparison, Run, cells
+
+OUTPUTS = ("compare.parquet", "compare.md", "report.html")
+SEED_KEYS = ("population.seeds", "population.only")  # which seeds or variants: not what a pipeline is
+
+
+class CompareError(ValueError):
+    """Runs that cannot be compared; the message names them and says why."""
+
+
+def gather(paths: Sequence[str | Path], price_per_hour: float = PRICE_PER_HOUR) -> Comparison:
+    """Read every run at or below ``paths``; raise :class:`CompareError` where they cannot be compared."""
+    if not math.isfinite(price_per_hour) or price_per_hour < 0:
+        raise CompareError(f"--price-per-hour {price_per_hour}: expected a number ≥ 0 (dollars per hour)")
+    folders = find_runs(paths)
+    left_out = _jobs_without_runs(paths)
+    if not folders and not left_out:
+        raise CompareError(
+            f"no ctsim runs at or below {', '.join(map(str, paths))} (a run folder holds status.json "
+            "and its tables; a sweep folder holds one per job)"
+        )
+    found = [_run(folder) for folder in folders]
+    runs = [r for r in found if r.status == "finished"]
+    left_out += [
+        (str(r.path), r.status + (f": {r.error}" if r.error else "")) for r in found if r not in runs
+    ]
+    if not runs:
+        shown = "; ".join(f"{f} ({why})" for f, why in left_out)
+        raise CompareError(f"no finished runs to compare: {shown}")
+    _check_comparable(runs)
+    labels = _labels(runs, found)
+    tables = _merged(runs, labels)
+    return Comparison(runs, left_out, tables, labels, price_per_hour)
+
+
+def _run(folder: Path) -> Run:
+    record = read_status(folder) or {}
+    config = (record.get("config") or {}).get("run", {})
+    dataset = config.get("dataset") or {}
+    stream = config.get("stream") or {}
+    overrides = tuple(
+        o
+        for o in record.get("overrides", [])
+        if not o.startswith(("hydra.", "hydra/", "+hydra")) and o.split("=")[0].lstrip("+~") not in SEED_KEYS
+    )
+    name = dataset.get("_target_", "?").rsplit(".", 1)[-1]
+    if "size" in dataset:
+        name += f" (size {dataset['size']})"
+    status = record.get("status", "finished")
+    if status == "finished" and not (folder / "cost.parquet").exists():
+        status = "unfinished (no cost.parquet)"
+    return Run(
+        path=folder,
+        status=status,
+        error=record.get("error"),
+        overrides=overrides,
+        name=str(config.get("name", "")),
+        data=(record.get("data_hash"), stream.get("test_fraction"), stream.get("split_seed")),
+        dataset=name,
+        version=int(record.get("tables", 1)),
+        change_points=tuple(record.get("change_points") or ()),
+    )
+
+
+def _jobs_without_runs(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """Sweep jobs (Hydra's ``.hydra`` folder) that wrote no run: they failed before it started."""
+    found = []
+    for given in paths:
+        for hydra_dir in sorted(Path(given).rglob(".hydra")):
+            job = hydra_dir.parent
+            if not (job / STATUS).exists() and not (job / "evals.parquet").exists():
+                overrides = _read_overrides(hydra_dir / "overrides.yaml")
+                log = job / "ctsim.log"
+                found.append((str(job), f"no run was written ({overrides}); see {log}"))
+    return found
+
+
+def _read_overrides(path: Path) -> str:
+    try:
+        import yaml
+
+        return " ".join(yaml.safe_load(path.read_text()) or [])
+    except (OSError, ValueError, ImportError):
+        return "overrides unknown"
+
+
+def _check_comparable(runs: list[Run]) -> None:
+    old = [r for r in runs if r.version != TABLE_VERSION]
+    if old:
+        shown = ", ".join(f"{r.path} (version {r.version})" for r in old)
+        raise CompareError(
+            f"these runs were written by an older ctsim, with table version other than {TABLE_VERSION}: "
+            f"{shown}. Their tables lack columns the comparison reads; run them again with this "
+            "ctsim, or read them with python -m ctsim.query"
+        )
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.data, []).append(r)
+    if len(groups) > 1:
+        shown = "; ".join(
+            f"{rs[0].dataset}, data {str(key[0])[:12]}, test fraction {key[1]}, split seed {key[2]}: "
+            + ", ".join(str(r.path) for r in rs)
+            for key, rs in groups.items()
+        )
+        raise CompareError(
+            "these runs replay different data (or split it differently), so their accuracies are not "
+            f"comparable: {shown}. Compare the runs of one dataset at a time"
+        )
+
+
+def _labels(runs: list[Run], found: list[Run]) -> dict[tuple[str, str], str]:
+    """Each (run folder, pipeline) → its name in the comparison: the pipeline, told apart by the
+    overrides its run does not share with all the others found (failed ones too, so that a pipeline
+    keeps its name when a job of its sweep fails)."""
+    shared = set.intersection(*(set(r.overrides) for r in found))
+    labels = {}
+    for r in runs:
+        own = " ".join(o for o in r.overrides if o not in shared)
+        names = pl.read_parquet(r.path / "cost.parquet", columns=["pipeline"])["pipeline"].unique().to_list()
+        for p in names:
+            if not own:
+                labels[(str(r.path), p)] = p
+            elif len(names) == 1 and p == r.name:
+                labels[(str(r.path), p)] = own
+            else:
+                labels[(str(r.path), p)] = f"{p} [{own}]"
+    return labels
+
+
+def _merged(runs: list[Run], labels: dict[tuple[str, str], str]) -> dict[str, pl.DataFrame]:
+    """Every run's tables, concatenated, ``pipeline`` replaced by its label, ``run`` added."""
+    frames: dict[str, list[pl.DataFrame]] = {}
+    for r in runs:
+        mapping = {p: label for (run, p), label in labels.items() if run == str(r.path)}
+        for name, lazy in load(r.path).items():
+            if name in ("runs", "lineage"):
+                continue
+            frame = lazy.collect()
+            if "pipeline" in frame.columns:
+                frame = frame.with_columns(
+                    pl.col("pipeline").replace_strict(mapping, default=pl.col("pipeline"))
+                )
+            frames.setdefault(name, []).append(frame.with_columns(pl.lit(str(r.path)).alias("run")))
+    tables = {name: pl.concat(fs, how="diagonal_relaxed") for name, fs in frames.items()}
+    twice = (
+        tables["cost"]
+        .group_by("pipeline", "seed")
+        .agg(pl.col("run").unique())
+        .filter(pl.col("run").list.len() > 1)
+    )
+    if twice.height:
+        shown = "; ".join(
+            f"{row['pipeline']} seed {row['seed']} in {', '.join(row['run'])}"
+            for row in twice.iter_rows(named=True)
+        )
+        raise CompareError(
+            f"the same pipeline and seed in more than one run: {shown}. Give the folders of one of them only"
+        )
+    return tables
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+def with_oracle(comparison: Comparison, candidates: str | None = None) -> Comparison:
+    """Add the hindsight-optimal frontier and each pipeline's regret, where a compared pipeline trains at
+    every slice (or ``candidates`` names one); otherwise a note says why there is none."""
+    from ctsim.reports.oracle import OracleError, candidate_variant, frontier, regrets
+
+    t = comparison.tables
+    try:
+        num_slices = t["evals"]["slice"].n_unique()
+        name = candidate_variant(t["generations"], num_slices, candidates)
+        comparison.frontier = frontier(t["evals"], t["generations"], name)
+        comparison.regret = regrets(t["cost"], t["evals"], t["generations"], name)
+        comparison.candidates = name
+    except OracleError as e:
+        if candidates is not None:
+            raise CompareError(f"--candidates: {e}") from None
+        comparison.notes.append(f"No regret: {e}.")
+    return comparison
+
+
+def summary(comparison: Comparison) -> pl.DataFrame:
+    """One row per pipeline (:data:`SUMMARY_SCHEMA`), in the order pipelines first appear."""
+    from scipy import stats
+
+    t = comparison.tables
+    cost = t["cost"].with_columns(
+        (pl.col("train_flops") + pl.col("selection_flops")).alias("flops"),
+        (pl.col("trigger_s") + pl.col("selection_s") + pl.col("train_s")).alias("device_s"),
+    )
+    per_seed = cost.select(
+        "pipeline",
+        "seed",
+        "composite_accuracy",
+        "composite_macro_f1",
+        pl.col("composite_auroc")
+        if "composite_auroc" in cost.columns
+        else pl.lit(None, pl.Float64).alias("composite_auroc"),
+        "triggers",
+        "samples_trained",
+        "flops",
+        "device_s",
+    )
+    extra = {
+        "quality": ["incorporation_latency"],
+        "metrics": [
+            "bwt",
+            "fwt",
+            "forgetting",
+            "eval_fix_id",
+            "eval_fix_ood",
+            "eval_fix_worst",
+            "eval_stream",
+        ],
+    }
+    for name, columns in extra.items():
+        frame = t.get(name)
+        have = [c for c in columns if frame is not None and c in frame.columns]
+        if have:
+            per_seed = per_seed.join(
+                frame.select("pipeline", "seed", *have), on=["pipeline", "seed"], how="left"
+            )
+        per_seed = per_seed.with_columns(pl.lit(None, pl.Float64).alias(c) for c in columns if c not in have)
+    if comparison.regret is not None:
+        per_seed = per_seed.join(
+            comparison.regret.select("pipeline", "seed", "regret"), on=["pipeline", "seed"], how="left"
+        )
+    else:
+        per_seed = per_seed.with_columns(pl.lit(None, pl.Float64).alias("regret"))
+
+    rows = []
+    for (name,), group in per_seed.group_by("pipeline", maintain_order=True):
+        acc = group["composite_accuracy"].drop_nulls().drop_nans().to_list()
+        mean = sum(acc) / len(acc) if acc else None
+        sd = float(pl.Series(acc).std()) if len(acc) > 1 else None
+        low = high = None
+        if len(acc) > 1:
+            if sd == 0:
+                low = high = mean
+            else:
+                low, high = stats.t.interval(0.95, len(acc) - 1, loc=mean, scale=stats.sem(acc))
+        device_s = _mean(group["device_s"])
+        rows.append(
+            {
+                "pipeline": name,
+                "seeds": group.height,
+                "accuracy": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "accuracy_sd": sd,
+                "macro_f1": _mean(group["composite_macro_f1"]),
+                "auroc": _mean(group["composite_auroc"]),
+                "triggers": _mean(group["triggers"]),
+                "samples": _mean(group["samples_trained"]),
+                "tflops": None if (f := _mean(group["flops"])) is None else f / 1e12,
+                "device_s": device_s,
+                "cost_usd": None if device_s is None else device_s / 3600 * comparison.price_per_hour,
+                **{c: _mean(group[c]) for c in ("incorporation_latency", "regret", *extra["metrics"])},
+            }
+        )
+    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+
+
+def _mean(column: pl.Series) -> float | None:
+    values = column.cast(pl.Float64).drop_nulls().drop_nans()
+    return float(values.mean()) if len(values) else None
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def default_out(paths: Sequence[str | Path]) -> Path:
+    """``DIR/comparison`` for one folder; several need ``--out``."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return Path(paths[0]) / "comparison"
+    raise CompareError("several folders given: say where the comparison goes with --out DIR")
+
+
+def write(comparison: Comparison, out: Path) -> list[Path]:
+    """The table (parquet and markdown), the plots and ``report.html`` in ``out``; nothing is overwritten."""
+    from ctsim.reports import html, plots
+
+    existing = [n for n in OUTPUTS if (out / n).exists()]
+    if existing:
+        raise CompareError(
+            f"{out} already holds {', '.join(existing)}; a comparison never overwrites (use --out)"
+        )
+    table = summary(comparison)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = plots.draw_comparison(comparison, table, out / "plots")
+    files = [*figures.values()]
+    path = out / "compare.parquet"
+    table.write_parquet(path)
+    files.append(path)
+    text = markdown(comparison, table, figures, out)
+    (out / "compare.md").write_text(text)
+    files.append(out / "compare.md")
+    page = html.report(comparison, table, figures)
+    (out / "report.html").write_text(page)
+    files.append(out / "report.html")
+    return files
+
+
+def markdown(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path], out: Path) -> str:
+    lines = [
+        "# Comparison",
+        "",
+        f"{len(comparison.runs)} run(s), {table.height} pipeline(s) · dataset {comparison.runs[0].dataset} · "
+        f"price {comparison.price_per_hour:g} $ per device-hour",
+        "",
+        "| " + " | ".join(h for h, _, _ in COLUMNS.values()) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for row in table.iter_rows(named=True):
+        lines.append("| " + " | ".join(cells(row).values()) + " |")
+    lines += ["", *(f"- **{h}**: {d}" for h, _, d in COLUMNS.values())]
+    if comparison.candidates:
+        lines.append(f"- Regret against the candidates of `{comparison.candidates}` (see ctsim.oracle).")
+    lines += [f"- {n}" for n in comparison.notes]
+    if comparison.left_out:
+        lines += ["", "## Left out", ""]
+        lines += [f"- `{folder}`: {why}" for folder, why in comparison.left_out]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name}]({p.relative_to(out)})" for name, p in figures.items()]
+    lines += ["", "## Runs", ""]
+    lines += [f"- `{r.path}`: {' '.join(r.overrides) or '(no overrides)'}" for r in comparison.runs]
+    return "\n".join(lines) + "\n"
+
+
+def compare(
+    paths: Sequence[str | Path],
+    out: str | Path | None = None,
+    price_per_hour: float = PRICE_PER_HOUR,
+    candidates: str | None = None,
+) -> tuple[Path, Comparison, list[Path]]:
+    """Gather, add the oracle, write; the folder written, the comparison and its files."""
+    target = Path(out) if out is not None else default_out(paths)
+    comparison = with_oracle(gather(paths, price_per_hour), candidates)
+    return target, comparison, write(comparison, target)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ctsim.compare",
+        description="Compare runs: a table per pipeline (mean and 95%% CI over seeds, cost), plots and "
+        "report.html.",
+    )
+    parser.add_argument("paths", nargs="+", help="run folders, sweep folders, or folders above them")
+    parser.add_argument("--out", help="where to write (default: DIR/comparison for one folder)")
+    parser.add_argument(
+        "--price-per-hour",
+        type=float,
+        default=PRICE_PER_HOUR,
+        help="dollars per device-hour (default %(default)s)",
+    )
+    parser.add_argument(
+        "--candidates", help="the pipeline that trains at every slice, for the oracle (default: found)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out, comparison, _ = compare(args.paths, args.out, args.price_per_hour, args.candidates)
+    except (CompareError, FileNotFoundError) as e:
+        print(f"ctsim.compare: {e}", file=sys.stderr)
+        return 2
+    print(console(comparison, out))
+    return 0
+
+
+def console(comparison: Comparison, out: Path) -> str:
+    table = summary(comparison)
+    lines = [f"ctsim.compare · {len(comparison.runs)} run(s) · {table.height} pipeline(s) · wrote {out}/"]
+    for row in table.iter_rows(named=True):
+        c = cells(row)
+        lines.append(
+            f"  {row['pipeline']:<28} seeds {row['seeds']}  accuracy {c['accuracy']} [{c['ci']}]  "
+            f"triggers {c['triggers']}  cost $ {c['cost_usd']}"
+        )
+    for folder, why in comparison.left_out:
+        lines.append(f"  left out {folder}: {why}")
+    return "\n".join(lines)
