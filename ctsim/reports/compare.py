@@ -209,6 +209,11 @@ def with_oracle(comparison: Comparison, candidates: str | None = None) -> Compar
         comparison.frontier = frontier(t["evals"], t["generations"], name)
         comparison.regret = regrets(t["cost"], t["evals"], t["generations"], name)
         comparison.candidates = name
+        if (comparison.regret["regret"] < 0).any():
+            comparison.notes.append(
+                "Some regrets are negative: the candidates are fine-tuned or trained on new data only, so "
+                "the frontier approximates the models a sparser schedule would train (see ctsim.oracle)."
+            )
     except OracleError as e:
         if candidates is not None:
             raise CompareError(f"--candidates: {e}") from None

@@ -19,6 +19,7 @@ from ctsim.reports.comparison import COLUMNS, Comparison, cells
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 1400px; }
+.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; white-space: nowrap; }
 th { background: #f0f0f0; cursor: pointer; user-select: none; position: sticky; top: 0; }
@@ -120,12 +121,14 @@ def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]
 <h1>ctsim comparison</h1>
 <p>{len(comparison.runs)} run(s), {table.height} pipeline(s) · dataset {e(comparison.runs[0].dataset)} ·
 price {comparison.price_per_hour:g} $ per device-hour · made {made}. Click a heading to sort.</p>
+<div class="wide">
 <table id="summary" class="sortable">
 <thead><tr>{head}</tr></thead>
 <tbody>
 {chr(10).join(body)}
 </tbody>
 </table>
+</div>
 <ul>{notes}</ul>
 {f'<h2>Left out</h2><ul id="left-out">{left}</ul>' if left else ""}
 <h2>Plots</h2>
