@@ -127,6 +127,14 @@ def resume(run_dir: str | Path, echo: bool = True):
                 f"{run_dir} was made by other code or config, so a resume would not give its results:\n  "
                 + "\n  ".join(found)
             )
+        threads = record.get("cpu_threads")
+        if echo and threads not in (None, torch.get_num_threads()) and plan.engine.device.type == "cpu":
+            now = torch.get_num_threads()
+            print(
+                f"ctsim: warning: the run used {threads} CPU thread(s), this process {now}; what is "
+                f"trained again may round differently (set OMP_NUM_THREADS={threads})",
+                file=sys.stderr,
+            )
         return execute(
             plan, run_dir, command=record.get("command", "python -m ctsim"), echo=echo, resume=True
         )

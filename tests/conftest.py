@@ -32,6 +32,14 @@ def run(overrides: list[str], out_dir: Path) -> RunOutcome:
     return execute(build(overrides), out_dir, echo=False)
 
 
+def own_experiment(root: Path, name: str, text: str) -> Path:
+    """``root`` as a user's folder holding their own experiment ``configs/experiment/<name>.yaml``
+    (``--config-dir configs``, or ``hydra.searchpath=[file://<root>/configs]``)."""
+    (root / "configs" / "experiment").mkdir(parents=True, exist_ok=True)
+    (root / "configs" / "experiment" / f"{name}.yaml").write_text(text)
+    return root
+
+
 def cli(
     args: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

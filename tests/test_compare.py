@@ -18,7 +18,7 @@ from scipy import stats
 from ctsim.reports.compare import SUMMARY_SCHEMA, main
 from ctsim.reports.plots import pareto_front
 
-from .conftest import REPO, cli, run
+from .conftest import REPO, cli, own_experiment, run
 
 # SEA (40 slices of 500 samples at full size) and an MLP: a run takes well under a second.
 EXPERIMENT = """\
@@ -68,10 +68,7 @@ class Boom(nn.Module):
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sweeper")
-    (root / "configs" / "experiment").mkdir(parents=True)
-    (root / "configs" / "experiment" / "tiny.yaml").write_text(EXPERIMENT)
-    return root
+    return own_experiment(tmp_path_factory.mktemp("sweeper"), "tiny", EXPERIMENT)
 
 
 def sweep(user: Path, out: Path, *args: str) -> subprocess.CompletedProcess:

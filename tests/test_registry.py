@@ -23,7 +23,7 @@ from ctsim.registry.layout import JOURNAL, METRICS, TABLES
 from ctsim.registry.store import ResumeError, RunStore, file_sha256
 from ctsim.resume import reproduce, resume
 
-from .conftest import cli, run
+from .conftest import cli, own_experiment, run
 from .test_cli import tree
 
 # Three kinds of pipeline, two seeds: a time trigger; a trigger that reads the active model's accuracy
@@ -59,10 +59,7 @@ TIMING = ("train_s", "trigger_s", "selection_s", "eval_s", "total_s")  # seconds
 @pytest.fixture(scope="module")
 def user(tmp_path_factory) -> Path:
     """A user's folder with their own experiment (--config-dir) and a data root."""
-    root = tmp_path_factory.mktemp("user")
-    (root / "configs" / "experiment").mkdir(parents=True)
-    (root / "configs" / "experiment" / "resumable.yaml").write_text(EXPERIMENT)
-    return root
+    return own_experiment(tmp_path_factory.mktemp("user"), "resumable", EXPERIMENT)
 
 
 def overrides(user: Path) -> list[str]:
@@ -173,13 +170,19 @@ def copy_of(run_dir: Path, tmp_path: Path) -> Path:
 
 
 def test_a_corrupt_checkpoint_is_found_by_its_checksum_and_trained_again(
-    interrupted, uninterrupted, tmp_path
+    interrupted, uninterrupted, tmp_path, capsys
 ):
     out = copy_of(interrupted, tmp_path)
     victim = sorted((out / "checkpoints").rglob("*.pt"))[1]
     victim.write_bytes(victim.read_bytes()[:-7] + b"corrupt")
+    status = json.loads((out / "status.json").read_text())
+    assert status["cpu_threads"] == torch.get_num_threads()  # recorded: CPU rounding depends on it
+    status["cpu_threads"] += 1  # as if the run had had another thread count
+    (out / "status.json").write_text(json.dumps(status))
     with pytest.warns(UserWarning, match=f"checkpoint {victim} does not match its SHA-256.*trained again"):
-        outcome = resume(out, echo=False)
+        outcome = resume(out, echo=True)
+    err = capsys.readouterr().err
+    assert f"the run used {torch.get_num_threads() + 1} CPU thread(s)" in err and "OMP_NUM_THREADS" in err
     assert outcome.store.retrained == [str(victim)]
     assert_same_tables(out, uninterrupted)
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from ctsim.cli import gpu_of_job
 
-from .conftest import cli
+from .conftest import cli, own_experiment
 from .test_compare import BOOM, EXPERIMENT
 
 
@@ -27,10 +27,7 @@ def installed(plugin: str) -> bool:
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("launchers")
-    (root / "configs" / "experiment").mkdir(parents=True)
-    (root / "configs" / "experiment" / "tiny.yaml").write_text(EXPERIMENT)
-    return root
+    return own_experiment(tmp_path_factory.mktemp("launchers"), "tiny", EXPERIMENT)
 
 
 def two_jobs(user: Path, name: str, *launcher: str, env: dict | None = None) -> tuple[Path, CompletedProcess]:

@@ -112,6 +112,8 @@ def record(
         **versions(),
         "device": str(device),
         "device_name": device_name(device),
+        # CPU results depend on it: float32 sums are split across threads, so the rounding differs
+        "cpu_threads": torch.get_num_threads(),
         "seeds": seeds,
     }
 
