@@ -168,6 +168,10 @@ def test_compare_refuses_what_cannot_be_compared(swept, user, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no ctsim runs" in refused(empty)
+    capsys.readouterr()
+    assert main([str(swept / "0"), str(swept / "1")]) == 2  # two folders: where would it go?
+    assert "--out DIR" in capsys.readouterr().err
+    assert not (swept / "0" / "comparison").exists()
     assert "--price-per-hour" in refused(swept, extra=("--price-per-hour", "-1"))
 
     # a run of other data (a fifth of SEA instead of a tenth)

@@ -315,7 +315,10 @@ def default_out(paths: Sequence[str | Path]) -> Path:
     """``DIR/comparison`` for one folder; several need ``--out``."""
     if len(paths) == 1 and Path(paths[0]).is_dir():
         return Path(paths[0]) / "comparison"
-    raise CompareError("several folders given: say where the comparison goes with --out DIR")
+    raise CompareError(
+        "say where the comparison goes with --out DIR (without it, it goes into the one folder given, "
+        f"but {len(paths)} path(s) were given: {', '.join(map(str, paths))})"
+    )
 
 
 def write(comparison: Comparison, out: Path) -> list[Path]:
