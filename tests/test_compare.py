@@ -15,7 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 from scipy import stats
 
-from ctsim.reports.compare import SUMMARY_SCHEMA, main
+from ctsim.reports.compare import SUMMARY_SCHEMA, gather, main
 from ctsim.reports.plots import pareto_front
 
 from .conftest import REPO, cli, own_experiment, run
@@ -195,6 +195,22 @@ def test_compare_refuses_what_cannot_be_compared(swept, user, tmp_path, capsys):
     shutil.copytree(swept / "0", twice / "a")
     shutil.copytree(swept / "0", twice / "b")
     assert "the same pipeline and seed in more than one run" in refused(twice)
+
+
+def test_a_job_that_wrote_no_run_is_named_with_its_overrides(swept, tmp_path):
+    """A sweep job that stopped before its run began (Hydra's .hydra folder, no status.json)."""
+    sweep_dir = tmp_path / "sweep"
+    shutil.copytree(swept / "0", sweep_dir / "0")
+    (sweep_dir / "1" / ".hydra").mkdir(parents=True)
+    (sweep_dir / "1" / ".hydra" / "overrides.yaml").write_text("- trigger=amount\n- optimizer.lr=0.5\n")
+    comparison = gather([sweep_dir])
+    assert [r.path for r in comparison.runs] == [sweep_dir / "0"]
+    assert comparison.left_out == [
+        (
+            str(sweep_dir / "1"),
+            f"no run was written (trigger=amount optimizer.lr=0.5); see {sweep_dir / '1'}/ctsim.log",
+        )
+    ]
 
 
 def test_pareto_front_keeps_exactly_the_undominated_points():

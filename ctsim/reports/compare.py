@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
+import yaml
 
 from ctsim.registry.layout import STATUS, TABLE_VERSION, read_status
 from ctsim.registry.read import find_runs, load
@@ -112,10 +113,8 @@ def _jobs_without_runs(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
 
 def _read_overrides(path: Path) -> str:
     try:
-        import yaml
-
-        return " ".join(yaml.safe_load(path.read_text()) or [])
-    except (OSError, ValueError, ImportError):
+        return " ".join(map(str, yaml.safe_load(path.read_text()) or []))
+    except (OSError, TypeError, yaml.YAMLError):
         return "overrides unknown"
 
 
