@@ -213,9 +213,13 @@ def _interval(table: pl.DataFrame) -> list[list[float]]:
     return [[p[0] for p in pairs], [p[1] for p in pairs]]
 
 
+MARKERS = "osD^vP"
+
+
 def _points(ax: plt.Axes, table: pl.DataFrame, x: str) -> None:
-    """One point per pipeline (mean over seeds) with its 95% interval, coloured and labelled."""
-    palette = sns.color_palette("husl", table.height)
+    """One point per pipeline (mean over seeds) with its 95% interval, labelled; colours from a palette of
+    ten and markers cycling, so that many pipelines stay apart."""
+    palette = sns.color_palette("tab10", 10)
     below, above = _interval(table)
     for i, row in enumerate(table.iter_rows(named=True)):
         if row[x] is None or row["accuracy"] is None:
@@ -224,8 +228,8 @@ def _points(ax: plt.Axes, table: pl.DataFrame, x: str) -> None:
             row[x],
             row["accuracy"],
             yerr=[[below[i]], [above[i]]],
-            fmt="o",
-            color=palette[i],
+            fmt=MARKERS[i // 10 % len(MARKERS)],
+            color=palette[i % 10],
             label=row["pipeline"],
             capsize=3,
         )
