@@ -30,7 +30,9 @@ policies, trains every model generation, and evaluates every generation on every
   python -m ctsim experiment=portraits_yearly           an experiment: a whole study (conf/experiment/)
   python -m ctsim trigger=drift trigger/detector=ks     pick an option of a group, nested groups included
   python -m ctsim train.epochs=2 optimizer.lr=0.01      set any key of the composed config
-  python -m ctsim -m trigger.every=1,5,10               a sweep (multirun): one run per value
+  python -m ctsim -m experiment=portraits_yearly trigger=time,amount
+                                                        a sweep (multirun): one run per value,
+                                                        compared at the end (ctsim.compare)
   python -m ctsim --cfg job                             print the run config and each pipeline's changes
   python -m ctsim --config-dir my_conf experiment=NAME  your own config files, beside conf/"""
 
