@@ -65,7 +65,7 @@ def bwt(R: torch.Tensor, trained: Sequence[int]) -> float:
     if last < 1:
         return math.nan
     own = torch.tensor(trained[:last])
-    return _nanmean(R[last, own] - R[torch.arange(last), own])
+    return nanmean(R[last, own] - R[torch.arange(last), own])
 
 
 def fwt(R: torch.Tensor, trained: Sequence[int], baseline: Sequence[float] | torch.Tensor) -> float:
@@ -92,7 +92,7 @@ def fwt(R: torch.Tensor, trained: Sequence[int], baseline: Sequence[float] | tor
     if R.shape[0] < 2:
         return math.nan
     own = torch.tensor(trained[1:])
-    return _nanmean(R[torch.arange(R.shape[0] - 1), own] - baseline[own])
+    return nanmean(R[torch.arange(R.shape[0] - 1), own] - baseline[own])
 
 
 def forgetting(R: torch.Tensor, trained: Sequence[int]) -> float:
@@ -114,7 +114,7 @@ def forgetting(R: torch.Tensor, trained: Sequence[int]) -> float:
     earlier = R[:last, slices]
     best = torch.where(earlier.isnan(), -math.inf, earlier).max(0).values
     best = torch.where(earlier.isnan().all(0), math.nan, best)
-    return _nanmean(best - R[last, slices])
+    return nanmean(best - R[last, slices])
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def eval_fix(R: torch.Tensor, trained: Sequence[int], split: int | None = None) 
     ood = R[g, split + 1 :]
     ood = ood[~ood.isnan()]
     worst = float(ood.min()) if ood.numel() else math.nan
-    return EvalFix(split, g, _nanmean(R[g, : split + 1]), _nanmean(ood), worst)
+    return EvalFix(split, g, nanmean(R[g, : split + 1]), nanmean(ood), worst)
 
 
 def check_split(split: int, num_slices: int) -> None:
@@ -194,7 +194,7 @@ def eval_stream(R: torch.Tensor, trained: Sequence[int], k: int = DEFAULT_K) -> 
     for g, t in enumerate(trained):
         ahead = R[g, t + 1 : t + 1 + k]
         if not ahead.isnan().all():  # also when empty
-            means.append(_nanmean(ahead))
+            means.append(nanmean(ahead))
     return sum(means) / len(means) if means else math.nan
 
 
@@ -269,7 +269,9 @@ def _check(R: torch.Tensor, trained: Sequence[int]) -> None:
         )
 
 
-def _nanmean(t: torch.Tensor) -> float:
+def nanmean(t: torch.Tensor) -> float:
+    """The mean of the values that are not NaN (NaN when none is). The values are gathered into a new
+    tensor first, so the sum's order, and its rounding, do not depend on where ``t`` lies in memory."""
     t = t[~t.isnan()]
     return float(t.mean()) if t.numel() else math.nan
 

@@ -26,8 +26,9 @@ import torch
 from study import REPO, run_experiment, size_flags, write_comparison
 
 from ctsim.datasets.portraits import HAIR_CHANGE_YEAR, YEARS
+from ctsim.metrics import pipeline_matrix
 from ctsim.registry import load
-from ctsim.reports.analysis import drift_report, pipeline_matrix
+from ctsim.reports.analysis import drift_report
 
 OUT = REPO / "results" / "reference" / "portraits_yearly"
 REDUCED = ["dataset.size=0.1", "train.epochs=1", "population.seeds=[0,1,2]"]

@@ -52,7 +52,7 @@ def write_comparison(run_dir: Path, study: str, reduced: bool, command: str) -> 
     out = REPO / "results" / "reference" / study / ("comparison_reduced" if reduced else "comparison")
     if out.exists():
         shutil.rmtree(out)
-    _, comparison, _ = compare([run_dir], out)
+    _, comparison, table = compare([run_dir], out)
     shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
     (out / "README.md").write_text(
         f"# {study}{' (reduced)' if reduced else ''}: comparison\n\n"
@@ -60,5 +60,5 @@ def write_comparison(run_dir: Path, study: str, reduced: bool, command: str) -> 
         f"`python -m ctsim.compare {shown} --out {out.relative_to(REPO)}`. "
         "See compare.md for the table and report.html for all of it.\n"
     )
-    print(console(comparison, out))
+    print(console(comparison, table, out))
     return out

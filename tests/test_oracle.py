@@ -110,7 +110,7 @@ def test_the_cli_writes_frontier_regrets_and_plot(drift_run):
     assert "frontier" in (out / "oracle.md").read_text()
     # `five` first trains at slice 4, so its accuracy covers slices 5…: it is measured against schedules
     # that start there too, and the candidates at its own trigger slices are one of them
-    from ctsim.reports.analysis import pipeline_matrix
+    from ctsim.metrics import pipeline_matrix
 
     gens = drift_run.tables["generations"]
     for seed in (0, 1):

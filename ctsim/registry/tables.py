@@ -66,10 +66,8 @@ def build_tables(result: SimulationResult, checkpoints: Saved | None = None) -> 
 def _metrics(result: SimulationResult) -> pl.DataFrame:
     """Each pipeline's continual-learning metrics, from its accuracy matrix (by pipeline, not by name:
     the tables cannot tell apart pipelines that share a name and seed, the replay can)."""
-    rows: dict[int, list[int]] = {}
-    for r, gen in enumerate(result.generations):
-        rows.setdefault(gen.pipeline, []).append(r)
-    accuracy = result.evaluation.metrics["accuracy"]
+    rows = _rows_per_pipeline(result)
+    accuracy = result.evaluation.accuracy
     matrices = []
     for p, pipeline in enumerate(result.pipelines):
         own = rows.get(p, [])
@@ -120,11 +118,17 @@ def _quality(result: SimulationResult) -> pl.DataFrame:
     return quality_table(rows, stream.num_slices, stream.change_points, stream.time, stream.arrival_order)
 
 
-def _active_per_pipeline(result: SimulationResult) -> dict[int, list[int | None]]:
-    """Per pipeline, the row (into ``result.generations``) of each slice's active generation."""
+def _rows_per_pipeline(result: SimulationResult) -> dict[int, list[int]]:
+    """Per pipeline index, the rows (into ``result.generations``) of its generations, in order."""
     rows: dict[int, list[int]] = {}
     for row, gen in enumerate(result.generations):
         rows.setdefault(gen.pipeline, []).append(row)
+    return rows
+
+
+def _active_per_pipeline(result: SimulationResult) -> dict[int, list[int | None]]:
+    """Per pipeline, the row (into ``result.generations``) of each slice's active generation."""
+    rows = _rows_per_pipeline(result)
     active = {}
     for p in range(len(result.pipelines)):
         own = rows.get(p, [])

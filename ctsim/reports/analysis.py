@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ctsim.metrics import pipeline_matrix  # noqa: F401 (where the case studies look for it)
+from ctsim.metrics import nanmean
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,8 @@ def drift_report(
     pre = [g for g, t in enumerate(trained_slices) if change_slice - window <= t < change_slice]
     before = range(max(0, change_slice - window), change_slice)
     after = range(change_slice, min(num_slices, change_slice + window))
-    drop = Drop(_nanmean(matrix[pre][:, list(before)]), _nanmean(matrix[pre][:, list(after)]))
+    drop = Drop(nanmean(matrix[pre][:, list(before)]), nanmean(matrix[pre][:, list(after)]))
 
-    on_early = torch.tensor([_nanmean(matrix[g, list(early)]) for g in range(matrix.shape[0])])
+    on_early = torch.tensor([nanmean(matrix[g, list(early)]) for g in range(matrix.shape[0])])
     best, final = float(on_early.max()), float(on_early[-1])
     return DriftReport(profile, drop, best - final, best, final)
-
-
-def _nanmean(t: torch.Tensor) -> float:
-    t = t[~t.isnan()]
-    return float(t.mean()) if t.numel() else math.nan

@@ -17,11 +17,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ctsim.reports.comparison import PRICE_PER_HOUR
+
 _sweeps: list[CompareSweep] = []  # the callbacks of this process's multirun (one, in practice)
 
 
 class CompareSweep(Callback):
-    def __init__(self, enabled: bool = True, price_per_hour: float = 2.0) -> None:
+    def __init__(self, enabled: bool = True, price_per_hour: float = PRICE_PER_HOUR) -> None:
         self.enabled = bool(enabled)
         self.price_per_hour = float(price_per_hour)
         self.sweep_dir: Path | None = None
@@ -43,13 +45,13 @@ class CompareSweep(Callback):
         from ctsim.reports.compare import CompareError, compare, console
 
         try:
-            out, comparison, _ = compare(
+            out, comparison, table = compare(
                 [self.sweep_dir], self.sweep_dir / "comparison", price_per_hour=self.price_per_hour
             )
         except (CompareError, FileNotFoundError) as e:
             print(f"ctsim: no comparison of the sweep {self.sweep_dir}: {e}", file=sys.stderr)
             return
-        print(console(comparison, out), flush=True)
+        print(console(comparison, table, out), flush=True)
 
 
 def after_failure() -> None:

@@ -64,8 +64,9 @@ def gather(paths: Sequence[str | Path], price_per_hour: float = PRICE_PER_HOUR) 
         shown = "; ".join(f"{f} ({why})" for f, why in left_out)
         raise CompareError(f"no finished runs to compare: {shown}")
     _check_comparable(runs)
-    labels = _labels(runs, found)
-    tables = _merged(runs, labels)
+    loaded = {r.path: _tables(r.path) for r in runs}
+    labels = _labels(runs, found, {path: t["cost"] for path, t in loaded.items()})
+    tables = _merged(loaded, labels)
     return Comparison(runs, left_out, tables, labels, price_per_hour)
 
 
@@ -142,7 +143,12 @@ def _check_comparable(runs: list[Run]) -> None:
         )
 
 
-def _labels(runs: list[Run], found: list[Run]) -> dict[tuple[str, str], str]:
+def _tables(run_dir: Path) -> dict[str, pl.DataFrame]:
+    """A finished run's tables the comparison reads (not its lineage)."""
+    return {name: lazy.collect() for name, lazy in load(run_dir).items() if name not in ("runs", "lineage")}
+
+
+def _labels(runs: list[Run], found: list[Run], costs: dict[Path, pl.DataFrame]) -> dict[tuple[str, str], str]:
     """Each (run folder, pipeline) → its name in the comparison: the pipeline, told apart by the
     overrides its run does not share with all the others found (failed ones too, so that a pipeline
     keeps its name when a job of its sweep fails)."""
@@ -150,7 +156,7 @@ def _labels(runs: list[Run], found: list[Run]) -> dict[tuple[str, str], str]:
     labels = {}
     for r in runs:
         own = " ".join(o for o in r.overrides if o not in shared)
-        names = pl.read_parquet(r.path / "cost.parquet", columns=["pipeline"])["pipeline"].unique().to_list()
+        names = costs[r.path]["pipeline"].unique().to_list()
         for p in names:
             if not own:
                 labels[(str(r.path), p)] = p
@@ -161,20 +167,19 @@ def _labels(runs: list[Run], found: list[Run]) -> dict[tuple[str, str], str]:
     return labels
 
 
-def _merged(runs: list[Run], labels: dict[tuple[str, str], str]) -> dict[str, pl.DataFrame]:
+def _merged(
+    loaded: dict[Path, dict[str, pl.DataFrame]], labels: dict[tuple[str, str], str]
+) -> dict[str, pl.DataFrame]:
     """Every run's tables, concatenated, ``pipeline`` replaced by its label, ``run`` added."""
     frames: dict[str, list[pl.DataFrame]] = {}
-    for r in runs:
-        mapping = {p: label for (run, p), label in labels.items() if run == str(r.path)}
-        for name, lazy in load(r.path).items():
-            if name in ("runs", "lineage"):
-                continue
-            frame = lazy.collect()
+    for path, run_tables in loaded.items():
+        mapping = {p: label for (run, p), label in labels.items() if run == str(path)}
+        for name, frame in run_tables.items():
             if "pipeline" in frame.columns:
                 frame = frame.with_columns(
                     pl.col("pipeline").replace_strict(mapping, default=pl.col("pipeline"))
                 )
-            frames.setdefault(name, []).append(frame.with_columns(pl.lit(str(r.path)).alias("run")))
+            frames.setdefault(name, []).append(frame.with_columns(pl.lit(str(path)).alias("run")))
     tables = {name: pl.concat(fs, how="diagonal_relaxed") for name, fs in frames.items()}
     twice = (
         tables["cost"]
@@ -320,8 +325,9 @@ def default_out(paths: Sequence[str | Path]) -> Path:
     )
 
 
-def write(comparison: Comparison, out: Path) -> list[Path]:
-    """The table (parquet and markdown), the plots and ``report.html`` in ``out``; nothing is overwritten."""
+def write(comparison: Comparison, table: pl.DataFrame, out: Path) -> list[Path]:
+    """The table (:func:`summary`; parquet and markdown), the plots and ``report.html`` in ``out``;
+    nothing is overwritten."""
     from ctsim.reports import html, plots
 
     existing = [n for n in OUTPUTS if (out / n).exists()]
@@ -329,7 +335,6 @@ def write(comparison: Comparison, out: Path) -> list[Path]:
         raise CompareError(
             f"{out} already holds {', '.join(existing)}; a comparison never overwrites (use --out)"
         )
-    table = summary(comparison)
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.draw_comparison(comparison, table, out / "plots")
     files = [*figures.values()]
@@ -376,11 +381,13 @@ def compare(
     out: str | Path | None = None,
     price_per_hour: float = PRICE_PER_HOUR,
     candidates: str | None = None,
-) -> tuple[Path, Comparison, list[Path]]:
-    """Gather, add the oracle, write; the folder written, the comparison and its files."""
+) -> tuple[Path, Comparison, pl.DataFrame]:
+    """Gather, add the oracle, write; the folder written, the comparison and its table."""
     target = Path(out) if out is not None else default_out(paths)
     comparison = with_oracle(gather(paths, price_per_hour), candidates)
-    return target, comparison, write(comparison, target)
+    table = summary(comparison)
+    write(comparison, table, target)
+    return target, comparison, table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -404,16 +411,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out, comparison, _ = compare(args.paths, args.out, args.price_per_hour, args.candidates)
+            out, comparison, table = compare(args.paths, args.out, args.price_per_hour, args.candidates)
     except (CompareError, FileNotFoundError) as e:
         print(f"ctsim.compare: {e}", file=sys.stderr)
         return 2
-    print(console(comparison, out))
+    print(console(comparison, table, out))
     return 0
 
 
-def console(comparison: Comparison, out: Path) -> str:
-    table = summary(comparison)
+def console(comparison: Comparison, table: pl.DataFrame, out: Path) -> str:
+    """The comparison's table (:func:`summary`) in a few lines, and what was left out."""
     lines = [f"ctsim.compare · {len(comparison.runs)} run(s) · {table.height} pipeline(s) · wrote {out}/"]
     for row in table.iter_rows(named=True):
         c = cells(row)
