@@ -378,6 +378,60 @@ def test_train_freeze_fine_tunes_the_head_alone(kind, prefix, route):
             _assert_close(b.state[k], s.state[k], "float64", k)
 
 
+class SpareHead(nn.Module):
+    """A model with a trainable layer its forward pass never uses (``torch.optim`` skips it: no weight
+    decay); with ``every=k``, ``extra`` is used in every k-th forward pass only."""
+
+    def __init__(self, input_shape, num_classes, every=0):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(torch.Size(input_shape).numel(), 8), nn.ReLU())
+        self.head = nn.Linear(8, num_classes)
+        self.extra = nn.Linear(8, num_classes)
+        self.every, self.calls = every, 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.body(x)
+        return self.head(h) + self.extra(h) if self.every and self.calls % self.every == 0 else self.head(h)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("optimizers", [SGDS, ADAMS, ADAMWS], ids=["sgd", "adam", "adamw"])
+def test_a_parameter_the_forward_never_uses_stays_bit_for_bit_on_both_engines(optimizers, route):
+    spec = ModelSpec(SpareHead, (1, 6, 6), 3)  # every optimizer list has weight decay on some models
+    x, y = _data(spec)
+    jobs = _jobs(spec, optimizers)
+    seq_engine = SequentialEngine(device="cpu", dtype="float64")
+    bat_engine = BatchedEngine(device="cpu", dtype="float64", route=route)
+    seq_engine.record_optimizer_state = bat_engine.record_optimizer_state = True
+    seq, bat = seq_engine.train(jobs, x, y), bat_engine.train(jobs, x, y)
+    for job, s, b in zip(jobs, seq, bat):
+        start = build_model(job, torch.float64).state_dict()
+        for k in ("extra.weight", "extra.bias"):
+            assert torch.equal(s.state[k], start[k]) and torch.equal(b.state[k], start[k]), k
+        for k in s.state:
+            _assert_close(b.state[k], s.state[k], "float64", f"job {job.pipeline} {k}")
+        assert b.optimizer_state.keys() == s.optimizer_state.keys()  # no state for the unused layer
+        assert not any(k.startswith("extra.") for k in b.optimizer_state)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_parameter_used_in_some_steps_only_matches_sgd_and_warns_for_adam(route):
+    spec = ModelSpec(partial(SpareHead, every=3), (1, 6, 6), 3)  # one job: one forward pass per step
+    x, y = _data(spec)
+    job = _jobs(spec, SGDS)[1]  # momentum, Nesterov and weight decay: all skipped on the other steps
+    seq = SequentialEngine(device="cpu", dtype="float64").train([job], x, y)[0]
+    bat = BatchedEngine(device="cpu", dtype="float64", route=route).train([job], x, y)[0]
+    assert not torch.equal(
+        seq.state["extra.weight"], build_model(job, torch.float64).state_dict()["extra.weight"]
+    )
+    for k in seq.state:
+        _assert_close(bat.state[k], seq.state[k], "float64", k)
+    adam = _jobs(spec, ADAMWS)[1]
+    with pytest.warns(UserWarning, match=r"extra\.weight, extra\.bias got a gradient in some training steps"):
+        BatchedEngine(device="cpu", dtype="float64", route=route).train([adam], x, y)
+
+
 # ---------------------------------------------------------------------------------- a diverging member
 
 KINDS_AND_ODD_SHAPES = {**KINDS, "gru7": ModelSpec(partial(GRU, hidden=7), (5, 3), 3)}

@@ -14,7 +14,10 @@ the equivalence tests check:
   downsampling while training is its own: RS2 epoch subsets come from its generator, and
   batch-then-sample scores each model's batch with that model (a group shares one downsampling
   setting; :class:`_Kept`). Frozen
-  parameters (``requires_grad=False``, or ``train.freeze``) are never differentiated nor updated.
+  parameters (``requires_grad=False``, or ``train.freeze``) are never differentiated nor updated, and
+  a parameter the forward pass leaves unused in a step is not updated in that step (``torch.optim``
+  skips a parameter without a gradient; Adam's step count is per model here, so the engine warns when
+  a parameter is used in some steps only).
 * **Unequal data.** Every step is planned before training (:mod:`ctsim.engine.plan`). A step trains the
   models that still have a batch, in one call per distinct batch size, so no model ever sees padding
   (BatchNorm statistics stay exact). Models that have finished are left out of the update.
@@ -42,6 +45,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -71,6 +75,7 @@ from ctsim.engine.signals import Outputs, finish, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.engine.stack import Losses, Stack, batchnorm_in_float32
 from ctsim.models.base import ModelSpec
+from ctsim.optim import SGD
 
 SYNC_EVERY = 32  # steps between the lazy checks whether every model of a group has gone non-finite
 ROUTES = ("auto", "vmap", "loop")
@@ -180,12 +185,12 @@ class BatchedEngine(EngineSettings):
         with global_rng(jobs[0].seed if len(jobs) == 1 else None, self.device):
             for t, calls in enumerate(plan.calls):
                 work = {k: v.clone() for k, v in stack.buffers.items()}  # the forward updates BatchNorm stats
-                grads, losses = self._gradients(stack, work, calls, losses_of, x, y, kept)
+                grads, losses, skip = self._gradients(stack, work, calls, losses_of, x, y, kept)
                 if max_norm is not None:
                     clip_grad_norm_(grads, max_norm)
                 active = plan.active[t] & ~tally.frozen
                 before = stack.flat.clone()  # the last finite state, kept by models that go non-finite
-                optimizer.step(stack.flat, grads, t, active)
+                optimizer.step(stack.flat, grads, t, active, skip)
                 ok = _finite(losses, stack.flat, work)
                 _keep(stack, before, work, active & ok)
                 tally.record(active, ok, losses, plan.samples[t], plan.scored[t], plan.last_epoch[t])
@@ -202,28 +207,38 @@ class BatchedEngine(EngineSettings):
         x: torch.Tensor,
         y: torch.Tensor,
         kept: _Kept | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gather each call's batches, run forward and loss, and backward: flat gradients ``(M, P)`` and
-        losses ``(M,)`` (zero for the models that do not step). ``kept`` cuts each batch first
-        (batch-then-sample)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Gather each call's batches, run forward and loss, and backward: flat gradients ``(M, P)``,
+        losses ``(M,)`` (zero for the models that do not step), and the ``(M, P)`` entries that got no
+        gradient (parameters the forward pass did not use; None when every one was used). ``kept``
+        cuts each batch first (batch-then-sample)."""
         if len(calls) == 1 and calls[0].whole:
-            return self._call(stack, stack.flat, stack.frozen, work, calls[0], losses_of, x, y, kept)
+            grads, losses, unused = self._call(
+                stack, stack.flat, stack.frozen, work, calls[0], losses_of, x, y, kept
+            )
+            skip = stack.columns(unused).expand_as(grads) if unused else None
+            return grads, losses, skip
         grads = torch.zeros_like(stack.flat)
         losses = torch.zeros(len(stack), dtype=self.dtype, device=self.device)
+        skip = None
         for call in calls:
             rows = call.rows
             sub = {k: v.index_select(0, rows) for k, v in work.items()}
             frozen = {k: v.index_select(0, rows) for k, v in stack.frozen.items()}
             flat = stack.flat.index_select(0, rows)
-            g, loss = self._call(stack, flat, frozen, sub, call, losses_of, x, y, kept)
+            g, loss, unused = self._call(stack, flat, frozen, sub, call, losses_of, x, y, kept)
             for k, v in work.items():
                 v.index_copy_(0, rows, sub[k])
             grads.index_copy_(0, rows, g)
             losses.index_copy_(0, rows, loss.to(self.dtype))
-        return grads, losses
+            if unused:
+                skip = torch.zeros_like(grads, dtype=torch.bool) if skip is None else skip
+                skip.index_copy_(0, rows, stack.columns(unused).expand(len(g), -1))
+        return grads, losses, skip
 
     def _call(self, stack, flat, frozen, buffers, call: Call, losses_of: Losses, x, y, kept=None):
-        """One stacked forward and backward pass: ``(r, P)`` gradients and ``(r,)`` losses."""
+        """One stacked forward and backward pass: ``(r, P)`` gradients, ``(r,)`` losses, and the names
+        of the trainable parameters that got no gradient."""
         if kept is not None:
             call = kept(stack.views(flat), frozen, buffers, call, x, y)
         leaves = {k: v.detach().requires_grad_() for k, v in stack.views(flat).items()}
@@ -242,9 +257,12 @@ class BatchedEngine(EngineSettings):
                 ) from e
             raise
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
+        unused = frozenset(k for k, g in zip(leaves, grads) if g is None)
+        stack.graded.update(k for k in leaves if k not in unused)
+        stack.ungraded.update(unused)
         grads = [torch.zeros_like(v) if g is None else g for g, v in zip(grads, leaves.values())]
         flat_grads = torch.cat([g.reshape(len(flat), -1) for g in grads], dim=1) if grads else flat * 0
-        return flat_grads, losses.detach()
+        return flat_grads, losses.detach(), unused
 
     def _losses_for(self, job: TrainJob, vmapped: bool) -> Losses:
         """The loss function of one architecture, kept for the whole run (compiled once with ``compile``)."""
@@ -261,6 +279,14 @@ class BatchedEngine(EngineSettings):
         return self._kept[key]
 
     def _results(self, jobs, stack: Stack, optimizer, tally: _Tally, seconds: float) -> list[Trained]:
+        sometimes = [k for k, _ in stack.trainable if k in stack.graded and k in stack.ungraded]
+        if sometimes and optimizer.kind is not SGD:
+            warnings.warn(
+                f"{jobs[0].model.name}: the parameters {', '.join(sometimes)} got a gradient in some "
+                "training steps only. Adam counts its steps per model here and per parameter in "
+                "torch.optim, so these parameters differ from training each model alone; SGD is exact.",
+                stacklevel=2,
+            )
         states = stack.states()
         tallies = (tally.steps, tally.samples, tally.frozen, tally.scored)
         steps, samples, frozen, scored = (v.cpu().tolist() for v in tallies)
@@ -282,6 +308,8 @@ class BatchedEngine(EngineSettings):
     def _optimizer_state(stack: Stack, optimizer: StackedOptimizer, m: int) -> dict:
         """Model m's optimizer state per parameter name, shaped as ``torch.optim`` keeps it."""
         state = optimizer.model_state(m)
+        if not state:  # torch.optim keeps none (no step taken, or SGD without momentum)
+            return {}
         per_key = {k: stack.per_name(v.cpu()) for k, v in state.items() if k != "step"}
         return {
             name: {
@@ -289,6 +317,7 @@ class BatchedEngine(EngineSettings):
                 **{k: v[name] for k, v in per_key.items()},
             }
             for name, _ in stack.trainable
+            if name in stack.graded  # torch.optim keeps no state for a parameter that never got a gradient
         }
 
     # --------------------------------------------------------------------------------------- evaluation

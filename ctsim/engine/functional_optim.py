@@ -113,18 +113,32 @@ class StackedOptimizer:
         self._table = {k: v.to(self.dtype) for k, v in table.items()}
 
     @torch.no_grad()
-    def step(self, params: torch.Tensor, grads: torch.Tensor, t: int, active: torch.Tensor) -> None:
+    def step(
+        self,
+        params: torch.Tensor,
+        grads: torch.Tensor,
+        t: int,
+        active: torch.Tensor,
+        skip: torch.Tensor | None = None,
+    ) -> None:
         """Update the ``active`` models in place with step ``t`` of the :meth:`plan`.
 
         ``grads`` is used as scratch space; its rows of the models that sit the step out must be zero
         (the engine's are). Those models keep their parameters, state and step count bit for bit.
+        ``skip`` ``(M, P)`` marks entries that got no gradient at all (a parameter the forward pass did
+        not use): they keep their values and state bit for bit, as ``torch.optim`` skips a parameter
+        whose ``grad`` is None (no weight decay, no momentum). Adam's step count stays per model.
         """
+        kept = None if skip is None else [v.clone() for v in (params, *self.state.values())]
         self.steps += active
         k = {name: value[t] for name, value in self._table.items()}
         if self.kind is SGD:
             self._sgd(params, grads, k)
         else:
             self._adam(params, grads, k)
+        if kept is not None:
+            for now, was in zip((params, *self.state.values()), kept):
+                torch.where(skip, was, now, out=now)
 
     def _sgd(self, param, grad, k) -> None:
         if self._any_weight_decay:  # grad + wd·param

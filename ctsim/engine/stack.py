@@ -50,6 +50,9 @@ class Stack:
             self.frozen = {k: torch.stack([p[k].detach() for p in parts]).to(device) for k in frozen}
             buffers = [dict(m.named_buffers()) for m in models]
             self.buffers = {k: torch.stack([b[k] for b in buffers]).to(device) for k in buffers[0]}
+        self._columns: dict[frozenset[str], torch.Tensor] = {}
+        self.graded: set[str] = set()  # the trainable parameters that got a gradient in training ...
+        self.ungraded: set[str] = set()  # ... and those that got none in some step
 
     def __len__(self) -> int:
         return len(self.flat)
@@ -61,6 +64,16 @@ class Stack:
             out[name] = flat[:, start : start + size].view(len(flat), *shape)
             start += size
         return out
+
+    def columns(self, names: frozenset[str]) -> torch.Tensor:
+        """``(P,)`` bool on the device: the flat columns of the trainable parameters in ``names``."""
+        if names not in self._columns:
+            mask, start = torch.zeros(self.flat.shape[1], dtype=torch.bool), 0
+            for (name, _), size in zip(self.trainable, self.sizes):
+                mask[start : start + size] = name in names
+                start += size
+            self._columns[names] = mask.to(self.flat.device)
+        return self._columns[names]
 
     def states(self) -> list[State]:
         """Every model's state dict (persistent entries only), on the CPU, copied with one transfer
