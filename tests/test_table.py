@@ -196,6 +196,58 @@ def test_missing_values_error_drop_or_fill(tmp_path):
             {},
             ["dataset.slice_by='1mo'", "holds numbers, not dates"],
         ),
+        (
+            lambda p: write(
+                frame().with_columns(pl.col("ts").str.to_date().dt.strftime("%m/%d/%Y")), p / "t.csv"
+            ),
+            {},
+            ["row 0 (line 2 of the CSV)", "year first", "found '"],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(ts=pl.Series([float(i) for i in range(359)] + [float("nan")])),
+                p / "t.csv",
+            ),
+            {"slice_by": 60},
+            ["row 359 (line 361 of the CSV)", "a time in column 'ts'"],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(churn=pl.Series([1.0, 0.0, float("nan")] * 120)), p / "t.parquet"
+            ),
+            {},
+            ["t.parquet: row 2:", "a value in label column 'churn'"],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(ts=pl.duration(hours=pl.int_range(0, 360))), p / "t.parquet"
+            ),
+            {},
+            ["dataset.time_column='ts'", "dates, datetimes or numbers", "Duration"],
+        ),
+        (lambda p: write(frame(), p / "t.csv"), {"classes": ["no", "yes", "no"]}, ["different class values"]),
+        (
+            lambda p: write(frame(), p / "t.csv"),
+            {"feature_columns": ["f1", "churn"]},
+            ["dataset.feature_columns", "without the label column 'churn'"],
+        ),
+        (
+            lambda p: write(frame().with_columns(churn=pl.lit("yes")), p / "t.csv"),
+            {},
+            ["column 'churn' of", "t.csv", "at least 2 classes, found only ['yes']"],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(pl.col("ts").str.to_date().dt.strftime("%m/%d/%Y")), p / "t.csv"
+            ),
+            {"time_format": "%d.%m.%Y"},
+            ["row 0 (line 2 of the CSV)", "a time in dataset.time_format '%d.%m.%Y'"],
+        ),
+        (
+            lambda p: write(frame().with_columns(pl.col("ts").str.to_date()), p / "t.parquet"),
+            {"time_format": "%m/%d/%Y"},
+            ["dataset.time_format='%m/%d/%Y'", "holds Date, not text"],
+        ),
     ],
     ids=[
         "missing path",
@@ -206,6 +258,15 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         "unknown label",
         "list feature",
         "numeric time with a calendar period",
+        "month-first dates",
+        "NaN time",
+        "NaN label",
+        "duration time",
+        "repeated classes",
+        "label among the features",
+        "one class",
+        "a time_format the rows do not fit",
+        "a time_format for dates",
     ],
 )
 def test_bad_input_is_a_clear_error_before_training(tmp_path, make, kw, fragments):
@@ -253,3 +314,49 @@ def test_the_default_experiment_does_not_shrink_a_table(tmp_path):
     path = write(frame(), tmp_path / "t.csv")
     plan = build(table_run(tmp_path, path))  # and no model named: the table's default, mlp
     assert plan.dataset.size == 1.0 and len(plan.dataset.load().y) == 360
+
+
+def test_a_parquet_file_by_another_name_and_padded_dates_read_as_the_plain_csv(tmp_path):
+    """Exports differ: parquet saved as ``.pq``, dates padded with spaces by a spreadsheet."""
+    df = frame()
+    plain = stream_of(table(write(df, tmp_path / "t.csv")))
+    df.write_parquet(tmp_path / "t.pq")
+    padded = write(df.with_columns(ts=" " + pl.col("ts") + " "), tmp_path / "padded.csv")
+    for path in (tmp_path / "t.pq", padded):
+        other = stream_of(table(path))
+        assert torch.equal(other.x, plain.x) and torch.equal(other.y, plain.y), path
+        assert torch.equal(other.time, plain.time), path
+
+
+def test_month_first_dates_read_with_a_time_format_as_the_iso_file(tmp_path):
+    df = frame()
+    iso = stream_of(table(write(df, tmp_path / "t.csv")))
+    us = df.with_columns(pl.col("ts").str.to_date().dt.strftime("%m/%d/%Y"))
+    other = stream_of(table(write(us, tmp_path / "us.csv"), time_format="%m/%d/%Y"))
+    for key in ("x", "y", "time", "slice"):
+        assert torch.equal(getattr(other, key), getattr(iso, key)), key
+
+
+def test_a_year_column_of_integers_gives_one_slice_per_year_from_the_command_line(tmp_path):
+    """A table with a plain ``year`` column, as Yearbook-like data comes: ``slice_by=value``."""
+    g = np.random.default_rng(3)
+    years = g.choice([1931, 1930, 1935, 1942], 400)  # unsorted, with gaps between the years
+    f1 = g.normal(size=400)
+    df = pl.DataFrame({"year": years, "f1": f1, "churn": np.where(f1 > 0, "yes", "no")})
+    path = write(df, tmp_path / "years.csv")
+    samples = table(path, time_column="year", slice_by="value").load()
+    assert samples.slice_labels == ["1930", "1931", "1935", "1942"]
+    assert [samples.slice_labels[s] for s in samples.slice.tolist()] == [str(y) for y in sorted(years)]
+    assert samples.time.tolist() == sorted(float(y) for y in years)
+    overrides = small(
+        tmp_path,
+        "dataset=table",
+        f"dataset.path={path}",
+        "dataset.time_column=year",
+        "dataset.label_column=churn",
+        "dataset.slice_by=value",
+        "population.variants={}",
+    )
+    outcome = run(overrides, tmp_path / "out")
+    labels = outcome.tables["evals"]["slice_label"].unique().sort().to_list()
+    assert labels == ["1930", "1931", "1935", "1942"]

@@ -292,6 +292,17 @@ def test_missing_files_say_what_is_expected_where_offline(name, tmp_path, capsys
     assert "nothing was written" in err and not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("under", ["MNIST", "MNIST/raw"])
+def test_the_mnist_folder_is_not_read_as_fashion_mnist(under, tv_root, tmp_path, capsys):
+    """Both name their files train-images-idx3-ubyte...: pointing at MNIST's folder must not give digits
+    labelled as clothes."""
+    assert prepare(prepare_args(tv_root / under, tmp_path / "d", "fashion_mnist")) == 2
+    err = capsys.readouterr().err
+    assert "Fashion-MNIST's files" in err and "FashionMNIST/raw/" in err and "MNIST's folder MNIST/" in err
+    assert not (tmp_path / "d").exists()
+    assert prepare(prepare_args(tv_root / under, tmp_path / "d", "mnist")) == 0  # its own folder is fine
+
+
 def bad_mnist(tmp_path: Path, case: str) -> tuple[Path, str]:
     """An MNIST folder with one bad file; what the error must say."""
     x, y = digits(40, seed=2)

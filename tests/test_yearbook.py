@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -236,6 +237,8 @@ def _bad_sources(base: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
     f.write_bytes(f.read_bytes()[:-100])
     empty_bin = write_modyn(content, base / "empty_bin")
     (empty_bin / "test" / "1950.bin").write_bytes(b"")
+    train_only = write_modyn(content, base / "train_only")
+    shutil.rmtree(train_only / "test")
     label = write_modyn(content, base / "label")
     raw = bytearray((label / "train" / "1930.bin").read_bytes())
     raw[12292 * 2 : 12292 * 2 + 4] = (2).to_bytes(4, "big")
@@ -287,6 +290,7 @@ def _bad_sources(base: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
         "wrong image size in the folder": (size_folder, [], ["1999_x.png", "28×28"]),
         "file name without a year": (name_folder, [], ["portrait.png", "starts with the year"]),
         "not a yearbook source": (base / "label" / "train" / "..", ["--format", "folder"], ["F/ and M/"]),
+        "binary train/ folder without test/": (train_only, [], ["train_only: expected", "train/ only"]),
     }
 
 
@@ -304,6 +308,7 @@ CASES = [
     "wrong image size in the folder",
     "file name without a year",
     "not a yearbook source",
+    "binary train/ folder without test/",
 ]
 
 

@@ -64,7 +64,14 @@ def parser() -> argparse.ArgumentParser:
         "--feature-columns", default=None, help="comma-separated (default: every other column)"
     )
     table.add_argument(
-        "--slice-by", default="1mo", help="a calendar period (1d, 1w, 1mo, 1q, 1y) or a row count"
+        "--slice-by",
+        default="1mo",
+        help="a calendar period (1d, 1w, 1mo, 1q, 1y), value (one slice per distinct time) or a row count",
+    )
+    table.add_argument(
+        "--time-format",
+        default=None,
+        help="a strftime format for text times not written year first: %%m/%%d/%%Y",
     )
     table.add_argument("--missing", default="error", choices=["error", "drop", "fill"])
     for name in GENERATED:
@@ -141,6 +148,7 @@ def _check_table(args: argparse.Namespace) -> int:
             label_column=args.label_column,
             feature_columns=features,
             slice_by=slice_by,
+            time_format=args.time_format,
             missing=args.missing,
         )
         ConfigError.raise_all(table.path_problems())
@@ -158,7 +166,11 @@ def _check_table(args: argparse.Namespace) -> int:
         f"  classes: {class_balance(dict(zip(table.class_names, classes)))}\n"
         "  tables are read directly on every run: nothing was written. Run it with:\n"
         f"  python -m ctsim dataset=table dataset.path={args.source} dataset.time_column={args.time_column} "
-        f"dataset.label_column={args.label_column} dataset.slice_by={slice_by} model=mlp"
+        f"dataset.label_column={args.label_column} dataset.slice_by={slice_by}"
+        + (f" dataset.feature_columns=[{','.join(features)}]" if features else "")
+        + (f" 'dataset.time_format={args.time_format}'" if args.time_format else "")
+        + (f" dataset.missing={args.missing}" if args.missing != "error" else "")
+        + " model=mlp"
     )
     return 0
 

@@ -2,11 +2,14 @@
 
 ``dataset=table dataset.path=sales.csv dataset.time_column=ts dataset.label_column=churned model=mlp``
 
-* **Time.** ``time_column`` holds dates or datetimes (parsed from text if need be), or numbers. Rows are
+* **Time.** ``time_column`` holds dates or datetimes (parsed from text that starts with the year, as
+  ISO 8601 does: in ``03/05/2021`` the order of day and month is a guess; for other text give
+  ``time_format``, a strftime format such as ``%m/%d/%Y``), or numbers. Rows are
   sorted by it, stably (rows with equal times keep their order); a log line says so if the file was not
   sorted. A sample's time is in fractional years for dates (2021.5 is mid-2021), else the number itself.
 * **Slices.** ``slice_by`` is a calendar period (``1d``, ``1w``, ``1mo``, ``1q``, ``1y``, or a multiple
-  such as ``2w``; dates only) with one slice per period that has rows, or a number of rows per slice.
+  such as ``2w``; dates only) with one slice per period that has rows, ``value`` (one slice per distinct
+  time, such as a ``year`` column of integers), or a number of rows per slice.
 * **Labels.** ``label_column``; the classes are ``classes`` if given (any other value is an error),
   else the sorted distinct values.
 * **Features.** ``feature_columns`` (default: every other column). Numbers (and booleans) are
@@ -86,6 +89,7 @@ class Table:
         label_column: str | None = None,
         feature_columns: list[str] | None = None,
         slice_by: str | int = "1mo",
+        time_format: str | None = None,
         classes: list | None = None,
         missing: str = "error",
         max_categories: int = 20,
@@ -112,14 +116,27 @@ class Table:
                     "slice_by",
                     slice_by,
                     (is_int(slice_by) and slice_by >= 1)
-                    or (isinstance(slice_by, str) and bool(PERIOD.match(slice_by))),
-                    "a calendar period (1d, 1w, 1mo, 1q, 1y, or a multiple: 2w) or a number of rows ≥ 1",
+                    or (isinstance(slice_by, str) and bool(PERIOD.match(slice_by)))
+                    or slice_by == "value",
+                    "a calendar period (1d, 1w, 1mo, 1q, 1y, or a multiple: 2w), value (one slice per "
+                    "distinct time) or a number of rows ≥ 1",
+                ),
+                check(
+                    "time_format",
+                    time_format,
+                    time_format is None or (isinstance(time_format, str) and "%" in time_format),
+                    "null (year-first dates such as 2021-03-01) or a strftime format such as %m/%d/%Y",
                 ),
                 check(
                     "classes",
                     classes,
-                    classes is None or (isinstance(classes, list) and len(classes) >= 2),
-                    "null or a list of ≥ 2 class values",
+                    classes is None
+                    or (
+                        isinstance(classes, list)
+                        and len(classes) >= 2
+                        and len({str(c) for c in classes}) == len(classes)
+                    ),
+                    "null or a list of ≥ 2 different class values",
                 ),
                 check("missing", missing, missing in MISSING, f"one of {list(MISSING)}"),
                 check(
@@ -136,6 +153,7 @@ class Table:
         self.time_column, self.label_column = time_column, label_column
         self.feature_columns = feature_columns
         self.slice_by, self.classes, self.missing = slice_by, classes, missing
+        self.time_format = time_format
         self.max_categories, self.size, self.seed = max_categories, float(size), seed
 
     @property
@@ -153,7 +171,7 @@ class Table:
         if not path.is_file():
             return Problem("dataset.path", str(path), "an existing CSV or parquet file")
         try:
-            if path.suffix.lower() == ".parquet":
+            if path.suffix.lower() == ".parquet" or _is_parquet(path):
                 frame = pl.read_parquet(path)
             else:
                 sep = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -162,7 +180,8 @@ class Table:
             return Problem("dataset.path", str(path), "", text=f"{path} is empty: expected a header and rows")
         except (pl.exceptions.PolarsError, OSError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return Problem("dataset.path", str(path), "", text=f"polars cannot read {path}: {first}")
+            text = f"polars cannot read {path} as {'parquet' if _is_parquet(path) else 'CSV'}: {first}"
+            return Problem("dataset.path", str(path), "", text=text)
         if frame.height == 0:
             return Problem("dataset.path", str(path), "", text=f"{path} has a header but no rows")
         return frame
@@ -187,6 +206,15 @@ class Table:
             problems.append(Problem("dataset.feature_columns", unknown, f"columns of {self.path}: {names}"))
         if not features:
             problems.append(Problem("dataset.feature_columns", features, "at least one input column"))
+        if self.label_column in features:
+            problems.append(
+                Problem(
+                    "dataset.feature_columns",
+                    features,
+                    f"input columns without the label column {self.label_column!r}: a model that is given "
+                    "the label learns nothing",
+                )
+            )
         numeric, categorical = [], []
         for c in [c for c in features if c in names]:
             dtype = frame.schema[c]
@@ -247,8 +275,8 @@ class Table:
         if problems:
             return problems
         labels = frame[self.label_column]
-        if labels.null_count():
-            row = int(frame.filter(labels.is_null())["_row"][0])
+        if bool(_is_missing(labels).any()):
+            row = int(frame.filter(_is_missing(labels))["_row"][0])
             return [self._row_problem(row, f"a value in label column {self.label_column!r}", "none")]
         if self.classes is not None:
             classes = list(self.classes)
@@ -263,9 +291,9 @@ class Table:
         else:
             classes = labels.unique().sort().to_list()
             if len(classes) < 2:
-                return [
-                    Problem("dataset.label_column", self.label_column, "", text="it has fewer than 2 classes")
-                ]
+                found = "no rows are left (missing=drop)" if frame.height == 0 else f"found only {classes}"
+                text = f"column {self.label_column!r} of {self.path}: expected at least 2 classes, {found}"
+                return [Problem("dataset.label_column", self.label_column, "", text=text)]
         if not frame["_time"].is_sorted():
             log.warning("%s is not sorted by %s: ctsim sorted its rows (stable)", self.path, self.time_column)
             frame = frame.sort("_time", maintain_order=True)  # stable: equal times keep the file's order
@@ -300,25 +328,53 @@ class Table:
 
     def _times(self, frame: pl.DataFrame) -> tuple[pl.Series, list[Problem]]:
         col = frame[self.time_column]
-        if col.null_count():
-            row = int(frame.filter(col.is_null())["_row"][0])
+        if bool(_is_missing(col).any()):
+            row = int(frame.filter(_is_missing(col))["_row"][0])
             return col, [self._row_problem(row, f"a time in column {self.time_column!r}", "none")]
         if col.dtype == pl.String:
-            parsed = col.str.to_datetime(strict=False)
+            col = col.str.strip_chars()
+            expected = (
+                "a date or datetime with the year first, such as 2021-03-01 or 2021-03-01 12:00 (ISO 8601; "
+                "in 03/05/2021 the order of day and month is a guess: give dataset.time_format=%m/%d/%Y "
+                "or %d/%m/%Y)"
+            )
+            if self.time_format is not None:
+                expected = f"a time in dataset.time_format {self.time_format!r}"
+            else:  # polars would read 03/05/2021 as 3 May without a word: year-first text is unambiguous
+                year_first = col.str.contains(r"^\s*\d{4}[-/.]")
+                if not bool(year_first.all()):
+                    i = int(year_first.not_().arg_max())
+                    return col, [self._row_problem(int(frame["_row"][i]), expected, repr(col[i]))]
+            try:
+                parsed = col.str.to_datetime(self.time_format, strict=False)
+            except pl.exceptions.PolarsError as e:  # no format polars knows fits, or a bad time_format
+                if self.time_format is not None:
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    return col, [
+                        Problem(
+                            "dataset.time_format",
+                            self.time_format,
+                            f"a strftime format polars reads ({first})",
+                        )
+                    ]
+                return col, [self._row_problem(int(frame["_row"][0]), expected, repr(col[0]))]
             bad = parsed.is_null()
             if bool(bad.any()):
                 i = int(bad.arg_max())
-                return col, [
-                    self._row_problem(
-                        int(frame["_row"][i]),
-                        "a date or datetime such as 2021-03-01 or 2021-03-01 12:00",
-                        repr(col[i]),
-                    )
-                ]
+                return col, [self._row_problem(int(frame["_row"][i]), expected, repr(col[i]))]
             col = parsed
+        elif self.time_format is not None:
+            return col, [
+                check(
+                    "dataset.time_format",
+                    self.time_format,
+                    False,
+                    f"null: the time column {self.time_column!r} holds {col.dtype}, not text",
+                )
+            ]
         elif col.dtype == pl.Date:
             col = col.cast(pl.Datetime("us"))
-        elif not (col.dtype.is_temporal() or col.dtype.is_numeric()):
+        elif not (isinstance(col.dtype, pl.Datetime) or col.dtype.is_numeric()):
             return col, [
                 Problem(
                     "dataset.time_column",
@@ -326,13 +382,14 @@ class Table:
                     f"dates, datetimes or numbers (it holds {col.dtype})",
                 )
             ]
-        if isinstance(self.slice_by, str) and not col.dtype.is_temporal():
+        if isinstance(self.slice_by, str) and self.slice_by != "value" and not col.dtype.is_temporal():
             return col, [
                 check(
                     "dataset.slice_by",
                     self.slice_by,
                     False,
-                    f"a number of rows: the time column {self.time_column!r} holds numbers, not dates",
+                    f"value or a number of rows: the time column {self.time_column!r} holds numbers, "
+                    "not dates",
                 )
             ]
         return col, []
@@ -372,6 +429,10 @@ class Table:
                 f"rows {i * self.slice_by}-{min(n, (i + 1) * self.slice_by) - 1}"
                 for i in range(int(index[-1]) + 1)
             ]
+        if self.slice_by == "value":
+            when = frame["_time"]
+            index = torch.from_numpy(when.rank("dense").cast(pl.Int64).to_numpy().copy()) - 1
+            return index, [_label(v) for v in when.unique(maintain_order=True).to_list()]
         unit = PERIOD.match(self.slice_by).group(1)
         period = frame["_time"].dt.truncate(self.slice_by)
         starts = period.unique(maintain_order=True)
@@ -398,6 +459,29 @@ class Table:
             change_points=[],
             fit=lambda train: encode(numeric, cats, train & (slices == 0), self.max_categories),
         )
+
+
+def _label(value) -> str:
+    """A slice's name for one time value: 1930 for the number 1930.0, 2021-03-01 for a midnight."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "hour") and (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0):
+        return str(value.date())
+    return str(value)
+
+
+def _is_parquet(path: Path) -> bool:
+    """Whether ``path`` starts with parquet's magic bytes (a parquet file named ``.pq`` or ``.parq``)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _is_missing(values: pl.Series) -> pl.Series:
+    """Null, or NaN in a float column (pandas writes a missing number as NaN)."""
+    return values.is_null() | values.is_nan() if values.dtype.is_float() else values.is_null()
 
 
 def encode(

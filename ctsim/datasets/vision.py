@@ -168,6 +168,15 @@ def find_file(folders: Sequence[Path], name: str) -> Path | None:
 def read_idx_dataset(root: Path, source: Source) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MNIST or Fashion-MNIST's four idx files under ``root`` (or ``root`` being the dataset's folder)."""
     folders = [root / source.folder / "raw", root / "raw", root]
+    # MNIST and Fashion-MNIST name their files alike: --from MNIST/ must not pass for Fashion-MNIST
+    named = root.parent.name if root.name == "raw" else root.name
+    other = next((s for s in SOURCES.values() if s.folder == named and s != source), None)
+    if other is not None and find_file(folders[:1], IDX_FILES["train", "images"][0]) is None:
+        raise DataError(
+            root,
+            f"{source.title}'s files: --from is the root you give torchvision, holding {source.folder}/raw/",
+            f"{other.title}'s folder {named}/",
+        )
     files = {key: find_file(folders, name) for key, (name, _) in IDX_FILES.items()}
     missing = [IDX_FILES[key][0] for key, f in files.items() if f is None]
     if missing:

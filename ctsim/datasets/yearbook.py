@@ -241,6 +241,13 @@ def read_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, N
 
 def read_modyn(root: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     split = (root / "train").is_dir() and (root / "test").is_dir()
+    half = [name for name in ("train", "test") if any((root / name).glob("*.bin"))]
+    if not split and half and not any(root.glob("*.bin")):
+        raise DataError(
+            root,
+            "<year>.bin files in it, or both train/ and test/ folders of them (Modyn's split)",
+            f"{half[0]}/ only: put its files directly in {root}, or add the missing folder",
+        )
     folders = [(root / "train", False), (root / "test", True)] if split else [(root, False)]
     images, labels, years, tests = [], [], [], []
     for folder, is_test in folders:
