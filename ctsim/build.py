@@ -96,14 +96,19 @@ def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config"
         if found:  # its shapes may be unknown (a cache not prepared): no model can be checked against it
             dataset = None
     stream = _instantiate(cfg.stream, "stream", problems)
-    engine = _instantiate(cfg.engine, "engine", problems, device=cfg.device)
+    engine_problems: list[Problem] = []
+    engine = _instantiate(cfg.engine, "engine", engine_problems, device=cfg.device)
+    # the engine checks the run's top-level ``device``: name the key the user sets
+    problems += [replace(p, key="device") if p.key == "engine.device" else p for p in engine_problems]
     found, problems_of_variants = variants(cfg, overrides, config_name)
     problems += [p for p in problems_of_variants if p is not None]
     seeds = list(cfg.population.seeds) if OmegaConf.is_list(cfg.population.seeds) else []
     pipelines = []
     for variant in found:
         variant_problems: list[Problem] = []
-        _parts(variant.config, dataset, variant_problems)  # checked once, whatever the seeds
+        parts = _parts(variant.config, dataset, variant_problems)  # checked once, whatever the seeds
+        if engine is not None and isinstance(parts["model"], ModelSpec) and not variant_problems:
+            variant_problems += getattr(engine, "route_problems", lambda spec: [])(parts["model"])
         _attribute(variant, variant_problems, problems)
         if not variant_problems and dataset is not None:
             # fresh objects per seed: a policy may keep state, and pipelines never share it

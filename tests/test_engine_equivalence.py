@@ -14,6 +14,7 @@ member, plain ``nn.Dropout``, strict state loading, and (on a CUDA device) the G
 
 from __future__ import annotations
 
+import copy
 import warnings
 from functools import partial
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from ctsim.config import ConfigError
 from ctsim.engine import BatchedEngine, SequentialEngine, TrainConfig, TrainJob, job_seed
-from ctsim.engine.base import StateError, build_model
+from ctsim.engine.base import SignalRequest, StateError, build_model
 from ctsim.engine.memory import footprint, per_model_bytes
 from ctsim.models import CNN, MLP, ModelSpec, SeededDropout, YearbookNet
 from ctsim.models.recurrent import GRU, LSTM
@@ -430,6 +431,181 @@ def test_a_parameter_used_in_some_steps_only_matches_sgd_and_warns_for_adam(rout
     adam = _jobs(spec, ADAMWS)[1]
     with pytest.warns(UserWarning, match=r"extra\.weight, extra\.bias got a gradient in some training steps"):
         BatchedEngine(device="cpu", dtype="float64", route=route).train([adam], x, y)
+
+
+# --------------------------------------------------------------------- architectures users bring along
+
+
+class TiedLayers(nn.Module):
+    """Weight tying: one Parameter used by two layers (its state dict holds it under both names)."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Flatten(), nn.Linear(torch.Size(input_shape).numel(), 8), nn.Tanh())
+        self.first, self.second = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.second.weight = self.first.weight
+        self.head = nn.Linear(8, num_classes)
+
+    def embed(self, x):
+        return torch.tanh(self.second(torch.tanh(self.first(self.enc(x)))))
+
+    def forward(self, x):
+        return self.head(self.embed(x))
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_tied_weights_train_predict_and_give_signals_as_the_sequential_engine(route):
+    spec = ModelSpec(TiedLayers, (1, 6, 6), 3)
+    x, y = _data(spec)
+    jobs = _jobs(spec, SGDS)
+    seq_engine = SequentialEngine(device="cpu", dtype="float64")
+    bat_engine = BatchedEngine(device="cpu", dtype="float64", route=route)
+    seq, bat = seq_engine.train(jobs, x, y), bat_engine.train(jobs, x, y)
+    for job, s, b in zip(jobs, seq, bat):
+        assert s.steps == b.steps == job.steps() and s.status == b.status == "ok"
+        assert s.state.keys() == b.state.keys() and torch.equal(
+            b.state["first.weight"], b.state["second.weight"]
+        )
+        for k in s.state:
+            _assert_close(b.state[k], s.state[k], "float64", f"job {job.pipeline} {k}")
+    states = [s.state for s in seq]
+    ref, out = seq_engine.predict(spec, states, x[:50]), bat_engine.predict(spec, states, x[:50])
+    _assert_close(out.logits, ref.logits, "float64", "logits")
+    requests = [SignalRequest(spec, st, frozenset({"embeddings", "loss"})) for st in states]
+    for a, b in zip(
+        seq_engine.signals(requests, x[:50], y[:50]), bat_engine.signals(requests, x[:50], y[:50])
+    ):
+        _assert_close(b["embeddings"], a["embeddings"], "float64", "embeddings")
+        _assert_close(b["loss"], a["loss"], "float64", "loss")
+
+
+class TokenBag(nn.Module):
+    """Token ids (cast to float by the engines) through an ``nn.Embedding`` with a padding row."""
+
+    def __init__(self, input_shape, num_classes, vocab=20, max_norm=None):
+        super().__init__()
+        self.vocab = vocab
+        self.emb = nn.Embedding(vocab, 6, padding_idx=0, max_norm=max_norm)
+        self.head = nn.Linear(6, num_classes)
+
+    def embed(self, x):
+        return self.emb(x.long() % self.vocab).mean(1)
+
+    def forward(self, x):
+        return self.head(self.embed(x))
+
+
+def _tokens(spec, n=600):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 20, (n, *spec.input_shape), generator=g).double()  # about 1 in 20 is padding
+    return x, (x[:, 0] % spec.num_classes).long()
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_an_embeddings_padding_row_gets_no_gradient_on_every_model(route):
+    # vmap's embedding backward skips the padding row of the first stacked model only
+    spec = ModelSpec(TokenBag, (7,), 3)
+    x, y = _tokens(spec)
+    jobs = _jobs(spec, SGDS)
+    seq = SequentialEngine(device="cpu", dtype="float64").train(jobs, x, y)
+    bat = BatchedEngine(device="cpu", dtype="float64", route=route).train(jobs, x, y)
+    for job, s, b in zip(jobs, seq, bat):
+        start = build_model(job, torch.float64).state_dict()["emb.weight"][0]
+        assert torch.equal(b.state["emb.weight"][0], s.state["emb.weight"][0]), job.pipeline
+        assert s.state["emb.weight"][0].abs().max() <= start.abs().max()  # weight decay alone
+        for k in s.state:
+            _assert_close(b.state[k], s.state[k], "float64", f"job {job.pipeline} {k}")
+
+
+@pytest.mark.parametrize(
+    "layer, named",
+    [
+        (nn.LSTM(4, 5, batch_first=True), r"rnn \(LSTM\): torch's fused recurrent kernels"),
+        (nn.GRU(4, 5, batch_first=True), r"rnn \(GRU\): torch's fused recurrent kernels"),
+        (nn.BatchNorm1d(4, momentum=None), r"rnn \(BatchNorm1d\): momentum=None"),
+    ],
+    ids=["lstm", "gru", "batchnorm_cumulative"],
+)
+def test_layers_vmap_cannot_stack_are_named_on_vmap_and_run_on_the_loop_under_auto(layer, named):
+    spec = ModelSpec(partial(TorchLayer, layer=layer), (6, 4), 3)
+    x, y = _data(spec)
+    jobs = _jobs(spec, SGDS)[:2]
+    with pytest.raises(
+        ConfigError,
+        match=r"engine.route='vmap': expected a model vmap can stack; TorchLayer has layers it cannot: "
+        + named,
+    ):
+        BatchedEngine(device="cpu", dtype="float64", route="vmap").train(jobs, x, y)
+    auto = BatchedEngine(device="cpu", dtype="float64")
+    assert not auto.vmapped(spec)
+    seq = SequentialEngine(device="cpu", dtype="float64").train(jobs, x, y)
+    for job, s, b in zip(jobs, seq, auto.train(jobs, x, y)):
+        assert s.steps == b.steps == job.steps()
+        for k in s.state:
+            _assert_close(b.state[k], s.state[k], "float64", f"job {job.pipeline} {k}")
+
+
+class TorchLayer(nn.Module):
+    """One of torch's own layers on ``(batch, steps, features)``, then a linear head on the last step."""
+
+    def __init__(self, input_shape, num_classes, layer):
+        super().__init__()
+        self.rnn = copy.deepcopy(layer)
+        self.recurrent = isinstance(layer, nn.RNNBase)
+        self.head = nn.Linear(5 if self.recurrent else input_shape[1], num_classes)
+
+    def forward(self, x):
+        h = self.rnn(x)[0][:, -1] if self.recurrent else self.rnn(x.transpose(1, 2)).mean(2)
+        return self.head(h)
+
+
+class DataDependent(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(torch.Size(input_shape).numel(), num_classes))
+
+    def forward(self, x):
+        out = self.body(x)
+        return out * 2 if out.sum() > 0 else out
+
+
+def test_a_forward_pass_vmap_cannot_batch_gets_an_error_that_names_the_loop_route():
+    spec = ModelSpec(DataDependent, (1, 4, 4), 3)
+    x, y = _data(spec)
+    jobs = _jobs(spec, SGDS)[:2]
+    with pytest.raises(
+        RuntimeError, match=r"vmap cannot stack .*data-dependent control flow.*engine.route=loop"
+    ):
+        BatchedEngine(device="cpu", dtype="float64", route="vmap").train(jobs, x, y)
+    seq = SequentialEngine(device="cpu", dtype="float64").train(jobs, x, y)
+    for s, b in zip(seq, BatchedEngine(device="cpu", dtype="float64", route="loop").train(jobs, x, y)):
+        for k in s.state:
+            _assert_close(b.state[k], s.state[k], "float64", k)
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(torch.Size(input_shape).numel(), num_classes))
+
+    def forward(self, x):
+        out = self.body(x)
+        return out, out.detach()
+
+
+@pytest.mark.parametrize("engine", ["vmap", "loop", "sequential"])
+def test_a_forward_that_returns_more_than_the_logits_gets_a_clear_error(engine):
+    spec = ModelSpec(TwoOutputs, (1, 4, 4), 3)
+    x, y = _data(spec)
+    bat = BatchedEngine(device="cpu", dtype="float64", route=engine) if engine != "sequential" else None
+    eng = bat or SequentialEngine(device="cpu", dtype="float64")
+    expected = (
+        r"TwoOutputs's forward returned a tuple; the engines need one tensor of logits \(batch, classes\)"
+    )
+    with pytest.raises(TypeError, match=expected):
+        eng.train(_jobs(spec, SGDS)[:2], x, y)
+    with pytest.raises(TypeError, match=expected):
+        eng.predict(spec, [spec.build(seed=0).double().state_dict()], x[:10])
 
 
 # ---------------------------------------------------------------------------------- a diverging member

@@ -10,7 +10,7 @@ import torch
 
 from ctsim.engine.batched import BatchedEngine
 
-from .conftest import run, small
+from .conftest import cli, run, small
 
 VARIANTS = [
     '+population.variants.every5=["trigger=time","trigger.every=5"]',
@@ -70,3 +70,27 @@ def test_train_freeze_trains_the_head_alone_across_generations(tmp_path):
             if k.startswith("features.") and ("weight" in k or "bias" in k):
                 assert torch.equal(v, later[k]), k  # frozen: every generation keeps generation 0's
         assert not torch.equal(earlier["head.weight"], later["head.weight"])  # the head trains
+
+
+def test_a_users_model_with_torchs_lstm_on_the_vmap_route_is_refused_before_any_folder(tmp_path):
+    """``engine.route=vmap`` with layers vmap cannot stack: one line naming the layer, exit code 2."""
+    (tmp_path / "mynets.py").write_text(
+        "from torch import nn\n"
+        "class TorchLSTM(nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes):\n"
+        "        super().__init__()\n"
+        "        self.rnn = nn.LSTM(input_shape[1], 8, batch_first=True)\n"
+        "        self.head = nn.Linear(8, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.rnn(x)[0][:, -1])\n"
+    )
+    (tmp_path / "cfg" / "model").mkdir(parents=True)
+    (tmp_path / "cfg" / "model" / "torch_lstm.yaml").write_text(
+        "_target_: mynets.TorchLSTM\n_partial_: true\n"
+    )
+    args = ["--config-dir", str(tmp_path / "cfg"), "dataset=sensors", "model=torch_lstm", "engine.route=vmap"]
+    done = cli([*args, "hydra.run.dir=out"], tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert "engine.route='vmap'" in done.stderr and "rnn (LSTM)" in done.stderr
+    assert "engine.route=loop" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -354,6 +354,22 @@ class EngineSettings:
         return nullcontext()
 
 
+def logits_of(out: object, model: torch.nn.Module) -> torch.Tensor:
+    """A model's output, which must be one tensor of logits ``(batch, classes)``; a clear error otherwise.
+
+    >>> logits_of((torch.zeros(2, 3), torch.zeros(2)), torch.nn.Identity())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: Identity's forward returned a tuple; the engines need one tensor of logits (batch, classes)...
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    raise TypeError(
+        f"{type(model).__name__}'s forward returned a {type(out).__name__}; the engines need one tensor of "
+        "logits (batch, classes). Return extra outputs from another method (as embed gives the embeddings)"
+    )
+
+
 def build_model(job: TrainJob, dtype: torch.dtype) -> torch.nn.Module:
     """The model a job starts from: seeded initialisation, the parent's state, frozen parameters."""
     model = job.model.build(seed=job.seed, dtype=dtype)
@@ -473,7 +489,7 @@ def predict_each(
         net.load_state_dict(state)
         with torch.inference_mode(), autocast():
             out = [
-                net(x[i : i + batch_size].to(device, dtype).contiguous(memory_format=fmt))
+                logits_of(net(x[i : i + batch_size].to(device, dtype).contiguous(memory_format=fmt)), net)
                 for i in range(0, len(x), batch_size)
             ]
             z = torch.cat(out) if out else torch.empty(0, 0, dtype=dtype, device=device)

@@ -30,6 +30,9 @@ the equivalence tests check:
   at a time through the plain module (torch's own kernels). ``auto`` takes ``vmap`` on GPUs, and on
   CPUs ``vmap`` for models without convolutions and ``loop`` for convolutional ones: on 2 CPU cores,
   grouped convolutions run slower than one model at a time (``python -m ctsim.bench --cases routes``).
+  A model with layers vmap cannot stack (torch's ``nn.LSTM``/``GRU``/``RNN``, BatchNorm with
+  ``momentum=None``, ``nn.Embedding`` with ``max_norm``, ``spectral_norm``) takes ``loop`` under
+  ``auto``; ``vmap`` refuses it, naming the layers (:func:`~ctsim.engine.stack.vmap_problems`).
 * **Memory.** A group larger than ``memory_budget`` trains in chunks of models, and evaluation runs in
   chunks of models × samples (:mod:`ctsim.engine.memory`); a CUDA out-of-memory error halves the chunk
   and tries again.
@@ -42,7 +45,6 @@ architecture and batch shape; not bit-identical to the eager kernels).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -53,7 +55,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ctsim.config import Problem, check, one_of, positive_int
+from ctsim.config import ConfigError, Problem, check, one_of, positive_int
 from ctsim.engine.base import (
     EngineSettings,
     Predictions,
@@ -64,6 +66,7 @@ from ctsim.engine.base import (
     build_model,
     check_state,
     global_rng,
+    logits_of,
     predict_each,
 )
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
@@ -73,12 +76,14 @@ from ctsim.engine.plan import Call, StepPlan
 from ctsim.engine.scores import score, top
 from ctsim.engine.signals import Outputs, finish, one_by_one
 from ctsim.engine.signals import groups as signal_groups
-from ctsim.engine.stack import Losses, Stack, batchnorm_in_float32
+from ctsim.engine.stack import Losses, Stack, aliases, batchnorm_in_float32, meta_copy, vmap_problems
 from ctsim.models.base import ModelSpec
 from ctsim.optim import SGD
 
 SYNC_EVERY = 32  # steps between the lazy checks whether every model of a group has gone non-finite
 ROUTES = ("auto", "vmap", "loop")
+# What torch.func.vmap says when it cannot batch an operation (torch 2.x)
+VMAP_REFUSALS = ("vmap:", "Batching rule not implemented", "batching rule")
 
 
 @dataclass(eq=False)
@@ -114,7 +119,7 @@ class BatchedEngine(EngineSettings):
         self.memory = MemoryPlanner(self.device, self.memory_budget)
         self._losses: dict[tuple, Losses] = {}
         self._kept: dict[tuple, _Kept] = {}
-        self._convolutional: dict[str, bool] = {}
+        self._kinds: dict[str, tuple[bool, list[str]]] = {}  # per architecture: convolutions, vmap_problems
 
     # ----------------------------------------------------------------------------------------- training
 
@@ -131,16 +136,37 @@ class BatchedEngine(EngineSettings):
         return results  # type: ignore[return-value]
 
     def vmapped(self, spec: ModelSpec) -> bool:
-        """Does this engine stack models of this architecture (``route``, see the module docstring)?"""
-        if self.route != "auto":
-            return self.route == "vmap"
-        if self.device.type == "cuda":
+        """Does this engine stack models of this architecture (``route``, see the module docstring)?
+
+        ``auto`` runs a model with layers vmap cannot stack (:func:`~ctsim.engine.stack.vmap_problems`)
+        on the ``loop`` route; ``vmap`` refuses it, naming the layers.
+        """
+        if self.route == "loop":
+            return False
+        convolutional, problems = self._kind(spec)
+        if self.route == "vmap":
+            ConfigError.raise_all(self.route_problems(spec))
             return True
-        if spec.key not in self._convolutional:
-            self._convolutional[spec.key] = any(
-                isinstance(m, nn.modules.conv._ConvNd) for m in spec.build().modules()
-            )
-        return not self._convolutional[spec.key]
+        return not problems and (self.device.type == "cuda" or not convolutional)
+
+    def route_problems(self, spec: ModelSpec) -> list[Problem]:
+        """``engine.route=vmap`` with a model that has layers vmap cannot stack: checked at start-up."""
+        problems = self._kind(spec)[1] if self.route == "vmap" else []
+        if not problems:
+            return []
+        expected = (
+            f"a model vmap can stack; {spec.name} has layers it cannot: {'; '.join(problems)}. "
+            "Use engine.route=loop (or auto, which picks it)"
+        )
+        return [Problem("engine.route", "vmap", expected)]
+
+    def _kind(self, spec: ModelSpec) -> tuple[bool, list[str]]:
+        """Whether the architecture has convolutions, and its layers vmap cannot stack."""
+        if spec.key not in self._kinds:
+            model = spec.build()
+            convolutional = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+            self._kinds[spec.key] = (convolutional, vmap_problems(model))
+        return self._kinds[spec.key]
 
     def _train_group(self, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
         """Train one group (one architecture, optimizer kind and set of frozen parameters)."""
@@ -255,6 +281,12 @@ class BatchedEngine(EngineSettings):
                     "ctsim.models.SeededDropout (or nn.Dropout, made seeded automatically), or "
                     "engine.route=loop"
                 ) from e
+            if losses_of.vmapped and any(phrase in str(e) for phrase in VMAP_REFUSALS):
+                raise RuntimeError(
+                    f"vmap cannot stack this model's forward pass ({_first_line(e)}): it needs plain tensor "
+                    "ops without data-dependent control flow, .item() or fused kernels (README: Adding a "
+                    "policy or a model). Use engine.route=loop, which trains it one model at a time"
+                ) from e
             raise
         grads = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
         unused = frozenset(k for k, g in zip(leaves, grads) if g is None)
@@ -337,17 +369,18 @@ class BatchedEngine(EngineSettings):
         batchnorm_in_float32(net)
         persistent = set(net.state_dict())
         shared = {k: v for k, v in net.named_buffers() if k not in persistent}  # e.g. dropout counters
+        tied = aliases(net)  # functional_call takes one value per tied tensor
 
         def forward(state, xb):
             with self._autocast():
-                return functional_call(net, (state, shared), (xb,))
+                return logits_of(functional_call(net, (state, shared), (xb,)), net)
 
         many = vmap(forward, in_dims=(0, None))
         classes, logits, seconds = [], [], []
         for rows in _chunks(list(range(len(states))), per_chunk):
             start = time.perf_counter()
             chunk = [states[r] for r in rows]
-            stacked = _stacked_states(chunk, self.device)
+            stacked = _stacked_states(chunk, self.device, skip=tied)
             out = [
                 many(stacked, x[i : i + self.eval_batch_size].to(self.device, self.dtype))[: len(chunk)]
                 for i in range(0, len(x), self.eval_batch_size)
@@ -395,7 +428,8 @@ class BatchedEngine(EngineSettings):
                 return functional_call(outputs, (state, shared), (xb,))
 
         many = vmap(forward, in_dims=(0, None))
-        stacked = _stacked_states([r.state for r in requests], self.device, prefix="net.")
+        tied = aliases(net)  # functional_call takes one value per tied tensor
+        stacked = _stacked_states([r.state for r in requests], self.device, prefix="net.", skip=tied)
         parts = [
             many(stacked, x[i : i + self.eval_batch_size].to(self.device, self.dtype))
             for i in range(0, len(x), self.eval_batch_size)
@@ -433,7 +467,7 @@ class _Kept:
         self.bts = job.batch_then_sample
         self.bias = getattr(model.head, "bias", None) is not None
         self.dtype = dtype
-        base = Outputs(copy.deepcopy(model).to("meta").eval())
+        base = Outputs(meta_copy(model).eval())
         batchnorm_in_float32(base)
 
         def one(state, x):
@@ -461,6 +495,10 @@ class _Kept:
         return Call(call.rows, call.keys.gather(1, pos), weights, pos.shape[1], call.whole)
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def _finite(losses: torch.Tensor, params: torch.Tensor, buffers: dict) -> torch.Tensor:
     """Per model: are its loss, its parameters and its floating-point buffers all finite?
 
@@ -486,13 +524,18 @@ def _clip_norms(jobs: Sequence[TrainJob], device: torch.device, dtype: torch.dty
     return torch.tensor(clips, device=device, dtype=dtype) if any(map(math.isfinite, clips)) else None
 
 
-def _stacked_states(states: list[State], device: torch.device, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The states stacked entry by entry (names under ``prefix``), for a vmap call over models.
+def _stacked_states(
+    states: list[State], device: torch.device, prefix: str = "", skip=()
+) -> dict[str, torch.Tensor]:
+    """The states stacked entry by entry (names under ``prefix``; not those in ``skip``: the other names
+    of tied tensors), for a vmap call over models.
 
     A lone model is paired with itself: never a lone model in a vmap call (see Losses).
     """
     stacked = {
-        prefix + k: torch.stack([s[k] for s in states]).to(device, non_blocking=True) for k in states[0]
+        prefix + k: torch.stack([s[k] for s in states]).to(device, non_blocking=True)
+        for k in states[0]
+        if k not in skip
     }
     return {k: torch.cat([v, v]) for k, v in stacked.items()} if len(states) == 1 else stacked
 

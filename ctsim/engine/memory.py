@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ctsim.config import Problem, check, is_number
+from ctsim.engine.base import logits_of
 from ctsim.models.base import ModelSpec
 
 DEFAULT_FRACTION = 0.6
@@ -85,7 +86,7 @@ def _saved_bytes(model, spec: ModelSpec, dtype: torch.dtype, batch: int) -> tupl
 
     x = torch.zeros(batch, *spec.input_shape, dtype=dtype)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = F.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long))
+        loss = F.cross_entropy(logits_of(model(x), model), torch.zeros(batch, dtype=torch.long))
     del loss
     return sum(seen.values()), max(seen.values(), default=0)
 

@@ -27,6 +27,7 @@ from ctsim.engine.base import (
     TrainJob,
     build_model,
     global_rng,
+    logits_of,
     memory_format,
     predict_each,
 )
@@ -79,7 +80,7 @@ class SequentialEngine(EngineSettings):
                     keys = job.keys[idx].to(self.device)
                     inputs = x[keys].to(self.dtype).contiguous(memory_format=fmt)
                     with self._autocast():
-                        logits = model(inputs)
+                        logits = logits_of(model(inputs), model)
                     losses = F.cross_entropy(logits.to(self.dtype), y[keys], reduction="none")
                     loss = (
                         (losses * weights[idx.to(self.device)]).mean()

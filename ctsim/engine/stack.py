@@ -8,6 +8,8 @@
 * **frozen parameters** (``requires_grad=False``) and **buffers** stacked per name, ``(M, *shape)``.
   Frozen parameters are inputs to the forward pass and nothing else: never differentiated, never
   updated.
+  A tensor held under two names (weight tying) is stacked once, under its first name, and given back
+  under both.
 
 :class:`Losses` computes every model's own mean loss on its own batch, either stacked with
 ``vmap`` over ``functional_call`` (``vmapped=True``) or, for a single model, as a plain call of the
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ctsim.engine.base import State
+from ctsim.engine.base import State, logits_of
 
 Tensors = dict[str, torch.Tensor]
 
@@ -37,6 +39,7 @@ class Stack:
     def __init__(self, models: list[nn.Module], device: torch.device):
         first = models[0]
         self.persistent = list(first.state_dict())
+        self.aliases = aliases(first)  # a tied parameter's or buffer's other names → the one stacked
         self.trainable = [(k, p.shape) for k, p in first.named_parameters() if p.requires_grad]
         frozen = [k for k, p in first.named_parameters() if not p.requires_grad]
         self.sizes = [shape.numel() for _, shape in self.trainable]
@@ -80,11 +83,92 @@ class Stack:
         per stacked tensor."""
         flat = self.flat.cpu()
         stacked = {**self.views(flat), **{k: v.cpu() for k, v in {**self.frozen, **self.buffers}.items()}}
-        return [{k: stacked[k][m].clone() for k in self.persistent} for m in range(len(flat))]
+        names = {k: self.aliases.get(k, k) for k in self.persistent}
+        return [{k: stacked[names[k]][m].clone() for k in self.persistent} for m in range(len(flat))]
 
     def per_name(self, flat_row: torch.Tensor) -> Tensors:
         """One model's flat row ``(P,)`` split into its named parameters."""
         return {k: v[0] for k, v in self.views(flat_row.unsqueeze(0)).items()}
+
+
+def vmap_problems(model: nn.Module) -> list[str]:
+    """The layers of ``model`` that ``vmap`` cannot stack, each with why; the ``loop`` route runs them.
+
+    >>> vmap_problems(nn.Sequential(nn.Linear(2, 4), nn.LSTM(4, 4)))
+    ["1 (LSTM): torch's fused recurrent kernels have no vmap rule (ctsim.models.LSTM and GRU stack)"]
+    """
+    found = []
+    for name, module in model.named_modules():
+        why = _why_not_stacked(module)
+        if why is not None:
+            found.append(f"{name or type(model).__name__} ({type(module).__name__}): {why}")
+    return found
+
+
+def _why_not_stacked(module: nn.Module) -> str | None:
+    if isinstance(module, nn.RNNBase):
+        return "torch's fused recurrent kernels have no vmap rule (ctsim.models.LSTM and GRU stack)"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.momentum is None:
+        return "momentum=None (a cumulative average) reads its step count as a Python number"
+    if isinstance(module, nn.Embedding) and module.max_norm is not None:
+        return "max_norm renormalises the weight in place in the forward pass"
+    if type(module).__name__ == "_SpectralNorm":
+        return "spectral_norm updates its power-iteration vectors in place"
+    return None
+
+
+def pad_rows_get_no_gradient(model: nn.Module) -> None:
+    """Keep the gradient off every ``nn.Embedding``'s ``padding_idx`` row under ``vmap``.
+
+    vmap's rule for the embedding's backward pass flattens the stacked tables into one and skips the
+    padding row of the first model only: the others' padding rows got gradients (torch 2.x). The
+    lookups of padding positions are cut from the graph instead (same values; no gradient reaches that
+    row, as in ``torch.nn.Embedding`` alone).
+    """
+
+    def cut(module: nn.Embedding, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        pad = (args[0] == module.padding_idx).unsqueeze(-1)
+        return torch.where(pad, out.detach(), out)
+
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            module.register_forward_hook(cut)
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` on the meta device (no storage), for ``functional_call``, with its tied
+    parameters and buffers still tied: ``Module.to`` replaces each module's parameters one by one and
+    would untie them, and ``functional_call`` would then leave the other name unfilled."""
+    base = copy.deepcopy(model)
+    tied = aliases(base)
+    base.to("meta")
+    for alias, name in tied.items():
+        owner, _, attr = alias.rpartition(".")
+        holder = base.get_submodule(owner)
+        setattr(
+            holder, attr, base.get_parameter(name) if attr in holder._parameters else base.get_buffer(name)
+        )
+    return base
+
+
+def aliases(model: nn.Module) -> dict[str, str]:
+    """The other names of tensors a model holds under several names (weight tying: one Parameter in two
+    modules), each mapped to the name ``named_parameters``/``named_buffers`` give it (its first).
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    >>> net[1].weight = net[0].weight
+    >>> aliases(net)
+    {'1.weight': '0.weight'}
+    """
+    found: dict[str, str] = {}
+    for named in (model.named_parameters, model.named_buffers):
+        first: dict[int, str] = {}
+        for name, tensor in named(remove_duplicate=False):
+            if id(tensor) in first:
+                found[name] = first[id(tensor)]
+            else:
+                first[id(tensor)] = name
+    return found
 
 
 class Losses:
@@ -102,12 +186,14 @@ class Losses:
         vmapped: bool,
         compile: bool = False,
     ):
-        base = copy.deepcopy(model).to("meta").train()
+        base = meta_copy(model).train()
         batchnorm_in_float32(base)
+        if vmapped:
+            pad_rows_get_no_gradient(base)
 
         def one(params: Tensors, buffers: Tensors, x, y, w) -> torch.Tensor:
             with autocast():
-                logits = functional_call(base, (params, buffers), (x,))
+                logits = logits_of(functional_call(base, (params, buffers), (x,)), model)
             return model_loss(logits, y, w, dtype)
 
         self.vmapped = vmapped
