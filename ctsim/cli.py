@@ -29,7 +29,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import ctsim.help  # noqa: F401  (registers ${ctsim_help:...}, which --help's template calls)
-from ctsim.compose import compose_run, config_problems, output_dir_problems, pipeline_differences, variants
+from ctsim.compose import (
+    callback_problems,
+    compose_run,
+    config_problems,
+    output_dir_problems,
+    pipeline_differences,
+    subdir_problems,
+    variants,
+)
 from ctsim.config import ConfigError
 
 if TYPE_CHECKING:
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
 _claimed: dict[str, str] = {}
+# a run folder the user named (hydra.run.dir), found new or empty by the preflight: did it exist?
+_named: dict[Path, bool] = {}
 _plans: dict[tuple[str, ...], RunPlan] = {}  # built by the preflight, keyed by the job's overrides
 
 
@@ -68,6 +78,8 @@ def main() -> None:
     args = get_args_parser().parse_args()
     hydra_only = args.help or args.hydra_help or args.info or args.shell_completion or args.experimental_rerun
     try:
+        if args.help:
+            composes(args)  # --help marks what the command line picks: it must compose
         if not hydra_only:
             _plans.update(preflight(args, build=not args.cfg))
         try:
@@ -103,8 +115,11 @@ def preflight(args: argparse.Namespace, build: bool = True) -> dict[tuple[str, .
             if cfg is not None:
                 task = [str(o) for o in cfg.hydra.overrides.task]
                 run_overrides = task + _search_path(job)
-                problems += config_problems(cfg, run_overrides, config_name)
-                problems += output_dir_problems(cfg, args.multirun) if i == 0 and build else []
+                problems += config_problems(cfg, run_overrides, config_name) + callback_problems(cfg)
+                if i == 0 and build:
+                    problems += output_dir_problems(cfg, args.multirun)
+                    problems += subdir_problems(cfg, len(jobs)) if args.multirun else []
+                    _note_named_folder(cfg, args.multirun)
                 composed.append((cfg, task, run_overrides))
             _note(found, problems, i)
         if found:
@@ -122,6 +137,25 @@ def preflight(args: argparse.Namespace, build: bool = True) -> dict[tuple[str, .
     if found:
         _exit_with(found, jobs)
     return plans
+
+
+def composes(args: argparse.Namespace) -> None:
+    """Exit with code 2 and one line per problem if the command line does not compose (no traceback).
+
+    Hydra's help composes the command line as it is, a sweep unexpanded, which it cannot do.
+    """
+    jobs = (_jobs(args) or [_overrides(args)]) if args.multirun else [_overrides(args)]
+    found: dict[str, list[int]] = {}
+    with _initialized():
+        for i, job in enumerate(jobs):
+            _note(found, compose_run(args.config_name or "config", job)[1], i)
+    if found:
+        _exit_with(found, jobs)
+    if args.multirun and any(
+        o.is_sweep_override() for o in OverridesParser.create().parse_overrides(_overrides(args))
+    ):
+        print("ctsim: --help shows what one run picks: leave out -m, one value per key", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _search_path(overrides: list[str]) -> list[str]:
@@ -275,8 +309,28 @@ def _shown(path: Path) -> Path:
     return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
+def _note_named_folder(cfg: DictConfig, multirun: bool) -> None:
+    """Remember a run folder the user named, found new or empty, and whether it existed (see _discard)."""
+    text = str(OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"])
+    if multirun or text.startswith("${unique_dir:"):
+        return
+    path = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).resolve()
+    _named[path] = path.exists()
+
+
 def _discard(out_dir: Path) -> None:
-    """Remove a run folder this process claimed that holds nothing but Hydra's own files."""
+    """Undo a run folder that holds nothing but Hydra's own files: remove it if this process made it
+    (claimed it, or the user named a folder that did not exist), else empty it again, as it was found.
+
+    So the same command, its value corrected, runs in the same folder.
+    """
+    hydra_files = {".hydra", "ctsim.log"}
+    if not out_dir.is_dir() or not {p.name for p in out_dir.iterdir()} <= hydra_files:
+        return
+    resolved = out_dir.resolve()
     claimed = {Path(p).resolve() for p in _claimed.values()}
-    if out_dir.resolve() in claimed and {p.name for p in out_dir.iterdir()} <= {".hydra", "ctsim.log"}:
+    if resolved in claimed or _named.get(resolved) is False:
         shutil.rmtree(out_dir)
+    elif resolved in _named:
+        shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
+        (out_dir / "ctsim.log").unlink(missing_ok=True)

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from yaml import MarkedYAMLError
 
-from ctsim.config import Problem, check, is_int, positive_int, unwritable
+from ctsim.config import MAX_SEED, Problem, check, is_int, is_number, positive_int, unwritable
 
 PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -149,6 +149,13 @@ def _composition_problem(
         text = f"Hydra cannot apply this override ({type(cause).__name__}: {_first_line(cause)})"
         return Problem(culprit or full_key, None, "", text=text), culprit
     bad = next((text for text, o in parsed if o is None), None)
+    sweep = next((text for text, o in parsed if o is not None and o.is_sweep_override()), None)
+    if bad is None and sweep is not None and "Ambiguous value" in str(e):
+        text = (
+            "several values are a sweep: add -m (--multirun) to run one job per value, "
+            "or write a list as key=[a,b]"
+        )
+        return Problem(sweep, None, "", text=text), sweep
     if bad is not None:
         text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {_first_line(e)}"
         return Problem(bad, None, "", text=text), bad
@@ -170,7 +177,7 @@ def _keys_beside(full_key: str, config_name: str, overrides: list[str]) -> list[
     """The keys next to ``full_key`` in the config composed without it: what a typo might have meant."""
     parent = full_key.rsplit(".", 1)[0] if "." in full_key else ""
     try:
-        node = compose(config_name, overrides=overrides)
+        node = compose(config_name, overrides=overrides, return_hydra_config=full_key.startswith("hydra."))
     except (HydraException, MarkedYAMLError):
         node = _base(config_name)
     node = OmegaConf.select(node, parent) if parent else node
@@ -257,9 +264,9 @@ def run_problems(cfg: DictConfig) -> list[Problem]:
             seed_list,
             isinstance(seed_list, list)
             and bool(seed_list)
-            and all(is_int(s) and s >= 0 for s in seed_list)
+            and all(is_int(s) and 0 <= s <= MAX_SEED for s in seed_list)
             and len(set(seed_list)) == len(seed_list),
-            "a non-empty list of distinct integers ≥ 0",
+            "a non-empty list of distinct integers in [0, 2**63 - 1]",
         ),
         check(
             "output.checkpoints",
@@ -270,6 +277,35 @@ def run_problems(cfg: DictConfig) -> list[Problem]:
         check("output.plots", out.get("plots"), isinstance(out.get("plots"), bool), "true or false"),
         positive_int("output.eval_chunk", out.get("eval_chunk")),
     ]
+
+
+def callback_problems(cfg: DictConfig) -> list[Problem]:
+    """The settings of the sweep's comparison (``hydra.callbacks.compare``), checked before the first job
+    rather than when the sweep ends."""
+    key = "hydra.callbacks.compare"
+    node = OmegaConf.select(cfg, key)
+    if not isinstance(node, DictConfig):
+        return []
+    known = ("_target_", "enabled", "price_per_hour")
+    problems = [unknown_key(f"{key}.{k}", [f"{key}.{j}" for j in known[1:]]) for k in node if k not in known]
+    enabled, price = node.get("enabled", True), node.get("price_per_hour", 0.0)
+    problems += [
+        check(f"{key}.enabled", enabled, isinstance(enabled, bool), "true or false"),
+        check(
+            f"{key}.price_per_hour", price, is_number(price) and price >= 0, "a number ≥ 0 (dollars per hour)"
+        ),
+    ]
+    return [p for p in problems if p is not None]
+
+
+def subdir_problems(cfg: DictConfig, jobs: int) -> list[Problem]:
+    """A sweep's jobs need a folder each: ``hydra.sweep.subdir`` must differ from job to job."""
+    text = str(OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir"))
+    per_job = ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")
+    if jobs < 2 or any(k in text for k in per_job):
+        return []
+    expected = "a folder per job, e.g. ${hydra.job.num}: every job would write its run into one folder"
+    return [Problem("hydra.sweep.subdir", text, expected)]
 
 
 def output_dir_problems(cfg: DictConfig, multirun: bool) -> list[Problem]:

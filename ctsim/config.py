@@ -82,6 +82,13 @@ def positive_int(key: str, value: object) -> Problem | None:
     return check(key, value, is_int(value) and value >= 1, "an integer ≥ 1")
 
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed and the tables' seed columns take signed 64-bit integers
+
+
+def seed_problem(key: str, value: object) -> Problem | None:
+    return check(key, value, is_int(value) and 0 <= value <= MAX_SEED, "an integer in [0, 2**63 - 1]")
+
+
 def positive_number(key: str, value: object) -> Problem | None:
     return check(key, value, is_number(value) and value > 0, "a number > 0")
 

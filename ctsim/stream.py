@@ -22,7 +22,7 @@ from functools import cached_property
 
 import torch
 
-from ctsim.config import ConfigError, check, is_int, is_number
+from ctsim.config import ConfigError, check, is_int, is_number, seed_problem
 from ctsim.datasets.base import ChangePoint, Samples
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class StreamSpec:
                     is_number(test_fraction) and 0 <= test_fraction < 1,
                     "a number in [0, 1)",
                 ),
-                check("split_seed", split_seed, is_int(split_seed) and split_seed >= 0, "an integer ≥ 0"),
+                seed_problem("split_seed", split_seed),
             ]
         )
         self.arrival_batch = arrival_batch

@@ -142,6 +142,35 @@ BAD_INPUTS = {
     "device": (["device=gpu"], "device='gpu': expected one of ['auto', 'cpu', 'cuda']"),
     "no seeds": (["population.seeds=[]"], "population.seeds=[]: expected a non-empty list"),
     "repeated seeds": (["population.seeds=[0,0]"], "population.seeds=[0, 0]: expected a non-empty list"),
+    "seed beyond 64 bits": (  # once a traceback midway, from the tables' 64-bit seed column
+        ["population.seeds=[3,18446744073709551616]"],
+        "population.seeds=[3, 18446744073709551616]: expected a non-empty list of distinct integers in "
+        "[0, 2**63 - 1]",
+    ),
+    "data seed beyond 64 bits": (  # once a traceback midway, from torch.manual_seed
+        ["dataset.seed=9223372036854775808", "stream.split_seed=18446744073709551616"],
+        "dataset.seed=9223372036854775808: expected an integer in [0, 2**63 - 1]",
+    ),
+    "sweep price below zero": (  # once refused only when the sweep ended, after every job ran
+        ["-m", "train.epochs=1,2", "hydra.callbacks.compare.price_per_hour=-3"],
+        "hydra.callbacks.compare.price_per_hour=-3: expected a number ≥ 0",
+    ),
+    "sweep comparison switch": (  # once taken as true
+        ["-m", "train.epochs=1,2", "hydra.callbacks.compare.enabled=nope"],
+        "hydra.callbacks.compare.enabled='nope': expected true or false",
+    ),
+    "misspelled Hydra key": (
+        ["-m", "train.epochs=1,2", "hydra.callbacks.compare.price_per_hr=3"],
+        "compare.price_per_hr: unknown key; did you mean hydra.callbacks.compare.price_per_hour?",
+    ),
+    "sweep jobs sharing a folder": (  # once the second job wrote over the first one's run
+        ["-m", "train.epochs=1,2", "hydra.sweep.subdir=fixed"],
+        "hydra.sweep.subdir='fixed': expected a folder per job",
+    ),
+    "several values without -m": (
+        ["train.epochs=1,2"],
+        "train.epochs=1,2: several values are a sweep: add -m (--multirun)",
+    ),
     "unknown variant chosen": (["population.only=[yearly,nope]"], "population.only=['yearly', 'nope']"),
     "variant chosen in a run without variants": (
         ["population.variants={}", "population.only=[yearly]"],
@@ -221,6 +250,11 @@ def test_what_hydra_cannot_apply_is_reported_together_before_torch_is_imported(t
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "ctsim.compose" in imported and "torch" not in imported
     assert not (tmp_path / "results").exists()
+
+
+def test_a_bad_device_names_the_key_the_user_sets(workspace, monkeypatch, capsys):
+    code, err = main_exits(["device=gpu"], monkeypatch, capsys)
+    assert code == 2 and err.splitlines()[1:] == ["  device='gpu': expected one of ['auto', 'cpu', 'cuda']"]
 
 
 def test_a_problem_with_a_variants_own_value_is_named_after_it(workspace, monkeypatch, capsys):

@@ -139,3 +139,25 @@ def test_hydra_help_is_still_hydras(tmp_path):
     result = run_help("--hydra-help", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("Hydra (")
     assert "Top-level keys" not in result.stdout and "ctsim.compare" not in result.stdout
+
+
+def test_help_with_an_override_it_cannot_apply_is_one_line_and_exit_code_2(tmp_path):
+    cases = {  # each printed Hydra's traceback
+        ("trigger=sometimes", "--help"): "  trigger='sometimes': expected one of the options ['always',",
+        ("trigger.evry=3", "--help"): "  trigger.evry: unknown key; did you mean trigger.every?",
+        (
+            "-m",
+            "population.variants={}",
+            "trigger=time,amount",
+            "--help",
+        ): "ctsim: --help shows what one run picks",
+    }
+    for args, message in cases.items():
+        result = run_help(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr and message in result.stderr, (args, result.stderr)
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert "torch" not in imported
+    picked = run_help("-m", "population.variants={}", "trigger=drift", "--help", cwd=tmp_path)
+    assert picked.returncode == 0 and "  * drift " in picked.stdout  # one value per key: help as usual
+    assert not (tmp_path / "results").exists()

@@ -410,3 +410,36 @@ def test_an_evaluation_journal_without_auroc_is_refused_by_name(tmp_path):
     pl.DataFrame(rows).write_parquet(tmp_path / JOURNAL / "eval-00000.parquet")
     with pytest.raises(ResumeError, match=r"eval-00000\.parquet has no auroc rows: an older ctsim wrote it"):
         _store(tmp_path).saved_evaluation([SimpleNamespace(pipeline=0, index=0)])
+
+
+def test_the_readme_query_of_the_last_week_compares_started_with_now(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    for name, age in (("recent", timedelta(hours=1)), ("old", timedelta(days=30))):
+        (tmp_path / name).mkdir()
+        started = (datetime.now(timezone.utc) - age).isoformat(timespec="seconds")
+        (tmp_path / name / "status.json").write_text(json.dumps({"status": "finished", "started": started}))
+    tables = load_many([tmp_path / "recent", tmp_path / "old"], unfinished=True)
+    readme = (  # the README's query, word for word: it once failed on a zoned `started`
+        "SELECT e.run, e.pipeline, AVG(e.value) AS accuracy FROM evals e JOIN runs r ON e.run = r.run "
+        "WHERE r.status = 'finished' AND r.started >= NOW() - INTERVAL '7 days' "
+        "AND e.metric = 'accuracy' AND e.active AND e.slice >= (SELECT MAX(slice) - 9 FROM evals) "
+        "GROUP BY e.run, e.pipeline ORDER BY accuracy DESC"
+    )
+    assert query(readme, tables).columns == ["run", "pipeline", "accuracy"]
+    week = query("SELECT run FROM runs WHERE started >= NOW() - INTERVAL '7 days'", tables)
+    assert week["run"].to_list() == [str(tmp_path / "recent")]
+
+
+def test_query_never_overwrites_a_file_with_parquet(tmp_path, capsys):
+    from ctsim.registry.read import main as query_main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "status.json").write_text(json.dumps({"status": "running"}))
+    table = tmp_path / "run" / "cost.parquet"  # a run's own table, named by mistake
+    table.write_bytes(b"PAR1 the run's table")
+    assert query_main(["SELECT run FROM runs", str(tmp_path / "run"), "--parquet", str(table)]) == 2
+    assert "--parquet" in capsys.readouterr().err and table.read_bytes() == b"PAR1 the run's table"
+    fresh = tmp_path / "out" / "runs.parquet"
+    assert query_main(["SELECT run FROM runs", str(tmp_path / "run"), "--parquet", str(fresh)]) == 0
+    assert pl.read_parquet(fresh)["run"].to_list() == [str(tmp_path / "run")]

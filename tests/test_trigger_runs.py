@@ -111,24 +111,24 @@ def test_an_unknown_detector_lists_the_detectors(tmp_path):
 
 
 def test_a_window_larger_than_the_stream_stops_before_training(tmp_path):
-    args = [
-        "population.variants={}",
-        "trigger=drift",
-        "trigger.window=10000000",
-        "dataset.size=0.02",
-        f"dataset.root={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "progress=false",
-    ]
-    done = cli(args, cwd=REPO)
-    assert done.returncode == 2, done.stderr
-    assert "trigger.window=10000000: expected at most the stream's" in done.stderr
-    left = {p.name for p in (tmp_path / "run").iterdir()} if (tmp_path / "run").exists() else set()
-    assert left <= {
-        ".hydra",
-        "ctsim.log",
-    }  # nothing of a run written (the folder was named on the command line)
-    assert "Traceback" not in done.stderr
+    (tmp_path / "empty").mkdir()
+    for folder in ("run", "empty"):  # a new folder named on the command line, and an empty one
+        args = [
+            "population.variants={}",
+            "trigger=drift",
+            "trigger.window=10000000",
+            "dataset.size=0.02",
+            f"dataset.root={tmp_path / 'data'}",
+            f"hydra.run.dir={tmp_path / folder}",
+            "progress=false",
+        ]
+        done = cli(args, cwd=REPO)
+        assert done.returncode == 2, done.stderr
+        assert "trigger.window=10000000: expected at most the stream's" in done.stderr
+        assert "Traceback" not in done.stderr
+    # left as they were (Hydra's files once stayed, and the corrected command was refused the folder)
+    assert not (tmp_path / "run").exists()
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 class WrongShape:

@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from ctsim.config import Problem, check, is_int, is_number, unwritable
+from ctsim.config import Problem, check, is_number, seed_problem, unwritable
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def generator_problems(size: object, seed: object, cache: object) -> list[Proble
     """Problems with the arguments of a dataset generated from a seed at a size (portraits, sensors)."""
     return [
         check("size", size, is_number(size) and size > 0, "a number > 0"),
-        check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
+        seed_problem("seed", seed),
         check("cache", cache, isinstance(cache, bool), "true or false"),
     ]
 

@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number
+from ctsim.config import ConfigError, Problem, check, is_number, seed_problem
 from ctsim.datasets.base import ChangePoint, Samples
 
 FORMAT = 1  # bump when the cache layout changes: older caches are then refused with the prepare command
@@ -272,7 +272,7 @@ class PreparedDataset:
         ConfigError.raise_all(
             [
                 check("size", size, is_number(size) and 0 < size <= 1, "a number in (0, 1]"),
-                check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
+                seed_problem("seed", seed),
             ]
         )
         self.root, self.size, self.seed = Path(root), float(size), seed

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number, one_of
+from ctsim.config import ConfigError, Problem, check, is_int, is_number, one_of, seed_problem
 from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors
 
 DRIFTS = ("abrupt", "gradual", "recurring")
@@ -155,7 +155,7 @@ def common_problems(
         one_of("drift", drift, DRIFTS),
         check("width", width, is_int(width) and width >= 1, "an integer ≥ 1 (slices)"),
         _change_points_problem(change_points, slices, drift, width),
-        check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
+        seed_problem("seed", seed),
         check("cache", cache, isinstance(cache, bool), "true or false"),
     ]
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number
+from ctsim.config import ConfigError, Problem, check, is_int, is_number, seed_problem
 from ctsim.datasets.base import Samples
 from ctsim.datasets.prepared import subset, years_of
 
@@ -146,7 +146,7 @@ class Table:
                     "an integer ≥ 1",
                 ),
                 check("size", size, is_number(size) and 0 < size <= 1, "a number in (0, 1]"),
-                check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0"),
+                seed_problem("seed", seed),
             ]
         )
         self.path_text, self.root = path, Path(root)

@@ -20,7 +20,7 @@ import json
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -41,8 +41,10 @@ from ctsim.registry.layout import (
 RUNS_SCHEMA = {
     "run": pl.String,
     "status": pl.String,
-    "started": pl.Datetime("us", "UTC"),
-    "ended": pl.Datetime("us", "UTC"),
+    # UTC, without a time zone attached: SQL's NOW() is a naive timestamp, and polars refuses to
+    # compare a zoned column with it (``started >= NOW() - INTERVAL '7 days'``)
+    "started": pl.Datetime("us"),
+    "ended": pl.Datetime("us"),
     "wall_seconds": pl.Float64,
     "attempts": pl.Int64,
     "command": pl.String,
@@ -75,8 +77,14 @@ def runs_row(run_dir: Path, record: Mapping | None) -> pl.DataFrame:
     row["attempts"] = record.get("attempts", 1)
     row["config"] = json.dumps(record["config"]) if "config" in record else None
     for when in ("started", "ended"):
-        row[when] = datetime.fromisoformat(row[when]) if isinstance(row[when], str) else None
+        row[when] = _naive_utc(row[when]) if isinstance(row[when], str) else None
     return pl.DataFrame([row], schema=RUNS_SCHEMA)
+
+
+def _naive_utc(text: str) -> datetime:
+    """An ISO timestamp of ``status.json`` as a naive datetime in UTC."""
+    when = datetime.fromisoformat(text)
+    return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo else when
 
 
 def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
@@ -215,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.add_argument("--markdown", action="store_true", help="print a markdown table")
     out.add_argument("--parquet", metavar="FILE", help="write the result to FILE (parquet)")
     args = parser.parse_args(argv)
+    if args.parquet and Path(args.parquet).exists():  # it may be a run's own table: never overwritten
+        print(f"ctsim.query: --parquet {args.parquet}: the file exists; choose a new file", file=sys.stderr)
+        return 2
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, Problem, check, is_int, positive_int
+from ctsim.config import ConfigError, Problem, positive_int, seed_problem
 
 
 class ModelEmbeddings:
@@ -66,9 +66,7 @@ class RandomProjection:
     name = "projection"
 
     def __init__(self, dim: int = 32, seed: int = 0):
-        ConfigError.raise_all(
-            [positive_int("dim", dim), check("seed", seed, is_int(seed) and seed >= 0, "an integer ≥ 0")]
-        )
+        ConfigError.raise_all([positive_int("dim", dim), seed_problem("seed", seed)])
         self.dim, self.seed = dim, seed
         self._matrix: torch.Tensor | None = None
 
