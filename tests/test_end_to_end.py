@@ -11,6 +11,7 @@ from ctsim.cli import unique_dir
 from ctsim.metrics import METRICS_SCHEMA, metrics_table
 from ctsim.registry import load, load_many, query, write_new
 from ctsim.registry.layout import COST_SCHEMA, EVALS_SCHEMA, GENERATIONS_SCHEMA
+from ctsim.reports.summary import console_summary
 
 from .conftest import REPO, build, cli, run, small
 
@@ -183,4 +184,18 @@ def test_cli_runs_and_prints_the_summary(tmp_path):
     assert "ctsim · quickstart" in result.stdout
     assert "every_5y" in result.stdout and "never" in result.stdout
     assert f"results in {out}" in result.stdout
+    # every_5y's first model comes after slice 4, never's after slice 0: their means cover other slices
+    assert "! every_5y: its accuracy covers 79 of the 83 slices others cover" in result.stdout
+    assert "! never" not in result.stdout
+    summary = (out / "summary.md").read_text()
+    assert "**Coverage:** every_5y: its accuracy covers 79 of the 83 slices" in summary
     assert (out / "evals.parquet").is_file() and (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_an_accuracy_of_one_is_shown_as_a_fraction_not_a_count(tiny_run):
+    cost = tiny_run.tables["cost"].with_columns(
+        composite_accuracy=pl.lit(1.0), composite_accuracy_weighted=pl.lit(1.0)
+    )
+    text = console_summary("tiny", "header", cost, tiny_run.out_dir, [], 1.0)
+    row = next(line for line in text.splitlines() if line.startswith("yearly"))
+    assert row.split()[3] == "1.000", row

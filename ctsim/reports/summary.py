@@ -21,6 +21,7 @@ def pipeline_summary(cost: pl.DataFrame) -> pl.DataFrame:
         pl.col("composite_accuracy").std().alias("accuracy_sd"),
         pl.col("composite_accuracy_weighted").mean().alias("accuracy_weighted"),
         pl.col("composite_macro_f1").mean().alias("macro_f1"),
+        pl.col("covered_slices").mean(),
         pl.col("samples_trained").mean(),
         pl.col("optimizer_steps").mean(),
         (pl.col("train_flops").mean() / 1e12).alias("train_tflops"),
@@ -34,11 +35,16 @@ def pipeline_summary(cost: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _fmt(value: object, digits: int = 3) -> str:
+METRIC_COLUMNS = ("bwt", "fwt", "forgetting", "eval_fix_id", "eval_fix_ood", "eval_fix_worst", "eval_stream")
+# fractions, always shown with their digits: an accuracy of 1.0 is 1.000, not a count
+SCORES = {"accuracy", "accuracy_sd", "accuracy_weighted", "macro_f1", *METRIC_COLUMNS}
+
+
+def _fmt(value: object, digits: int = 3, score: bool = False) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        if value.is_integer() and abs(value) >= 1:
+        if value.is_integer() and abs(value) >= 1 and not score:
             return f"{int(value):,}"
         return f"{value:.{digits}f}" if abs(value) < 1e5 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -73,8 +79,8 @@ def console_summary(
             f"{row['triggers']:.1f}".rstrip("0").rstrip("."),
             "non-finite"
             if row["accuracy"] is None and row["nonfinite_generations"]
-            else _fmt(row["accuracy"]),
-            _fmt(row["accuracy_sd"]),
+            else _fmt(row["accuracy"], score=True),
+            _fmt(row["accuracy_sd"], score=True),
             _fmt(round(row["samples_trained"])),
             _fmt(row["train_s"], 1),
             _fmt(row["total_s"], 1),
@@ -89,6 +95,7 @@ def console_summary(
                 f"  ! {row['pipeline']}: {row['nonfinite_generations']} generation(s) went non-finite "
                 "and were frozen at their last finite state (generations.parquet: status)"
             )
+    lines += coverage_notes(table, "  ! ")
     lines += [
         "",
         "accuracy: mean composite accuracy (active model per slice), mean over seeds",
@@ -99,7 +106,17 @@ def console_summary(
     return "\n".join(lines)
 
 
-METRIC_COLUMNS = ("bwt", "fwt", "forgetting", "eval_fix_id", "eval_fix_ood", "eval_fix_worst", "eval_stream")
+def coverage_notes(table: pl.DataFrame, prefix: str) -> list[str]:
+    """A line for each pipeline whose accuracy covers fewer slices than another's: slices before its
+    first model have no active model, so its accuracy is a mean over other, later slices."""
+    most = table["covered_slices"].max()
+    return [
+        f"{prefix}{row['pipeline']}: its accuracy covers {_fmt(row['covered_slices'], 1)} of the "
+        f"{_fmt(most, 1)} "
+        "slices others cover (no active model before its first generation): compare with care"
+        for row in table.iter_rows(named=True)
+        if row["covered_slices"] is not None and row["covered_slices"] < most
+    ]
 
 
 def metrics_markdown(metrics: pl.DataFrame) -> list[str]:
@@ -111,7 +128,10 @@ def metrics_markdown(metrics: pl.DataFrame) -> list[str]:
     cols = ("pipeline", "seeds", *METRIC_COLUMNS)
     lines = ["## Continual-learning metrics (mean over seeds)", ""]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(row[c]) for c in cols) + " |" for row in table.iter_rows(named=True)]
+    lines += [
+        "| " + " | ".join(_fmt(row[c], score=c in SCORES) for c in cols) + " |"
+        for row in table.iter_rows(named=True)
+    ]
     return [
         *lines,
         "",
@@ -161,6 +181,7 @@ def markdown_summary(
         "accuracy_sd",
         "accuracy_weighted",
         "macro_f1",
+        "covered_slices",
         "samples_trained",
         "optimizer_steps",
         "train_tflops",
@@ -179,13 +200,15 @@ def markdown_summary(
         "|" + "---|" * len(cols),
     ]
     for row in table.iter_rows(named=True):
-        lines.append("| " + " | ".join(_fmt(row[c], 4 if c.endswith("tflops") else 3) for c in cols) + " |")
+        cells = (_fmt(row[c], 4 if c.endswith("tflops") else 3, c in SCORES) for c in cols)
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         "accuracy: mean over slices of the active model's accuracy (composite accuracy); "
-        "accuracy_weighted weights slices by test-set size.",
+        "accuracy_weighted weights slices by test-set size; covered_slices, the slices with an active model.",
         "",
     ]
+    lines += [*coverage_notes(table, "**Coverage:** "), ""] if coverage_notes(table, "") else []
     diverged = cost.filter(pl.col("nonfinite_generations") > 0)
     for row in diverged.iter_rows(named=True):
         lines.append(
