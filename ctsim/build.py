@@ -47,7 +47,7 @@ from ctsim.compose import (
 from ctsim.config import ConfigError, Problem, check
 from ctsim.datasets.base import Dataset
 from ctsim.engine.base import Engine, TrainConfig, names_parameter
-from ctsim.models.base import ModelSpec
+from ctsim.models.base import ModelSpec, unsaved_seeded_buffers
 from ctsim.selection.downsample import ScoreDownsampler
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
@@ -229,6 +229,15 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
         else:
             if parts["train"] is not None:
                 problems += _freeze_problems(parts["train"], built)
+            unsaved = unsaved_seeded_buffers(parts["model"])
+            if unsaved:
+                target = OmegaConf.select(cfg.model, "_target_")
+                expected = (
+                    f"a model whose state dict holds what its seed decides; the buffers {', '.join(unsaved)} "
+                    "differ from seed to seed but are not saved (persistent=False), so evaluation would "
+                    "rebuild them with other values: register them with persistent=True"
+                )
+                problems.append(Problem("model", target, expected))
             problems += _downsample_problems(parts["selection"], parts["train"], built)
     return parts
 

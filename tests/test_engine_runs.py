@@ -72,9 +72,17 @@ def test_train_freeze_trains_the_head_alone_across_generations(tmp_path):
         assert not torch.equal(earlier["head.weight"], later["head.weight"])  # the head trains
 
 
+def _users_model(tmp_path, source: str, cls: str) -> list[str]:
+    """A user's model class in ``mynets.py`` and ``cfg/model/mine.yaml``: the args that pick it."""
+    (tmp_path / "mynets.py").write_text(source)
+    (tmp_path / "cfg" / "model").mkdir(parents=True)
+    (tmp_path / "cfg" / "model" / "mine.yaml").write_text(f"_target_: mynets.{cls}\n_partial_: true\n")
+    return ["--config-dir", str(tmp_path / "cfg"), "model=mine", "hydra.run.dir=out"]
+
+
 def test_a_users_model_with_torchs_lstm_on_the_vmap_route_is_refused_before_any_folder(tmp_path):
     """``engine.route=vmap`` with layers vmap cannot stack: one line naming the layer, exit code 2."""
-    (tmp_path / "mynets.py").write_text(
+    source = (
         "from torch import nn\n"
         "class TorchLSTM(nn.Module):\n"
         "    def __init__(self, input_shape, num_classes):\n"
@@ -84,13 +92,36 @@ def test_a_users_model_with_torchs_lstm_on_the_vmap_route_is_refused_before_any_
         "    def forward(self, x):\n"
         "        return self.head(self.rnn(x)[0][:, -1])\n"
     )
-    (tmp_path / "cfg" / "model").mkdir(parents=True)
-    (tmp_path / "cfg" / "model" / "torch_lstm.yaml").write_text(
-        "_target_: mynets.TorchLSTM\n_partial_: true\n"
-    )
-    args = ["--config-dir", str(tmp_path / "cfg"), "dataset=sensors", "model=torch_lstm", "engine.route=vmap"]
-    done = cli([*args, "hydra.run.dir=out"], tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    args = [*_users_model(tmp_path, source, "TorchLSTM"), "dataset=sensors", "engine.route=vmap"]
+    done = cli(args, tmp_path, env={"PYTHONPATH": str(tmp_path)})
     assert done.returncode == 2, done.stderr
     assert "engine.route='vmap'" in done.stderr and "rnn (LSTM)" in done.stderr
     assert "engine.route=loop" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_users_model_with_a_seeded_buffer_it_does_not_save_is_refused(tmp_path):
+    """A random projection registered with ``persistent=False`` would be drawn anew for evaluation."""
+    source = (
+        "import torch\n"
+        "from torch import nn\n"
+        "class Projected(nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes):\n"
+        "        super().__init__()\n"
+        "        self.register_buffer('proj', torch.randn(3, 8), persistent=False)\n"
+        "        self.drop = nn.Dropout(0.1)\n"  # its seed buffer is not saved on purpose: not named
+        "        self.head = nn.Linear(8, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.drop(x @ self.proj))\n"
+    )
+    done = cli(
+        [*_users_model(tmp_path, source, "Projected"), "dataset=sea"],
+        tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert (
+        "model='mynets.Projected'" in done.stderr
+        and "the buffers proj differ from seed to seed" in done.stderr
+    )
+    assert "drop.seed" not in done.stderr and not (tmp_path / "out").exists()

@@ -66,6 +66,26 @@ class ModelSpec:
         return getattr(func, "__name__", repr(func))
 
 
+def unsaved_seeded_buffers(spec: ModelSpec) -> list[str]:
+    """Non-persistent buffers whose values depend on the seed (e.g. a fixed random projection registered
+    with ``persistent=False``): a state dict does not hold them, so a model evaluated from its state
+    dict would get other values. :class:`SeededDropout`'s own seed is meant to be fresh per model."""
+    a, b = spec.build(seed=1), spec.build(seed=2)
+    persistent = set(a.state_dict())
+    dropout = {
+        f"{name}.{k}" if name else k
+        for name, m in a.named_modules()
+        if isinstance(m, SeededDropout)
+        for k in ("seed", "calls")
+    }
+    theirs = dict(b.named_buffers())
+    return [
+        k
+        for k, v in a.named_buffers()
+        if k not in persistent and k not in dropout and not torch.equal(v, theirs[k])
+    ]
+
+
 def seed_dropout(model: nn.Module) -> nn.Module:
     """Replace every plain ``nn.Dropout`` of ``model`` by a :class:`SeededDropout` of the same ``p``;
     raise a ConfigError naming any other layer that draws from torch's global random stream.
