@@ -66,6 +66,8 @@ def main() -> None:
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(f"{sweep_dir}/comparison", out)
+    for name in ("compare.md", "report.html"):  # the runs as paths in the repository, not this machine's
+        (out / name).write_text((out / name).read_text().replace(f"{REPO}/", ""))
     threads = "OMP_NUM_THREADS=1 " if env else ""
     shown = " ".join(f"'{o}'" if "[" in o else o for o in overrides)
     (out / "README.md").write_text(

@@ -52,8 +52,9 @@ def write_comparison(run_dir: Path, study: str, reduced: bool, command: str) -> 
     out = REPO / "results" / "reference" / study / ("comparison_reduced" if reduced else "comparison")
     if out.exists():
         shutil.rmtree(out)
-    _, comparison, table = compare([run_dir], out)
     shown = run_dir.relative_to(REPO) if run_dir.is_relative_to(REPO) else run_dir
+    # the report lists its runs as given: relative to the repository, not this machine's absolute path
+    _, comparison, table = compare([shown if Path.cwd().resolve() == REPO else run_dir], out)
     (out / "README.md").write_text(
         f"# {study}{' (reduced)' if reduced else ''}: comparison\n\n"
         f"Made by `{command}` (run folder `{shown}`, not committed), then "
