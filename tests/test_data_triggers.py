@@ -409,3 +409,20 @@ def test_mmd_tests_batched_across_pipelines_decide_as_each_pipeline_alone():
         assert [(i, p, f) for i, _, p, f in a] == [(i, p, f) for i, _, p, f in b]
         # float32 features: the batched sums round differently, by about one unit in the last place
         assert [d for _, d, _, _ in a] == pytest.approx([d for _, d, _, _ in b], rel=0, abs=1e-6)
+
+
+@pytest.mark.parametrize("reference", ["window", "trained"])
+def test_drift_trigger_takes_any_valid_seed(reference):
+    """Seeds go up to 2**63 - 1; the trigger's permutation and subsample seeds derived from them must
+    not overflow ``manual_seed`` (it failed mid-run for seeds above about 1.8e13)."""
+    stream = toy_stream([40, 40, 40], arrival_batch=20)
+    stream.x[80:] += 1.0  # the third slice's inputs shift
+    fired = [
+        replay(
+            DriftTrigger(encoder=RawFeatures(), min_samples=10, reference=reference, reference_size=20),
+            stream,
+            seed=s,
+        )
+        for s in (10**14, 2**63 - 1)
+    ]
+    assert fired[0][:2] == [1, 4] and fired[1][:2] == [1, 4]

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from ctsim.cli import CONF_DIR
 from ctsim.engine import SequentialEngine
 from ctsim.models import MLP, ModelSpec
-from ctsim.selection.base import Selection, SelectionContext
+from ctsim.selection.base import Selection, SelectionContext, context_from_intervals
 from ctsim.stream import toy_stream
 from ctsim.triggers.base import Trained, TriggerContext, gather, wants_of
 
@@ -152,3 +152,16 @@ def test_selection_conformance(path):
         restored = make()
         restored.load_state_dict(policy.state_dict())
         assert torch.equal(restored.select(ctx(1)).keys, policy.select(ctx(1)).keys)
+
+
+@pytest.mark.parametrize("option", ["uniform", "freshness"])
+@pytest.mark.parametrize(
+    "budget,size", [([], 6), (["selection.limit=3"], 3), (["selection.fraction=0.25"], 3)]
+)
+def test_a_default_budget_gives_way_to_the_one_given(option, budget, size):
+    """``selection=freshness selection.limit=2000`` (the README's example) takes the limit; without a
+    budget these policies keep half the pool."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+        cfg = compose("config", overrides=[f"selection={option}", *budget])["selection"]
+    ctx = context_from_intervals([list(range(8)), list(range(8, 11))], stream=toy_stream([11]))
+    assert len(instantiate(cfg, _convert_="all").select(ctx).keys) == size

@@ -317,7 +317,6 @@ def test_freshness_mix_takes_its_share_from_the_current_interval(sizes, mix, lim
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: Uniform(), r"limit=None: expected a limit or a fraction"),
         (lambda: Uniform(fraction=0), r"fraction=0: expected null or a number in \(0, 1\]"),
         (lambda: AllData(fraction=1.5), r"fraction=1.5: expected null or a number in \(0, 1\]"),
         (lambda: NewData(limit=0), r"limit=0: expected null or an integer ≥ 1"),
@@ -329,7 +328,6 @@ def test_freshness_mix_takes_its_share_from_the_current_interval(sizes, mix, lim
         (lambda: Window(size=1.5, unit="slices"), r"size=1.5: expected an integer ≥ 1"),
         (lambda: Window(size=-1.0, unit="time"), r"size=-1.0: expected a number > 0"),
         (lambda: Window(unit="days"), r"unit='days': expected one of \['slices', 'time', 'samples'\]"),
-        (lambda: Freshness(), r"limit=None: expected a limit or a fraction"),
         (lambda: Freshness(mix=1, limit=5), r"mix=1: expected null or a number in \(0, 1\)"),
         (lambda: Freshness(mix=0.0, limit=5), r"mix=0.0: expected null or a number in \(0, 1\)"),
     ],

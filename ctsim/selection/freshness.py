@@ -8,6 +8,8 @@ from ctsim.config import ConfigError, check, is_number
 from ctsim.engine.base import share
 from ctsim.selection.base import Presampler, SelectionContext, uniform
 
+DEFAULT_FRACTION = 0.5  # the budget when neither a limit nor a fraction is given
+
 
 class Freshness(Presampler):
     """A budget filled with the freshest data (``mix=None``), or with a share ``mix`` of the data since
@@ -16,13 +18,13 @@ class Freshness(Presampler):
     ``mix=None`` keeps the ``k`` newest samples seen, in arrival order: a window sized by the budget.
     ``mix=p`` draws ``ceil(p·k)`` samples uniformly from the current trigger interval (all of it if it
     is smaller, the rest going to old data) and the others uniformly from all data before it, as
-    Modyn's ``FreshnessSamplingStrategy`` mixes unused and used data (``unused_data_ratio``). The
-    budget is required.
+    Modyn's ``FreshnessSamplingStrategy`` mixes unused and used data (``unused_data_ratio``). Without a
+    budget, half of the data seen (``fraction=0.5``).
 
     Args:
         mix: the share of the budget from the current trigger interval, in (0, 1), or None.
         limit: the budget in samples, or
-        fraction: as a fraction of all data seen, rounded up.
+        fraction: as a fraction of all data seen, rounded up (neither: 0.5).
         downsample: a downsampler (see :class:`~ctsim.selection.base.Presampler`).
 
     >>> from ctsim.selection.base import context_from_intervals
@@ -45,9 +47,10 @@ class Freshness(Presampler):
                 check(
                     "mix", mix, mix is None or (is_number(mix) and 0 < mix < 1), "null or a number in (0, 1)"
                 ),
-                check("limit", limit, limit is not None or fraction is not None, "a limit or a fraction"),
             ]
         )
+        if limit is None and fraction is None:
+            fraction = DEFAULT_FRACTION
         super().__init__(limit, fraction, downsample)
         self.mix = mix
 

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, check, one_of
+from ctsim.config import ConfigError, one_of
 from ctsim.selection.base import Presampler, SelectionContext
 
 OF = ["seen", "interval"]
+DEFAULT_FRACTION = 0.5  # the budget when neither a limit nor a fraction is given
 
 
 class Uniform(Presampler):
     """A budget drawn uniformly at random from all data seen (``of="seen"``) or from the data since the
     last trigger (``of="interval"``).
 
-    Modyn's random presampling (``RandomPresamplingStrategy``). The budget is required: without one
-    this is :class:`~ctsim.selection.AllData` or :class:`~ctsim.selection.NewData`.
+    Modyn's random presampling (``RandomPresamplingStrategy``). Without a budget it draws half the
+    pool (``fraction=0.5``): keeping all of it is :class:`~ctsim.selection.AllData` or
+    :class:`~ctsim.selection.NewData`.
 
     Args:
         of: the pool, ``"seen"`` or ``"interval"``.
         limit: keep this many samples of the pool, or
-        fraction: this fraction of it, rounded up.
+        fraction: this fraction of it, rounded up (neither: 0.5).
         downsample: a downsampler (see :class:`~ctsim.selection.base.Presampler`).
 
     >>> from ctsim.selection.base import context_from_intervals
@@ -34,12 +36,9 @@ class Uniform(Presampler):
     def __init__(
         self, of: str = "seen", limit: int | None = None, fraction: float | None = None, downsample=None
     ):
-        ConfigError.raise_all(
-            [
-                one_of("of", of, OF),
-                check("limit", limit, limit is not None or fraction is not None, "a limit or a fraction"),
-            ]
-        )
+        ConfigError.raise_all([one_of("of", of, OF)])
+        if limit is None and fraction is None:
+            fraction = DEFAULT_FRACTION
         super().__init__(limit, fraction, downsample)
         self.of = of
 

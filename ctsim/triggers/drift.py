@@ -44,6 +44,12 @@ from ctsim.triggers.rules import PValue, Rule
 EMBEDDINGS = frozenset({"embeddings"})
 
 
+def _generator(seed: int, salt: int) -> torch.Generator:
+    """A CPU generator for the pipeline ``seed`` and a batch or generation ``salt``. Taken modulo 2**64,
+    the most ``manual_seed`` takes: any valid seed (up to 2**63 - 1) works, and small ones are unchanged."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + salt) % 2**64)
+
+
 @dataclass(frozen=True)
 class _Test:
     """A detection due now: the two windows' features, and the generator of its permutations."""
@@ -200,7 +206,7 @@ class DriftTrigger:
         if not isinstance(windows, tuple):
             return None
         ref, cur = (self._features(ctx, keys) for keys in windows)
-        return _Test(ref, cur, torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.batch.index))
+        return _Test(ref, cur, _generator(ctx.seed, ctx.batch.index))
 
     def _decide(self, ctx: TriggerContext, result: Result) -> str | None:
         self._last = ctx.batch.stop
@@ -262,7 +268,7 @@ class DriftTrigger:
     def _subsample(self, keys: torch.Tensor, ctx: TriggerContext) -> torch.Tensor:
         if self.reference_size is None or len(keys) <= self.reference_size:
             return keys
-        g = torch.Generator().manual_seed(ctx.seed * 1_000_003 + ctx.active.generation)
+        g = _generator(ctx.seed, ctx.active.generation)
         return keys[torch.randperm(len(keys), generator=g)[: self.reference_size]].sort().values
 
     def _features(self, ctx: TriggerContext, keys: torch.Tensor) -> torch.Tensor:
