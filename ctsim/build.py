@@ -107,8 +107,9 @@ def build_run(cfg: DictConfig, overrides: list[str], config_name: str = "config"
     for variant in found:
         variant_problems: list[Problem] = []
         parts = _parts(variant.config, dataset, variant_problems)  # checked once, whatever the seeds
-        if engine is not None and isinstance(parts["model"], ModelSpec) and not variant_problems:
-            variant_problems += getattr(engine, "route_problems", lambda spec: [])(parts["model"])
+        spec = parts["model"]
+        if isinstance(spec, ModelSpec) and not any(p.key.startswith("model") for p in variant_problems):
+            variant_problems += _model_problems(variant.config, spec, engine)
         _attribute(variant, variant_problems, problems)
         if not variant_problems and dataset is not None:
             # fresh objects per seed: a policy may keep state, and pipelines never share it
@@ -229,17 +230,23 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
         else:
             if parts["train"] is not None:
                 problems += _freeze_problems(parts["train"], built)
-            unsaved = unsaved_seeded_buffers(parts["model"])
-            if unsaved:
-                target = OmegaConf.select(cfg.model, "_target_")
-                expected = (
-                    f"a model whose state dict holds what its seed decides; the buffers {', '.join(unsaved)} "
-                    "differ from seed to seed but are not saved (persistent=False), so evaluation would "
-                    "rebuild them with other values: register them with persistent=True"
-                )
-                problems.append(Problem("model", target, expected))
             problems += _downsample_problems(parts["selection"], parts["train"], built)
     return parts
+
+
+def _model_problems(cfg: DictConfig, spec: ModelSpec, engine: Engine | None) -> list[Problem]:
+    """What only a built model shows, checked once per variant (not per seed): buffers its seed decides
+    that its state dict does not hold, and layers the engine's route cannot run."""
+    problems = [] if engine is None else getattr(engine, "route_problems", lambda spec: [])(spec)
+    unsaved = unsaved_seeded_buffers(spec)
+    if unsaved:
+        expected = (
+            f"a model whose state dict holds what its seed decides; the buffers {', '.join(unsaved)} "
+            "differ from seed to seed but are not saved (persistent=False), so evaluation would "
+            "rebuild them with other values: register them with persistent=True"
+        )
+        problems.append(Problem("model", OmegaConf.select(cfg.model, "_target_"), expected))
+    return problems
 
 
 def _fitting_model(problem: Problem, dataset: Dataset) -> Problem:

@@ -345,7 +345,7 @@ def _readme_examples() -> list[str]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("|") and len(cells) >= 2:
             last = cells[-1]
-            if last.startswith("`") and last.endswith("`") and "=" in last and " " not in last.strip("`")[:1]:
+            if last.startswith("`") and last.endswith("`") and "=" in last:
                 text = last.strip("`")
                 if re.match(r"^(trigger|selection)[=/.]", text):
                     found.append(text)

@@ -275,8 +275,9 @@ class Table:
         if problems:
             return problems
         labels = frame[self.label_column]
-        if bool(_is_missing(labels).any()):
-            row = int(frame.filter(_is_missing(labels))["_row"][0])
+        missing = _is_missing(labels)
+        if bool(missing.any()):
+            row = int(frame.filter(missing)["_row"][0])
             return [self._row_problem(row, f"a value in label column {self.label_column!r}", "none")]
         if self.classes is not None:
             classes = list(self.classes)
@@ -328,8 +329,9 @@ class Table:
 
     def _times(self, frame: pl.DataFrame) -> tuple[pl.Series, list[Problem]]:
         col = frame[self.time_column]
-        if bool(_is_missing(col).any()):
-            row = int(frame.filter(_is_missing(col))["_row"][0])
+        missing = _is_missing(col)
+        if bool(missing.any()):
+            row = int(frame.filter(missing)["_row"][0])
             return col, [self._row_problem(row, f"a time in column {self.time_column!r}", "none")]
         if col.dtype == pl.String:
             col = col.str.strip_chars()

@@ -208,7 +208,8 @@ def markdown_summary(
         "accuracy_weighted weights slices by test-set size; covered_slices, the slices with an active model.",
         "",
     ]
-    lines += [*coverage_notes(table, "**Coverage:** "), ""] if coverage_notes(table, "") else []
+    notes = coverage_notes(table, "**Coverage:** ")
+    lines += [*notes, ""] if notes else []
     diverged = cost.filter(pl.col("nonfinite_generations") > 0)
     for row in diverged.iter_rows(named=True):
         lines.append(
