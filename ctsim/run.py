@@ -72,11 +72,11 @@ def execute(
         f"{len(plan.variants)} pipeline(s) × {len(seeds)} seed(s) · dataset {plan.dataset.name} · "
         f"engine {plan.engine.name} on {plan.engine.device}"
     )
-    if echo:
-        verb = "resuming" if resume else "run folder"
-        print(f"ctsim · {plan.name} · {header} · {verb} {out_dir}/", flush=True)
     with _sigterm_interrupts():
-        try:
+        try:  # from the first line the user sees: a Ctrl-C right after it marks the run interrupted
+            if echo:
+                verb = "resuming" if resume else "run folder"
+                print(f"ctsim · {plan.name} · {header} · {verb} {out_dir}/", flush=True)
             stream = plan.stream.build(plan.dataset.load())
             fingerprint = provenance.data_hash(stream.x, stream.y, stream.time, stream.slice)
             if earlier is not None:

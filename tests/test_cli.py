@@ -18,8 +18,8 @@ import yaml
 from ctsim import cli
 from ctsim.registry import load_many, read_status
 
+from .conftest import build, run, small
 from .conftest import cli as run_cli
-from .conftest import run, small
 
 NOT_WRITABLE = "/proc/ctsim-test/run"  # /proc refuses new folders, even to root
 
@@ -415,6 +415,28 @@ def test_ctrl_c_is_one_line_and_marks_the_run_interrupted(tmp_path):
     ]
     assert read_status(out)["status"] == "interrupted"
     assert not (out / "evals.parquet").exists()
+
+
+def test_a_ctrl_c_the_moment_the_first_line_shows_marks_the_run_interrupted(tmp_path, monkeypatch):
+    """The user sees the run's first line and presses Ctrl-C at once: the status must say interrupted,
+    as the message does (it once stayed ``running``, the interrupt landing before the run's handler)."""
+    from ctsim.run import execute
+
+    class PressedAfterTheHeader:
+        def write(self, text):
+            if text.startswith("ctsim ·"):
+                raise KeyboardInterrupt
+            return len(text)
+
+        def flush(self):
+            pass
+
+    plan = build(small(tmp_path, "dataset.size=0.05", "population.only=[never]"))
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "stdout", PressedAfterTheHeader())
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan, out, echo=True)
+    assert read_status(out)["status"] == "interrupted"
 
 
 def test_load_many_leaves_out_unfinished_runs_and_says_so(tmp_path):
