@@ -48,9 +48,15 @@ from ctsim.config import ConfigError, Problem, check
 from ctsim.datasets.base import Dataset
 from ctsim.engine.base import Engine, TrainConfig, names_parameter
 from ctsim.models.base import ModelSpec, unsaved_seeded_buffers
-from ctsim.selection.downsample import ScoreDownsampler
+from ctsim.selection.base import downsampler_of, selection_problems
+from ctsim.selection.downsample import RS2, ScoreDownsampler
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
+from ctsim.triggers.base import trigger_problems
+
+# Each policy group's contract (ctsim.triggers.base, ctsim.selection.base): its class is checked
+# against it before it is built, so a misnamed method stops the run at start-up, not mid-replay.
+CONTRACTS = {"trigger": trigger_problems, "selection": selection_problems}
 
 
 @dataclass(frozen=True)
@@ -216,7 +222,13 @@ def _unknown_arguments(node: Any, key: str, given: dict[str, Any]) -> list[Probl
 
 def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) -> dict[str, Any]:
     """A pipeline's trigger, selection, model, optimizer, train and schedule, built and checked."""
-    parts = {group: _instantiate(cfg[group], group, problems) for group in PIPELINE_GROUPS}
+    parts: dict[str, Any] = {}
+    for group in PIPELINE_GROUPS:
+        broken = _contract_problems(cfg[group], group)
+        problems += broken
+        parts[group] = None if broken else _instantiate(cfg[group], group, problems)
+        if group in CONTRACTS and parts[group] is not None:
+            problems += _built_policy_problems(parts[group], group)
     if parts["model"] is not None and dataset is not None:
         parts["model"] = ModelSpec(parts["model"], tuple(dataset.input_shape), dataset.num_classes)
         try:
@@ -232,6 +244,33 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
                 problems += _freeze_problems(parts["train"], built)
             problems += _downsample_problems(parts["selection"], parts["train"], built)
     return parts
+
+
+def _contract_problems(node: Any, group: str) -> list[Problem]:
+    """A policy group's ``_target_`` class against the group's contract, before anything is built."""
+    if group not in CONTRACTS or not isinstance(node, DictConfig) or "_target_" not in node:
+        return []
+    try:
+        target = _locate(str(node._target_))
+    except Exception:
+        return []  # a target that cannot be imported: _unknown_arguments names it
+    return CONTRACTS[group](target, f"{group}._target_") if inspect.isclass(target) else []
+
+
+def _built_policy_problems(policy: Any, group: str) -> list[Problem]:
+    """A built policy against its group's contract: what a factory ``_target_`` returned, and (for a
+    selection policy) its downsampler."""
+    found = CONTRACTS[group](type(policy), f"{group}._target_")
+    down = downsampler_of(policy) if group == "selection" else None
+    if down is not None and not isinstance(down, (ScoreDownsampler, RS2)):
+        found.append(
+            Problem(
+                "selection.downsample",
+                type(down).__name__,
+                "null, a ScoreDownsampler or RS2 (selection/downsample=loss, rs2, ...)",
+            )
+        )
+    return found
 
 
 def _model_problems(cfg: DictConfig, spec: ModelSpec, engine: Engine | None) -> list[Problem]:
@@ -260,7 +299,7 @@ def _fitting_model(problem: Problem, dataset: Dataset) -> Problem:
 def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch.nn.Module) -> list[Problem]:
     """A score-based downsampler needs a model with ``embed`` and a linear ``head``; batch-then-sample
     must keep at least one sample of a full batch."""
-    down = getattr(selection, "downsample", None)
+    down = downsampler_of(selection) if selection is not None else None
     if not isinstance(down, ScoreDownsampler):
         return []
     head = getattr(model, "head", None)

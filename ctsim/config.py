@@ -14,10 +14,12 @@ The entry point prefixes each problem with the config group it came from (``trig
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -116,4 +118,100 @@ def unwritable(path: Path) -> str | None:
         os.rmdir(tempfile.mkdtemp(prefix=".ctsim-probe-", dir=existing))
     except OSError as e:
         return f"{existing} is not writable ({e.strerror})"
+    return None
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One method of a policy contract, read from a ``typing.Protocol``: its name, the arguments ctsim
+    passes, whether it is a static method, and what ctsim calls it for (the first docstring line)."""
+
+    name: str
+    args: tuple[str, ...]
+    static: bool
+    does: str
+
+    def __str__(self) -> str:
+        return f"{self.name}({', '.join(self.args)})"
+
+
+def hooks(protocol: type) -> list[Hook]:
+    """The methods ``protocol`` declares, in order (its public functions and static methods)."""
+    found = []
+    for name, raw in vars(protocol).items():
+        static = isinstance(raw, staticmethod)
+        func = raw.__func__ if static else raw
+        if name.startswith("_") or not inspect.isfunction(func):
+            continue
+        params = list(inspect.signature(func).parameters)[0 if static else 1 :]
+        does = (inspect.getdoc(func) or "").split("\n")[0].rstrip(".")
+        found.append(Hook(name, tuple(params), static, does))
+    return found
+
+
+def contract_problems(
+    cls: type,
+    key: str,
+    role: str,
+    required: Sequence[type],
+    optional: Sequence[type] = (),
+    bases: tuple[type, ...] = (),
+) -> list[Problem]:
+    """What keeps the class ``cls`` from serving as a ``role`` (a trigger, a selection policy).
+
+    Every method of the ``required`` protocols must be there and take the arguments ctsim passes; a
+    method of the ``optional`` ones must take them where it is there. A method of the class named almost
+    like a declared one that the class does not give itself (``observ`` for ``observe``, ``want`` for
+    ``wants``, ``chose`` for a ``choose`` inherited from one of ``bases``) is taken for a misspelling:
+    ctsim would never call it. An abstract method (a protocol's stub) counts as missing. Each problem
+    is one line under ``key`` (e.g. ``trigger._target_``) naming the class, the method and the name
+    expected. Checked on the class, so nothing is built or loaded.
+    """
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    declared = [(h, True) for p in required for h in hooks(p)]
+    declared += [(h, False) for p in optional for h in hooks(p)]
+    expected = {h.name for h, _ in declared}
+
+    def given(n: str) -> bool:  # by the class itself, not only by a base it extends
+        return any(n in vars(k) for k in cls.__mro__ if k not in bases and k is not object)
+
+    own = [n for n in dir(cls) if n[0] != "_" and n not in expected and given(n)]
+    own = [n for n in own if callable(getattr(cls, n, None))]
+    found = []
+    for hook, needed in declared:
+        attr = inspect.getattr_static(cls, hook.name, None)
+        missing = attr is None or getattr(attr, "__isabstractmethod__", False)
+        near = [] if given(hook.name) and not missing else difflib.get_close_matches(hook.name, own, 1, 0.75)
+        if near:
+            text = (
+                f"{name} has no method {hook} but has {near[0]}: rename {near[0]} to {hook.name} "
+                f"(ctsim calls {hook.name}: {hook.does})"
+            )
+            found.append(Problem(key, name, "", text=text))
+        elif missing and needed:
+            text = f"{name} has no method {hook}, which every {role} needs ({hook.does})"
+            found.append(Problem(key, name, "", text=text))
+        elif not missing:
+            why = _uncallable(hook, attr)
+            if why:
+                found.append(Problem(key, name, "", text=f"{name}.{hook.name} {why} (ctsim calls {hook})"))
+    return found
+
+
+def _uncallable(hook: Hook, attr: object) -> str | None:
+    """Why ctsim cannot call ``attr`` (a class's attribute) as ``hook`` declares it; None if it can."""
+    if hook.static and not isinstance(attr, staticmethod):
+        return "must be a @staticmethod"
+    func = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+    if not callable(func):
+        return f"is a {type(attr).__name__}, not a method"
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None  # a callable without a signature to check (a builtin): taken as it is
+    placeholders = hook.args if hook.static else ("self", *hook.args)
+    try:
+        signature.bind(*placeholders)
+    except TypeError:
+        return f"takes {signature}: it must take {', '.join(placeholders)}"
     return None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -30,7 +28,7 @@ from ctsim.triggers import (
     TriggerContext,
     replay,
 )
-from ctsim.triggers.base import Trained, gather, wants_of
+from ctsim.triggers.base import Trained, wants_of
 from ctsim.triggers.encoders import RawFeatures
 
 from . import streams
@@ -293,66 +291,6 @@ def test_ensemble_merges_member_wants_and_hands_each_its_own_signals():
     )
     wants = wants_of(EnsembleTrigger(members), ctx)
     assert {k.split("/")[0] for k in wants} == {"drift", "perf"}
-
-
-# -- restorable state ------------------------------------------------------------------------------
-
-
-def _restored_decisions(make, stream, stop, engine=None, state=None):
-    """Replay with the trigger saved after ``stop`` batches and restored into a fresh one."""
-    trigger, fired, gens, last = make(), [], [], 0
-    x = stream.x if engine is None else stream.x.to(engine.device)
-    for batch in stream.batches:
-        if batch.index == stop:
-            buffer = io.BytesIO()
-            torch.save(trigger.state_dict(), buffer)
-            buffer.seek(0)
-            trigger = make()
-            trigger.load_state_dict(torch.load(buffer, weights_only=False))
-        ctx = TriggerContext(
-            batch,
-            stream.arrival_order[: batch.stop],
-            stream.arrival_order[last : batch.stop],
-            len(gens),
-            stream,
-            x,
-            stream.y,
-            tuple(gens),
-            0,
-        )
-        wants = wants_of(trigger, ctx)
-        if wants:
-            ctx = replace(ctx, signals=gather(engine, [(SPEC, state, wants)], x, stream.y)[0])
-        if trigger.observe(ctx) is not None:
-            fired.append(batch.index)
-            since = ctx.since_trigger
-            gens.append(Trained(len(gens), since, len(since), len(since), len(since), 0.0))
-            last = batch.stop
-    return fired
-
-
-@pytest.mark.parametrize(
-    "name,make,uses_model",
-    [
-        ("drift_raw", lambda: DriftTrigger(encoder=RawFeatures(), min_samples=10), False),
-        ("drift_model_quantile", lambda: from_conf("trigger=drift", "trigger/rule=quantile"), True),
-        ("performance", lambda: from_conf("trigger=performance", "trigger.label_delay=1"), True),
-        ("cost", lambda: CostTrigger(conversion_factor=1.5), False),
-        ("ensemble", lambda: from_conf("trigger=ensemble", "trigger.mode=any"), True),
-    ],
-)
-def test_a_restored_trigger_decides_as_one_that_never_stopped(name, make, uses_model):
-    stream = (
-        streams.concept(slices=16, change=8, arrival_batch=45)
-        if "perf" in name or "ens" in name
-        else streams.shifted(slices=16, change=8, arrival_batch=45)
-    )
-    engine = SequentialEngine(device="cpu") if uses_model else None
-    state = SPEC.build(seed=3).state_dict() if uses_model else None
-    straight = _restored_decisions(make, stream, stop=-1, engine=engine, state=state)
-    assert len(straight) >= 2  # it decides something worth restoring
-    for stop in (5, 17, 30):
-        assert _restored_decisions(make, stream, stop, engine, state) == straight, stop
 
 
 def test_a_users_module_and_a_random_projection_serve_as_encoders():

@@ -1,7 +1,9 @@
 """The same checks over every trigger and selection policy that conf/ offers (as river's estimator suite).
 
-Each policy: its YAML instantiates; it is deterministic (fresh instances decide alike); it does not
-mutate what it is shown; its docstring carries a runnable example (run by the doctests).
+Each policy: its YAML instantiates; its class keeps the declared contract (``trigger_problems``,
+``selection_problems``: the checks a user's policy gets at start-up); it is deterministic (fresh
+instances decide alike); it does not mutate what it is shown; its docstring carries a runnable example
+(run by the doctests).
 """
 
 from __future__ import annotations
@@ -15,12 +17,32 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+import ctsim.selection
+import ctsim.triggers
 from ctsim.cli import CONF_DIR
 from ctsim.engine import SequentialEngine
 from ctsim.models import MLP, ModelSpec
-from ctsim.selection.base import Selection, SelectionContext, context_from_intervals
+from ctsim.selection.base import (
+    Downsampled,
+    Presampler,
+    Selection,
+    SelectionContext,
+    SelectionPolicy,
+    context_from_intervals,
+    selection_problems,
+)
 from ctsim.stream import toy_stream
-from ctsim.triggers.base import Trained, TriggerContext, gather, wants_of
+from ctsim.triggers.base import (
+    ChecksStream,
+    DecidesTogether,
+    Trained,
+    Trigger,
+    TriggerContext,
+    WantsSignals,
+    gather,
+    trigger_problems,
+    wants_of,
+)
 
 TRIGGERS = sorted((CONF_DIR / "trigger").glob("*.yaml"))
 SELECTIONS = sorted((CONF_DIR / "selection").glob("*.yaml"))
@@ -106,8 +128,9 @@ def test_trigger_conformance(path):
         assert torch.equal(ctx.batch.keys, keys) and torch.equal(ctx.x, x)
     trigger = _make_trigger(path)
     assert ">>>" in inspect.getdoc(type(trigger))
-    if hasattr(trigger, "state_dict"):  # restorable state is optional; when there, it round-trips
-        trigger.load_state_dict(trigger.state_dict())
+    assert isinstance(trigger, Trigger) and trigger_problems(type(trigger)) == []
+    for member in getattr(trigger, "members", {}).values():  # an ensemble's members are triggers too
+        assert isinstance(member, Trigger) and trigger_problems(type(member)) == []
 
 
 @pytest.mark.parametrize("path", SELECTIONS, ids=lambda p: p.stem)
@@ -145,13 +168,39 @@ def test_selection_conformance(path):
     a.keys.add_(100)  # the keys are the policy's own, not a view of the context
     assert torch.equal(shown.seen, kept[0]) and torch.equal(shown.since_trigger, kept[1])
     assert all(torch.equal(x, y) for x, y in zip(shown.earlier, kept[2]))
-    assert ">>>" in inspect.getdoc(type(make()))
     policy = make()
-    if hasattr(policy, "state_dict"):  # restorable state is optional; when there, it round-trips
-        policy.select(ctx())
-        restored = make()
-        restored.load_state_dict(policy.state_dict())
-        assert torch.equal(restored.select(ctx(1)).keys, policy.select(ctx(1)).keys)
+    assert ">>>" in inspect.getdoc(type(policy))
+    assert isinstance(policy, SelectionPolicy) and selection_problems(type(policy)) == []
+    assert isinstance(policy, Downsampled) and policy.downsample is None  # the YAMLs' default
+
+
+def _exported(package, role):
+    return [
+        getattr(package, name)
+        for name in package.__all__
+        if inspect.isclass(getattr(package, name))
+        and issubclass(getattr(package, name), role)
+        and not getattr(getattr(package, name), "_is_protocol", False)  # the contract itself
+    ]
+
+
+@pytest.mark.parametrize("cls", _exported(ctsim.triggers, Trigger), ids=lambda c: c.__name__)
+def test_every_exported_trigger_keeps_the_declared_contract(cls):
+    """Each trigger class ``ctsim.triggers`` exports, and each optional hook it has is a declared one."""
+    assert trigger_problems(cls) == []
+    hooks = {"wants": WantsSignals, "problems": ChecksStream, "observe_many": DecidesTogether}
+    for name, protocol in hooks.items():
+        assert (name in dir(cls)) == issubclass(cls, protocol)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [c for c in _exported(ctsim.selection, object) if issubclass(c, Presampler) and c is not Presampler],
+    ids=lambda c: c.__name__,
+)
+def test_every_exported_presampler_keeps_the_declared_contract(cls):
+    assert selection_problems(cls) == []
+    assert "pool" in vars(cls)  # its own pool, not the base's abstract one
 
 
 @pytest.mark.parametrize("option", ["uniform", "freshness"])

@@ -235,18 +235,6 @@ def test_reservoir_holds_everything_until_full_and_keeps_its_size():
     assert len(keys) == 30 and bool((keys[1:] > keys[:-1]).all())
 
 
-def test_reservoir_state_round_trips():
-    first, second = consecutive([20, 30]), consecutive([20, 30, 40], seed=5)
-    reservoir = Reservoir(size=15)
-    reservoir.select(first)
-    restored = Reservoir(size=15)
-    restored.load_state_dict(reservoir.state_dict())
-    a = reservoir.select(second).keys
-    b = restored.select(replace(second, generator=torch.Generator().manual_seed(5))).keys
-    assert torch.equal(a, b)
-    assert reservoir.state_dict()["count"] == 90
-
-
 def test_reservoir_refuses_a_context_shorter_than_what_it_processed():
     reservoir = Reservoir(size=5)
     reservoir.select(consecutive([20]))

@@ -3,7 +3,7 @@
 
 from ctsim.selection.all import AllData
 from ctsim.selection.balanced import ClassBalanced
-from ctsim.selection.base import Presampler, Selection, SelectionContext, SelectionPolicy
+from ctsim.selection.base import Downsampled, Presampler, Selection, SelectionContext, SelectionPolicy
 from ctsim.selection.downsample import RS2, ScoreDownsampler
 from ctsim.selection.freshness import Freshness
 from ctsim.selection.new import NewData
@@ -16,6 +16,7 @@ __all__ = [
     "RS2",
     "AllData",
     "ClassBalanced",
+    "Downsampled",
     "Freshness",
     "NewData",
     "Presampler",

@@ -12,19 +12,30 @@ Selection runs in two stages, as in Modyn:
    model about to be trained keeps the most informative part of the candidates, before training
    (sample-then-batch) or inside every training step (batch-then-sample); or RS2 trains each epoch
    on a fresh random subset.
+
+**The contract.** A selection policy is any class with ``select(ctx) -> Selection``
+(:class:`SelectionPolicy`), and optionally a ``downsample`` attribute (:class:`Downsampled`: None, a
+:class:`~ctsim.selection.downsample.ScoreDownsampler` or :class:`~ctsim.selection.downsample.RS2`). A
+:class:`Presampler` subclass gives ``pool(ctx)`` and may give ``choose(pool, k, ctx)``; it gets
+``select``, the budget and ``downsample`` from :class:`Presampler`. A run checks a policy's class at
+start-up (:func:`selection_problems`), before any data is loaded: a missing method, one named almost
+like a declared one (``pools``, ``selct``) or one that cannot take the declared arguments is a one-line
+error naming the class and the method.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number
+from ctsim.config import ConfigError, Problem, check, contract_problems, is_int, is_number
 from ctsim.engine.base import BatchThenSample, EpochSubset, share
 
 if TYPE_CHECKING:
+    from ctsim.selection.downsample import RS2, ScoreDownsampler
     from ctsim.stream import Stream
 
 
@@ -60,10 +71,55 @@ class Selection:
     scored: int = 0
 
 
+@runtime_checkable
 class SelectionPolicy(Protocol):
     """Chooses the training set of the next model generation."""
 
-    def select(self, ctx: SelectionContext) -> Selection: ...
+    @abstractmethod
+    def select(self, ctx: SelectionContext) -> Selection:
+        """The training set of the next generation: keys, and optional weights."""
+        ...
+
+
+@runtime_checkable
+class Downsampled(Protocol):
+    """Optional: a policy whose candidates a downsampler then cuts (None: no downsampling)."""
+
+    downsample: ScoreDownsampler | RS2 | None
+
+
+def downsampler_of(policy: SelectionPolicy) -> ScoreDownsampler | RS2 | None:
+    """The policy's downsampler: None unless it declares one (:class:`Downsampled`)."""
+    return policy.downsample if isinstance(policy, Downsampled) else None
+
+
+class _Pools(Protocol):
+    @abstractmethod
+    def pool(self, ctx: SelectionContext) -> torch.Tensor:
+        """The keys to choose from: the policy's pool, before its budget."""
+        ...
+
+
+class _Chooses(Protocol):
+    @abstractmethod
+    def choose(self, pool: torch.Tensor, k: int, ctx: SelectionContext) -> torch.Tensor:
+        """k keys of the pool, where the budget is not a uniform draw."""
+        ...
+
+
+def selection_problems(cls: type, key: str = "selection._target_") -> list[Problem]:
+    """What keeps the class ``cls`` from serving as a selection policy (see the module docstring).
+
+    >>> class Newest(Presampler):
+    ...     def pools(self, ctx):
+    ...         return ctx.since_trigger
+    >>> print(selection_problems(Newest)[0].text)  # doctest: +ELLIPSIS
+    ctsim.selection.base.Newest has no method pool(ctx) but has pools: rename pools to pool (...)
+    """
+    if issubclass(cls, Presampler):
+        bases = (Presampler, SelectionPolicy)
+        return contract_problems(cls, key, "presampler", [SelectionPolicy, _Pools], [_Chooses], bases)
+    return contract_problems(cls, key, "selection policy", [SelectionPolicy], [], (SelectionPolicy,))
 
 
 def fraction_problem(fraction: object, optional: bool = False) -> Problem | None:
@@ -110,7 +166,8 @@ class Presampler:
     """A presampling policy: a pool of keys, cut to a budget, then an optional downsampler.
 
     Subclasses give :meth:`pool`; they override :meth:`choose` where the budget is not a uniform draw
-    (balanced and freshness policies).
+    (balanced and freshness policies). That is the whole contract of a subclass, checked at start-up
+    (:func:`selection_problems`).
 
     Args:
         limit: keep at most this many samples of the pool.
@@ -122,7 +179,9 @@ class Presampler:
         ConfigError.raise_all(budget_problems(limit, fraction))
         self.limit, self.fraction, self.downsample = limit, fraction, downsample
 
+    @abstractmethod
     def pool(self, ctx: SelectionContext) -> torch.Tensor:
+        """The keys to choose from: every subclass gives its own."""
         raise NotImplementedError
 
     def choose(self, pool: torch.Tensor, k: int, ctx: SelectionContext) -> torch.Tensor:

@@ -17,8 +17,8 @@ class Reservoir(Presampler):
     the ``i``-th key (counting from 0) then replaces a random slot with probability ``size / (i + 1)``.
     The pool is the reservoir, in arrival order. Random draws come from the pipeline's generator.
 
-    The memory lives in the policy: use one instance per replay, and restore it with
-    :meth:`load_state_dict`.
+    The memory lives in the policy: use one instance per replay (a resumed run replays the stream
+    from the start, so its reservoir is rebuilt as it was).
 
     Args:
         size: how many keys the reservoir holds.
@@ -29,7 +29,7 @@ class Reservoir(Presampler):
     >>> reservoir = Reservoir(size=3)
     >>> reservoir.select(context_from_intervals([[0, 1], [2, 3, 4, 5]])).keys.tolist()
     [0, 1, 5]
-    >>> reservoir.state_dict()["count"]
+    >>> reservoir.count  # keys offered so far
     6
     """
 
@@ -61,9 +61,3 @@ class Reservoir(Presampler):
         for s, key in zip(slot[kept].tolist(), rest[kept].tolist()):  # in order: a later key may evict
             keys[s] = key
         self.keys, self.count = keys, self.count + len(new)
-
-    def state_dict(self) -> dict:
-        return {"keys": self.keys.clone(), "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.keys, self.count = state["keys"].clone().long(), int(state["count"])

@@ -2,7 +2,15 @@
 
 from ctsim.triggers.always import AlwaysTrigger
 from ctsim.triggers.amount import AmountTrigger
-from ctsim.triggers.base import Trigger, TriggerContext, Want, replay
+from ctsim.triggers.base import (
+    ChecksStream,
+    DecidesTogether,
+    Trigger,
+    TriggerContext,
+    Want,
+    WantsSignals,
+    replay,
+)
 from ctsim.triggers.cost import CostTrigger
 from ctsim.triggers.drift import DriftTrigger
 from ctsim.triggers.ensemble import EnsembleTrigger
@@ -13,7 +21,9 @@ from ctsim.triggers.time import TimeTrigger
 __all__ = [
     "AlwaysTrigger",
     "AmountTrigger",
+    "ChecksStream",
     "CostTrigger",
+    "DecidesTogether",
     "DriftTrigger",
     "EnsembleTrigger",
     "NeverTrigger",
@@ -22,5 +32,6 @@ __all__ = [
     "Trigger",
     "TriggerContext",
     "Want",
+    "WantsSignals",
     "replay",
 ]

@@ -4,6 +4,20 @@ A trigger sees a narrow context (the arrival batch, the keys seen so far, the ke
 trigger, the pipeline's generations so far, the stream's tensors) and answers with the reason to
 train, or None.
 
+**The contract.** :class:`Trigger` is the one required method, ``observe(ctx)``. Three optional
+hooks are declared as protocols of their own; a trigger has one by defining the method (no base class
+to inherit):
+
+* :class:`WantsSignals`, ``wants(ctx)``: the model signals it needs before deciding (below);
+* :class:`ChecksStream`, ``problems(stream)``: what in its settings the stream cannot serve (a window
+  larger than the stream), checked once the data is loaded, before any training;
+* :class:`DecidesTogether`, a static ``observe_many(triggers, contexts)``: every trigger of the class
+  decides in one call (the drift trigger batches its MMD tests across pipelines).
+
+A run checks a trigger's class against the contract at start-up (:func:`trigger_problems`), before any
+data is loaded: a missing ``observe``, a method named almost like a hook (``observ``, ``want``) or one
+that cannot take the hook's arguments is a one-line error naming the class and the method.
+
 **Signals.** A trigger that needs what the active model says about some rows (its embeddings,
 logits, predictions or per-sample losses, :data:`~ctsim.engine.base.SIGNALS`) declares it before
 it decides: ``wants(ctx)`` returns named :class:`Want` s. The loop gathers every pipeline's wants at a
@@ -11,23 +25,20 @@ decision point and asks the engine once (:func:`gather`); the batched engine run
 the same rows (the arrival batch) as one ``vmap`` pass. The answers come back in ``ctx.signals``
 under the same names. Triggers that want nothing cost nothing: no forward pass at all. Before the
 first generation there is no active model, and its wants are left out of ``ctx.signals``.
-
-Optional methods, found by name: ``wants(ctx)``; ``state_dict()`` / ``load_state_dict(state)``
-(restorable state: a restored trigger decides as one that never stopped); ``problems(stream)`` (what
-in the trigger's settings the stream cannot serve, e.g. a window larger than the stream, checked
-before any training).
 """
 
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from functools import cache
+from typing import Protocol, runtime_checkable
 
 import torch
 
-from ctsim.config import Problem
+from ctsim.config import Problem, contract_problems
 from ctsim.engine.base import Engine, SignalRequest, State
 from ctsim.models.base import ModelSpec
 from ctsim.stream import ArrivalBatch, Stream
@@ -80,17 +91,70 @@ class TriggerContext:
         return self.generations[-1] if self.generations else None
 
 
+@runtime_checkable
 class Trigger(Protocol):
     """Decides, once per arrival batch, whether to train a new model generation."""
 
+    @abstractmethod
     def observe(self, ctx: TriggerContext) -> str | None:
         """The reason to train now, or None to wait."""
         ...
 
 
+@runtime_checkable
+class WantsSignals(Protocol):
+    """Optional: a trigger that needs the active model's signals on some rows before it decides."""
+
+    @abstractmethod
+    def wants(self, ctx: TriggerContext) -> Mapping[str, Want]:
+        """The model signals the trigger needs before it decides, answered in ctx.signals."""
+        ...
+
+
+@runtime_checkable
+class ChecksStream(Protocol):
+    """Optional: a trigger whose settings a stream may not serve (a window larger than the stream)."""
+
+    @abstractmethod
+    def problems(self, stream: Stream) -> list[Problem]:
+        """What in the trigger's settings the stream cannot serve, checked before any training."""
+        ...
+
+
+@runtime_checkable
+class DecidesTogether(Protocol):
+    """Optional: triggers of one class that decide together, one answer per trigger, in order."""
+
+    @staticmethod
+    @abstractmethod
+    def observe_many(triggers: Sequence[Trigger], contexts: Sequence[TriggerContext]) -> list[str | None]:
+        """Every trigger of the class decides in one call, as each one's observe would."""
+        ...
+
+
+OPTIONAL_HOOKS = (WantsSignals, ChecksStream, DecidesTogether)
+
+
+def trigger_problems(cls: type, key: str = "trigger._target_") -> list[Problem]:
+    """What keeps the class ``cls`` from serving as a trigger (see the module docstring), one line each.
+
+    >>> class Late:
+    ...     def observ(self, ctx):
+    ...         return None
+    >>> print(trigger_problems(Late)[0].text)  # doctest: +ELLIPSIS
+    ctsim.triggers.base.Late has no method observe(ctx) but has observ: rename observ to observe (...)
+    """
+    return contract_problems(cls, key, "trigger", [Trigger], OPTIONAL_HOOKS, (Trigger, *OPTIONAL_HOOKS))
+
+
+@cache
+def _offers(cls: type, hook: type) -> bool:
+    return issubclass(cls, hook)
+
+
 def wants_of(trigger: Trigger, ctx: TriggerContext) -> dict[str, Want]:
-    wants = getattr(trigger, "wants", None)
-    return dict(wants(ctx)) if wants is not None else {}
+    """The trigger's wants at ``ctx``: none if it does not declare :class:`WantsSignals`."""
+    return dict(trigger.wants(ctx)) if _offers(type(trigger), WantsSignals) else {}
 
 
 def gather(
@@ -169,15 +233,14 @@ def decide(
 ) -> tuple[list[str | None], list[float]]:
     """Every trigger's decision at one decision point, and the seconds each took.
 
-    Triggers of a class with a static ``observe_many(triggers, contexts)`` decide together (the drift
-    trigger batches its MMD tests across pipelines; their seconds are shared evenly); the others one
-    by one.
+    Triggers of a class with :class:`DecidesTogether` decide together (the drift trigger batches its
+    MMD tests across pipelines; their seconds are shared evenly); the others one by one.
     """
     reasons: list[str | None] = [None] * len(triggers)
     seconds = [0.0] * len(triggers)
     together: dict[type, list[int]] = {}
     for i, trigger in enumerate(triggers):
-        if callable(getattr(type(trigger), "observe_many", None)):
+        if _offers(type(trigger), DecidesTogether):
             together.setdefault(type(trigger), []).append(i)
         else:
             tick = time.perf_counter()
@@ -193,5 +256,5 @@ def decide(
 
 
 def problems_of(trigger: Trigger, stream: Stream) -> list[Problem]:
-    check = getattr(trigger, "problems", None)
-    return list(check(stream)) if check is not None else []
+    """What in the trigger's settings ``stream`` cannot serve (none without :class:`ChecksStream`)."""
+    return list(trigger.problems(stream)) if _offers(type(trigger), ChecksStream) else []

@@ -108,10 +108,3 @@ class CostTrigger:
 
         fit = linregress(sizes, costs)
         return max(0.0, float(fit.intercept + fit.slope * n))
-
-    def state_dict(self) -> dict:
-        return {"generation": self._generation, "expected": self._expected, "avoidable": self._avoidable}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._generation, self._expected = state["generation"], state["expected"]
-        self._avoidable = state["avoidable"]

@@ -13,7 +13,7 @@ from typing import Literal
 
 from ctsim.config import ConfigError, Problem, check, is_int, one_of
 from ctsim.stream import Stream
-from ctsim.triggers.base import Trigger, TriggerContext, Want, problems_of, wants_of
+from ctsim.triggers.base import Trigger, TriggerContext, Want, problems_of, trigger_problems, wants_of
 
 MODES = ("any", "all", "majority", "at_least")
 
@@ -55,10 +55,7 @@ class EnsembleTrigger:
                     f"an integer from 1 to the number of members ({n}) with mode: at_least, else null",
                 ),
             ]
-            + [
-                check(f"members.{name}", type(m).__name__, callable(getattr(m, "observe", None)), "a trigger")
-                for name, m in members.items()
-            ]
+            + [p for name, m in members.items() for p in trigger_problems(type(m), f"members.{name}")]
         )
         self.members, self.mode, self.at_least = dict(members), mode, at_least
 
@@ -90,15 +87,3 @@ class EnsembleTrigger:
             for name, member in self.members.items()
             for p in problems_of(member, stream)
         ]
-
-    def state_dict(self) -> dict:
-        return {
-            name: m.state_dict()
-            for name, m in self.members.items()
-            if callable(getattr(m, "state_dict", None))
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, member in self.members.items():
-            if name in state:
-                member.load_state_dict(state[name])

@@ -1,8 +1,8 @@
 """Decision rules: turn a detector's sequence of results into fire / don't fire.
 
 Each rule is a small class with one decision method, ``decide(result) -> bool``, which also records
-the result, and a plain-Python state (``state_dict`` / ``load_state_dict``, JSON-safe) so a run can
-be resumed. Every rule takes ``warmup``: its first ``warmup`` decisions only record, never fire.
+the result (a resumed run replays the stream, so a rule's history is rebuilt as it was). Every rule
+takes ``warmup``: its first ``warmup`` decisions only record, never fire.
 
 * :class:`Threshold`, :class:`PValue`: static (distance above a value, p-value below alpha).
 * :class:`DynamicQuantile`, :class:`DynamicRollingAverage`: Modyn's dynamic thresholds, relative
@@ -22,10 +22,6 @@ from ctsim.triggers.detectors import Result
 
 class Rule(Protocol):
     def decide(self, result: Result) -> bool: ...
-
-    def state_dict(self) -> dict: ...
-
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 def _warmup_problem(warmup: object) -> Problem | None:
@@ -55,12 +51,6 @@ class Threshold:
     def decide(self, result: Result) -> bool:
         self.seen += 1
         return self.seen > self.warmup and result.distance > self.value
-
-    def state_dict(self) -> dict:
-        return {"seen": self.seen}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seen = int(state["seen"])
 
 
 class PValue:
@@ -92,12 +82,6 @@ class PValue:
             )
         self.seen += 1
         return self.seen > self.warmup and result.p_value < self.alpha
-
-    def state_dict(self) -> dict:
-        return {"seen": self.seen}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seen = int(state["seen"])
 
 
 class DynamicQuantile:
@@ -138,12 +122,6 @@ class DynamicQuantile:
         self.seen += 1
         self.history = [*self.history, float(result.distance)][-self.window :]
         return fire
-
-    def state_dict(self) -> dict:
-        return {"seen": self.seen, "history": list(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seen, self.history = int(state["seen"]), [float(d) for d in state["history"]]
 
 
 class DynamicRollingAverage:
@@ -187,12 +165,6 @@ class DynamicRollingAverage:
         self.seen += 1
         self.history = [*self.history, float(result.distance)][-self.window :]
         return fire
-
-    def state_dict(self) -> dict:
-        return {"seen": self.seen, "history": list(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seen, self.history = int(state["seen"]), [float(d) for d in state["history"]]
 
 
 RULES: dict[str, type] = {
