@@ -94,7 +94,8 @@ def test_hair_length_marks_the_class_before_1970_only():
 
 
 @pytest.mark.parametrize(
-    "kwargs,key", [({"size": 0}, "size"), ({"size": -1.0}, "size"), ({"seed": -2}, "seed")]
+    "kwargs,key",
+    [({"size": 0}, "size"), ({"size": -1.0}, "size"), ({"size": 1.5}, "size"), ({"seed": -2}, "seed")],
 )
 def test_bad_arguments_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=rf"{key}=-?\d"):

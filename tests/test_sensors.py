@@ -84,7 +84,13 @@ def test_replaced_sensors_read_worn_machines_as_healthy_ones_read_before(full):
 
 @pytest.mark.parametrize(
     "kwargs,key",
-    [({"size": 0}, "size"), ({"size": -1.0}, "size"), ({"seed": -2}, "seed"), ({"seed": 1.5}, "seed")],
+    [
+        ({"size": 0}, "size"),
+        ({"size": -1.0}, "size"),
+        ({"size": 1.5}, "size"),
+        ({"seed": -2}, "seed"),
+        ({"seed": 1.5}, "seed"),
+    ],
 )
 def test_bad_arguments_name_the_key(kwargs, key):
     with pytest.raises(ConfigError, match=rf"{key}=-?\d"):

@@ -85,7 +85,7 @@ def test_size_scales_every_slice_keeping_at_least_ten(cls):
     per_slice = torch.bincount(cls(size=0.25).load().slice)
     assert per_slice.tolist() == [125] * 40
     assert torch.bincount(cls(size=0.001).load().slice).tolist() == [10] * 40
-    assert torch.bincount(cls(per_slice=40, size=2).load().slice).tolist() == [80] * 40
+    assert torch.bincount(cls(per_slice=40, size=0.5).load().slice).tolist() == [20] * 40
 
 
 @ids
@@ -145,7 +145,7 @@ def test_abrupt_change_switches_concept_at_the_change_point(cls):
 
 @ids
 def test_gradual_change_mixes_the_concepts_over_exactly_width_slices(cls):
-    ds = cls(slices=10, change_points=[3], width=4, drift="gradual", noise=0.0, size=4)
+    ds = cls(slices=10, change_points=[3], width=4, drift="gradual", noise=0.0, per_slice=2000)
     share = share_new(ds, ds.load(), 0, 1)
     tol = 0.08 if cls is RandomRBF else 0.0  # RBF's measure is a mean over the slice: not exact
     assert share[:3] == pytest.approx([0] * 3, abs=tol) and share[7:] == pytest.approx([1] * 3, abs=tol)
@@ -249,7 +249,8 @@ def test_a_cache_root_that_is_a_file_is_reported_before_any_work(tmp_path):
         (SEA, {"drift": "sudden"}, r"drift='sudden': expected one of \['abrupt', 'gradual', 'recurring'\]"),
         (Hyperplane, {"noise": 0.5}, r"noise=0.5: expected a label-noise probability in \[0, 0.5\)"),
         (RandomRBF, {"noise": -0.1}, r"noise=-0.1: expected"),
-        (SEA, {"size": 0}, r"size=0: expected a number > 0"),
+        (SEA, {"size": 0}, r"size=0: expected a number in \(0, 1\]"),
+        (SEA, {"size": 1.5}, r"size=1\.5: expected a number in \(0, 1\]"),
         (SEA, {"per_slice": 5}, r"per_slice=5: expected an integer ≥ 10"),
         (SEA, {"slices": 1, "change_points": []}, r"slices=1: expected an integer ≥ 2"),
         (SEA, {"width": 0}, r"width=0: expected an integer ≥ 1"),

@@ -193,8 +193,26 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         ),
         (
             lambda p: write(frame().with_columns(pl.col("ts").str.slice(0, 4).cast(pl.Int64)), p / "t.csv"),
+            {"slice_by": "1mo"},
+            ["dataset.slice_by='1mo'", "auto, value or a number of rows", "holds numbers, not dates"],
+        ),
+        (
+            lambda p: write(
+                frame(1200).with_columns(ts=pl.int_range(0, 1200) * 60 + 1_600_000_000), p / "t.csv"
+            ),
             {},
-            ["dataset.slice_by='1mo'", "holds numbers, not dates"],
+            ["dataset.slice_by: the time column 'ts'", "1,200 distinct numbers", "dataset.slice_by=value"],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(churn=_stray(["no", "yes"] * 180, 17, "maybe")), p / "t.csv"
+            ),
+            {},
+            [
+                "t.csv: row 17 (line 19 of the CSV): expected a label of column 'churn' that other rows have "
+                "too: 'no' (180 rows), 'yes' (179 rows), found 'maybe', which no other row has: a typo?",
+                "dataset.classes=[maybe,no,yes]",
+            ],
         ),
         (
             lambda p: write(
@@ -258,6 +276,8 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         "unknown label",
         "list feature",
         "numeric time with a calendar period",
+        "timestamps by default",
+        "a stray label",
         "month-first dates",
         "NaN time",
         "NaN label",
@@ -276,6 +296,10 @@ def test_bad_input_is_a_clear_error_before_training(tmp_path, make, kw, fragment
         ConfigError.raise_all(t.path_problems())
     for fragment in fragments:
         assert fragment in str(e.value), (fragment, str(e.value))
+
+
+def _stray(values: list, row: int, value) -> pl.Series:
+    return pl.Series(values).scatter(row, value)
 
 
 def _text(path: Path, text: str) -> Path:
@@ -338,13 +362,15 @@ def test_month_first_dates_read_with_a_time_format_as_the_iso_file(tmp_path):
 
 
 def test_a_year_column_of_integers_gives_one_slice_per_year_from_the_command_line(tmp_path):
-    """A table with a plain ``year`` column, as Yearbook-like data comes: ``slice_by=value``."""
+    """A table with a plain ``year`` column, as Yearbook-like data comes: one slice per year by default
+    (``slice_by=auto`` is ``value`` for numbers)."""
     g = np.random.default_rng(3)
     years = g.choice([1931, 1930, 1935, 1942], 400)  # unsorted, with gaps between the years
     f1 = g.normal(size=400)
     df = pl.DataFrame({"year": years, "f1": f1, "churn": np.where(f1 > 0, "yes", "no")})
     path = write(df, tmp_path / "years.csv")
-    samples = table(path, time_column="year", slice_by="value").load()
+    samples = table(path, time_column="year").load()
+    assert samples.slice_labels == table(path, time_column="year", slice_by="value").load().slice_labels
     assert samples.slice_labels == ["1930", "1931", "1935", "1942"]
     assert [samples.slice_labels[s] for s in samples.slice.tolist()] == [str(y) for y in sorted(years)]
     assert samples.time.tolist() == sorted(float(y) for y in years)
@@ -354,7 +380,6 @@ def test_a_year_column_of_integers_gives_one_slice_per_year_from_the_command_lin
         f"dataset.path={path}",
         "dataset.time_column=year",
         "dataset.label_column=churn",
-        "dataset.slice_by=value",
         "population.variants={}",
     )
     outcome = run(overrides, tmp_path / "out")

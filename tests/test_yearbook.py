@@ -259,8 +259,20 @@ def _bad_sources(base: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
     def out_of_range(d):
         d[1930][0]["images"] = d[1930][0]["images"] * 255
 
+    table = base / "data.csv"
+    table.write_text("year,label,pixel0\n1930,M,0.5\n")
     t = ["--trust-pickle"]
     return {
+        "a CSV, not a pickle": (
+            table,
+            [],
+            ["data.csv: expected Wild-Time's yearbook.pkl (a pickle)", "found a CSV", "dataset=table"],
+        ),
+        "a CSV given as Wild-Time's format": (
+            table,
+            ["--format", "wildtime", *t],
+            ["data.csv: expected Wild-Time's yearbook.pkl (a pickle), found a CSV", "'year,label,pixel0'"],
+        ),
         "missing path": (base / "nowhere.pkl", t, ["nowhere.pkl", "no such file"]),
         "empty pickle": (empty_pkl, t, ["empty.pkl", "an empty file"]),
         "pickle without --trust-pickle": (
@@ -295,6 +307,8 @@ def _bad_sources(base: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
 
 
 CASES = [
+    "a CSV, not a pickle",
+    "a CSV given as Wild-Time's format",
     "missing path",
     "empty pickle",
     "pickle without --trust-pickle",
@@ -325,6 +339,7 @@ def test_bad_input_stops_prepare_naming_the_file_and_writes_nothing(case, bad_so
     err = capsys.readouterr().err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
+    assert "found a pickle" not in err or source.suffix == ".pkl"
     assert not root.exists() or not any(root.iterdir())  # no cache, no temporary folder
 
 

@@ -160,10 +160,20 @@ def cache_folder_problems(root: Path, path: Path, cache: bool) -> list[Problem]:
     return [Problem("dataset.root", str(root), f"a folder ctsim can write the generated cache into ({why})")]
 
 
+def size_problem(size: object) -> Problem | None:
+    """``size`` is the share of a dataset to use: a number in (0, 1] (1 is the whole dataset).
+
+    >>> str(size_problem(1.5))
+    "size=1.5: expected a number in (0, 1]: the share of the dataset to use (1 is all of it)"
+    """
+    ok = is_number(size) and 0 < size <= 1
+    return check("size", size, ok, "a number in (0, 1]: the share of the dataset to use (1 is all of it)")
+
+
 def generator_problems(size: object, seed: object, cache: object) -> list[Problem | None]:
     """Problems with the arguments of a dataset generated from a seed at a size (portraits, sensors)."""
     return [
-        check("size", size, is_number(size) and size > 0, "a number > 0"),
+        size_problem(size),
         seed_problem("seed", seed),
         check("cache", cache, isinstance(cache, bool), "true or false"),
     ]

@@ -238,7 +238,8 @@ class Portraits:
     """The built-in drifting dataset (``dataset=portraits``).
 
     Args:
-        size: scales every year's count (1.0 = 37,189 portraits, as Yearbook); each year keeps ≥10.
+        size: the share of every year's count, in (0, 1] (1.0 = 37,189 portraits, as Yearbook); each
+            year keeps ≥10.
         seed: the generator's seed. The same seed gives bit-identical tensors.
         root: the data root; the generated tensors are cached in ``<root>/portraits/``.
         cache: read and write that cache.

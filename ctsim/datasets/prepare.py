@@ -65,8 +65,9 @@ def parser() -> argparse.ArgumentParser:
     )
     table.add_argument(
         "--slice-by",
-        default="1mo",
-        help="a calendar period (1d, 1w, 1mo, 1q, 1y), value (one slice per distinct time) or a row count",
+        default="auto",
+        help="auto (1mo for dates, value for numbers), a calendar period (1d, 1w, 1mo, 1q, 1y), value (one "
+        "slice per distinct time) or a row count",
     )
     table.add_argument(
         "--time-format",
@@ -166,7 +167,8 @@ def _check_table(args: argparse.Namespace) -> int:
         f"  classes: {class_balance(dict(zip(table.class_names, classes)))}\n"
         "  tables are read directly on every run: nothing was written. Run it with:\n"
         f"  python -m ctsim dataset=table dataset.path={args.source} dataset.time_column={args.time_column} "
-        f"dataset.label_column={args.label_column} dataset.slice_by={slice_by}"
+        f"dataset.label_column={args.label_column}"
+        + (f" dataset.slice_by={slice_by}" if slice_by != "auto" else "")
         + (f" dataset.feature_columns=[{','.join(features)}]" if features else "")
         + (f" 'dataset.time_format={args.time_format}'" if args.time_format else "")
         + (f" dataset.missing={args.missing}" if args.missing != "error" else "")

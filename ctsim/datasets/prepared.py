@@ -37,8 +37,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_number, seed_problem
-from ctsim.datasets.base import ChangePoint, Samples
+from ctsim.config import ConfigError, Problem, seed_problem
+from ctsim.datasets.base import ChangePoint, Samples, size_problem
 
 FORMAT = 1  # bump when the cache layout changes: older caches are then refused with the prepare command
 DATA, MANIFEST = "data.pt", "manifest.json"
@@ -271,7 +271,7 @@ class PreparedDataset:
     def __init__(self, root: str = "datasets", size: float = 1.0, seed: int = 0):
         ConfigError.raise_all(
             [
-                check("size", size, is_number(size) and 0 < size <= 1, "a number in (0, 1]"),
+                size_problem(size),
                 seed_problem("seed", seed),
             ]
         )

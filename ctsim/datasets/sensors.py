@@ -174,7 +174,7 @@ class Sensors:
     """Machine sensor windows with designed drift (``dataset=sensors``), for sequence models.
 
     Args:
-        size: scales every month's count (1.0 = 3,026 windows); each month keeps ≥10.
+        size: the share of every month's count, in (0, 1] (1.0 = 3,026 windows); each month keeps ≥10.
         seed: the generator's seed. The same seed gives bit-identical tensors.
         root: the data root; with ``cache``, the generated tensors are kept in ``<root>/sensors/``.
         cache: read and write that cache (off by default: generating takes milliseconds).

@@ -55,7 +55,7 @@ from pathlib import Path
 import torch
 
 from ctsim.config import ConfigError, Problem, check, is_int, is_number, one_of, seed_problem
-from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors
+from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors, size_problem
 
 DRIFTS = ("abrupt", "gradual", "recurring")
 MIN_PER_SLICE = 10  # keeps at least one test sample per slice at any size
@@ -150,7 +150,7 @@ def common_problems(
             is_int(per_slice) and per_slice >= MIN_PER_SLICE,
             f"an integer ≥ {MIN_PER_SLICE} (samples per slice at size 1)",
         ),
-        check("size", size, is_number(size) and size > 0, "a number > 0"),
+        size_problem(size),
         check("noise", noise, is_number(noise) and 0 <= noise < 0.5, "a label-noise probability in [0, 0.5)"),
         one_of("drift", drift, DRIFTS),
         check("width", width, is_int(width) and width >= 1, "an integer ≥ 1 (slices)"),
@@ -297,7 +297,7 @@ class SEA(_DriftStream):
             alternates between the first two.
         slices: slices in the stream.
         per_slice: samples per slice at size 1.
-        size: scales every slice's count; each keeps ≥ 10.
+        size: the share of every slice's ``per_slice`` samples, in (0, 1]; each keeps ≥ 10.
         noise: share of labels flipped, in [0, 0.5).
         drift: ``abrupt``, ``gradual`` or ``recurring`` (see the module docstring).
         change_points: the slices where a new concept starts, strictly increasing, in [1, slices - 1].

@@ -9,9 +9,15 @@
   sorted. A sample's time is in fractional years for dates (2021.5 is mid-2021), else the number itself.
 * **Slices.** ``slice_by`` is a calendar period (``1d``, ``1w``, ``1mo``, ``1q``, ``1y``, or a multiple
   such as ``2w``; dates only) with one slice per period that has rows, ``value`` (one slice per distinct
-  time, such as a ``year`` column of integers), or a number of rows per slice.
-* **Labels.** ``label_column``; the classes are ``classes`` if given (any other value is an error),
-  else the sorted distinct values.
+  time, such as a ``year`` column of integers), or a number of rows per slice. The default, ``auto``,
+  is ``1mo`` for dates and ``value`` for numbers (a ``year`` column slices by year); numbers with more
+  than 1,000 distinct values (timestamps, fractional years) are refused with a hint to give a number of
+  rows per slice or ``value``.
+* **Labels.** ``label_column``; the classes are ``classes`` if given (any other value is an error that
+  names its row), else the sorted distinct values. Without ``classes``, a value that only one row holds
+  while another class has at least 10 rows is taken for a typo (one stray ``maybe`` in a yes/no column
+  would otherwise make a third class) and refused with its row; to keep it as a class, list the classes
+  (``dataset.classes=[maybe,no,yes]``).
 * **Features.** ``feature_columns`` (default: every other column). Numbers (and booleans) are
   standardised; text columns are categories, one-hot encoded with the ``max_categories`` most frequent
   values plus one slot for every other value. Other types (lists, dates) are an error that says to
@@ -36,13 +42,15 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number, seed_problem
-from ctsim.datasets.base import Samples
+from ctsim.config import ConfigError, Problem, check, is_int, seed_problem
+from ctsim.datasets.base import Samples, size_problem
 from ctsim.datasets.prepared import subset, years_of
 
 log = logging.getLogger(__name__)
 
 PERIOD = re.compile(r"^[1-9]\d*(d|w|mo|q|y)$")
+MAX_AUTO_SLICES = 1000  # slice_by=auto on numbers: one slice per value up to this many values
+STRAY_AMONG = 10  # without classes, a label of one row is a typo where another class has this many rows
 LABEL_FORMAT = {"d": "%Y-%m-%d", "w": "%Y-%m-%d", "mo": "%Y-%m", "q": "%Y-%m", "y": "%Y"}
 MISSING = ("error", "drop", "fill")
 
@@ -68,7 +76,8 @@ class Table:
             directory, or else to ``root``.
         time_column, label_column: the columns of the time and the class.
         feature_columns: the input columns; None takes every other column.
-        slice_by: a calendar period (``1mo``) or a number of rows per slice.
+        slice_by: a calendar period (``1mo``), ``value``, a number of rows per slice, or ``auto``: ``1mo``
+            for dates, ``value`` for numbers.
         classes: the class values, in label order; None takes the sorted distinct values.
         missing: what to do with missing feature values: ``error``, ``drop`` or ``fill``.
         max_categories: one-hot slots per text column (the most frequent values of the first slice's
@@ -88,7 +97,7 @@ class Table:
         time_column: str | None = None,
         label_column: str | None = None,
         feature_columns: list[str] | None = None,
-        slice_by: str | int = "1mo",
+        slice_by: str | int = "auto",
         time_format: str | None = None,
         classes: list | None = None,
         missing: str = "error",
@@ -117,9 +126,9 @@ class Table:
                     slice_by,
                     (is_int(slice_by) and slice_by >= 1)
                     or (isinstance(slice_by, str) and bool(PERIOD.match(slice_by)))
-                    or slice_by == "value",
-                    "a calendar period (1d, 1w, 1mo, 1q, 1y, or a multiple: 2w), value (one slice per "
-                    "distinct time) or a number of rows ≥ 1",
+                    or slice_by in ("value", "auto"),
+                    "auto (1mo for dates, value for numbers), a calendar period (1d, 1w, 1mo, 1q, 1y, or a "
+                    "multiple: 2w), value (one slice per distinct time) or a number of rows ≥ 1",
                 ),
                 check(
                     "time_format",
@@ -145,7 +154,7 @@ class Table:
                     is_int(max_categories) and max_categories >= 1,
                     "an integer ≥ 1",
                 ),
-                check("size", size, is_number(size) and 0 < size <= 1, "a number in (0, 1]"),
+                size_problem(size),
                 seed_problem("seed", seed),
             ]
         )
@@ -295,10 +304,13 @@ class Table:
                 found = "no rows are left (missing=drop)" if frame.height == 0 else f"found only {classes}"
                 text = f"column {self.label_column!r} of {self.path}: expected at least 2 classes, {found}"
                 return [Problem("dataset.label_column", self.label_column, "", text=text)]
+            stray = self._stray_label(frame, classes)
+            if stray is not None:
+                return [stray]
         if not frame["_time"].is_sorted():
             log.warning("%s is not sorted by %s: ctsim sorted its rows (stable)", self.path, self.time_column)
             frame = frame.sort("_time", maintain_order=True)  # stable: equal times keep the file's order
-        slices, labels_of_slices = self._slices(frame)
+        slices, labels_of_slices = self._slices(frame, self._slice_by(frame["_time"]))
         codes = pl.Series(classes).cast(frame.schema[self.label_column], strict=False)
         label = pl.col(self.label_column).replace_strict(codes, pl.int_range(0, len(classes), eager=True))
         y = frame.select(label).to_series().to_torch().long()
@@ -317,6 +329,25 @@ class Table:
             else torch.from_numpy(when.cast(pl.Float64).to_numpy().copy())
         )
         return _Table(values, cats, y, t, slices, labels_of_slices, [str(c) for c in classes])
+
+    def _stray_label(self, frame: pl.DataFrame, classes: list) -> Problem | None:
+        """A label value only one row holds, where another class holds ≥ STRAY_AMONG rows: a typo."""
+        counts = frame[self.label_column].value_counts()
+        count = dict(zip(counts[self.label_column].to_list(), counts["count"].to_list()))
+        once = [c for c in classes if count[c] == 1]
+        if not once or max(count.values()) < STRAY_AMONG:
+            return None
+        labels = frame[self.label_column]
+        i = int(labels.is_in(pl.Series(once, dtype=labels.dtype).implode()).arg_max())
+        others = ", ".join(f"{c!r} ({count[c]:,} rows)" for c in classes if count[c] > 1)
+        listed = ",".join(str(c) for c in classes)
+        more = f" ({len(once) - 1} more values are in one row only)" if len(once) > 1 else ""
+        return self._row_problem(
+            int(frame["_row"][i]),
+            f"a label of column {self.label_column!r} that other rows have too: {others}",
+            f"{labels[i]!r}, which no other row has{more}: a typo? Correct or drop the row, or, if it is a "
+            f"class, list the classes: dataset.classes=[{listed}]",
+        )
 
     def _row_problem(self, row: int, expected: str, found: str) -> Problem:
         line = f" (line {row + 2} of the CSV)" if self.path.suffix.lower() != ".parquet" else ""
@@ -384,17 +415,32 @@ class Table:
                     f"dates, datetimes or numbers (it holds {col.dtype})",
                 )
             ]
-        if isinstance(self.slice_by, str) and self.slice_by != "value" and not col.dtype.is_temporal():
+        if isinstance(self.slice_by, str) and PERIOD.match(self.slice_by) and not col.dtype.is_temporal():
             return col, [
                 check(
                     "dataset.slice_by",
                     self.slice_by,
                     False,
-                    f"value or a number of rows: the time column {self.time_column!r} holds numbers, "
+                    f"auto, value or a number of rows: the time column {self.time_column!r} holds numbers, "
                     "not dates",
                 )
             ]
+        if self.slice_by == "auto" and not col.dtype.is_temporal():
+            distinct = col.n_unique()
+            if distinct > MAX_AUTO_SLICES:
+                text = (
+                    f"the time column {self.time_column!r} of {self.path} holds {distinct:,} distinct "
+                    f"numbers: slice_by=auto makes one slice per value only up to {MAX_AUTO_SLICES:,}; give "
+                    "dataset.slice_by=<rows per slice> (e.g. 1000), or dataset.slice_by=value for one each"
+                )
+                return col, [Problem("dataset.slice_by", self.slice_by, "", text=text)]
         return col, []
+
+    def _slice_by(self, time: pl.Series) -> str | int:
+        """``slice_by``, with ``auto`` made ``1mo`` for dates and ``value`` for numbers."""
+        if self.slice_by != "auto":
+            return self.slice_by
+        return "1mo" if time.dtype.is_temporal() else "value"
 
     def _missing(self, frame: pl.DataFrame, features: list[str]) -> tuple[pl.DataFrame, list[Problem]]:
         def missing(c: str) -> pl.Expr:
@@ -423,20 +469,19 @@ class Table:
         )
         return frame, [problem]
 
-    def _slices(self, frame: pl.DataFrame) -> tuple[torch.Tensor, list[str]]:
+    def _slices(self, frame: pl.DataFrame, slice_by: str | int) -> tuple[torch.Tensor, list[str]]:
         n = frame.height
-        if is_int(self.slice_by):
-            index = torch.arange(n) // int(self.slice_by)
+        if is_int(slice_by):
+            index = torch.arange(n) // int(slice_by)
             return index, [
-                f"rows {i * self.slice_by}-{min(n, (i + 1) * self.slice_by) - 1}"
-                for i in range(int(index[-1]) + 1)
+                f"rows {i * slice_by}-{min(n, (i + 1) * slice_by) - 1}" for i in range(int(index[-1]) + 1)
             ]
-        if self.slice_by == "value":
+        if slice_by == "value":
             when = frame["_time"]
             index = torch.from_numpy(when.rank("dense").cast(pl.Int64).to_numpy().copy()) - 1
             return index, [_label(v) for v in when.unique(maintain_order=True).to_list()]
-        unit = PERIOD.match(self.slice_by).group(1)
-        period = frame["_time"].dt.truncate(self.slice_by)
+        unit = PERIOD.match(slice_by).group(1)
+        period = frame["_time"].dt.truncate(slice_by)
         starts = period.unique(maintain_order=True)
         index = torch.from_numpy(period.rank("dense").cast(pl.Int64).to_numpy().copy()) - 1
         return index, starts.dt.strftime(LABEL_FORMAT[unit]).to_list()

@@ -107,25 +107,51 @@ def _years(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+SOURCES = (
+    "Wild-Time's yearbook.pkl (a pickle), the portraits folder with F/ and M/ subfolders, or a folder of "
+    "Modyn's <year>.bin files"
+)
+
+
 def detect(source: Path) -> str:
-    """The format of ``source``: a file is Wild-Time's pickle, a folder with F/ or M/ the portraits
-    folder, a folder with ``<year>.bin`` files (or train/ and test/ ones) Modyn's."""
+    """The format of ``source``: a pickle file is Wild-Time's, a folder with F/ or M/ the portraits
+    folder, a folder with ``<year>.bin`` files (or train/ and test/ ones) Modyn's. Any other file (a
+    CSV, an image) is named as what it seems to be."""
     if source.is_file() and source.suffix.lower() == ".bin":
         raise DataError(
             source, "the folder that holds Modyn's <year>.bin files, not one of them", source.name
         )
     if source.is_file():
+        if not _looks_like_pickle(source):
+            raise DataError(source, SOURCES, _what_file(source))
         return "wildtime"
     if (source / "F").is_dir() or (source / "M").is_dir():
         return "folder"
     if any(source.glob("*.bin")) or any(source.glob("*/*.bin")):
         return "modyn"
-    raise DataError(
-        source,
-        "Wild-Time's yearbook.pkl, a portraits folder with F/ and M/ subfolders, or a folder of Modyn's "
-        "<year>.bin files",
-        "none of these",
-    )
+    raise DataError(source, SOURCES, "none of these")
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """A pickle (protocol 2 or later starts with the PROTO opcode, 0x80), or an empty file or one named
+    ``.pkl`` / ``.pickle`` (older protocols have no magic bytes): the pickle reader says what is wrong."""
+    with reading(path), open(path, "rb") as f:
+        head = f.read(1)
+    return head in (b"", b"\x80") or path.suffix.lower() in (".pkl", ".pickle")
+
+
+def _what_file(path: Path) -> str:
+    """What a file that is not a pickle seems to be, for the error: its first line if it is text."""
+    with reading(path), open(path, "rb") as f:
+        head = f.read(200)
+    try:
+        line = head.decode("utf-8").splitlines()[0]
+    except (UnicodeDecodeError, IndexError):
+        return f"a file that is not a pickle ({path.suffix or 'no suffix'}, binary)"
+    found = f"not a pickle (its first line: {line[:60]!r})"
+    if "," in line or "\t" in line:
+        return f"a CSV or other text file, {found}; a table of yours needs no prepare: dataset=table"
+    return f"a text file, {found}"
 
 
 # --- Wild-Time's pickle -------------------------------------------------------------------------------
@@ -134,6 +160,8 @@ def detect(source: Path) -> str:
 def read_wildtime(
     path: Path, trust: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    if not _looks_like_pickle(path):
+        raise DataError(path, "Wild-Time's yearbook.pkl (a pickle)", _what_file(path))
     if not trust:
         raise DataError(
             path,
