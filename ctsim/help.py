@@ -90,15 +90,16 @@ def options() -> dict[str, dict[str, tuple[str, str]]]:
 
     Where two folders hold the same option, the first on the search path wins, as when Hydra composes.
     ``where`` is "" for ctsim's own ``conf/``, else the folder. Top-level files are primary configs, not
-    options; Hydra's own groups (``hydra/``) are left to ``--hydra-help``.
+    options, and files named ``_*.yaml`` are blocks that options share; Hydra's own groups (``hydra/``)
+    are left to ``--hydra-help``.
     """
     found: dict[str, dict[str, tuple[str, str]]] = {}
     for folder, provider in config_dirs():
         where = "" if provider == "main" else _shown(folder)
         for path in sorted(folder.rglob("*.yaml")):
             group = path.parent.relative_to(folder).as_posix()
-            if group == "." or group.split("/")[0] == "hydra":
-                continue
+            if group == "." or group.split("/")[0] == "hydra" or path.stem.startswith("_"):
+                continue  # top-level files are primary configs; _base.yaml and the like are shared blocks
             found.setdefault(group, {}).setdefault(path.stem, (description(path), where))
     return {group: dict(sorted(found[group].items())) for group in sorted(found)}
 

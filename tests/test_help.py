@@ -44,11 +44,12 @@ def listed_options(lines: list[str]) -> dict[str, dict[str, tuple[str, bool]]]:
 
 
 def option_files() -> dict[str, dict[str, Path]]:
-    """group → option → file, found by scanning conf/ (top-level files are primary configs)."""
+    """group → option → file, found by scanning conf/ (top-level files are primary configs; ``_*.yaml``
+    are blocks that options share, such as selection/_base.yaml)."""
     found: dict[str, dict[str, Path]] = {}
     for path in CONF.rglob("*.yaml"):
         group = path.parent.relative_to(CONF).as_posix()
-        if group != ".":
+        if group != "." and not path.stem.startswith("_"):
             found.setdefault(group, {})[path.stem] = path
     return found
 

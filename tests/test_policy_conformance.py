@@ -45,7 +45,7 @@ from ctsim.triggers.base import (
 )
 
 TRIGGERS = sorted((CONF_DIR / "trigger").glob("*.yaml"))
-SELECTIONS = sorted((CONF_DIR / "selection").glob("*.yaml"))
+SELECTIONS = sorted(p for p in (CONF_DIR / "selection").glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def _compose(group, path):

@@ -18,7 +18,7 @@ from ctsim.selection.base import Presampler, selection_problems
 from ctsim.triggers import EnsembleTrigger, TimeTrigger
 from ctsim.triggers.base import trigger_problems
 
-from .conftest import REPO, cli
+from .conftest import REPO, build, cli
 
 USER_MODULE = '''
 from ctsim.selection import Presampler, Selection
@@ -46,6 +46,18 @@ class Everything:
 
     def select(self):
         return Selection(keys=None)
+
+
+class NamedDownsampler:
+    """A selection policy of its own whose downsampler is a name, not a downsampler."""
+
+    downsample = "loss"
+
+    def __init__(self, tail=0, limit=None, fraction=None):  # selection=new's keys, which it is given
+        pass
+
+    def select(self, ctx):
+        return Selection(keys=ctx.seen.clone())
 '''
 
 
@@ -248,3 +260,12 @@ def _context():
     from ctsim.selection.base import context_from_intervals
 
     return context_from_intervals([[0, 1], [2, 3]])
+
+
+def test_a_downsample_attribute_must_be_a_downsampler(tmp_path, monkeypatch):
+    (tmp_path / "mymod.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    own = ["selection._target_=mymod.NamedDownsampler"]
+    expected = r"selection\.downsample='str': expected null, a ScoreDownsampler or RS2"
+    with pytest.raises(ConfigError, match=expected):
+        build(["population.variants={}", "dataset=sea", "model=mlp", *own])
