@@ -248,8 +248,11 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
 
 def _contract_problems(node: Any, group: str) -> list[Problem]:
     """A policy group's ``_target_`` class against the group's contract, before anything is built."""
-    if group not in CONTRACTS or not isinstance(node, DictConfig) or "_target_" not in node:
+    if group not in CONTRACTS or not isinstance(node, DictConfig):
         return []
+    if "_target_" not in node:  # selection=_base, say: a block the options share, not an option
+        expected = f"the class of the {group} policy: this node names none (pick an option of --help)"
+        return [Problem(f"{group}._target_", None, expected)]
     try:
         target = _locate(str(node._target_))
     except Exception:
