@@ -45,7 +45,8 @@ from ctsim.datasets.base import ChangePoint
 if TYPE_CHECKING:
     from ctsim.reports.comparison import Comparison
 
-LABEL_WIDTH = 30  # characters a pipeline's name may take in a legend before it is shortened
+LABEL_WIDTH = 30  # characters a pipeline's name may take in a legend before the names are shortened
+SHORT_WIDTH = 44  # ... and the most a shortened label takes
 MARKERS = "osD^vP<>"
 
 
@@ -56,6 +57,8 @@ class Style:
     >>> s = Style.of(["never", "trigger=time trigger.every=5 selection=window selection.size=3"])
     >>> s.label["never"], s.label["trigger=time trigger.every=5 selection=window selection.size=3"]
     ('A  never', 'B  time every=5 window size=3')
+    >>> s.key["never"]
+    'A'
     >>> Style.of(["b", "a"]).colour["a"] == Style.of(["a", "c", "b"]).colour["a"]  # keyed by name
     True
     """
@@ -63,16 +66,19 @@ class Style:
     colour: dict[str, tuple[float, float, float]]
     label: dict[str, str]
     marker: dict[str, str]
+    key: dict[str, str]  # the label's letter where names are shortened, else the name
 
     @classmethod
     def of(cls, names: Sequence[str], width: int = LABEL_WIDTH) -> Style:
         ordered = sorted(set(names))
         count = len(ordered)
         colours = sns.color_palette("tab10" if count <= 10 else "tab20" if count <= 20 else "husl", count)
+        label = short_labels(ordered, width)
         return cls(
             colour={n: tuple(c) for n, c in zip(ordered, colours)},
-            label=short_labels(ordered, width),
+            label=label,
             marker={n: MARKERS[i // 20 % len(MARKERS)] for i, n in enumerate(ordered)},
+            key={n: n if label[n] == n else label[n].split()[0] for n in ordered},
         )
 
     def legend_table(self) -> list[tuple[str, str]]:
@@ -80,10 +86,10 @@ class Style:
         return [(short, full) for full, short in self.label.items() if short != full]
 
 
-def short_labels(names: Sequence[str], width: int = LABEL_WIDTH) -> dict[str, str]:
+def short_labels(names: Sequence[str], width: int = LABEL_WIDTH, most: int = SHORT_WIDTH) -> dict[str, str]:
     """Each name as the plots show it: itself when every name fits in ``width`` characters; else a
     letter (A, B, …, in sorted order) and the name's settings with each override's key shortened to
-    its last part (``trigger.every=5`` → ``every=5``, ``trigger=time`` → ``time``), cut at ``width``."""
+    its last part (``trigger.every=5`` → ``every=5``, ``trigger=time`` → ``time``), cut at ``most``."""
     ordered = sorted(set(names))
     if all(len(n) <= width for n in ordered):
         return {n: n for n in ordered}
@@ -91,7 +97,7 @@ def short_labels(names: Sequence[str], width: int = LABEL_WIDTH) -> dict[str, st
     for i, name in enumerate(ordered):
         key = _letters(i)
         text = " ".join(_compact(part) for part in name.split())
-        room = width - len(key) - 2
+        room = most - len(key) - 2
         out[name] = f"{key}  {text if len(text) <= room else text[: room - 1] + '…'}"
     return out
 
@@ -115,13 +121,18 @@ def _ticks(labels: Sequence[str], most: int = 12) -> tuple[list[int], list[str]]
     return idx, [labels[i] for i in idx]
 
 
-def _legend_below(ax: plt.Axes, count: int, title: str | None = "pipeline") -> None:
-    """The legend under the axes, in as many columns as fit: never over the data, never cut off."""
-    columns = max(1, min(count, 3 if count > 6 else count))
+def _legend_beside(ax: plt.Axes, style: Style, title: str | None = "pipeline") -> None:
+    """The legend right of the axes: other lines (a frontier) first, then the pipelines by label (A, B,
+    … where shortened). Never over the data; :func:`_save`'s tight bounding box keeps it whole and the
+    axes their size."""
+    handles, labels = ax.get_legend_handles_labels()
+    ours = set(style.label.values())
+    order = sorted(range(len(labels)), key=lambda i: (labels[i] in ours, labels[i]))
     ax.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.14),
-        ncol=columns,
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
         fontsize="small",
         title=title,
         frameon=False,
@@ -192,8 +203,8 @@ def composite_over_time(
         )
     )
     labels = evals.select("slice", "slice_label").unique().sort("slice")["slice_label"].to_list()
-    pipelines = generations["pipeline"].unique(maintain_order=True).to_list()
-    style = style or Style.of(pipelines)
+    style = style or Style.of(generations["pipeline"].unique().to_list())
+    pipelines = sorted(generations["pipeline"].unique().to_list(), key=style.label.get)
     comp = comp.with_columns(pl.col("pipeline").replace_strict(style.label, default=pl.col("pipeline")))
     fig, (ax, strip) = plt.subplots(
         2,
@@ -233,7 +244,7 @@ def composite_over_time(
     ax.set_ylabel(f"composite accuracy\n(active model; rolling mean of {window} slices)")
     ax.set_title("Composite accuracy over time (band: min–max over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize="small", title="pipeline", ncol=1 if len(pipelines) < 6 else 2)
+    _legend_beside(ax, style)
     return _save(fig, path)
 
 
@@ -256,7 +267,7 @@ def cost_accuracy(cost: pl.DataFrame, path: Path, style: Style | None = None) ->
     ax.set_ylabel("mean composite accuracy")
     ax.set_title("Accuracy against training cost (one point per pipeline and seed)")
     ax.grid(alpha=0.3)
-    _legend_below(ax, len(names))
+    _legend_beside(ax, style)
     return _save(fig, path)
 
 
@@ -379,7 +390,7 @@ def accuracy_triggers(
             where="post",
             color="black",
             linestyle="-" if exact else ":",
-            label=frontier_label(exact, style.label.get(source, source)),
+            label=frontier_label(exact, style.key.get(source, source)),
         )
     _points(ax, table, "triggers", style)
     ax.set_xscale("log")
@@ -388,7 +399,7 @@ def accuracy_triggers(
     ax.set_ylabel("composite accuracy\n(mean over seeds, 95% CI)")
     ax.set_title("Accuracy against triggers")
     ax.grid(alpha=0.3)
-    _legend_below(ax, table.height + (front is not None))
+    _legend_beside(ax, style)
     return _save(fig, path)
 
 
@@ -452,7 +463,7 @@ def pareto(table: pl.DataFrame, price_per_hour: float, path: Path, style: Style 
     if x == "cost_usd":
         ax.xaxis.set_major_formatter(FuncFormatter(money))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        unit = f"estimated cost at {price_per_hour:g} \\$ per device-hour"
+        unit = f"estimated cost (¢: US cents) at {price_per_hour:g} \\$ per device-hour"
     else:
         ax.xaxis.set_major_formatter(EngFormatter(unit="s"))
         unit = "device-seconds"
@@ -460,7 +471,7 @@ def pareto(table: pl.DataFrame, price_per_hour: float, path: Path, style: Style 
     ax.set_ylabel("composite accuracy\n(mean over seeds, 95% CI)")
     ax.set_title("Accuracy against cost: the Pareto front")
     ax.grid(alpha=0.3)
-    _legend_below(ax, table.height + bool(front))
+    _legend_beside(ax, style)
     return _save(fig, path)
 
 
@@ -498,34 +509,42 @@ def matrices(evals: pl.DataFrame, path: Path, columns: int = 4, style: Style | N
 
 
 def cl_metrics(metrics: pl.DataFrame, path: Path, style: Style | None = None) -> Path:
-    """Forgetting, BWT and FWT per pipeline: bars are means over seeds, lines their 95% intervals."""
+    """Forgetting, BWT and FWT, one panel each: a bar per pipeline in its colour (mean over seeds), lines
+    its 95% interval (seaborn's bootstrap)."""
     names = metrics["pipeline"].unique(maintain_order=True).to_list()
     style = style or Style.of(names)
-    long = (
-        metrics.unpivot(
-            index=["pipeline", "seed"], on=[c for c in ("forgetting", "bwt", "fwt") if c in metrics.columns]
-        )
-        .drop_nulls("value")
-        .with_columns(pl.col("pipeline").replace_strict(style.label, default=pl.col("pipeline")))
+    shown = [c for c in ("forgetting", "bwt", "fwt") if c in metrics.columns]
+    titles = {"forgetting": "forgetting", "bwt": "backward transfer (BWT)", "fwt": "forward transfer (FWT)"}
+    data = metrics.with_columns(pl.col("pipeline").replace_strict(style.label, default=pl.col("pipeline")))
+    order = [style.label[n] for n in sorted(names, key=style.label.get)]
+    fig, axes = plt.subplots(
+        1, len(shown), figsize=(3.4 * len(shown) + 2.5, 1.5 + 0.4 * len(names)), sharey=True, squeeze=False
     )
-    fig, ax = plt.subplots(figsize=(10, 2.5 + 0.45 * len(names)))
-    if long.height:
-        sns.barplot(
-            data=long.to_dict(as_series=False),
-            y="pipeline",
-            x="value",
-            hue="variable",
-            order=[style.label[n] for n in names],
-            errorbar=("ci", 95),
-            ax=ax,
-        )
-    for tick in ax.get_yticklabels():
+    for ax, column in zip(axes[0], shown):
+        values = data.select("pipeline", column).drop_nulls(column)
+        if values.height:
+            sns.barplot(
+                data=values.to_dict(as_series=False),
+                y="pipeline",
+                x=column,
+                hue="pipeline",
+                order=order,
+                hue_order=order,
+                palette={style.label[n]: style.colour[n] for n in names},
+                errorbar=("ci", 95),
+                legend=False,
+                ax=ax,
+            )
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(titles[column], fontsize="medium")
+        ax.set_xlabel("accuracy (fraction)")
+        ax.set_ylabel("")
+        ax.grid(axis="x", alpha=0.3)
+    for tick in axes[0][0].get_yticklabels():
         full = next((n for n in names if style.label[n] == tick.get_text()), None)
         if full is not None:
             tick.set_color(style.colour[full])
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("accuracy points (fraction)")
-    ax.set_ylabel("")
-    ax.set_title("Forgetting, backward (BWT) and forward transfer (FWT)")
-    ax.legend(title="", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
+    fig.suptitle(
+        "Continual-learning metrics per pipeline (mean over seeds, 95% CI; empty: too few generations)"
+    )
     return _save(fig, path)
