@@ -273,3 +273,84 @@ def test_scratch_candidates_on_all_data_make_the_frontier_exact(every_schedule, 
     assert regret.min() == pytest.approx(0.0, abs=1e-9)  # the best schedule of each size is on the frontier
     text = (out / "compare.md").read_text()
     assert "regret (exact)" in text and "The frontier is exact" in text and "approximate" not in text
+
+
+def write_matrix_run(
+    folder, pipelines: dict[str, tuple[list[int], list[list[float]]]], finetuned: bool
+) -> None:
+    """A finished run folder (the registry's writers) of one seed per pipeline: name → (the slices its
+    generations were trained through, its generation × slice accuracy matrix)."""
+    from ctsim.metrics import METRICS_SCHEMA
+    from ctsim.quality import QUALITY_SCHEMA
+    from ctsim.registry.layout import (
+        COST_SCHEMA,
+        EVALS_SCHEMA,
+        GENERATIONS_SCHEMA,
+        LINEAGE_SCHEMA,
+        SKIPPED_SCHEMA,
+        TABLE_VERSION,
+    )
+    from ctsim.registry.store import write_status, write_tables
+
+    evals, gens, cost = [], [], []
+    for name, (trained, matrix) in pipelines.items():
+        slices = len(matrix[0])
+        active = active_generations(trained, slices)
+        for g, t in enumerate(trained):
+            parent = g - 1 if finetuned and g else None
+            gens.append(
+                dict(pipeline=name, seed=0, generation=g, parent=parent, trigger_slice=t, trigger_batch=t)
+            )
+            evals += [
+                dict(pipeline=name, seed=0, generation=g, slice=s, slice_label=str(s), metric="accuracy",
+                     value=matrix[g][s], n=10, active=active[s] == g)
+                for s in range(slices)
+            ]  # fmt: skip
+        served = [matrix[a][s] for s, a in enumerate(active) if a is not None]
+        cost.append(
+            dict(pipeline=name, seed=0, triggers=len(trained), train_flops=0, selection_flops=0,
+                 trigger_s=0.0, selection_s=0.0, train_s=1.0, composite_accuracy=sum(served) / len(served),
+                 covered_slices=len(served))
+        )  # fmt: skip
+    tables = {
+        "evals": pl.DataFrame(evals, schema=EVALS_SCHEMA),
+        "generations": pl.DataFrame(gens, schema=GENERATIONS_SCHEMA),
+        "cost": pl.DataFrame(cost, schema=COST_SCHEMA),
+        "lineage": pl.DataFrame(schema=LINEAGE_SCHEMA),
+        "quality": pl.DataFrame(schema=QUALITY_SCHEMA),
+        "skipped": pl.DataFrame(schema=SKIPPED_SCHEMA),
+        "metrics": pl.DataFrame(schema=METRICS_SCHEMA),
+    }
+    folder.mkdir(parents=True)
+    write_tables(tables, folder)
+    selection = {"_target_": "ctsim.selection.NewData"}
+    config = {"run": {"dataset": {"_target_": "ctsim.datasets.SEA"}, "name": "m", "selection": selection}}
+    write_status(folder, "finished", tables=TABLE_VERSION, overrides=[], config=config, data_hash="same")
+
+
+def test_a_pipeline_above_an_approximate_frontier_is_named_and_every_label_says_approximate(tmp_path, capsys):
+    """Fine-tuned candidates: the frontier is approximate in every output, and the pipeline above it is
+    named with the reason (as a user reads it: ``python -m ctsim.compare`` and ``python -m ctsim.oracle``)."""
+    from ctsim.reports.compare import main as compare_main
+
+    weak = [[0.6] * 6 for _ in range(5)]  # the candidates: fine-tuned at every slice, all at 0.6
+    strong = [[0.9] * 6, [0.9] * 6]  # a sparse pipeline whose own models are better
+    write_matrix_run(tmp_path / "run", {"every": ([0, 1, 2, 3, 4], weak), "sparse": ([0, 3], strong)}, True)
+    assert compare_main([str(tmp_path / "run"), "--out", str(tmp_path / "c")]) == 0
+    md = (tmp_path / "c" / "compare.md").read_text()
+    page = (tmp_path / "c" / "report.html").read_text()
+    for text in (md, page):
+        assert "regret (approximate)" in text
+        assert "Above the approximate frontier: sparse (by 0.3000)" in text
+        assert "the candidates (every) are fine-tuned" in text
+    assert "dotted black step line is the approximate frontier" in page
+    table = pl.read_parquet(tmp_path / "c" / "compare.parquet")
+    assert table.filter(pl.col("pipeline") == "sparse")["regret"].to_list() == pytest.approx([-0.3])
+    assert main([str(tmp_path / "run")]) == 0
+    out = tmp_path / "run" / "oracle"
+    oracle_md = (out / "oracle.md").read_text()
+    assert oracle_md.startswith("# Approximate frontier (candidates: every)")
+    assert "frontier (approximate) | regret (approximate)" in oracle_md and "sparse (by 0.3000)" in oracle_md
+    assert set(pl.read_parquet(out / "frontier.parquet")["oracle"]) == {"approximate"}
+    assert set(pl.read_parquet(out / "regret.parquet")["oracle"]) == {"approximate"}
+    assert "approximate frontier" in capsys.readouterr().out

@@ -5,6 +5,8 @@ with ``python -m ctsim.compare`` (its ``main``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 import pytest
 import torch
@@ -34,20 +36,23 @@ def accuracies(generator: torch.Generator, mean: float, seeds: int, seed_sd: flo
     return (mean + luck + noise).clamp(0, 1)
 
 
-def write_run(folder, pipelines: dict[str, torch.Tensor]) -> None:
+def write_run(
+    folder, pipelines: dict[str, torch.Tensor], name: str = "synthetic", overrides: Sequence[str] = ()
+) -> None:
     """A finished run folder holding ``pipelines`` (name → (seeds, slices) accuracies): each seed has one
-    generation, trained through slice 0, active on every later slice."""
+    generation, trained through slice 0, active on every later slice. ``name`` and ``overrides``: the
+    run's, as its status.json records them."""
     evals, gens, cost = [], [], []
-    for name, acc in pipelines.items():
+    for pipeline, acc in pipelines.items():
         for seed, row in enumerate(acc.tolist()):
             evals += [
-                dict(pipeline=name, seed=seed, generation=0, slice=s, slice_label=str(s), metric="accuracy",
-                     value=v, n=50, active=s > 0)
+                dict(pipeline=pipeline, seed=seed, generation=0, slice=s, slice_label=str(s),
+                     metric="accuracy", value=v, n=50, active=s > 0)
                 for s, v in enumerate(row)
             ]  # fmt: skip
-            gens.append(dict(pipeline=name, seed=seed, generation=0, trigger_batch=0, trigger_slice=0))
+            gens.append(dict(pipeline=pipeline, seed=seed, generation=0, trigger_batch=0, trigger_slice=0))
             cost.append(
-                dict(pipeline=name, seed=seed, triggers=1, samples_trained=100, optimizer_steps=2,
+                dict(pipeline=pipeline, seed=seed, triggers=1, samples_trained=100, optimizer_steps=2,
                      train_flops=10**9, eval_flops=0, selection_flops=0, skipped=0, trigger_s=0.0,
                      selection_s=0.0, train_s=1.0, eval_s=0.1, total_s=1.1,
                      composite_accuracy=sum(row[1:]) / (SLICES - 1), covered_slices=SLICES - 1,
@@ -64,8 +69,11 @@ def write_run(folder, pipelines: dict[str, torch.Tensor]) -> None:
     }
     folder.mkdir(parents=True)
     write_tables(tables, folder)
-    config = {"run": {"dataset": {"_target_": "ctsim.datasets.SEA"}, "name": "synthetic"}}
-    write_status(folder, "finished", tables=TABLE_VERSION, overrides=[], config=config, data_hash="same")
+    config = {"run": {"dataset": {"_target_": "ctsim.datasets.SEA"}, "name": name}}
+    overrides = list(overrides)
+    write_status(
+        folder, "finished", tables=TABLE_VERSION, overrides=overrides, config=config, data_hash="same"
+    )
 
 
 def compared(tmp_path, pipelines, capsys) -> tuple[pl.DataFrame, str, str]:
