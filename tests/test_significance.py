@@ -180,3 +180,33 @@ def test_holm_matches_its_definition():
     p = [0.01, 0.2, 0.03, 0.005]
     # sorted: 0.005×4, 0.01×3, 0.03×2, 0.2×1, each at least the one before
     assert holm(p) == pytest.approx([0.03, 0.2, 0.06, 0.02])
+
+
+def test_a_run_summary_groups_its_pipelines_when_given_the_evaluations(tmp_path):
+    from ctsim.reports.summary import markdown_summary
+
+    g = torch.Generator().manual_seed(0)
+    pipelines = {"twin_a": accuracies(g, 0.8, 1, 0.0, 0.05), "twin_b": accuracies(g, 0.8, 1, 0.0, 0.05)}
+    pipelines["worse"] = accuracies(g, 0.72, 1, 0.0, 0.05)
+    write_run(tmp_path / "run", pipelines)
+    t = {name: pl.read_parquet(tmp_path / "run" / f"{name}.parquet") for name in ("evals", "cost", "quality")}
+    args = (
+        "run",
+        "header",
+        "cmd",
+        [],
+        {"run": {}, "variants": {}},
+        t["cost"],
+        t["quality"],
+        [],
+        [],
+        [],
+        tmp_path,
+    )
+    plain = markdown_summary(*args)
+    grouped = markdown_summary(*args, evals=t["evals"])
+    assert "| group |" not in plain and "Significance" not in plain
+    rows = {line.split(" | ")[0].strip("| "): line for line in grouped.splitlines() if line.startswith("| ")}
+    assert rows["twin_a"].split(" | ")[4] == "1" and rows["twin_b"].split(" | ")[4] == "1"
+    assert rows["worse"].split(" | ")[4] == "2"
+    assert "cannot be told from it" in grouped
