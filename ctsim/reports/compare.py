@@ -1,19 +1,27 @@
 """Compare runs: one table per pipeline with uncertainty over seeds, plots and ``report.html``.
 
-``python -m ctsim.compare RUN_OR_SWEEP_DIR ... [--out DIR] [--price-per-hour P] [--candidates NAME]``
+``python -m ctsim.compare RUN_OR_SWEEP_DIR ... [--out DIR] [--price-per-hour P] [--candidates NAME]
+[--alpha A]``
 
 Every run folder at or below the given folders is read back (:mod:`ctsim.registry`). A Hydra sweep
 writes one run per job, so the same pipeline appears in several runs; it is told apart by the
-overrides its runs do not share (``trigger=time``, ``trigger=amount``), seeds aside. Its seeds are
-gathered from all the runs that hold it.
+overrides its runs do not share (``trigger=time``, ``trigger=amount``), leaving out those that do not
+say what a pipeline is (:data:`NOT_PIPELINE`: ``population.*``, ``name``, ``progress``, ``output.*``,
+``dataset.root``, ``hydra*``). Its seeds are gathered from all the runs that hold it.
+
+**Significance.** The table is sorted by significance group, then accuracy: group 1 holds the best
+pipeline and every pipeline a paired test cannot tell from it, Holm-corrected at ``alpha``
+(:mod:`ctsim.reports.significance`, which says what is paired). ``compare.md`` and ``report.html`` say
+which pipelines those are, and name every pipeline whose accuracy covers fewer slices than the others.
 
 Per pipeline (:data:`SUMMARY_SCHEMA`): composite accuracy, its mean and 95% confidence interval over
 seeds (Student's t, :func:`scipy.stats.t.interval`), macro-F1 and AUROC, triggers, samples trained,
 FLOPs, **device-seconds** (the seconds the policy would cost in deployment: trigger decisions, selection
 and training; the simulator's own evaluation is left out), an estimated cost in dollars (device-hours
 × ``price_per_hour``), incorporation latency (:mod:`ctsim.quality`), the continual-learning metrics
-(:mod:`ctsim.metrics`) and the regret against the hindsight-optimal schedule
-(:mod:`ctsim.reports.oracle`) when one compared pipeline trains at every slice.
+(:mod:`ctsim.metrics`) and the regret against the oracle's frontier (:mod:`ctsim.reports.oracle`) when one
+compared pipeline trains at every slice: "exact" or "approximate" in every heading, with a note naming
+any pipeline above an approximate frontier and why.
 
 Refused, naming the runs: folders without runs, runs that replay different data (or split it
 differently), runs written by a ctsim with another table version, the same pipeline and seed in two
