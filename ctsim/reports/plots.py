@@ -331,13 +331,26 @@ def draw_comparison(comparison: Comparison, table: pl.DataFrame, out_dir: Path) 
 
 
 def seed_table(cost: pl.DataFrame) -> pl.DataFrame:
-    """A run's ``cost`` table as the comparison's points: per pipeline, the mean accuracy and triggers
-    over seeds, with the t interval's columns empty (for :func:`accuracy_triggers`)."""
-    return cost.group_by("pipeline", maintain_order=True).agg(
+    """A run's ``cost`` table as the comparison's points (for :func:`accuracy_triggers`): per pipeline,
+    the mean accuracy and triggers over seeds, and the 95% t interval of that mean (none for one seed)."""
+    from scipy import stats
+
+    table = cost.group_by("pipeline", maintain_order=True).agg(
         pl.col("triggers").mean(),
         pl.col("composite_accuracy").mean().alias("accuracy"),
-        pl.lit(None, pl.Float64).alias("ci_low"),
-        pl.lit(None, pl.Float64).alias("ci_high"),
+        pl.col("composite_accuracy").std().alias("sd"),
+        pl.col("composite_accuracy").count().alias("n"),
+    )
+    half = [
+        None if n < 2 or sd is None else float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        for sd, n in zip(table["sd"], table["n"])
+    ]
+    return table.with_columns(pl.Series("half", half, pl.Float64)).select(
+        "pipeline",
+        "triggers",
+        "accuracy",
+        (pl.col("accuracy") - pl.col("half")).alias("ci_low"),
+        (pl.col("accuracy") + pl.col("half")).alias("ci_high"),
     )
 
 
