@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -492,11 +493,12 @@ def matrices(evals: pl.DataFrame, path: Path, columns: int = 4, style: Style | N
     """Small multiples: each pipeline's accuracy matrix (its first seed), generations × slices, with one
     colour bar for all."""
     acc = evals.filter(pl.col("metric") == "accuracy")
-    names = acc["pipeline"].unique(maintain_order=True).to_list()
-    style = style or Style.of(names)
+    style = style or Style.of(acc["pipeline"].unique().to_list())
+    names = sorted(acc["pipeline"].unique().to_list(), key=style.label.get)
     cols = min(columns, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols + 1.2, 3.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols + 1.2, 3.8 * rows), squeeze=False)
+    fig.subplots_adjust(hspace=0.45, wspace=0.25)
     image = None
     for ax, name in zip(axes.flat, names):
         mine = acc.filter(pl.col("pipeline") == name)
@@ -508,7 +510,8 @@ def matrices(evals: pl.DataFrame, path: Path, columns: int = 4, style: Style | N
         )
         sns.heatmap(wide.drop("generation").to_numpy(), ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", cbar=False)
         image = ax.collections[0]
-        ax.set_title(f"{style.label[name]} (seed {seed})", fontsize=8, color=style.colour[name])
+        title = textwrap.fill(f"{style.label[name]} (seed {seed})", 34)  # a panel's width
+        ax.set_title(title, fontsize=8, color=style.colour[name])
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_xlabel("evaluation slice", fontsize=7)
@@ -558,6 +561,7 @@ def cl_metrics(metrics: pl.DataFrame, path: Path, style: Style | None = None) ->
         if full is not None:
             tick.set_color(style.colour[full])
     fig.suptitle(
-        "Continual-learning metrics per pipeline (mean over seeds, 95% CI; empty: too few generations)"
+        "Continual-learning metrics per pipeline (mean over seeds, 95% CI; empty: too few generations)",
+        y=1.06,
     )
     return _save(fig, path)
