@@ -15,7 +15,8 @@ between two means can be noise. :func:`groups` says which gaps are not:
   (``job_seed(seed, generation)``) and the selection's random draws; so two pipelines with the same
   seed start from the same draws and differ by their policies. The unit of pairing is therefore
   **the seed** where both pipelines ran at least :data:`MIN_SEEDS` of the same seeds: a paired
-  t-test (:func:`scipy.stats.ttest_rel`) of their per-seed composite accuracies. With fewer shared
+  t-test of their per-seed composite accuracies (:func:`scipy.stats.ttest_1samp` of the
+  differences, which is :func:`scipy.stats.ttest_rel`). With fewer shared
   seeds the unit is **the evaluation slice**: a Wilcoxon signed-rank test
   (:func:`scipy.stats.wilcoxon`) of the two pipelines' per-slice composite accuracy (the active
   model's accuracy on that slice, mean over the shared seeds, or over each one's own seeds where
