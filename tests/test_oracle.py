@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import subprocess
 import sys
 
@@ -163,3 +164,193 @@ def test_a_run_without_candidates_is_named(tmp_path, capsys):
     code, err = _main(capsys, out.out_dir)
     assert code == 2
     assert "no variant has a generation at every slice" in err and "trigger=always" in err
+
+
+# -- exactness: every real schedule against the frontier's account of it ------------------------------
+
+
+class AtSlices:
+    """A trigger that fires at the end of the slices named in ``at`` (``"s0s2s4"``): a fixed schedule."""
+
+    def __init__(self, at: str = "s0"):
+        self.at = {int(s) for s in re.findall(r"\d+", at)}
+
+    def observe(self, ctx) -> str | None:
+        if ctx.batch.end_of_slice and ctx.batch.slice in self.at:
+            return f"at: end of slice {ctx.batch.slice}"
+        return None
+
+
+class SeedFree(torch.nn.Module):
+    """A linear classifier that starts from zeros whatever its seed: trained full-batch, the model it
+    becomes depends on its training data alone (the data order within the one batch aside)."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.head = torch.nn.Linear(math.prod(input_shape), num_classes)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        return self.head(x.flatten(1))
+
+
+SLICES = 6
+SCHEDULES = [  # every schedule that starts with the initial model (slice 0); the last slice serves none
+    (0, *rest) for r in range(SLICES - 1) for rest in itertools.combinations(range(1, SLICES - 1), r)
+]
+
+
+@pytest.fixture(scope="module")
+def every_schedule(tmp_path_factory):
+    """One run: candidates trained from scratch on all data at every slice, and every schedule of the
+    same recipe as its own pipeline."""
+    root = tmp_path_factory.mktemp("brute")
+    (root / "configs" / "trigger").mkdir(parents=True)
+    (root / "configs" / "model").mkdir()
+    (root / "configs" / "trigger" / "at.yaml").write_text(f"_target_: {__name__}.AtSlices\nat: s0\n")
+    (root / "configs" / "model" / "seedfree.yaml").write_text(
+        f"_target_: {__name__}.SeedFree\n_partial_: true\n"
+    )
+    variants = ['+population.variants.candidates=["trigger=time","trigger.every=1"]']
+    for schedule in SCHEDULES:
+        at = "".join(f"s{x}" for x in schedule)
+        variants.append(
+            f'+population.variants.at_{"_".join(map(str, schedule))}=["trigger=at","trigger.at={at}"]'
+        )
+    overrides = small(
+        root,
+        f"hydra.searchpath=[file://{root / 'configs'}]",
+        *variants,
+        f"population.only=[candidates,{','.join('at_' + '_'.join(map(str, s)) for s in SCHEDULES)}]",
+        "dataset=sea",
+        f"dataset.slices={SLICES}",
+        "dataset.change_points=[3]",
+        "dataset.per_slice=200",
+        "model=seedfree",
+        "selection=all",
+        "train.init=scratch",
+        "train.epochs=3",
+        "train.batch_size=100000",
+        "optimizer.lr=0.5",
+        "engine=sequential",
+        "engine.dtype=float64",
+    )
+    return run(overrides, root / "run")
+
+
+def test_scratch_candidates_on_all_data_make_the_frontier_exact(every_schedule, tmp_path):
+    """Brute force over every schedule, each trained for real: the frontier is exact."""
+    from ctsim.metrics import pipeline_matrix
+    from ctsim.reports.compare import compare
+
+    out, comparison, table = compare([every_schedule.out_dir], tmp_path / "c")
+    assert comparison.candidates == "candidates" and comparison.oracle == "exact"
+    evals, gens, cost = (every_schedule.tables[t] for t in ("evals", "generations", "cost"))
+    matrix, trained = pipeline_matrix(evals, gens, "candidates", 0)
+    n = torch.tensor(
+        evals.filter(pl.col("pipeline") == "candidates")
+        .group_by("slice")
+        .agg(pl.col("n").first())
+        .sort("slice")["n"]
+    )
+    real = {}
+    for schedule in SCHEDULES:
+        name = "at_" + "_".join(map(str, schedule))
+        row = cost.filter(pl.col("pipeline") == name).row(0, named=True)
+        assert row["triggers"] == len(schedule)
+        # the schedule's own models are the candidates trained at its slices
+        assert row["composite_accuracy"] == pytest.approx(
+            schedule_accuracy(matrix, trained, n, [trained.index(s) for s in schedule]), abs=1e-9
+        )
+        real[schedule] = row["composite_accuracy"]
+    front = comparison.frontier.sort("k")
+    assert (front["oracle"] == "exact").all()
+    for k, accuracy in zip(front["k"], front["accuracy"]):
+        best_real = max(a for s, a in real.items() if len(s) <= k)
+        assert accuracy == pytest.approx(best_real, abs=1e-9), k
+    regret = table.filter(pl.col("pipeline").str.starts_with("at_"))["regret"]
+    assert regret.min() == pytest.approx(0.0, abs=1e-9)  # the best schedule of each size is on the frontier
+    text = (out / "compare.md").read_text()
+    assert "regret (exact)" in text and "The frontier is exact" in text and "approximate" not in text
+
+
+def write_matrix_run(
+    folder, pipelines: dict[str, tuple[list[int], list[list[float]]]], finetuned: bool
+) -> None:
+    """A finished run folder (the registry's writers) of one seed per pipeline: name → (the slices its
+    generations were trained through, its generation × slice accuracy matrix)."""
+    from ctsim.metrics import METRICS_SCHEMA
+    from ctsim.quality import QUALITY_SCHEMA
+    from ctsim.registry.layout import (
+        COST_SCHEMA,
+        EVALS_SCHEMA,
+        GENERATIONS_SCHEMA,
+        LINEAGE_SCHEMA,
+        SKIPPED_SCHEMA,
+        TABLE_VERSION,
+    )
+    from ctsim.registry.store import write_status, write_tables
+
+    evals, gens, cost = [], [], []
+    for name, (trained, matrix) in pipelines.items():
+        slices = len(matrix[0])
+        active = active_generations(trained, slices)
+        for g, t in enumerate(trained):
+            parent = g - 1 if finetuned and g else None
+            gens.append(
+                dict(pipeline=name, seed=0, generation=g, parent=parent, trigger_slice=t, trigger_batch=t)
+            )
+            evals += [
+                dict(pipeline=name, seed=0, generation=g, slice=s, slice_label=str(s), metric="accuracy",
+                     value=matrix[g][s], n=10, active=active[s] == g)
+                for s in range(slices)
+            ]  # fmt: skip
+        served = [matrix[a][s] for s, a in enumerate(active) if a is not None]
+        cost.append(
+            dict(pipeline=name, seed=0, triggers=len(trained), train_flops=0, selection_flops=0,
+                 trigger_s=0.0, selection_s=0.0, train_s=1.0, composite_accuracy=sum(served) / len(served),
+                 covered_slices=len(served))
+        )  # fmt: skip
+    tables = {
+        "evals": pl.DataFrame(evals, schema=EVALS_SCHEMA),
+        "generations": pl.DataFrame(gens, schema=GENERATIONS_SCHEMA),
+        "cost": pl.DataFrame(cost, schema=COST_SCHEMA),
+        "lineage": pl.DataFrame(schema=LINEAGE_SCHEMA),
+        "quality": pl.DataFrame(schema=QUALITY_SCHEMA),
+        "skipped": pl.DataFrame(schema=SKIPPED_SCHEMA),
+        "metrics": pl.DataFrame(schema=METRICS_SCHEMA),
+    }
+    folder.mkdir(parents=True)
+    write_tables(tables, folder)
+    selection = {"_target_": "ctsim.selection.NewData"}
+    config = {"run": {"dataset": {"_target_": "ctsim.datasets.SEA"}, "name": "m", "selection": selection}}
+    write_status(folder, "finished", tables=TABLE_VERSION, overrides=[], config=config, data_hash="same")
+
+
+def test_a_pipeline_above_an_approximate_frontier_is_named_and_every_label_says_approximate(tmp_path, capsys):
+    """Fine-tuned candidates: the frontier is approximate in every output, and the pipeline above it is
+    named with the reason (as a user reads it: ``python -m ctsim.compare`` and ``python -m ctsim.oracle``)."""
+    from ctsim.reports.compare import main as compare_main
+
+    weak = [[0.6] * 6 for _ in range(5)]  # the candidates: fine-tuned at every slice, all at 0.6
+    strong = [[0.9] * 6, [0.9] * 6]  # a sparse pipeline whose own models are better
+    write_matrix_run(tmp_path / "run", {"every": ([0, 1, 2, 3, 4], weak), "sparse": ([0, 3], strong)}, True)
+    assert compare_main([str(tmp_path / "run"), "--out", str(tmp_path / "c")]) == 0
+    md = (tmp_path / "c" / "compare.md").read_text()
+    page = (tmp_path / "c" / "report.html").read_text()
+    for text in (md, page):
+        assert "regret (approximate)" in text
+        assert "Above the approximate frontier: sparse (by 0.3000)" in text
+        assert "the candidates (every) are fine-tuned" in text
+    assert "dotted black step line is the approximate frontier" in page
+    table = pl.read_parquet(tmp_path / "c" / "compare.parquet")
+    assert table.filter(pl.col("pipeline") == "sparse")["regret"].to_list() == pytest.approx([-0.3])
+    assert main([str(tmp_path / "run")]) == 0
+    out = tmp_path / "run" / "oracle"
+    oracle_md = (out / "oracle.md").read_text()
+    assert oracle_md.startswith("# Approximate frontier (candidates: every)")
+    assert "frontier (approximate) | regret (approximate)" in oracle_md and "sparse (by 0.3000)" in oracle_md
+    assert set(pl.read_parquet(out / "frontier.parquet")["oracle"]) == {"approximate"}
+    assert set(pl.read_parquet(out / "regret.parquet")["oracle"]) == {"approximate"}
+    assert "approximate frontier" in capsys.readouterr().out

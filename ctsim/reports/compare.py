@@ -1,19 +1,27 @@
 """Compare runs: one table per pipeline with uncertainty over seeds, plots and ``report.html``.
 
-``python -m ctsim.compare RUN_OR_SWEEP_DIR ... [--out DIR] [--price-per-hour P] [--candidates NAME]``
+``python -m ctsim.compare RUN_OR_SWEEP_DIR ... [--out DIR] [--price-per-hour P] [--candidates NAME]
+[--alpha A]``
 
 Every run folder at or below the given folders is read back (:mod:`ctsim.registry`). A Hydra sweep
 writes one run per job, so the same pipeline appears in several runs; it is told apart by the
-overrides its runs do not share (``trigger=time``, ``trigger=amount``), seeds aside. Its seeds are
-gathered from all the runs that hold it.
+overrides its runs do not share (``trigger=time``, ``trigger=amount``), leaving out those that do not
+say what a pipeline is (:data:`NOT_PIPELINE`: ``population.*``, ``name``, ``progress``, ``output.*``,
+``dataset.root``, ``hydra*``). Its seeds are gathered from all the runs that hold it.
+
+**Significance.** The table is sorted by significance group, then accuracy: group 1 holds the best
+pipeline and every pipeline a paired test cannot tell from it, Holm-corrected at ``alpha``
+(:mod:`ctsim.reports.significance`, which says what is paired). ``compare.md`` and ``report.html`` say
+which pipelines those are, and name every pipeline whose accuracy covers fewer slices than the others.
 
 Per pipeline (:data:`SUMMARY_SCHEMA`): composite accuracy, its mean and 95% confidence interval over
 seeds (Student's t, :func:`scipy.stats.t.interval`), macro-F1 and AUROC, triggers, samples trained,
 FLOPs, **device-seconds** (the seconds the policy would cost in deployment: trigger decisions, selection
 and training; the simulator's own evaluation is left out), an estimated cost in dollars (device-hours
 × ``price_per_hour``), incorporation latency (:mod:`ctsim.quality`), the continual-learning metrics
-(:mod:`ctsim.metrics`) and the regret against the hindsight-optimal schedule
-(:mod:`ctsim.reports.oracle`) when one compared pipeline trains at every slice.
+(:mod:`ctsim.metrics`) and the regret against the oracle's frontier (:mod:`ctsim.reports.oracle`) when one
+compared pipeline trains at every slice: "exact" or "approximate" in every heading, with a note naming
+any pipeline above an approximate frontier and why.
 
 Refused, naming the runs: folders without runs, runs that replay different data (or split it
 differently), runs written by a ctsim with another table version, the same pipeline and seed in two
@@ -34,10 +42,23 @@ import yaml
 
 from ctsim.registry.layout import STATUS, TABLE_VERSION, read_status
 from ctsim.registry.read import find_runs, load
-from ctsim.reports.comparison import COLUMNS, PRICE_PER_HOUR, SUMMARY_SCHEMA, Comparison, Run, cells
+from ctsim.reports.comparison import (
+    COLUMNS,
+    PRICE_PER_HOUR,
+    SUMMARY_SCHEMA,
+    Comparison,
+    Run,
+    cells,
+    coverage_notes,
+    headings,
+    significance_note,
+)
+from ctsim.reports.significance import ALPHA, groups
 
 OUTPUTS = ("compare.parquet", "compare.md", "report.html")
-SEED_KEYS = ("population.seeds", "population.only")  # which seeds or variants: not what a pipeline is
+# overrides that do not say what a pipeline is (which seeds or variants run, the run's name, its
+# console and files, where data lives), so they never name one
+NOT_PIPELINE = ("population", "name", "progress", "output", "dataset.root", "hydra")
 
 
 class CompareError(ValueError):
@@ -75,11 +96,7 @@ def _run(folder: Path) -> Run:
     config = (record.get("config") or {}).get("run", {})
     dataset = config.get("dataset") or {}
     stream = config.get("stream") or {}
-    overrides = tuple(
-        o
-        for o in record.get("overrides", [])
-        if not o.startswith(("hydra.", "hydra/", "+hydra")) and o.split("=")[0].lstrip("+~") not in SEED_KEYS
-    )
+    overrides = tuple(o for o in record.get("overrides", []) if not _not_pipeline(o))
     name = dataset.get("_target_", "?").rsplit(".", 1)[-1]
     if "size" in dataset:
         name += f" (size {dataset['size']})"
@@ -96,7 +113,19 @@ def _run(folder: Path) -> Run:
         dataset=name,
         version=int(record.get("tables", 1)),
         change_points=tuple(record.get("change_points") or ()),
+        config=record.get("config") or {},
     )
+
+
+def _not_pipeline(override: str) -> bool:
+    """Whether ``override`` (``key=value``, ``+key=…``, ``~key``, ``hydra/launcher=…``) leaves the
+    pipeline as it is (:data:`NOT_PIPELINE`).
+
+    >>> [_not_pipeline(o) for o in ("progress=false", "+population.variants.a=[x]", "trigger.every=5")]
+    [True, True, False]
+    """
+    key = override.split("=", 1)[0].lstrip("+~").replace("/", ".")
+    return any(key == k or key.startswith(k + ".") for k in NOT_PIPELINE)
 
 
 def _jobs_without_runs(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
@@ -203,21 +232,25 @@ def _merged(
 
 def with_oracle(comparison: Comparison, candidates: str | None = None) -> Comparison:
     """Add the hindsight-optimal frontier and each pipeline's regret, where a compared pipeline trains at
-    every slice (or ``candidates`` names one); otherwise a note says why there is none."""
-    from ctsim.reports.oracle import OracleError, candidate_variant, frontier, regrets
+    every slice (or ``candidates`` names one); otherwise a note says why there is none. Exact
+    candidates are preferred; the frontier is labelled exact or approximate
+    (:func:`ctsim.reports.oracle.exactness`), and pipelines above it are named with the reason."""
+    from ctsim.reports.oracle import OracleError, above_note, candidate_variant, frontier, regrets
 
     t = comparison.tables
     try:
         num_slices = t["evals"]["slice"].n_unique()
-        name = candidate_variant(t["generations"], num_slices, candidates)
-        comparison.frontier = frontier(t["evals"], t["generations"], name)
-        comparison.regret = regrets(t["cost"], t["evals"], t["generations"], name)
-        comparison.candidates = name
-        if (comparison.regret["regret"] < 0).any():
-            comparison.notes.append(
-                "Some regrets are negative: the candidates are fine-tuned or trained on new data only, so "
-                "the frontier approximates the models a sparser schedule would train (see ctsim.oracle)."
-            )
+        exact = [p for p in t["generations"]["pipeline"].unique() if _exactness(comparison, p)[0]]
+        name = candidate_variant(t["generations"], num_slices, candidates, prefer=exact)
+        is_exact, why = _exactness(comparison, name)
+        comparison.frontier = frontier(t["evals"], t["generations"], name, exact_frontier=is_exact)
+        comparison.regret = regrets(t["cost"], t["evals"], t["generations"], name, exact_frontier=is_exact)
+        comparison.candidates, comparison.oracle = name, "exact" if is_exact else "approximate"
+        comparison.notes.append(f"The frontier is {comparison.oracle}: {why}.")
+        mean = comparison.regret.group_by("pipeline", maintain_order=True).agg(pl.col("regret").mean())
+        above = [(p, r) for p, r in mean.iter_rows() if r is not None and r < -1e-12]
+        if above:
+            comparison.notes.append(above_note(above, name, is_exact, why))
     except OracleError as e:
         if candidates is not None:
             raise CompareError(f"--candidates: {e}") from None
@@ -225,8 +258,27 @@ def with_oracle(comparison: Comparison, candidates: str | None = None) -> Compar
     return comparison
 
 
-def summary(comparison: Comparison) -> pl.DataFrame:
-    """One row per pipeline (:data:`SUMMARY_SCHEMA`), in the order pipelines first appear."""
+def _exactness(comparison: Comparison, label: str) -> tuple[bool, str]:
+    """:func:`ctsim.reports.oracle.exactness` of the pipeline called ``label`` in the comparison (exact
+    only if it is in every run that holds it)."""
+    from ctsim.reports.oracle import exactness
+
+    configs = {str(r.path): r.config for r in comparison.runs}
+    gens = comparison.tables["generations"]
+    verdicts = []
+    for (run, pipeline), shown in comparison.labels.items():
+        if shown == label:
+            own = gens.filter((pl.col("run") == run) & (pl.col("pipeline") == label))
+            found, why = exactness(
+                configs.get(run), own.with_columns(pl.lit(pipeline).alias("pipeline")), pipeline
+            )
+            verdicts.append((found, why.replace(f"({pipeline})", f"({label})")))
+    return min(verdicts, default=(False, f"the runs of {label} record no config"))
+
+
+def summary(comparison: Comparison, alpha: float = ALPHA) -> pl.DataFrame:
+    """One row per pipeline (:data:`SUMMARY_SCHEMA`), by significance group (:mod:`~ctsim.reports.
+    significance`; ``alpha``: the family-wise error rate of each group's tests), then accuracy."""
     from scipy import stats
 
     t = comparison.tables
@@ -246,6 +298,7 @@ def summary(comparison: Comparison) -> pl.DataFrame:
         "samples_trained",
         "flops",
         "device_s",
+        "covered_slices",
     )
     extra = {
         "quality": ["incorporation_latency"],
@@ -294,6 +347,7 @@ def summary(comparison: Comparison) -> pl.DataFrame:
                 "ci_low": low,
                 "ci_high": high,
                 "accuracy_sd": sd,
+                "covered_slices": _mean(group["covered_slices"]),
                 "macro_f1": _mean(group["composite_macro_f1"]),
                 "auroc": _mean(group["composite_auroc"]),
                 "triggers": _mean(group["triggers"]),
@@ -304,7 +358,12 @@ def summary(comparison: Comparison) -> pl.DataFrame:
                 **{c: _mean(group[c]) for c in ("incorporation_latency", "regret", *extra["metrics"])},
             }
         )
-    return pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+    table = pl.DataFrame(rows).drop("group", "p_vs_best", "test", strict=False)
+    found = groups(t["evals"], dict(zip(table["pipeline"], table["accuracy"])), alpha)
+    table = table.join(found, on="pipeline", how="left").sort(
+        "group", "accuracy", descending=[False, True], nulls_last=True, maintain_order=True
+    )
+    return table.select(pl.col(c).cast(dtype) for c, dtype in SUMMARY_SCHEMA.items())
 
 
 def _mean(column: pl.Series) -> float | None:
@@ -357,23 +416,46 @@ def markdown(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Pat
         f"{len(comparison.runs)} run(s), {table.height} pipeline(s) · dataset {comparison.runs[0].dataset} · "
         f"price {comparison.price_per_hour:g} $ per device-hour",
         "",
-        "| " + " | ".join(h for h, _, _ in COLUMNS.values()) + " |",
+        "| " + " | ".join(h for h, _ in headings(comparison).values()) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
     for row in table.iter_rows(named=True):
         lines.append("| " + " | ".join(cells(row).values()) + " |")
-    lines += ["", *(f"- **{h}**: {d}" for h, _, d in COLUMNS.values())]
+    lines += ["", significance_note(table, comparison.alpha), ""]
+    lines += [*(f"**{n}**" for n in coverage_notes(table)), ""] if coverage_notes(table) else []
+    lines += [f"- **{h}**: {d}" for h, d in headings(comparison).values()]
     if comparison.candidates:
-        lines.append(f"- Regret against the candidates of `{comparison.candidates}` (see ctsim.oracle).")
+        lines.append(
+            f"- Regret against the {comparison.oracle} frontier of the candidates of "
+            f"`{comparison.candidates}` (see ctsim.oracle)."
+        )
     lines += [f"- {n}" for n in comparison.notes]
     if comparison.left_out:
         lines += ["", "## Left out", ""]
         lines += [f"- `{folder}`: {why}" for folder, why in comparison.left_out]
     lines += ["", "## Plots", ""]
+    shortened = plot_labels(table)
+    if shortened:
+        lines += [
+            "Long pipeline names are shortened in the plots:",
+            "",
+            "| in the plots | pipeline |",
+            "|---|---|",
+        ]
+        lines += [f"| {short} | {full} |" for short, full in shortened]
+        lines.append("")
     lines += [f"![{name}]({p.relative_to(out)})" for name, p in figures.items()]
     lines += ["", "## Runs", ""]
     lines += [f"- `{r.path}`: {' '.join(r.overrides) or '(no overrides)'}" for r in comparison.runs]
     return "\n".join(lines) + "\n"
+
+
+def plot_labels(table: pl.DataFrame) -> list[tuple[str, str]]:
+    """(label in the plots, full name) of the pipelines the plots shorten (:class:`~ctsim.reports.plots.
+    Style`)."""
+    from ctsim.reports.plots import Style
+
+    return Style.of(table["pipeline"].to_list()).legend_table()
 
 
 def compare(
@@ -381,11 +463,16 @@ def compare(
     out: str | Path | None = None,
     price_per_hour: float = PRICE_PER_HOUR,
     candidates: str | None = None,
+    alpha: float = ALPHA,
 ) -> tuple[Path, Comparison, pl.DataFrame]:
-    """Gather, add the oracle, write; the folder written, the comparison and its table."""
+    """Gather, add the oracle, write; the folder written, the comparison and its table. ``alpha``: the
+    family-wise error rate of the significance groups' tests."""
+    if not 0 < alpha < 1:
+        raise CompareError(f"--alpha {alpha}: expected a number between 0 and 1 (e.g. 0.05)")
     target = Path(out) if out is not None else default_out(paths)
     comparison = with_oracle(gather(paths, price_per_hour), candidates)
-    table = summary(comparison)
+    comparison.alpha = alpha
+    table = summary(comparison, alpha)
     write(comparison, table, target)
     return target, comparison, table
 
@@ -393,8 +480,8 @@ def compare(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ctsim.compare",
-        description="Compare runs: a table per pipeline (mean and 95%% CI over seeds, cost), plots and "
-        "report.html.",
+        description="Compare runs: a table per pipeline (mean and 95% CI over seeds, significance groups, "
+        "cost), plots and report.html.",
     )
     parser.add_argument("paths", nargs="+", help="run folders, sweep folders, or folders above them")
     parser.add_argument("--out", help="where to write (default: DIR/comparison for one folder)")
@@ -407,11 +494,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--candidates", help="the pipeline that trains at every slice, for the oracle (default: found)"
     )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=ALPHA,
+        help="family-wise error rate of the paired tests that group pipelines (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            out, comparison, table = compare(args.paths, args.out, args.price_per_hour, args.candidates)
+            out, comparison, table = compare(
+                args.paths, args.out, args.price_per_hour, args.candidates, args.alpha
+            )
     except (CompareError, FileNotFoundError) as e:
         print(f"ctsim.compare: {e}", file=sys.stderr)
         return 2
@@ -425,9 +520,11 @@ def console(comparison: Comparison, table: pl.DataFrame, out: Path) -> str:
     for row in table.iter_rows(named=True):
         c = cells(row)
         lines.append(
-            f"  {row['pipeline']:<28} seeds {row['seeds']}  accuracy {c['accuracy']} [{c['ci']}]  "
-            f"triggers {c['triggers']}  cost $ {c['cost_usd']}"
+            f"  group {c['group']:<2} {row['pipeline']:<28} seeds {row['seeds']}  accuracy {c['accuracy']} "
+            f"[{c['ci']}]  triggers {c['triggers']}  cost $ {c['cost_usd']}"
         )
+    lines.append("  group 1: the best and those a paired test cannot tell from it (compare.md says how)")
+    lines += [f"  ! {n}" for n in coverage_notes(table)]
     for folder, why in comparison.left_out:
         lines.append(f"  left out {folder}: {why}")
     return "\n".join(lines)

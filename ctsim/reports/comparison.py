@@ -12,6 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
+from ctsim.reports.significance import ALPHA, MIN_SEEDS
+
 PRICE_PER_HOUR = 2.0  # dollars per device-hour: an on-demand cloud GPU, roughly; --price-per-hour
 
 SUMMARY_SCHEMA = {
@@ -21,6 +23,10 @@ SUMMARY_SCHEMA = {
     "ci_low": pl.Float64,  # 95% t interval of that mean (null with one seed)
     "ci_high": pl.Float64,
     "accuracy_sd": pl.Float64,
+    "group": pl.Int64,  # significance groups (ctsim.reports.significance): 1 cannot be told from the best
+    "p_vs_best": pl.Float64,  # Holm-corrected p-value of the paired test against the best
+    "test": pl.String,  # that test, and over how many pairs
+    "covered_slices": pl.Float64,  # slices with an active model, mean over seeds
     "macro_f1": pl.Float64,
     "auroc": pl.Float64,
     "triggers": pl.Float64,
@@ -53,6 +59,7 @@ class Run:
     dataset: str
     version: int
     change_points: tuple[dict, ...]
+    config: dict = field(default_factory=dict, compare=False)  # status.json's config: run and pipelines
 
 
 @dataclass
@@ -68,6 +75,8 @@ class Comparison:
     frontier: pl.DataFrame | None = None
     regret: pl.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    oracle: str | None = None  # "exact" or "approximate": what the candidates make the frontier
+    alpha: float = ALPHA  # family-wise error rate of the significance groups (ctsim.reports.significance)
 
     @property
     def change_points(self) -> list[dict]:
@@ -83,6 +92,14 @@ COLUMNS = {  # summary column → (heading, format, help)
         "composite accuracy (the active model on each slice), mean over seeds",
     ),
     "ci": ("95% CI", "", "Student's t interval of that mean over seeds"),
+    "group": (
+        "group",
+        "{}",
+        "pipelines the data cannot tell apart: 1 holds the best and every pipeline a paired test cannot "
+        "tell from it (Holm-corrected, α 0.05); 2 the best of the rest and those tied with it; …",
+    ),
+    "p_vs_best": ("p vs best", "{:.2g}", "Holm-corrected p-value of the paired test against the best"),
+    "test": ("test", "{}", "the paired test against the best: over seeds (t) or over slices (Wilcoxon)"),
     "macro_f1": ("macro-F1", "{:.4f}", "composite macro-F1, mean over seeds"),
     "auroc": ("AUROC", "{:.4f}", "composite one-vs-rest AUROC, mean over seeds"),
     "triggers": ("triggers", "{:.1f}", "model generations trained"),
@@ -100,6 +117,24 @@ COLUMNS = {  # summary column → (heading, format, help)
 }
 
 
+def headings(comparison: Comparison) -> dict[str, tuple[str, str]]:
+    """Each column's heading and help as this comparison shows them: the regret says whether its
+    frontier is exact or approximate (:mod:`ctsim.reports.oracle`)."""
+    out = {key: (name, desc) for key, (name, _, desc) in COLUMNS.items()}
+    if comparison.oracle == "approximate":
+        out["regret"] = (
+            "regret (approximate)",
+            "the approximate frontier at this trigger count minus accuracy: its candidates are not "
+            "the models a sparser schedule would train, so it can be negative (see the notes)",
+        )
+    elif comparison.oracle == "exact":
+        out["regret"] = (
+            "regret (exact)",
+            "the exact hindsight-optimal frontier at this trigger count minus accuracy",
+        )
+    return out
+
+
 def cells(row: dict) -> dict[str, str]:
     """A summary row as the report shows it: column → text."""
     out = {}
@@ -113,3 +148,38 @@ def cells(row: dict) -> dict[str, str]:
             "–" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
         )
     return out
+
+
+def significance_note(table: pl.DataFrame, alpha: float = ALPHA) -> str:
+    """What the groups say, in one paragraph (compare.md, report.html)."""
+    best = table.filter(pl.col("test") == "best")
+    if best.is_empty():
+        return "No pipeline has an accuracy: no significance groups."
+    tied = table.filter((pl.col("group") == 1) & (pl.col("test") != "best"))["pipeline"].to_list()
+    name = best["pipeline"][0]
+    said = (
+        f"{len(tied)} pipeline(s) cannot be told from it: {', '.join(tied)}."
+        if tied
+        else "Every other pipeline is distinguishably below it."
+    )
+    return (
+        f"Significance: the best mean accuracy is {name}'s. {said} Rows are sorted by group, then by "
+        "accuracy; within a group the order is noise, not a ranking. Each pipeline is tested against its "
+        f"group's best with a paired test: over seeds (paired t) where the two share at least {MIN_SEEDS} "
+        "seeds (a seed fixes each generation's initial weights and data order; every pipeline is tested "
+        "on the same held-out samples), else over the evaluation slices both cover (Wilcoxon signed-rank "
+        f"of the per-slice composite accuracy); Holm-corrected per group, at α {alpha:g}."
+    )
+
+
+def coverage_notes(table: pl.DataFrame) -> list[str]:
+    """A note for each pipeline whose accuracy covers fewer slices than another's (see
+    :func:`ctsim.reports.summary.coverage_notes`): its accuracy is a mean over other, later slices."""
+    most = table["covered_slices"].max()
+    return [
+        f"Coverage: {row['pipeline']}: its accuracy covers {row['covered_slices']:.3g} of the {most:.3g} "
+        "slices others cover (no active model before its first generation); compare with care (the "
+        "paired tests use only the slices both pipelines cover)."
+        for row in table.iter_rows(named=True)
+        if row["covered_slices"] is not None and row["covered_slices"] < most
+    ]

@@ -1,5 +1,10 @@
 """``report.html``: one self-contained page of a comparison, readable offline.
 
+The table comes sorted by significance group, then accuracy (:mod:`ctsim.reports.significance`): the rows
+of group 1 (the best and every pipeline a paired test cannot tell from it) are shaded, and a paragraph
+under the table says which pipelines those are and how they were tested. Coverage warnings (a pipeline
+whose accuracy covers fewer slices than the others) follow it.
+
 The plots are embedded as ``data:`` URIs and the table sorts itself when a heading is clicked (a few
 lines of inline script; the heading's ``aria-sort`` says how it is sorted). Nothing is fetched: no
 fonts, scripts or styles from elsewhere.
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ctsim.reports.comparison import COLUMNS, Comparison, cells
+from ctsim.reports.comparison import COLUMNS, Comparison, cells, coverage_notes, headings, significance_note
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 1400px; }
@@ -30,6 +35,9 @@ figure { margin: 1.5rem 0; }
 img { max-width: 100%; border: 1px solid #eee; }
 dt { font-weight: 600; }
 .left-out { color: #a00; }
+.coverage { color: #a60; }
+tr.best-group td { background: #eef6ee; }
+tr.best-group td:nth-child(2) { font-weight: 600; }
 code { background: #f6f6f6; padding: 0 0.2rem; }
 """
 
@@ -59,8 +67,9 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 """
 
 CAPTIONS = {
-    "accuracy_triggers": "Composite accuracy against triggers, mean over seeds with 95% intervals; the black "
-    "step line is the hindsight-optimal frontier (the best accuracy reachable with at most k triggers).",
+    "accuracy_triggers": "Composite accuracy against triggers, mean over seeds with 95% intervals; the solid "
+    "black step line is the exact hindsight-optimal frontier (the best accuracy reachable with at most k "
+    "triggers).",
     "pareto": "Accuracy against cost; the dashed line joins the Pareto front (no pipeline is both cheaper "
     "and more accurate than one on it).",
     "composite": "Composite accuracy over time (rolling mean), each pipeline's triggers marked below, the "
@@ -80,9 +89,11 @@ def image(path: Path) -> str:
 def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]) -> str:
     """The page: the table (sortable), the plots (embedded), the definitions, what was left out, the runs."""
     e = html.escape
+    shown_as = headings(comparison)
+    text_columns = ("pipeline", "test")
     head = "".join(
-        f'<th data-type="{"text" if key == "pipeline" else "number"}" title="{e(desc)}">{e(name)}</th>'
-        for key, (name, _, desc) in COLUMNS.items()
+        f'<th data-type="{"text" if key in text_columns else "number"}" title="{e(desc)}">{e(name)}</th>'
+        for key, (name, desc) in shown_as.items()
     )
     body = []
     for row in table.iter_rows(named=True):
@@ -92,16 +103,41 @@ def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]
             raw = row["ci_low"] if key == "ci" else row[key]
             value = "" if raw is None or (isinstance(raw, float) and math.isnan(raw)) else str(raw)
             tds.append(f'<td data-value="{e(value)}">{e(shown[key])}</td>')
-        body.append("<tr>" + "".join(tds) + "</tr>")
+        shade = ' class="best-group"' if row["group"] == 1 else ""
+        body.append(f"<tr{shade}>" + "".join(tds) + "</tr>")
+    from ctsim.reports.compare import plot_labels
+
+    captions = dict(CAPTIONS)
+    if comparison.oracle == "approximate":
+        captions["accuracy_triggers"] = (
+            "Composite accuracy against triggers, mean over seeds with 95% intervals; the dotted black step "
+            "line is the approximate frontier (the best accuracy its candidates reach with at most k "
+            "triggers; real pipelines can lie above it, see the notes)."
+        )
+    elif comparison.oracle is None:
+        captions["accuracy_triggers"] = (
+            "Composite accuracy against triggers, mean over seeds with 95% intervals."
+        )
     plots = "".join(
-        f'<figure><img alt="{e(name)}" src="{image(path)}"><figcaption>{e(CAPTIONS.get(name, name))}'
+        f'<figure><img alt="{e(name)}" src="{image(path)}"><figcaption>{e(captions.get(name, name))}'
         "</figcaption></figure>"
         for name, path in figures.items()
     )
-    terms = "".join(f"<dt>{e(name)}</dt><dd>{e(desc)}</dd>" for name, _, desc in COLUMNS.values())
+    shortened = plot_labels(table)
+    if shortened:
+        legend = "".join(f"<tr><td>{e(short)}</td><td>{e(full)}</td></tr>" for short, full in shortened)
+        plots = (
+            '<p>Long pipeline names are shortened in the plots:</p><table id="plot-labels">'
+            f"<thead><tr><th>in the plots</th><th>pipeline</th></tr></thead><tbody>{legend}</tbody></table>"
+        ) + plots
+    terms = "".join(f"<dt>{e(name)}</dt><dd>{e(desc)}</dd>" for name, desc in shown_as.values())
+    coverage = "".join(f'<li class="coverage">{e(n)}</li>' for n in coverage_notes(table))
     notes = "".join(f"<li>{e(n)}</li>" for n in comparison.notes)
     if comparison.candidates:
-        notes += f"<li>Regret against the candidates of <code>{e(comparison.candidates)}</code>.</li>"
+        notes += (
+            f"<li>Regret against the {e(str(comparison.oracle))} frontier of the candidates of "
+            f"<code>{e(comparison.candidates)}</code>.</li>"
+        )
     left = "".join(
         f'<li class="left-out"><code>{e(folder)}</code>: {e(why)}</li>' for folder, why in comparison.left_out
     )
@@ -129,6 +165,8 @@ price {comparison.price_per_hour:g} $ per device-hour · made {made}. Click a he
 </tbody>
 </table>
 </div>
+<p id="significance">{e(significance_note(table, comparison.alpha))}</p>
+{f'<ul id="coverage">{coverage}</ul>' if coverage else ""}
 <ul>{notes}</ul>
 {f'<h2>Left out</h2><ul id="left-out">{left}</ul>' if left else ""}
 <h2>Plots</h2>

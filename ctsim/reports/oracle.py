@@ -13,12 +13,24 @@ composite accuracy, and the **frontier**: the best with at most ``K``. A pipelin
 the frontier at its own trigger count minus its composite accuracy.
 
 **Exact for** candidates trained from scratch on all data seen (``selection=all
-train.init=scratch``): the model trained at a point does not depend on which earlier points
-triggered, so the candidate *is* the model any schedule through that point would train (up to the
-training seed, which ctsim derives from the generation's index). **An approximation for**
-fine-tuning (``train.init=finetune``) or ``selection=new`` (data since the last trigger): the
-candidate at a point is the one trained with every earlier point triggered, and the model a sparse
-schedule would train there differs. Regret against such candidates can be negative.
+train.init=scratch``, no budget, no downsampling): the model trained at a point does not depend on
+which earlier points triggered, so the candidate is trained on exactly the data any schedule through
+that point would train its model on, and the frontier is the best any schedule of that recipe
+reaches. (Each model's initial weights and data order follow its pipeline's seed and its generation
+number, so a sparse schedule's own models differ from the candidates by that seed noise alone; the
+brute-force test in ``tests/test_oracle.py`` uses a model whose training is seed-free and finds every
+schedule's accuracy equal to the frontier's account of it.) **An approximation for** fine-tuning
+(``train.init=finetune``), ``selection=new`` (data since the last trigger) or any budget: the candidate
+at a point is the one trained with every earlier point triggered, and the model a sparse schedule
+would train there differs. Such a frontier is labelled *approximate* in every output (the ``oracle``
+column of ``frontier.parquet`` and ``regret.parquet``; the plots, tables and ``oracle.md``), and a
+pipeline above it is named with the reason (:func:`above_note`). Even an exact
+frontier is optimal only over schedules of the candidates' recipe: a pipeline that trains otherwise
+(fine-tuned, on a window) can lie above it, and is named the same way.
+
+:func:`candidate_variant` prefers exact candidates: a study that adds the variant
+``[trigger=time, trigger.every=1, selection=all, train.init=scratch]`` gets an exact frontier without
+``--candidates``.
 
 **Every schedule starts with the initial model** (the first candidate), as every pipeline does: a
 schedule that started later would be scored only on the slices it covers, and could beat every real
@@ -46,20 +58,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: files only, never a window
-
-import matplotlib.pyplot as plt
 import polars as pl
-import seaborn as sns
 import torch
 
 from ctsim.evaluation import active_generations, composite
+from ctsim.registry.layout import read_status
 
 TABLES = ("evals", "generations", "cost")
 OUTPUTS = ("frontier.parquet", "regret.parquet", "frontier.png", "oracle.md")
@@ -74,6 +81,7 @@ FRONTIER_SCHEMA = {
     "chosen_slices": pl.List(pl.Int64),  # and the slices they were trained through
     "exact_accuracy": pl.Float64,  # best with exactly k triggers
     "exact_chosen": pl.List(pl.Int64),
+    "oracle": pl.String,  # "exact" or "approximate": what the candidates make the frontier (module docstring)
 }
 
 
@@ -204,10 +212,13 @@ class OracleError(ValueError):
     """A run folder the oracle cannot read; the message says what is missing and what is allowed."""
 
 
-def candidate_variant(generations: pl.DataFrame, num_slices: int, name: str | None = None) -> str:
+def candidate_variant(
+    generations: pl.DataFrame, num_slices: int, name: str | None = None, prefer: Sequence[str] = ()
+) -> str:
     """The variant whose every seed has a generation trained through every slice but possibly the last.
 
-    ``name`` picks one; it must exist. Of several that qualify, the one with the most generations.
+    ``name`` picks one; it must exist. Of several that qualify, one in ``prefer`` (those whose
+    candidates make the frontier exact: :func:`exactness`), then the one with the most generations.
     """
     variants = generations["pipeline"].unique(maintain_order=True).to_list()
     if name is not None:
@@ -223,25 +234,94 @@ def candidate_variant(generations: pl.DataFrame, num_slices: int, name: str | No
         .group_by("pipeline")
         .agg(pl.col("slices").min(), pl.col("generations").sum())
     )
-    full = coverage.filter(pl.col("slices") >= num_slices - 1).sort("generations", descending=True)
+    full = (
+        coverage.filter(pl.col("slices") >= num_slices - 1)
+        .with_columns(pl.col("pipeline").is_in(list(prefer)).alias("exact"))
+        .sort("exact", "generations", descending=True, maintain_order=True)
+    )
     if full.height == 0:
         shown = ", ".join(f"{r['pipeline']}: {r['slices']}" for r in coverage.iter_rows(named=True))
         raise OracleError(
             f"no variant has a generation at every slice (at least {num_slices - 1} of {num_slices}), "
             f"so there are no candidates; slices covered per variant: {shown}. Add a variant with "
-            "trigger=always or trigger=time trigger.every=1"
+            "trigger=time trigger.every=1 selection=all train.init=scratch (exact) or trigger=always"
         )
     return str(full["pipeline"][0])
 
 
+def pipeline_config(config: Mapping | None, pipeline: str) -> dict:
+    """A pipeline's groups (trigger, selection, train, …) from a run's ``status.json`` ``config``: the
+    run's own, changed by the pipeline's variant (a group whose class differs is given whole)."""
+    config = config or {}
+    run, changes = config.get("run") or {}, (config.get("pipelines") or {}).get(pipeline) or {}
+    out = dict(run)
+    for group, changed in changes.items():
+        whole = "_target_" in changed and changed["_target_"] != (run.get(group) or {}).get("_target_")
+        out[group] = dict(changed) if whole else {**(run.get(group) or {}), **changed}
+    return out
+
+
+def exactness(config: Mapping | None, generations: pl.DataFrame, candidates: str) -> tuple[bool, str]:
+    """Whether the ``candidates`` pipeline's models make the frontier exact, and why, in a sentence.
+
+    Exact: every candidate was trained from scratch (``generations``: no parent) on all data seen so
+    far (the pipeline's ``selection`` in ``config``, a run's ``status.json`` config, is ``AllData``
+    without a budget or downsampler). ``config`` is the config of the run the candidates come from
+    (None: unknown, so approximate).
+    """
+    own = generations.filter(pl.col("pipeline") == candidates)
+    if own["parent"].is_not_null().any():
+        return False, f"the candidates ({candidates}) are fine-tuned, each from the one before it"
+    found = pipeline_config(config, candidates) if config else {}
+    selection = found.get("selection") or {}
+    if not selection:
+        return False, f"the run does not record what data the candidates ({candidates}) were trained on"
+    if not str(selection.get("_target_", "")).endswith(".AllData"):
+        what = str(selection.get("_target_", "?")).rsplit(".", 1)[-1]
+        return False, f"the candidates ({candidates}) are trained on a selection ({what}), not on all data"
+    budget = [k for k in ("limit", "fraction", "downsample") if selection.get(k) is not None]
+    if budget:
+        return False, f"the candidates ({candidates}) are trained on a part of the data ({', '.join(budget)})"
+    return True, f"the candidates ({candidates}) are trained from scratch on all data seen"
+
+
+def frontier_label(exact: bool, candidates: str) -> str:
+    """What plots and tables call the frontier."""
+    if exact:
+        return f"hindsight-optimal frontier (exact; candidates {candidates})"
+    return f"approximate frontier (candidates {candidates})"
+
+
+def above_note(above: Sequence[tuple[str, float]], candidates: str, exact: bool, why: str) -> str:
+    """Why ``above`` (pipeline, mean regret < 0) lie above the frontier: no contradiction, named."""
+    shown = ", ".join(f"{name} (by {-regret:.4f})" for name, regret in above)
+    if exact:
+        return (
+            f"Above the frontier: {shown}. The frontier is exact for schedules of its candidates' recipe "
+            f"({why}); these pipelines train otherwise (e.g. fine-tuned, or on a window of data), and their "
+            "recipe, not their schedule, puts them above it."
+        )
+    return (
+        f"Above the approximate frontier: {shown}. It is approximate because {why}: a schedule with fewer "
+        f"triggers would train different models than {candidates}'s, which the frontier cannot see, so "
+        "it can lie below real pipelines. For an exact frontier add a pipeline "
+        "[trigger=time, trigger.every=1, selection=all, train.init=scratch] (ctsim.reports.oracle)."
+    )
+
+
 def frontier(
-    evals: pl.DataFrame, generations: pl.DataFrame, candidates: str, first_slice: int | None = None
+    evals: pl.DataFrame,
+    generations: pl.DataFrame,
+    candidates: str,
+    first_slice: int | None = None,
+    exact_frontier: bool = False,
 ) -> pl.DataFrame:
     """Per seed of the ``candidates`` variant and budget k: the best composite accuracy (FRONTIER_SCHEMA).
 
     Every schedule starts with the candidate trained through ``first_slice`` (the last one trained
     through it or before; default: the first candidate), so it covers the slices a pipeline whose
-    first model was trained there covers.
+    first model was trained there covers. ``exact_frontier``: what :func:`exactness` says of the
+    candidates, carried into the ``exact`` column.
     """
     acc = evals.filter((pl.col("metric") == "accuracy") & (pl.col("pipeline") == candidates))
     rows = []
@@ -274,6 +354,7 @@ def frontier(
                     "chosen_slices": [trained[g] for g in best.chosen],
                     "exact_accuracy": exact.accuracy,
                     "exact_chosen": [ids[g] for g in exact.chosen],
+                    "oracle": "exact" if exact_frontier else "approximate",
                 }
             )
     return pl.DataFrame(rows, schema=FRONTIER_SCHEMA)
@@ -287,11 +368,16 @@ REGRET_SCHEMA = {
     "composite_accuracy": pl.Float64,
     "frontier_accuracy": pl.Float64,
     "regret": pl.Float64,
+    "oracle": pl.String,  # the frontier's: "exact" or "approximate" (see FRONTIER_SCHEMA)
 }
 
 
 def regrets(
-    cost: pl.DataFrame, evals: pl.DataFrame, generations: pl.DataFrame, candidates: str
+    cost: pl.DataFrame,
+    evals: pl.DataFrame,
+    generations: pl.DataFrame,
+    candidates: str,
+    exact_frontier: bool = False,
 ) -> pl.DataFrame:
     """Per pipeline and seed: the frontier at its trigger count minus its accuracy.
 
@@ -311,7 +397,7 @@ def regrets(
         firsts, on=["pipeline", "seed"], how="left"
     )
     fronts = {
-        first: frontier(evals, generations, candidates, first)
+        first: frontier(evals, generations, candidates, first, exact_frontier)
         for first in scored["first_slice"].drop_nulls().unique().to_list()
     }
     rows = []
@@ -322,56 +408,39 @@ def regrets(
             k = min(r["triggers"], front["k"].max())
             value = front.filter(pl.col("k") == k)["accuracy"][0]
         regret = None if value is None or r["composite_accuracy"] is None else value - r["composite_accuracy"]
-        rows.append({**r, "frontier_accuracy": value, "regret": regret})
+        word = "exact" if exact_frontier else "approximate"
+        rows.append({**r, "frontier_accuracy": value, "regret": regret, "oracle": word})
     return pl.DataFrame(rows, schema=REGRET_SCHEMA)
 
 
 def plot(front: pl.DataFrame, cost: pl.DataFrame, path: Path) -> Path:
     """Composite accuracy against triggers: every pipeline (mean over seeds), the frontier as a step line."""
-    mean_front = front.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
-    points = cost.group_by("pipeline", maintain_order=True).agg(
-        pl.col("triggers").mean(),
-        pl.col("composite_accuracy").mean(),
-        pl.col("composite_accuracy").std().alias("sd"),
-    )
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.step(
-        mean_front["k"],
-        mean_front["accuracy"],
-        where="post",
-        color="black",
-        label="hindsight-optimal frontier",
-    )
-    palette = sns.color_palette("husl", points.height)
-    for color, row in zip(palette, points.iter_rows(named=True)):
-        ax.errorbar(
-            row["triggers"],
-            row["composite_accuracy"],
-            yerr=row["sd"] or 0.0,
-            fmt="o",
-            color=color,
-            label=row["pipeline"],
-            capsize=2,
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("triggers (log scale)")
-    ax.set_ylabel("composite accuracy")
-    ax.legend(fontsize=7, ncol=2, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from ctsim.reports.plots import accuracy_triggers, seed_table
+
+    return accuracy_triggers(seed_table(cost), front, path)
 
 
-def markdown(front: pl.DataFrame, regret: pl.DataFrame, candidates: str) -> str:
+def markdown(front: pl.DataFrame, regret: pl.DataFrame, candidates: str, why: str) -> str:
+    exact = bool((front["oracle"] == "exact").all()) if front.height else False
     mean_front = front.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
+    word = "exact" if exact else "approximate"
+    title = (
+        f"# Hindsight-optimal schedule (exact; candidates: {candidates})"
+        if exact
+        else f"# Approximate frontier (candidates: {candidates})"
+    )
     lines = [
-        f"# Hindsight-optimal schedule (candidates: {candidates})",
+        title,
         "",
-        "Frontier: the best composite accuracy reachable with at most k triggers, mean over seeds.",
+        f"The frontier is {word}: {why}. "
+        + (
+            "It is the best composite accuracy any schedule of that recipe reaches with at most k triggers."
+            if exact
+            else "It is the best composite accuracy of schedules made of these candidates; a real schedule "
+            "with fewer triggers would train other models, so real pipelines can lie above it."
+        ),
         "",
-        "| k | accuracy |",
+        f"| k | accuracy ({word}) |",
         "|---|---|",
     ]
     lines += [f"| {k} | {a:.4f} |" for k, a in mean_front.iter_rows()]
@@ -383,15 +452,21 @@ def markdown(front: pl.DataFrame, regret: pl.DataFrame, candidates: str) -> str:
     )
     lines += [
         "",
-        "Regret: the frontier at a pipeline's trigger count minus its accuracy, mean over seeds.",
+        f"Regret ({word}): the frontier at a pipeline's trigger count minus its accuracy, mean over seeds.",
         "",
     ]
-    lines += ["| pipeline | triggers | accuracy | frontier | regret |", "|---|---|---|---|---|"]
+    lines += [
+        f"| pipeline | triggers | accuracy | frontier ({word}) | regret ({word}) |",
+        "|---|---|---|---|---|",
+    ]
     for r in per.iter_rows(named=True):
         lines.append(
             f"| {r['pipeline']} | {r['triggers']:.1f} | {_num(r['composite_accuracy'])} | "
             f"{_num(r['frontier_accuracy'])} | {_num(r['regret'])} |"
         )
+    above = [(r["pipeline"], r["regret"]) for r in per.iter_rows(named=True) if (r["regret"] or 0) < -1e-12]
+    if above:
+        lines += ["", above_note(above, candidates, exact, why)]
     return "\n".join(lines) + "\n"
 
 
@@ -416,14 +491,18 @@ def run_oracle(
             f"{out} already holds {', '.join(existing)}; the oracle never overwrites files (use --out)"
         )
     num_slices = evals["slice"].n_unique()
-    name = candidate_variant(generations, num_slices, candidates)
-    front = frontier(evals, generations, name)
-    regret = regrets(cost, evals, generations, name)
+    config = (read_status(run_dir) or {}).get("config")
+    names = generations["pipeline"].unique(maintain_order=True).to_list()
+    exact = [p for p in names if exactness(config, generations, p)[0]]
+    name = candidate_variant(generations, num_slices, candidates, prefer=exact)
+    is_exact, why = exactness(config, generations, name)
+    front = frontier(evals, generations, name, exact_frontier=is_exact)
+    regret = regrets(cost, evals, generations, name, exact_frontier=is_exact)
     out.mkdir(parents=True, exist_ok=True)
     front.write_parquet(out / "frontier.parquet")
     regret.write_parquet(out / "regret.parquet")
     plot(front, cost, out / "frontier.png")
-    (out / "oracle.md").write_text(markdown(front, regret, name))
+    (out / "oracle.md").write_text(markdown(front, regret, name, why))
     return out, regret, name
 
 
@@ -444,9 +523,10 @@ def main(argv: Sequence[str]) -> int:
         pl.col("triggers").mean(), pl.col("regret").mean()
     )
     how = "given" if args.candidates else "found: the variant that trains at every slice"
-    print(f"ctsim.oracle: candidates {name} ({how}); wrote {', '.join(OUTPUTS)} to {out}/")
+    word = regret["oracle"][0] if regret.height else "approximate"
+    print(f"ctsim.oracle: candidates {name} ({how}); {word} frontier; wrote {', '.join(OUTPUTS)} to {out}/")
     for r in per.iter_rows(named=True):
-        print(f"  {r['pipeline']:<24} triggers {r['triggers']:7.1f}  regret {_num(r['regret'])}")
+        print(f"  {r['pipeline']:<24} triggers {r['triggers']:7.1f}  regret ({word}) {_num(r['regret'])}")
     return 0
 
 

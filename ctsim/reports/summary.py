@@ -159,8 +159,17 @@ def markdown_summary(
     files: Sequence[Path],
     out_dir: Path,
     metrics: pl.DataFrame | None = None,
+    evals: pl.DataFrame | None = None,
 ) -> str:
+    """``summary.md``. With ``evals`` and several pipelines, the results table gains each pipeline's
+    significance group (:mod:`ctsim.reports.significance`) and a paragraph on what it means."""
     table = pipeline_summary(cost)
+    grouped = evals is not None and table["accuracy"].drop_nulls().len() > 1
+    if grouped:
+        from ctsim.reports.significance import groups
+
+        found = groups(evals, dict(zip(table["pipeline"], table["accuracy"])))
+        table = table.join(found.select("pipeline", "group", "test"), on="pipeline", how="left")
     lines = [f"# ctsim run: {name}", "", f"- {header}", f"- command: `{command}`", "", "## Pipelines", ""]
     lines += ["| pipeline | overrides |", "|---|---|"]
     lines += [f"| {v} | {' '.join(o) or '(the run config)'} |" for v, o in variants]
@@ -178,6 +187,7 @@ def markdown_summary(
         "seeds",
         "triggers",
         "accuracy",
+        *(["group"] if grouped else []),
         "accuracy_sd",
         "accuracy_weighted",
         "macro_f1",
@@ -208,6 +218,10 @@ def markdown_summary(
         "accuracy_weighted weights slices by test-set size; covered_slices, the slices with an active model.",
         "",
     ]
+    if grouped:
+        from ctsim.reports.comparison import significance_note
+
+        lines += [significance_note(table).replace("Rows are sorted by group, then by accuracy; w", "W"), ""]
     notes = coverage_notes(table, "**Coverage:** ")
     lines += [*notes, ""] if notes else []
     diverged = cost.filter(pl.col("nonfinite_generations") > 0)
