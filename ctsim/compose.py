@@ -3,15 +3,23 @@
 This is the first half of start-up checking; :mod:`ctsim.build` (which imports torch) is the second.
 Nothing here imports torch. Everything here runs before a run folder exists.
 
+**Which pipelines a command line runs** (:func:`complete`). ``python -m ctsim`` alone runs the default
+experiment, ``quickstart`` (three pipelines). A command line that names no experiment but picks a
+pipeline component (an option of ``dataset``, ``model``, ``trigger`` or ``selection``, or a ``trigger.``
+or ``selection.`` key) runs one pipeline: the quickstart's settings with those choices, named after
+what it runs (``drift``, ``amount_reservoir``)::
+
+    python -m ctsim dataset=sea trigger=drift          # one pipeline, named drift
+
+``experiment=null`` runs the root config alone, as one pipeline named the same way.
+
 **Override precedence.** A run holds ``population.variants × population.seeds`` pipelines. Each
 variant is composed like a command line of its own: the run's overrides, then the variant's. A run
 override of a key that a variant also sets (``trigger.every`` where a variant says
 ``trigger.every=5``), or of a key inside a group a variant picks (``trigger.every`` where a variant
 says ``trigger=never``), would be replaced or dropped for that variant, so it is an error that names
-the variants; nothing is dropped silently. ``population.variants={}`` (or ``null``) runs one pipeline
-from the run's config alone, named after the run::
-
-    python -m ctsim population.variants={} trigger=amount trigger.every=500
+the variants; nothing is dropped silently. ``population.variants={}`` (or ``null``) still runs one
+pipeline from any experiment's config, named after the run.
 
 **Unknown keys.** A key that the root config does not have (``trian:`` in an experiment file) is an
 error naming the nearest known key. Keys inside a component's config are checked against the
@@ -38,9 +46,63 @@ from yaml import MarkedYAMLError
 
 from ctsim.config import MAX_SEED, Problem, check, is_int, is_number, positive_int, unwritable
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
 PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SINGLE = "population.variants={}"  # the documented way to run one pipeline from the run's config
+ONE_PIPELINE = "population.variants={}"  # one pipeline from an experiment's config, its variants left out
+CHOICES = ("dataset", "model", "trigger", "selection")  # picking one leaves out the quickstart's variants
+KEYED = ("trigger", "selection")  # so does setting a key of these: the quickstart's variants set them
+
+
+def complete(overrides: list[str], config_name: str = "config") -> list[str]:
+    """The command line as it runs: ``overrides`` with what the rule in the module docstring adds.
+
+    Without an ``experiment=``, a pick of a pipeline component adds ``population.variants={}`` and a
+    ``name=`` (unless given); ``experiment=null`` becomes ``~experiment`` (Hydra refuses the former),
+    with a ``name=``. Nothing changes for another primary config, or where ``population.variants`` is set.
+
+    >>> complete(["dataset=sea", "trigger=drift"])
+    ['dataset=sea', 'trigger=drift', 'population.variants={}', 'name=drift']
+    >>> complete(["train.epochs=1"])
+    ['train.epochs=1']
+    """
+    parsed = [(text, o) for text, o in _parse_each(overrides) if o is not None]
+    keys = [_key(o) for _, o in parsed]
+    if config_name != "config" or any(k.startswith("population.variants") for k in keys):
+        return list(overrides)
+    none = {"experiment=null", "~experiment", "experiment=~", "~experiment=null"}
+    dropped = any(text.replace(" ", "") in none for text, _ in parsed)
+    if dropped:
+        out = ["~experiment" if o.replace(" ", "") in none else o for o in overrides]
+    elif "experiment" in keys:
+        return list(overrides)
+    else:
+        picks = any(k in CHOICES or k.split(".")[0] in KEYED for k in keys)
+        if not picks:
+            return list(overrides)
+        out = [*overrides, ONE_PIPELINE]
+    return out if "name" in keys else [*out, f"name={_named_after(parsed)}"]
+
+
+def _named_after(parsed: list[tuple[str, Override]]) -> str:
+    """A run's name from its picks: the trigger (the default one if none is picked), then the selection
+    and model picked; a swept group gives ``<group>_sweep``."""
+    picked: dict[str, str] = {}
+    for _, o in parsed:
+        group = _key(o)
+        if group in ("trigger", "selection", "model") and o.value() is not None:
+            value = "sweep" if o.is_sweep_override() else str(o.value()).rsplit("/", 1)[-1]
+            picked[group] = f"{group}_sweep" if value == "sweep" else value
+    parts = [picked.get("trigger") or _default_option("trigger")]
+    parts += [picked[g] for g in ("selection", "model") if g in picked]
+    return "_".join(parts)
+
+
+def _default_option(group: str) -> str:
+    """The option the root config picks for ``group`` (its defaults list)."""
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", [])
+    found = [str(d[group]) for d in defaults if isinstance(d, DictConfig) and group in d]
+    return found[0].rsplit("/", 1)[-1] if found else group
 
 
 def compose(
@@ -443,7 +505,7 @@ def _conflicts(run_overrides: list[str], declared: dict[str, list[str]], run_nam
     setters = "; ".join(f"{name}: {', '.join(sorted(hit))}" for name, hit in by.items())
     text = (
         f"the variants of {run_name} set these too ({setters}), so your value would not apply to them. "
-        f"To run one pipeline with your settings, add {SINGLE}; to change a variant, set "
+        f"To run one pipeline with your settings, add {ONE_PIPELINE}; to change a variant, set "
         f"population.variants.{next(iter(by))}=[...]; to run some variants, population.only=[...]"
     )
     return [Problem(", ".join(keys), None, "", text=text)]
