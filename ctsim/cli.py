@@ -330,10 +330,13 @@ def _app(cfg: DictConfig) -> None:
 
 
 def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
-    from ctsim.run import execute
+    from ctsim.execute import NoAccuracy, execute
 
     try:
         execute(plan, out_dir, command=command)
+    except NoAccuracy as e:  # the run finished and wrote its tables, but measured nothing
+        print(f"ctsim: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     except ConfigError as e:
         # found once the data is loaded (a window larger than the stream), before any training
         _discard(out_dir)

@@ -48,7 +48,8 @@ from ctsim.config import MAX_SEED, Problem, check, is_int, is_number, positive_i
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
 PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME = re.compile(r"^[^\W_][\w.-]*$")  # letters of any script (wetter_ä), digits, '_', '-', '.'
+NAME_RULE = "letters (any alphabet), digits, '_', '-' or '.', starting with a letter or digit"
 ONE_PIPELINE = "population.variants={}"  # one pipeline from an experiment's config, its variants left out
 CHOICES = ("dataset", "model", "trigger", "selection")  # picking one leaves out the quickstart's variants
 KEYED = ("trigger", "selection")  # so does setting a key of these: the quickstart's variants set them
@@ -218,6 +219,13 @@ def _composition_problem(
             "or write a list as key=[a,b]"
         )
         return Problem(sweep, None, "", text=text), sweep
+    if bad is not None and not bad.isascii():
+        key, _, value = bad.partition("=")
+        text = (
+            "Hydra reads only ASCII characters in a value that is not quoted: quote it, "
+            f"{key}='{value}' (in a shell: \"{key}='{value}'\")"
+        )
+        return Problem(bad, None, "", text=text), bad
     if bad is not None:
         text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {_first_line(e)}"
         return Problem(bad, None, "", text=text), bad
@@ -318,7 +326,7 @@ def run_problems(cfg: DictConfig) -> list[Problem]:
     seed_list = list(seeds) if OmegaConf.is_list(seeds) else seeds
     return [
         check(
-            "name", name, isinstance(name, str) and bool(NAME.match(name)), "letters, digits, '_', '-' or '.'"
+            "name", name, isinstance(name, str) and bool(NAME.match(name)), NAME_RULE
         ),
         check("progress", cfg.get("progress"), isinstance(cfg.get("progress"), bool), "true or false"),
         check(
@@ -465,7 +473,7 @@ def pipeline_differences(found: list[Variant], cfg: DictConfig) -> dict[str, dic
 def _variant_overrides(name: str, overrides: object, problems: list[Problem]) -> list[str] | None:
     key = f"population.variants.{name}"
     if not NAME.match(name):
-        problems.append(Problem(key, name, "a name of letters, digits, '_', '-' or '.'"))
+        problems.append(Problem(key, name, f"a name of {NAME_RULE}"))
         return None
     if not OmegaConf.is_list(overrides) or not all(isinstance(o, str) for o in overrides):
         problems.append(Problem(key, overrides, 'a list of override strings, e.g. ["trigger=never"]'))

@@ -3,7 +3,7 @@
 
 Both rebuild the run from what its ``status.json`` recorded (the config name, the command line's
 overrides, the working folder) and replay it. The replay is deterministic: it makes the same
-decisions, and a generation that was saved is loaded instead of trained (:mod:`ctsim.run`,
+decisions, and a generation that was saved is loaded instead of trained (:mod:`ctsim.execute`,
 :class:`~ctsim.registry.store.RunStore`).
 
 * **resume** finishes an interrupted or killed run: it trains only what was not saved, evaluates only
@@ -105,7 +105,7 @@ def _alive(record: dict) -> bool:
 
 def resume(run_dir: str | Path, echo: bool = True):
     """Finish an interrupted or killed run; see the module docstring."""
-    from ctsim.run import execute
+    from ctsim.execute import execute
 
     run_dir = Path(run_dir).resolve()
     record = run_record(run_dir)
