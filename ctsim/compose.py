@@ -28,7 +28,6 @@ arguments of its ``_target_`` when it is built (:mod:`ctsim.build`).
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
 from dataclasses import dataclass, replace
@@ -36,7 +35,6 @@ from functools import cache
 from pathlib import Path
 
 from hydra import compose as hydra_compose
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
@@ -45,6 +43,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from yaml import MarkedYAMLError
 
 from ctsim.config import MAX_SEED, Problem, check, is_int, is_number, positive_int, unwritable
+from ctsim.hydra_internals import reuse_parsed_configs
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
 PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
@@ -109,39 +108,10 @@ def _default_option(group: str) -> str:
 def compose(
     config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False
 ) -> DictConfig:
-    """Hydra's ``compose``, with each config file parsed once per initialisation (see below)."""
-    _reuse_parsed_configs()
+    """Hydra's ``compose``, with each config file parsed once per initialisation
+    (:func:`ctsim.hydra_internals.reuse_parsed_configs`)."""
+    reuse_parsed_configs()
     return hydra_compose(config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)
-
-
-def _reuse_parsed_configs() -> None:
-    """Let Hydra read and parse each config file once, not once per compose.
-
-    A run composes its config once per variant (24 times for ``portraits_selection``), and Hydra reads
-    and parses every file again each time. With the cache one compose of ``portraits_selection`` took
-    0.13-0.18 s instead of 0.22 s (measured once, 2 CPU cores). The repository Hydra made
-    at its initialisation is given a cache of what it loaded, keyed by the search path and the file;
-    every caller gets its own deep copy, so nothing Hydra does to a result reaches the cache. A new
-    initialisation makes a new repository, so a cache never outlives the files it was read from.
-    Where Hydra's internals are not as expected, nothing changes.
-    """
-    try:
-        repo = GlobalHydra.instance().hydra.config_loader.repository  # type: ignore[union-attr]
-        base = type(repo)
-        load = base.load_config
-    except AttributeError:
-        return
-    if getattr(base, "reuses_parsed_configs", False):
-        return
-    cache: dict[tuple, object] = {}
-
-    def load_config(self, config_path: str):
-        key = (tuple((s.provider, s.path) for s in self.get_sources()), config_path)
-        if key not in cache:
-            cache[key] = load(self, config_path)
-        return copy.deepcopy(cache[key])  # shared, Hydra would merge one compose into the next
-
-    repo.__class__ = type(base.__name__, (base,), {"load_config": load_config, "reuses_parsed_configs": True})
 
 
 @dataclass(frozen=True)
