@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import hydra
 from hydra import initialize_config_dir
-from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -30,7 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import ctsim.help  # noqa: F401  (registers ${ctsim_help:...}, which --help's template calls)
 from ctsim.compose import (
+    CONF_DIR,
     callback_problems,
+    complete,
     compose_run,
     config_problems,
     output_dir_problems,
@@ -39,11 +41,12 @@ from ctsim.compose import (
     variants,
 )
 from ctsim.config import ConfigError
+from ctsim.hydra_internals import args_parser, sweep_jobs
 
 if TYPE_CHECKING:
     from ctsim.build import RunPlan
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
+THREADS = "CTSIM_THREADS"  # set for each job of a sweep whose jobs run side by side on one machine
 _claimed: dict[str, str] = {}
 # a run folder the user named (hydra.run.dir), found new or empty by the preflight: did it exist?
 _named: dict[Path, bool] = {}
@@ -73,15 +76,28 @@ def unique_dir(path: str) -> str:
 OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True)
 
 
-def main() -> None:
-    """``python -m ctsim``: check everything, then let Hydra run it."""
-    args = get_args_parser().parse_args()
+def main(argv: list[str] | None = None) -> None:
+    """``ctsim [run] ...`` / ``python -m ctsim ...``: check everything, then let Hydra run it.
+
+    ``argv`` (default ``sys.argv[1:]``) is completed first (:func:`ctsim.compose.complete`): what it adds
+    becomes part of the command line Hydra sees, the run records and a resume replays.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = args_parser().parse_args(argv)
     hydra_only = args.help or args.hydra_help or args.info or args.shell_completion or args.experimental_rerun
+    if not (args.info or args.shell_completion or args.hydra_help):
+        argv = _completed(argv, args)
+        args = args_parser().parse_args(argv)
+    sys.argv = [sys.argv[0] if sys.argv else "ctsim", *argv]  # what @hydra.main reads
     try:
         if args.help:
             composes(args)  # --help marks what the command line picks: it must compose
+        first = None
         if not hydra_only:
-            _plans.update(preflight(args, build=not args.cfg))
+            plans, first = preflight(args, build=not args.cfg)
+            _plans.update(plans)
+            if args.multirun and not args.cfg:
+                sys.argv += _sweep_settings(args, first)
         try:
             _app()
         except SystemExit as e:
@@ -97,8 +113,72 @@ def main() -> None:
         raise SystemExit(130) from None
 
 
-def preflight(args: argparse.Namespace, build: bool = True) -> dict[tuple[str, ...], RunPlan]:
-    """Every job's plan, built; on any problem, print them all and exit with code 2.
+def _completed(argv: list[str], args: argparse.Namespace) -> list[str]:
+    """``argv`` with the overrides :func:`ctsim.compose.complete` adds (and its ``~experiment``)."""
+    overrides = list(args.overrides)
+    done = complete(overrides, args.config_name or "config")
+    if done == overrides:
+        return argv
+    flags = argv[: len(argv) - len(overrides)] if argv[len(argv) - len(overrides) :] == overrides else None
+    if flags is None:  # overrides mixed among flags: keep the flags where they are, replace the overrides
+        flags = [a for a in argv if a not in overrides]
+    return [*flags, *done]
+
+
+def _sweep_settings(args: argparse.Namespace, cfg: DictConfig | None) -> list[str]:
+    """Overrides a sweep's jobs need from the process that starts them: the sweep folder, claimed here once
+    (a launcher's worker process would claim one of its own), and each job's thread count."""
+    if cfg is None:
+        return []
+    out = []
+    text = str(OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"])
+    if text.startswith("${unique_dir:"):
+        out.append(f"hydra.sweep.dir={_claimed_path(cfg)}")
+    threads = job_threads(cfg, len(_jobs(args) or [None]))
+    if threads is not None:
+        out.append(f"++hydra.job.env_set.{THREADS}={threads}")
+    return out
+
+
+def _claimed_path(cfg: DictConfig) -> str:
+    """The sweep folder, claimed (resolving the setting claims it), quoted for an override."""
+    path = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
+    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def job_threads(
+    cfg: DictConfig, jobs: int, cores: int | None = None, environ: Mapping[str, str] = os.environ
+) -> int | None:
+    """CPU threads for each job of a sweep whose launcher runs jobs side by side on this machine (joblib,
+    submitit's local launcher): the cores shared out, ``cores // jobs at once``; None when jobs run one
+    after another, on other machines, or the user chose (``OMP_NUM_THREADS`` or ``CTSIM_THREADS`` set).
+
+    >>> from omegaconf import OmegaConf
+    >>> cfg = OmegaConf.create({"hydra": {"launcher": {"_target_": "x.JoblibLauncher", "n_jobs": 2}}})
+    >>> job_threads(cfg, jobs=6, cores=16, environ={}), job_threads(cfg, jobs=1, cores=16, environ={})
+    (8, None)
+    """
+    if "OMP_NUM_THREADS" in environ or THREADS in environ:
+        return None
+    launcher = OmegaConf.select(cfg, "hydra.launcher") or {}
+    target = str(launcher.get("_target_", ""))
+    cores = cores or len(os.sched_getaffinity(0))
+    if target.endswith("JoblibLauncher"):
+        n = int(launcher.get("n_jobs", -1) or 1)
+        at_once = n if n > 0 else max(1, cores + 1 + n)  # joblib: -1 = every core, -2 = all but one
+    elif target.endswith("LocalLauncher"):  # submitit's: every job of the array at once, up to the limit
+        at_once = int(launcher.get("array_parallelism", jobs) or jobs)
+    else:
+        return None
+    at_once = min(at_once, jobs)
+    return max(1, cores // at_once) if at_once > 1 else None
+
+
+def preflight(
+    args: argparse.Namespace, build: bool = True
+) -> tuple[dict[tuple[str, ...], RunPlan], DictConfig | None]:
+    """Every job's plan, built, and the first job's config; on any problem, print them all and exit with
+    code 2.
 
     First what the command line means, without torch: overrides Hydra cannot apply, unknown keys,
     overrides a variant would replace, the run folder. Then, once that is clean (and with ``build``),
@@ -107,7 +187,7 @@ def preflight(args: argparse.Namespace, build: bool = True) -> dict[tuple[str, .
     config_name = args.config_name or "config"
     jobs = _jobs(args)
     if jobs is None:
-        return {}  # another sweeper expands the sweep: each job is checked when it starts
+        return {}, None  # another sweeper expands the sweep: each job is checked when it starts
     composed, found = [], {}
     with _initialized():
         for i, job in enumerate(jobs):
@@ -124,8 +204,9 @@ def preflight(args: argparse.Namespace, build: bool = True) -> dict[tuple[str, .
             _note(found, problems, i)
         if found:
             _exit_with(found, jobs)
+        first = composed[0][0] if composed else None
         if not build:
-            return {}
+            return {}, first
         from ctsim.build import build_run  # imports torch: only once the command line makes sense
 
         plans = {}
@@ -136,7 +217,7 @@ def preflight(args: argparse.Namespace, build: bool = True) -> dict[tuple[str, .
                 _note(found, e.problems, i)
     if found:
         _exit_with(found, jobs)
-    return plans
+    return plans, first
 
 
 def composes(args: argparse.Namespace) -> None:
@@ -181,15 +262,13 @@ def _jobs(args: argparse.Namespace) -> list[list[str]] | None:
     overrides = _overrides(args)
     if not args.multirun:
         return [overrides]
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException:
         return [overrides]  # compose_run names the bad override
     if any(o.key_or_group.startswith("hydra/sweeper") for o in parsed):
         return None
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    return sweep_jobs(parsed)
 
 
 def _initialized() -> initialize_config_dir:
@@ -242,15 +321,22 @@ def _app(cfg: DictConfig) -> None:
             print(f"ctsim: {e}", file=sys.stderr)
             raise SystemExit(2) from None
     command = " ".join(["python -m ctsim", *overrides])
+    if os.environ.get(THREADS, "").isdigit():  # set by the sweep's start (job_threads): before any work
+        import torch
+
+        torch.set_num_threads(int(os.environ[THREADS]))
     with gpu_of_job(hydra_cfg):
         _execute(plan, out_dir, command)
 
 
 def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
-    from ctsim.run import execute
+    from ctsim.execute import NoAccuracy, execute
 
     try:
         execute(plan, out_dir, command=command)
+    except NoAccuracy as e:  # the run finished and wrote its tables, but measured nothing
+        print(f"ctsim: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
     except ConfigError as e:
         # found once the data is loaded (a window larger than the stream), before any training
         _discard(out_dir)

@@ -3,15 +3,23 @@
 This is the first half of start-up checking; :mod:`ctsim.build` (which imports torch) is the second.
 Nothing here imports torch. Everything here runs before a run folder exists.
 
+**Which pipelines a command line runs** (:func:`complete`). ``python -m ctsim`` alone runs the default
+experiment, ``quickstart`` (three pipelines). A command line that names no experiment but picks a
+pipeline component (an option of ``dataset``, ``model``, ``trigger`` or ``selection``, or a ``trigger.``
+or ``selection.`` key) runs one pipeline: the quickstart's settings with those choices, named after
+what it runs (``drift``, ``amount_reservoir``)::
+
+    python -m ctsim dataset=sea trigger=drift          # one pipeline, named drift
+
+``experiment=null`` runs the root config alone, as one pipeline named the same way.
+
 **Override precedence.** A run holds ``population.variants × population.seeds`` pipelines. Each
 variant is composed like a command line of its own: the run's overrides, then the variant's. A run
 override of a key that a variant also sets (``trigger.every`` where a variant says
 ``trigger.every=5``), or of a key inside a group a variant picks (``trigger.every`` where a variant
 says ``trigger=never``), would be replaced or dropped for that variant, so it is an error that names
-the variants; nothing is dropped silently. ``population.variants={}`` (or ``null``) runs one pipeline
-from the run's config alone, named after the run::
-
-    python -m ctsim population.variants={} trigger=amount trigger.every=500
+the variants; nothing is dropped silently. ``population.variants={}`` (or ``null``) still runs one
+pipeline from any experiment's config, named after the run.
 
 **Unknown keys.** A key that the root config does not have (``trian:`` in an experiment file) is an
 error naming the nearest known key. Keys inside a component's config are checked against the
@@ -20,7 +28,6 @@ arguments of its ``_target_`` when it is built (:mod:`ctsim.build`).
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
 from dataclasses import dataclass, replace
@@ -28,7 +35,6 @@ from functools import cache
 from pathlib import Path
 
 from hydra import compose as hydra_compose
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
@@ -37,48 +43,75 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from yaml import MarkedYAMLError
 
 from ctsim.config import MAX_SEED, Problem, check, is_int, is_number, positive_int, unwritable
+from ctsim.hydra_internals import reuse_parsed_configs
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
 PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-SINGLE = "population.variants={}"  # the documented way to run one pipeline from the run's config
+NAME = re.compile(r"^[^\W_][\w.-]*$")  # letters of any script (wetter_ä), digits, '_', '-', '.'
+NAME_RULE = "letters (any alphabet), digits, '_', '-' or '.', starting with a letter or digit"
+ONE_PIPELINE = "population.variants={}"  # one pipeline from an experiment's config, its variants left out
+CHOICES = ("dataset", "model", "trigger", "selection")  # picking one leaves out the quickstart's variants
+KEYED = ("trigger", "selection")  # so does setting a key of these: the quickstart's variants set them
+
+
+def complete(overrides: list[str], config_name: str = "config") -> list[str]:
+    """The command line as it runs: ``overrides`` with what the rule in the module docstring adds.
+
+    Without an ``experiment=``, a pick of a pipeline component adds ``population.variants={}`` and a
+    ``name=`` (unless given); ``experiment=null`` becomes ``~experiment`` (Hydra refuses the former),
+    with a ``name=``. Nothing changes for another primary config, or where ``population.variants`` is set.
+
+    >>> complete(["dataset=sea", "trigger=drift"])
+    ['dataset=sea', 'trigger=drift', 'population.variants={}', 'name=drift']
+    >>> complete(["train.epochs=1"])
+    ['train.epochs=1']
+    """
+    parsed = [(text, o) for text, o in _parse_each(overrides) if o is not None]
+    keys = [_key(o) for _, o in parsed]
+    if config_name != "config" or any(k.startswith("population.variants") for k in keys):
+        return list(overrides)
+    none = {"experiment=null", "~experiment", "experiment=~", "~experiment=null"}
+    dropped = any(text.replace(" ", "") in none for text, _ in parsed)
+    if dropped:
+        out = ["~experiment" if o.replace(" ", "") in none else o for o in overrides]
+    elif "experiment" in keys:
+        return list(overrides)
+    else:
+        picks = any(k in CHOICES or k.split(".")[0] in KEYED for k in keys)
+        if not picks:
+            return list(overrides)
+        out = [*overrides, ONE_PIPELINE]
+    return out if "name" in keys else [*out, f"name={_named_after(parsed)}"]
+
+
+def _named_after(parsed: list[tuple[str, Override]]) -> str:
+    """A run's name from its picks: the trigger (the default one if none is picked), then the selection
+    and model picked; a swept group gives ``<group>_sweep``."""
+    picked: dict[str, str] = {}
+    for _, o in parsed:
+        group = _key(o)
+        if group in ("trigger", "selection", "model") and o.value() is not None:
+            value = "sweep" if o.is_sweep_override() else str(o.value()).rsplit("/", 1)[-1]
+            picked[group] = f"{group}_sweep" if value == "sweep" else value
+    parts = [picked.get("trigger") or _default_option("trigger")]
+    parts += [picked[g] for g in ("selection", "model") if g in picked]
+    return "_".join(parts)
+
+
+def _default_option(group: str) -> str:
+    """The option the root config picks for ``group`` (its defaults list)."""
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", [])
+    found = [str(d[group]) for d in defaults if isinstance(d, DictConfig) and group in d]
+    return found[0].rsplit("/", 1)[-1] if found else group
 
 
 def compose(
     config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False
 ) -> DictConfig:
-    """Hydra's ``compose``, with each config file parsed once per initialisation (see below)."""
-    _reuse_parsed_configs()
+    """Hydra's ``compose``, with each config file parsed once per initialisation
+    (:func:`ctsim.hydra_internals.reuse_parsed_configs`)."""
+    reuse_parsed_configs()
     return hydra_compose(config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)
-
-
-def _reuse_parsed_configs() -> None:
-    """Let Hydra read and parse each config file once, not once per compose.
-
-    A run composes its config once per variant (24 times for ``portraits_selection``), and Hydra reads
-    and parses every file again each time. With the cache one compose of ``portraits_selection`` took
-    0.13-0.18 s instead of 0.22 s (measured once, 2 CPU cores). The repository Hydra made
-    at its initialisation is given a cache of what it loaded, keyed by the search path and the file;
-    every caller gets its own deep copy, so nothing Hydra does to a result reaches the cache. A new
-    initialisation makes a new repository, so a cache never outlives the files it was read from.
-    Where Hydra's internals are not as expected, nothing changes.
-    """
-    try:
-        repo = GlobalHydra.instance().hydra.config_loader.repository  # type: ignore[union-attr]
-        base = type(repo)
-        load = base.load_config
-    except AttributeError:
-        return
-    if getattr(base, "reuses_parsed_configs", False):
-        return
-    cache: dict[tuple, object] = {}
-
-    def load_config(self, config_path: str):
-        key = (tuple((s.provider, s.path) for s in self.get_sources()), config_path)
-        if key not in cache:
-            cache[key] = load(self, config_path)
-        return copy.deepcopy(cache[key])  # shared, Hydra would merge one compose into the next
-
-    repo.__class__ = type(base.__name__, (base,), {"load_config": load_config, "reuses_parsed_configs": True})
 
 
 @dataclass(frozen=True)
@@ -156,6 +189,13 @@ def _composition_problem(
             "or write a list as key=[a,b]"
         )
         return Problem(sweep, None, "", text=text), sweep
+    if bad is not None and not bad.isascii():
+        key, _, value = bad.partition("=")
+        text = (
+            "Hydra reads only ASCII characters in a value that is not quoted: quote it, "
+            f"{key}='{value}' (in a shell: \"{key}='{value}'\")"
+        )
+        return Problem(bad, None, "", text=text), bad
     if bad is not None:
         text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {_first_line(e)}"
         return Problem(bad, None, "", text=text), bad
@@ -256,7 +296,7 @@ def run_problems(cfg: DictConfig) -> list[Problem]:
     seed_list = list(seeds) if OmegaConf.is_list(seeds) else seeds
     return [
         check(
-            "name", name, isinstance(name, str) and bool(NAME.match(name)), "letters, digits, '_', '-' or '.'"
+            "name", name, isinstance(name, str) and bool(NAME.match(name)), NAME_RULE
         ),
         check("progress", cfg.get("progress"), isinstance(cfg.get("progress"), bool), "true or false"),
         check(
@@ -403,7 +443,7 @@ def pipeline_differences(found: list[Variant], cfg: DictConfig) -> dict[str, dic
 def _variant_overrides(name: str, overrides: object, problems: list[Problem]) -> list[str] | None:
     key = f"population.variants.{name}"
     if not NAME.match(name):
-        problems.append(Problem(key, name, "a name of letters, digits, '_', '-' or '.'"))
+        problems.append(Problem(key, name, f"a name of {NAME_RULE}"))
         return None
     if not OmegaConf.is_list(overrides) or not all(isinstance(o, str) for o in overrides):
         problems.append(Problem(key, overrides, 'a list of override strings, e.g. ["trigger=never"]'))
@@ -443,7 +483,7 @@ def _conflicts(run_overrides: list[str], declared: dict[str, list[str]], run_nam
     setters = "; ".join(f"{name}: {', '.join(sorted(hit))}" for name, hit in by.items())
     text = (
         f"the variants of {run_name} set these too ({setters}), so your value would not apply to them. "
-        f"To run one pipeline with your settings, add {SINGLE}; to change a variant, set "
+        f"To run one pipeline with your settings, add {ONE_PIPELINE}; to change a variant, set "
         f"population.variants.{next(iter(by))}=[...]; to run some variants, population.only=[...]"
     )
     return [Problem(", ".join(keys), None, "", text=text)]

@@ -7,8 +7,8 @@ that moment, from every folder on the config search path (``conf/``, a ``--confi
 
 An option's description is its file's first comment line, after ``# @package`` and any command lines
 (``# python -m ...``): so every option file starts with one line that says what it is. A top-level key's
-description is its inline comment in the primary config. Only the standard library and OmegaConf are
-imported: ``--help`` answers before torch would load.
+description is its inline comment in the primary config. Only the standard library, PyYAML and OmegaConf
+are imported: ``--help`` answers before torch would load.
 """
 
 from __future__ import annotations
@@ -16,39 +16,33 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from ctsim.compose import CONF_DIR
 
 USAGE = """\
 ctsim: a continual-training simulator. It replays a time-ordered dataset through trigger and selection
 policies, trains every model generation, and evaluates every generation on every time slice.
 
-  python -m ctsim [experiment=NAME] [group=option ...] [key=value ...]
+  ctsim [run] [experiment=NAME] [group=option ...] [key=value ...]      (or: python -m ctsim ...)
 
-  python -m ctsim                                       the quickstart (experiment=quickstart), about a minute
-  python -m ctsim experiment=portraits_yearly           an experiment: a whole study (conf/experiment/)
-  python -m ctsim trigger=drift trigger/detector=ks     pick an option of a group, nested groups included
-  python -m ctsim train.epochs=2 optimizer.lr=0.01      set any key of the composed config
-  python -m ctsim -m experiment=portraits_yearly trigger=time,amount
-                                                        a sweep (multirun): one run per value,
-                                                        compared at the end (ctsim.compare)
-  python -m ctsim --cfg job                             print the run config and each pipeline's changes
-  python -m ctsim --config-dir my_conf experiment=NAME  your own config files, beside conf/"""
+  ctsim                                       the quickstart (experiment=quickstart), about a minute
+  ctsim dataset=sea trigger=drift             one pipeline, named after what it runs (drift)
+  ctsim experiment=portraits_yearly           an experiment: a whole study (conf/experiment/)
+  ctsim trigger=drift trigger/detector=ks     pick an option of a group, nested groups included
+  ctsim train.epochs=2 optimizer.lr=0.01      set any key of the composed config
+  ctsim -m trigger=time,amount                a sweep (multirun): one run per value, compared at the end
+  ctsim --cfg job                             print the run config and each pipeline's changes
+  ctsim --help trigger=drift                  this help, with the keys of what the command line picks
+  ctsim --config-dir my_conf experiment=NAME  your own config files, beside conf/
+  ctsim SUBCOMMAND --help                     the options of a subcommand (listed at the end)"""
 
-COMMANDS = (
-    ("python -m ctsim resume RUN_DIR", "finish an interrupted or killed run"),
-    ("python -m ctsim reproduce RUN_DIR", "train one generation again and check it equals its checkpoint"),
-    ("python -m ctsim.query SQL [RUN_DIR ...]", "SQL over the tables of runs (default: all under results/)"),
-    ("python -m ctsim.oracle RUN_DIR", "the hindsight-optimal trigger schedule and each pipeline's regret"),
-    (
-        "python -m ctsim.compare RUN_OR_SWEEP_DIR ... [--out DIR]",
-        "compare runs: a table with 95% CIs, plots, report.html (a sweep does it at its end)",
-    ),
-    ("python -m ctsim.datasets", "prepare a dataset from your files (yearbook, huffpost, ...); list, info"),
-    ("python -m ctsim.export tensorboard|mlflow RUN_DIR", "a finished run, in TensorBoard or MLflow"),
-    ("python -m ctsim.bench", "benchmark the batched engine's routes against the sequential engine"),
-)
+# Groups left out of the listing, with the line that stands for them in their parent group: picked by an
+# interpolation in the root config, never named by hand.
+FOLDED = {
+    "model/fits": ("fits/DATASET", "the model that fits the dataset, when none is named (conf/model/fits/)")
+}
 
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*):(?P<rest>.*)$")
 _COMMENT = re.compile(r"(^|\s)#\s?(?P<text>.*)$")
@@ -98,7 +92,7 @@ def options() -> dict[str, dict[str, tuple[str, str]]]:
         where = "" if provider == "main" else _shown(folder)
         for path in sorted(folder.rglob("*.yaml")):
             group = path.parent.relative_to(folder).as_posix()
-            if group == "." or group.split("/")[0] == "hydra" or path.stem.startswith("_"):
+            if group == "." or group.split("/")[0] == "hydra" or group in FOLDED or path.stem.startswith("_"):
                 continue  # top-level files are primary configs; _base.yaml and the like are shared blocks
             found.setdefault(group, {}).setdefault(path.stem, (description(path), where))
     return {group: dict(sorted(found[group].items())) for group in sorted(found)}
@@ -122,16 +116,85 @@ def chosen() -> set[tuple[str, str]]:
 def groups_text() -> str:
     """One block per group: its name, then a line per option (``*``: what this command line picks)."""
     picked = chosen()
+    found_options = options()
+    for folded, (name, text) in FOLDED.items():
+        parent, _, last = folded.rpartition("/")
+        mine = next((o for g, o in picked if g == folded), None)
+        if parent in found_options and mine is None:
+            found_options[parent][name] = (text, "")
+        elif parent in found_options:
+            found_options[parent][f"{last}/{mine}"] = (_folded_description(folded, mine) or text, "")
     blocks = []
-    for group, found in options().items():
+    for group, found in found_options.items():
         width = max(len(name) for name in found)
         lines = [group]
         for name, (text, where) in found.items():
-            mark = "*" if (group, name) in picked else " "
+            folder, _, option = f"{group}/{name}".rpartition("/")
+            mark = "*" if (group, name) in picked or (folder, option) in picked else " "
             suffix = f"  [{where}]" if where else ""
             lines.append(f"  {mark} {name:<{width}}  {text}{suffix}".rstrip())
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _folded_description(group: str, option: str) -> str:
+    path = _option_file(group, option)
+    return description(path) if path is not None else ""
+
+
+def _option_file(group: str, option: str) -> Path | None:
+    """Where the option's file is: the first folder on the search path that has it."""
+    return next(
+        (f / group / f"{option}.yaml" for f, _ in config_dirs() if (f / group / f"{option}.yaml").is_file()),
+        None,
+    )
+
+
+def picked_keys_text(root: DictConfig | None = None) -> str:
+    """For each option the command line picks (the experiment aside), its file's keys with their values in
+    the composed config ``root`` and their inline comments: ``trigger.interval=null  samples between ...``."""
+    blocks = []
+    for group, option in sorted(chosen()):
+        if group.split("/")[0] in ("experiment", "hydra"):
+            continue
+        path = _option_file(group, option)
+        keys = _keys_of(path, group) if path is not None else []
+        if not keys:
+            continue
+        prefix = group.replace("/", ".") if group not in FOLDED else group.rpartition("/")[0]
+        rows = [(f"{prefix}.{k}", _value(root, f"{prefix}.{k}"), text) for k, text in keys]
+        width = max(len(f"{k}={v}") for k, v, _ in rows)
+        lines = [f"{group}={option}"] + [f"  {f'{k}={v}':<{width}}  {t}".rstrip() for k, v, t in rows]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) or "  (no option picked has keys)"
+
+
+def _keys_of(path: Path, group: str) -> list[tuple[str, str]]:
+    """An option file's keys, after those of the options it includes (``- portraits``,
+    ``- /model/mlp@_here_`` in its defaults list); its own value of a key comes last, as Hydra merges."""
+    keys: dict[str, str] = {}
+    for entry in OmegaConf.load(path).get("defaults") or []:
+        if not isinstance(entry, str) or entry == "_self_":
+            continue  # a nested group (detector: mmd) is a choice of its own
+        name = entry.removesuffix("@_here_")
+        included = name.removeprefix("/") if name.startswith("/") else f"{group}/{name}"
+        found = _option_file(*included.rsplit("/", 1))
+        keys.update(_keys_of(found, included.rsplit("/", 1)[0]) if found is not None else [])
+    for key, text in top_level_keys(path):
+        keys[key] = text or keys.get(key, "")
+    return list(keys.items())
+
+
+def _value(root: DictConfig | None, key: str) -> str:
+    if root is None:
+        return "?"
+    try:
+        value = OmegaConf.select(root, key, throw_on_missing=False)
+    except Exception:  # an interpolation that only resolves in a run (${hydra:...})
+        return "?"
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=False)
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
 def top_level_keys(path: Path) -> list[tuple[str, str]]:
@@ -179,19 +242,30 @@ def _primary_config() -> Path:
 
 
 def commands_text() -> str:
-    """A line per companion command."""
-    width = max(len(c) for c, _ in COMMANDS)
-    return "\n".join(f"  {c:<{width}}  {text}" for c, text in COMMANDS)
+    """A line per subcommand (:mod:`ctsim.commands`)."""
+    from ctsim.commands import COMMANDS
+    from ctsim.commands import USAGE as USES
+
+    rows = [(USES[name], COMMANDS[name][0]) for name in USES]
+    width = max(len(c) for c, _ in rows)
+    return "\n".join(f"  {c:<{width}}  {text}" for c, text in rows)
 
 
-SECTIONS = {"usage": lambda: USAGE, "groups": groups_text, "keys": keys_text, "commands": commands_text}
+SECTIONS = {
+    "usage": lambda: USAGE,
+    "groups": groups_text,
+    "keys": keys_text,
+    "picked": picked_keys_text,
+    "commands": commands_text,
+}
 
 
-def section(name: str) -> str:
+def section(name: str, _root_: DictConfig | None = None) -> str:
     """The text of one section of ``--help``, with ``$`` escaped for Hydra's ``string.Template``."""
     if name not in SECTIONS:
         raise ValueError(f"ctsim_help: unknown section {name!r}; expected one of {sorted(SECTIONS)}")
-    return SECTIONS[name]().replace("$", "$$")
+    text = SECTIONS[name](_root_) if name == "picked" else SECTIONS[name]()
+    return text.replace("$", "$$")
 
 
 def _shown(path: Path) -> str:

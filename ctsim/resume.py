@@ -3,7 +3,7 @@
 
 Both rebuild the run from what its ``status.json`` recorded (the config name, the command line's
 overrides, the working folder) and replay it. The replay is deterministic: it makes the same
-decisions, and a generation that was saved is loaded instead of trained (:mod:`ctsim.run`,
+decisions, and a generation that was saved is loaded instead of trained (:mod:`ctsim.execute`,
 :class:`~ctsim.registry.store.RunStore`).
 
 * **resume** finishes an interrupted or killed run: it trains only what was not saved, evaluates only
@@ -16,7 +16,6 @@ decisions, and a generation that was saved is loaded instead of trained (:mod:`c
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -38,8 +37,7 @@ def load_plan(run_dir: Path, record: dict):
     from hydra import initialize_config_dir
 
     from ctsim.build import build_run
-    from ctsim.cli import CONF_DIR
-    from ctsim.compose import compose_run
+    from ctsim.compose import CONF_DIR, compose_run
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="ctsim"):
         cfg, problems = compose_run(record["config_name"], list(record["overrides"]))
@@ -107,7 +105,7 @@ def _alive(record: dict) -> bool:
 
 def resume(run_dir: str | Path, echo: bool = True):
     """Finish an interrupted or killed run; see the module docstring."""
-    from ctsim.run import execute
+    from ctsim.execute import execute
 
     run_dir = Path(run_dir).resolve()
     record = run_record(run_dir)
@@ -237,19 +235,13 @@ def reproduce(run_dir: str | Path, pipeline: str, seed: int, generation: int) ->
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m ctsim resume|reproduce ...``; exit code 0, 1 (reproduce: parameters differ) or 2."""
-    parser = argparse.ArgumentParser(prog="python -m ctsim")
-    commands = parser.add_subparsers(dest="command", required=True)
-    one = commands.add_parser("resume", help="finish an interrupted or killed run from what it saved")
-    one.add_argument("run_dir", help="the run folder (results/runs/<name>/<time>/)")
-    two = commands.add_parser(
-        "reproduce", help="train one generation again and compare it with its checkpoint"
-    )
-    two.add_argument("run_dir")
-    two.add_argument("--pipeline", required=True)
-    two.add_argument("--seed", type=int, required=True)
-    two.add_argument("--generation", type=int, required=True)
-    args = parser.parse_args(argv)
+    """``ctsim resume|reproduce ...`` (``argv`` starts with the subcommand); exit code 0, 1 (reproduce:
+    parameters differ) or 2."""
+    from ctsim.commands import parser
+
+    command, rest = argv[0], list(argv[1:])
+    args = parser(command).parse_args(rest)
+    args.command = command
     try:
         if args.command == "resume":
             resume(args.run_dir)

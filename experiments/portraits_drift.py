@@ -6,7 +6,7 @@
     python experiments/portraits_drift.py --run-dir DIR   # report on a run already made
 
 Runs ``python -m ctsim experiment=portraits_drift`` (19 trigger policies × 3 seeds), then
-``python -m ctsim.oracle RUN_DIR`` (candidates: the yearly pipelines), and writes
+``python -m ctsim oracle RUN_DIR`` (candidates: the yearly pipelines), and writes
 ``results/reference/portraits_drift/report[_reduced].md``: per policy the triggers, composite accuracy,
 regret against the frontier at its trigger count, detection delay and false alarms at the designed
 change point (hair length, 1970), incorporation latency and training FLOPs; whether the best drift
@@ -40,7 +40,7 @@ def oracle(run_dir: Path) -> Path:
     out = run_dir / "oracle"
     if not (out / "regret.parquet").exists():
         subprocess.run(
-            [sys.executable, "-m", "ctsim.oracle", str(run_dir), "--candidates", "yearly"],
+            [sys.executable, "-m", "ctsim", "oracle", str(run_dir), "--candidates", "yearly"],
             cwd=REPO,
             check=True,
         )

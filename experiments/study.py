@@ -45,7 +45,7 @@ def size_flags(parser: argparse.ArgumentParser, reduced: str) -> None:
 
 
 def write_comparison(run_dir: Path, study: str, reduced: bool, command: str) -> Path:
-    """``python -m ctsim.compare RUN_DIR`` into ``results/reference/<study>/comparison[_reduced]/`` (the
+    """``python -m ctsim compare RUN_DIR`` into ``results/reference/<study>/comparison[_reduced]/`` (the
     reference replaces the one before it), with the command that made the run in a README."""
     from ctsim.reports.compare import compare, console
 
@@ -58,7 +58,7 @@ def write_comparison(run_dir: Path, study: str, reduced: bool, command: str) -> 
     (out / "README.md").write_text(
         f"# {study}{' (reduced)' if reduced else ''}: comparison\n\n"
         f"Made by `{command}` (run folder `{shown}`, not committed), then "
-        f"`python -m ctsim.compare {shown} --out {out.relative_to(REPO)}`. "
+        f"`python -m ctsim compare {shown} --out {out.relative_to(REPO)}`. "
         "See compare.md for the table and report.html for all of it.\n"
     )
     print(console(comparison, table, out))

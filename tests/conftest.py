@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ctsim.build import RunPlan, build_run
 from ctsim.cli import CONF_DIR
-from ctsim.run import RunOutcome, execute
+from ctsim.execute import RunOutcome, execute
 
 REPO = CONF_DIR.parent
 

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from ctsim import cli
+from ctsim.compose import complete, compose_run, variants
 from ctsim.registry import load_many, read_status
 
 from .conftest import build, run, small
@@ -68,12 +69,21 @@ SEARCH = "hydra.searchpath=[file://{ws}/my_conf]"
 # (overrides, text the message must hold): ids say what class of bad input each is
 BAD_INPUTS = {
     "override dropped by variants": (
-        ["trigger=amount", "trigger.every=500", "selection=all"],
+        ["experiment=quickstart", "trigger=amount", "trigger.every=500", "selection=all"],
         "trigger, trigger.every: the variants of quickstart set these too",
     ),
-    "key inside a variant's group": (["trigger.every=3"], "trigger.every: the variants of quickstart"),
-    "added key inside a variant's group": (["+trigger.extra=1"], "trigger.extra: the variants"),
-    "sweep over a variant's key": (["-m", "trigger.every=1,5"], "population.variants={}"),
+    "key inside a variant's group": (
+        ["experiment=quickstart", "trigger.every=3"],
+        "trigger.every: the variants of quickstart",
+    ),
+    "added key inside a variant's group": (
+        ["experiment=quickstart", "+trigger.extra=1"],
+        "trigger.extra: the variants",
+    ),
+    "sweep over a variant's key": (
+        ["-m", "experiment=quickstart", "trigger.every=1,5"],
+        "population.variants={}",
+    ),
     "misspelled key": (["trigger.evry=3"], "trigger.evry: unknown key; did you mean trigger.every?"),
     "misspelled key while printing the config": (
         ["--cfg", "job", "trigger.evry=3"],
@@ -186,6 +196,12 @@ BAD_INPUTS = {
     "plots flag": (["output.plots=maybe"], "output.plots='maybe': expected true or false"),
     "progress flag": (["progress=maybe"], "progress='maybe': expected true or false"),
     "name escaping results": (["name=../../escape"], "name='../../escape': expected letters"),
+    "name with a letter Hydra reads only quoted": (  # once a lexer error
+        ["name=wetter_ä"],
+        "name=wetter_ä: Hydra reads only ASCII characters in a value that is not quoted: quote it, "
+        "name='wetter_ä'",
+    ),
+    "name starting with a dot": (["name=.hidden"], "name='.hidden': expected letters (any alphabet)"),
     "name with a space": (["name=a b"], "name='a b'"),
     "precision": (["engine.precision=fp16"], "engine.precision='fp16'"),
     "route": (["engine.route=gpu"], "engine.route='gpu'"),
@@ -286,6 +302,78 @@ def test_the_readme_single_pipeline_example_runs_one_pipeline(tmp_path):
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
 
 
+def test_the_obvious_command_runs_one_pipeline_named_after_its_trigger(tmp_path):
+    args = ["dataset=sea", "trigger=drift", "dataset.size=0.05", "train.epochs=1", "progress=false"]
+    result = run_cli([*args, "output.plots=false"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "results" / "runs" / "drift").iterdir()
+    assert pl.read_parquet(run_dir / "cost.parquet")["pipeline"].to_list() == ["drift"]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["overrides"][:2] == ["dataset=sea", "trigger=drift"]  # what it added is recorded after
+    assert result.stdout.startswith("ctsim · drift · 1 pipeline(s)")
+
+
+def test_which_pipelines_a_command_line_runs(workspace):
+    """The rule of ctsim.compose.complete, composed as the run composes it."""
+    cases = {
+        (): ("quickstart", ["yearly", "every_5y", "never"]),
+        ("train.epochs=1", "progress=false", "dataset.size=0.5"): (
+            "quickstart",
+            ["yearly", "every_5y", "never"],
+        ),
+        ("dataset=sea",): ("time", ["time"]),
+        ("trigger.every=5",): ("time", ["time"]),
+        ("trigger=amount", "selection=reservoir"): ("amount_reservoir", ["amount_reservoir"]),
+        ("model=mlp", "trigger/detector=ks", "trigger=drift"): ("drift_mlp", ["drift_mlp"]),
+        ("trigger=drift", "name=mine"): ("mine", ["mine"]),
+        ("experiment=null",): ("time", ["time"]),
+        ("experiment=null", "trigger=never"): ("never", ["never"]),
+        ("~experiment",): ("time", ["time"]),
+        ("population.variants={}", "trigger=amount"): ("quickstart", ["quickstart"]),  # as before
+        ("experiment=portraits_yearly",): ("portraits_yearly", ["portraits_yearly"]),  # no variants
+    }
+    with cli._initialized():
+        for given, (name, pipelines) in cases.items():
+            overrides = complete(list(given))
+            cfg, problems = compose_run("config", overrides)
+            assert not problems, (given, problems)
+            task = [str(o) for o in cfg.hydra.overrides.task]
+            found, problems = variants(cfg, task, "config")
+            assert not [p for p in problems if p is not None], (given, problems)
+            assert (cfg.name, [v.name for v in found]) == (name, pipelines), given
+        single = complete(["dataset=sea", "trigger=drift"])
+        assert single == ["dataset=sea", "trigger=drift", "population.variants={}", "name=drift"]
+        assert complete(["-m", "trigger=time,amount"])[-1] == "name=trigger_sweep"
+
+
+def test_an_experiments_variants_take_a_run_override_they_do_not_set(workspace):
+    with cli._initialized():
+        overrides = complete(["experiment=quickstart", "selection=reservoir", "selection.size=300"])
+        cfg, _ = compose_run("config", overrides)
+        found, problems = variants(cfg, [str(o) for o in cfg.hydra.overrides.task], "config")
+    assert not [p for p in problems if p is not None]
+    assert [v.name for v in found] == ["yearly", "every_5y", "never"]
+    assert {(v.config.selection._target_, v.config.selection.size) for v in found} == {
+        ("ctsim.selection.Reservoir", 300)
+    }
+
+
+def test_a_run_that_cannot_measure_accuracy_is_refused_or_fails_with_the_reason(tmp_path):
+    tiny = ["dataset=sea", "dataset.size=0.1", "train.epochs=1", "progress=false", "output.plots=false"]
+    held_out = run_cli([*tiny, "stream.test_fraction=0"], cwd=tmp_path)
+    assert held_out.returncode == 2 and "Traceback" not in held_out.stderr
+    assert "stream.test_fraction=0.0: expected a fraction in (0, 1): no sample is held out" in held_out.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # refused before training: no run folder left
+    two = ["dataset.slices=2", "dataset.change_points=[1]", "trigger.every=5"]
+    late = run_cli([*tiny, *two, f"hydra.run.dir={tmp_path / 'two'}"], cwd=tmp_path)
+    assert late.returncode == 1 and "Traceback" not in late.stderr
+    assert late.stderr.strip().endswith(
+        "no pipeline has an accuracy: time trained no model in the 2 slices (its trigger never fired): "
+        "choose a trigger that fires sooner"
+    )
+    assert (tmp_path / "two" / "cost.parquet").is_file()  # what it did is kept, to look at
+
+
 def test_a_users_own_experiment_with_variants_runs_from_their_config_dir(tmp_path):
     mine = tmp_path / "my_conf" / "experiment"
     mine.mkdir(parents=True)
@@ -317,7 +405,9 @@ def test_a_sweep_of_one_pipeline_runs_jobs_that_differ(tmp_path):
 
 
 def test_the_dropped_override_is_refused_from_the_command_line(tmp_path):
-    result = run_cli(["trigger=amount", "trigger.every=500", "selection=all"], cwd=tmp_path)
+    result = run_cli(
+        ["experiment=quickstart", "trigger=amount", "trigger.every=500", "selection=all"], cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "yearly: trigger, trigger.every" in result.stderr and "population.variants={}" in result.stderr
@@ -420,7 +510,7 @@ def test_ctrl_c_is_one_line_and_marks_the_run_interrupted(tmp_path):
 def test_a_ctrl_c_the_moment_the_first_line_shows_marks_the_run_interrupted(tmp_path, monkeypatch):
     """The user sees the run's first line and presses Ctrl-C at once: the status must say interrupted,
     as the message does (it once stayed ``running``, the interrupt landing before the run's handler)."""
-    from ctsim.run import execute
+    from ctsim.execute import execute
 
     class PressedAfterTheHeader:
         def write(self, text):

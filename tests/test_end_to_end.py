@@ -149,7 +149,7 @@ def test_a_run_never_overwrites_another_runs_files(tiny_run, tmp_path):
     before = {p: p.read_bytes() for p in tiny_run.out_dir.glob("*.parquet")}
     plan = build(small(tmp_path, *TINY))
     with pytest.raises(FileExistsError, match="never overwrites"):
-        from ctsim.run import execute
+        from ctsim.execute import execute
 
         execute(plan, tiny_run.out_dir, echo=False)
     assert {p: p.read_bytes() for p in tiny_run.out_dir.glob("*.parquet")} == before

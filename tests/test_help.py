@@ -1,4 +1,5 @@
-"""``python -m ctsim --help``, as a user runs it: every group, option and key, each with its line."""
+"""``ctsim --help`` (``python -m ctsim --help``), as a user runs it: every group, option and key, each with
+its line; the keys of what the command line picks; the subcommands."""
 
 from __future__ import annotations
 
@@ -74,9 +75,18 @@ def test_help_lists_every_group_and_option_of_conf_with_its_description(tmp_path
 
     listed = listed_options(sections(result.stdout)["Configuration groups"])
     files = option_files()
+    fits = files.pop("model/fits")  # picked by the root config (fits/${dataset}): one line, not 11
     assert set(listed) == set(files)
-    nested = {"model/fits", "trigger/detector", "trigger/rule", "trigger/encoder", "selection/downsample"}
+    nested = {"trigger/detector", "trigger/rule", "trigger/encoder", "selection/downsample"}
     assert nested <= set(listed)
+    assert set(listed["model"]) == set(files["model"]) | {"fits/portraits_small"}
+    assert listed["model"]["fits/portraits_small"] == (
+        "yearbooknet: the model of dataset=portraits_small when none is named "
+        "(config.yaml picks fits/${dataset}).",
+        True,
+    )
+    assert len(fits) == 11
+    listed["model"].pop("fits/portraits_small")
     missing = [f"{g}/{o}" for g in files for o in files[g] if o not in listed[g]]
     assert not missing, f"options not listed by --help: {missing}"
     undescribed = [str(files[g][o].relative_to(CONF)) for g in files for o in files[g] if not listed[g][o][0]]
@@ -87,7 +97,6 @@ def test_help_lists_every_group_and_option_of_conf_with_its_description(tmp_path
             comments = [line.lstrip("#").strip() for line in lines if line.startswith("#")]
             assert listed[group][option][0] in comments, f"{path}: the description is not its own comment"
     assert listed["dataset"]["sea"][0].startswith("SEA concepts (Street & Kim 2001)")
-    assert listed["model/fits"]["sensors"][0].startswith("lstm: ")
     assert listed["experiment"]["quickstart"][1] and listed["dataset"]["portraits_small"][1]  # the defaults
 
 
@@ -106,11 +115,20 @@ def test_help_lists_the_top_level_keys_commands_and_usage(tmp_path):
     assert all(text.strip() for text in described.values())
     assert described["device"].startswith("auto | cpu | cuda")
 
-    commands = "\n".join(parts["Companion commands"])
-    for command in ("resume", "reproduce", ".query", ".oracle", ".compare", ".datasets", ".export", ".bench"):
-        assert re.search(rf"^  python -m ctsim ?{re.escape(command)}\b.*?  +\S", commands, re.M), command
+    commands = "\n".join(parts["Subcommands"])
+    for command in ("resume", "reproduce", "query", "oracle", "compare", "datasets", "export", "bench"):
+        assert re.search(rf"^  ctsim {command}\b.*?  +\S", commands, re.M), command
+    assert "ctsim.compare" not in result.stdout and "95% CIs" in commands
     usage = result.stdout.split("== ", 1)[0]
-    for example in ("experiment=", "trigger=drift", "train.epochs=2", " -m ", "--cfg job", "--config-dir"):
+    for example in (
+        "experiment=",
+        "trigger=drift",
+        "train.epochs=2",
+        " -m ",
+        "--cfg job",
+        "--config-dir",
+        "--help trig",
+    ):
         assert example in usage
     assert "--config-dir,-cd" in "\n".join(parts["Flags"])  # Hydra's own flags, from $FLAGS_HELP
 
@@ -162,3 +180,35 @@ def test_help_with_an_override_it_cannot_apply_is_one_line_and_exit_code_2(tmp_p
     picked = run_help("-m", "population.variants={}", "trigger=drift", "--help", cwd=tmp_path)
     assert picked.returncode == 0 and "  * drift " in picked.stdout  # one value per key: help as usual
     assert not (tmp_path / "results").exists()
+
+
+def test_help_lists_the_keys_of_what_the_command_line_picks(tmp_path):
+    result = run_help(
+        "--help", "trigger=drift", "trigger/detector=ks", "model=mlp", "dataset=sea", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    picked = "\n".join(sections(result.stdout)["Keys of what this command line picks"])
+    blocks = {b.splitlines()[0]: b.splitlines()[1:] for b in picked.strip().split("\n\n")}
+    assert {"trigger=drift", "trigger/detector=ks", "model=mlp", "dataset=sea", "train=default"} <= set(
+        blocks
+    )
+    assert "experiment=quickstart" not in blocks  # an experiment's keys are its overrides, shown by --cfg job
+    drift = {line.split()[0]: line.split(None, 1)[1] for line in blocks["trigger=drift"]}
+    assert drift["trigger.interval=null"].startswith("samples between detections")
+    assert "trigger.min_samples=20" in drift
+    assert [line.split()[0] for line in blocks["model=mlp"]] == ["model.hidden=[128]"]
+    assert "dataset.change_points=[10, 20, 30]" in "\n".join(blocks["dataset=sea"])
+    keys = {k for lines in blocks.values() for k in (line.split("=")[0].strip() for line in lines)}
+    assert "trigger.every" not in keys  # the time trigger's keys, not picked
+
+
+def test_help_follows_an_option_that_includes_another(tmp_path):
+    result = run_help("--help", cwd=tmp_path)  # the quickstart: dataset portraits_small, the portraits' model
+    picked = "\n".join(sections(result.stdout)["Keys of what this command line picks"])
+    blocks = {b.splitlines()[0]: b.splitlines()[1:] for b in picked.strip().split("\n\n")}
+    dataset = [line.split()[0] for line in blocks["dataset=portraits_small"]]
+    assert "dataset.size=0.2" in dataset and any(k.startswith("dataset.root=") for k in dataset)
+    assert [line.split()[0] for line in blocks["model/fits=portraits_small"]] == [
+        "model.channels=32",
+        "model.blocks=4",
+    ]

@@ -73,7 +73,7 @@ def drift_run(tmp_path_factory):
 
 def _oracle(*args):
     return subprocess.run(
-        [sys.executable, "-m", "ctsim.oracle", *map(str, args)],
+        [sys.executable, "-m", "ctsim", "oracle", *map(str, args)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -136,7 +136,7 @@ def test_the_cli_writes_frontier_regrets_and_plot(drift_run):
 
 
 def _main(capsys, *args) -> tuple[int, str]:
-    """``python -m ctsim.oracle ARGS`` in this process (its start-up is what a subprocess costs)."""
+    """``ctsim oracle ARGS`` in this process (its start-up is what a subprocess costs)."""
     code = main([str(a) for a in args])
     return code, capsys.readouterr().err
 

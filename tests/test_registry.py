@@ -292,7 +292,10 @@ def test_query_from_the_command_line_over_several_runs(uninterrupted, interrupte
     )
     runs = [str(uninterrupted), str(interrupted)]
     shown = subprocess.run(
-        [sys.executable, "-m", "ctsim.query", best, *runs, "--csv"], capture_output=True, text=True, cwd=user
+        [sys.executable, "-m", "ctsim", "query", best, *runs, "--csv"],
+        capture_output=True,
+        text=True,
+        cwd=user,
     )
     assert shown.returncode == 0, shown.stderr
     got = pl.read_csv(shown.stdout.encode())
@@ -307,14 +310,14 @@ def test_query_from_the_command_line_over_several_runs(uninterrupted, interrupte
     target = tmp_path / "best.parquet"
     assert (
         subprocess.run(
-            [sys.executable, "-m", "ctsim.query", best, *runs, "--parquet", str(target)], cwd=user
+            [sys.executable, "-m", "ctsim", "query", best, *runs, "--parquet", str(target)], cwd=user
         ).returncode
         == 0
     )
     assert_frame_equal(pl.read_parquet(target), got, check_dtypes=False)
     # a bad query names what there is
     bad = subprocess.run(
-        [sys.executable, "-m", "ctsim.query", "SELECT * FROM costs", *runs], capture_output=True, text=True
+        [sys.executable, "-m", "ctsim", "query", "SELECT * FROM costs", *runs], capture_output=True, text=True
     )
     assert bad.returncode == 2
     assert "costs" in bad.stderr and "  cost: pipeline, seed, triggers" in bad.stderr

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -15,7 +17,7 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from ctsim.cli import gpu_of_job
+from ctsim.cli import gpu_of_job, job_threads
 
 from .conftest import cli, own_experiment
 from .test_compare import BOOM, EXPERIMENT
@@ -101,3 +103,60 @@ def test_jobs_side_by_side_take_different_gpus(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with job(4) as alone:
         assert alone is None
+
+
+def default_folder_sweep(user: Path, name: str, *launcher: str) -> tuple[Path, CompletedProcess]:
+    """A 2-job sweep as a user types it, without ``hydra.sweep.dir``, in a folder of its own, with no
+    thread setting in the environment (so ctsim chooses the jobs' threads)."""
+    cwd = user / name
+    (cwd / "configs").mkdir(parents=True)
+    (cwd / "configs" / "experiment").symlink_to(user / "configs" / "experiment")
+    args = ["--config-dir", "configs", "-m", "experiment=tiny", f"dataset.root={user / 'data'}"]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "CTSIM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ctsim", *args, "trigger=time,amount", *launcher],
+        cwd=cwd,
+        env={**env, "HYDRA_FULL_ERROR": "0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return cwd, done
+
+
+@pytest.mark.skipif(not installed("hydra_joblib_launcher"), reason='needs pip install -e ".[sweep]"')
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_a_sweep_in_the_default_folder_keeps_its_jobs_and_comparison_together(user, launcher):
+    """Once each worker process claimed a sweep folder of its own (``<stamp>_2/0``, ``<stamp>_3/1``) and
+    the sweep's own folder held only multirun.yaml: no comparison."""
+    if "submitit" in launcher[0] and not installed("hydra_submitit_launcher"):
+        pytest.skip('needs pip install -e ".[sweep]"')
+    cwd, done = default_folder_sweep(user, launcher[0].split("=")[1], *launcher)
+    assert done.returncode == 0, done.stderr
+    (sweep,) = (cwd / "results" / "multiruns" / "tiny").iterdir()  # one sweep folder, not one per job
+    assert {"0", "1", "comparison", "multirun.yaml"} <= {p.name for p in sweep.iterdir()}
+    assert compared(sweep) == ["trigger=amount", "trigger=time"]
+    assert "no comparison" not in done.stderr
+    cores = len(os.sched_getaffinity(0))
+    threads = {json.loads((sweep / job / "status.json").read_text())["cpu_threads"] for job in ("0", "1")}
+    assert threads == {max(1, cores // 2)}  # two jobs side by side share the cores
+
+
+def test_jobs_side_by_side_get_a_share_of_the_cores():
+    joblib = OmegaConf.create({"hydra": {"launcher": {"_target_": "h.JoblibLauncher", "n_jobs": 4}}})
+    local = OmegaConf.create({"hydra": {"launcher": {"_target_": "h.LocalLauncher", "array_parallelism": 9}}})
+    basic = OmegaConf.create({"hydra": {"launcher": {"_target_": "h.BasicLauncher"}}})
+    assert job_threads(joblib, jobs=8, cores=16, environ={}) == 4
+    assert job_threads(joblib, jobs=2, cores=16, environ={}) == 8  # only 2 jobs: 2 at once
+    assert job_threads(local, jobs=3, cores=16, environ={}) == 5
+    assert job_threads(basic, jobs=8, cores=16, environ={}) is None  # one after another: every core
+    assert job_threads(joblib, jobs=8, cores=16, environ={"OMP_NUM_THREADS": "2"}) is None  # the user's
+    minus_one = OmegaConf.create({"hydra": {"launcher": {"_target_": "h.JoblibLauncher", "n_jobs": -1}}})
+    assert job_threads(minus_one, jobs=32, cores=16, environ={}) == 1

@@ -33,6 +33,10 @@ from ctsim.simulation import SimulationResult, simulate, stream_problems
 from ctsim.stream import Stream
 
 
+class NoAccuracy(RuntimeError):
+    """The run finished, but no pipeline has an accuracy to report; the message says why."""
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     out_dir: Path
@@ -92,7 +96,7 @@ def execute(
             changes = [dataclasses.asdict(cp) for cp in stream.change_points]
             write_status(out_dir, "running", data_hash=fingerprint, change_points=changes)
             # what the policies cannot do on this stream (a window larger than it): before any training
-            problems = stream_problems(stream, plan.pipelines)
+            problems = evaluation_problems(stream, plan) + stream_problems(stream, plan.pipelines)
             if not problems:
                 outcome = _execute(plan, stream, out_dir, command, header, start)
         except ResumeError as e:
@@ -114,7 +118,50 @@ def execute(
     outcome.store.close()
     if echo:
         print(outcome.summary)
+    why = no_accuracy(outcome.tables["cost"], stream.num_slices)
+    if why is not None:
+        raise NoAccuracy(f"{out_dir}: no pipeline has an accuracy: {why}")
     return outcome
+
+
+def evaluation_problems(stream: Stream, plan: RunPlan) -> list:
+    """What leaves nothing to measure accuracy on, found once the data is loaded, before any training."""
+    from ctsim.config import Problem
+
+    if bool(stream.is_test.any()):
+        return []
+    value = plan.stream.test_fraction
+    expected = "a fraction in (0, 1): no sample is held out for evaluation, so no accuracy can be measured"
+    return [Problem("stream.test_fraction", value, expected)]
+
+
+def no_accuracy(cost: pl.DataFrame, slices: int) -> str | None:
+    """Why no pipeline of a finished run has a composite accuracy (None if one has): per pipeline, no model
+    trained, or no slice left after its models' training data to evaluate them on.
+
+    >>> cost = pl.DataFrame({"pipeline": ["every_5"], "triggers": [0], "composite_accuracy": [None]})
+    >>> no_accuracy(cost, 2)
+    'every_5 trained no model in the 2 slices (its trigger never fired): choose a trigger that fires sooner'
+    """
+    if cost.filter(pl.col("composite_accuracy").is_not_null()).height:
+        return None
+    reasons = []
+    for row in cost.unique("pipeline", keep="first", maintain_order=True).iter_rows(named=True):
+        if not row["triggers"]:
+            reasons.append(
+                f"{row['pipeline']} trained no model in the {slices} slices (its trigger never fired)"
+            )
+        else:
+            reasons.append(
+                f"{row['pipeline']}'s models were trained on data up to the last slice: "
+                "no later slice tests them"
+            )
+    hint = (
+        "choose a trigger that fires sooner"
+        if all("never fired" in r for r in reasons)
+        else "a stream with more slices, or a trigger that fires sooner"
+    )
+    return "; ".join(reasons) + f": {hint}"
 
 
 def _process() -> dict:
