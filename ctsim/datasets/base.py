@@ -163,8 +163,8 @@ def cache_folder_problems(root: Path, path: Path, cache: bool) -> list[Problem]:
 def size_problem(size: object) -> Problem | None:
     """``size`` is the share of a dataset to use: a number in (0, 1] (1 is the whole dataset).
 
-    >>> str(size_problem(1.5))
-    "size=1.5: expected a number in (0, 1]: the share of the dataset to use (1 is all of it)"
+    >>> print(size_problem(1.5))
+    size=1.5: expected a number in (0, 1]: the share of the dataset to use (1 is all of it)
     """
     ok = is_number(size) and 0 < size <= 1
     return check("size", size, ok, "a number in (0, 1]: the share of the dataset to use (1 is all of it)")
