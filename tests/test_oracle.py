@@ -245,6 +245,7 @@ def test_scratch_candidates_on_all_data_make_the_frontier_exact(every_schedule, 
     from ctsim.reports.compare import compare
 
     out, comparison, table = compare([every_schedule.out_dir], tmp_path / "c")
+    # the first of the two pipelines that train at slices 0-4 (the last slice serves none), both exact
     assert comparison.candidates == "candidates" and comparison.oracle == "exact"
     evals, gens, cost = (every_schedule.tables[t] for t in ("evals", "generations", "cost"))
     matrix, trained = pipeline_matrix(evals, gens, "candidates", 0)

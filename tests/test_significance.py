@@ -210,3 +210,10 @@ def test_a_run_summary_groups_its_pipelines_when_given_the_evaluations(tmp_path)
     assert rows["twin_a"].split(" | ")[4] == "1" and rows["twin_b"].split(" | ")[4] == "1"
     assert rows["worse"].split(" | ")[4] == "2"
     assert "cannot be told from it" in grouped
+
+
+def test_a_bad_alpha_is_refused_before_anything_is_written(tmp_path, capsys):
+    write_run(tmp_path / "run", {"a": accuracies(torch.Generator().manual_seed(0), 0.8, 1, 0.0, 0.05)})
+    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "c"), "--alpha", "1.5"]) == 2
+    assert "--alpha 1.5: expected a number between 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

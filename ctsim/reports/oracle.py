@@ -218,7 +218,8 @@ def candidate_variant(
     """The variant whose every seed has a generation trained through every slice but possibly the last.
 
     ``name`` picks one; it must exist. Of several that qualify, one in ``prefer`` (those whose
-    candidates make the frontier exact: :func:`exactness`), then the one with the most generations.
+    candidates make the frontier exact: :func:`exactness`), then the one with the most generations,
+    then the first in the table.
     """
     variants = generations["pipeline"].unique(maintain_order=True).to_list()
     if name is not None:
@@ -229,9 +230,9 @@ def candidate_variant(
         return name
     coverage = (
         generations.filter(pl.col("trigger_slice") < num_slices - 1)  # the last slice serves none
-        .group_by("pipeline", "seed")
+        .group_by("pipeline", "seed", maintain_order=True)
         .agg(pl.col("trigger_slice").n_unique().alias("slices"), pl.len().alias("generations"))
-        .group_by("pipeline")
+        .group_by("pipeline", maintain_order=True)
         .agg(pl.col("slices").min(), pl.col("generations").sum())
     )
     full = (
