@@ -3,6 +3,7 @@
     python -m ctsim.bench                                   # every case on the default device
     python -m ctsim.bench --cases populations --models 1 8 --device cpu --samples 128
     python -m ctsim.bench --device cuda --compile           # adds the torch.compile variant
+    python -m ctsim.bench --jsonl rows.jsonl                # each row also appended there when measured
 
 Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.png``):
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import resource
 import time
@@ -73,6 +75,7 @@ KINDS = {
     "gru": ModelSpec(partial(GRU), (24, 4), 3),
 }
 PORTRAITS_TEST = 3_719  # held-out samples of the full portraits (84 slices), as evaluation sees them
+_ROW_LOG: Path | None = None  # --jsonl: every row is appended there the moment it is measured
 
 
 @dataclass
@@ -317,6 +320,9 @@ def _print(rows: list[Row]) -> None:
             + ("" if r.peak_fraction is None else f"{100 * r.peak_fraction:5.1f}% of fp32 peak"),
             flush=True,
         )
+        if _ROW_LOG is not None:
+            with _ROW_LOG.open("a") as f:
+                f.write(json.dumps(asdict(r)) + "\n")
 
 
 def with_speedups(frame: pl.DataFrame) -> pl.DataFrame:
@@ -366,7 +372,12 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser.add_argument("--compile", action="store_true", help="add the batched engine with compile=true")
     parser.add_argument("--loop", action="store_true", help="add the loop route on CUDA too (always on CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument(
+        "--jsonl", type=Path, help="also append each row to this file as a JSON line when it is measured"
+    )
     args = parser.parse_args(argv)
+    global _ROW_LOG
+    _ROW_LOG = args.jsonl
     if args.eval_models is None:
         cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
         args.eval_models = 1000 if cuda else 16
