@@ -13,6 +13,7 @@ py="${PYTHON:-python3}"
 # name==version of each package to carry: the closure of polars and hydra-core's requirements (markers
 # read for Python 3.12 on Linux), less what the image already holds (/work/.library/device/KINDS.md).
 mapfile -t wanted < <("$py" - <<'EOF'
+import sys
 from importlib.metadata import PackageNotFoundError, requires, version
 from packaging.requirements import Requirement
 
@@ -27,8 +28,8 @@ while todo:
         continue
     try:
         seen[name] = version(name)
-    except PackageNotFoundError as e:
-        raise SystemExit(f"gpu_wheels: {name} is not installed here; install ctsim first (pip install -e .)") from e
+    except PackageNotFoundError:
+        sys.exit(f"gpu_wheels: {name} is not installed here; install ctsim first (pip install -e .)")
     for text in requires(name) or []:
         req = Requirement(text)
         if req.marker is None or req.marker.evaluate(ENV):
@@ -41,7 +42,8 @@ echo "carrying: ${wanted[*]}"
 rm -rf "$dir"
 mkdir -p "$dir"
 platforms=()
-for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64; do
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+    manylinux1_x86_64; do
     platforms+=(--platform "$p")
 done
 for spec in "${wanted[@]}"; do
@@ -58,9 +60,11 @@ for whl in "$dir"/*.whl; do
     esac
 done
 # What travels with a device run: tracked and untracked-not-ignored files, plus this folder (64 MiB in all).
-tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2> /dev/null |
+    awk '{ s += $1 } END { print s + 0 }')
 wheels=$(du -cb "$dir"/*.whl | tail -1 | cut -f1)
-echo "$(ls "$dir" | wc -l) wheels, $((wheels / 1048576)) MiB; with the working tree $(((tree + wheels) / 1048576)) MiB of the 64 MiB a run carries"
+echo "$(ls "$dir" | wc -l) wheels, $((wheels / 1048576)) MiB;" \
+    "with the working tree $(((tree + wheels) / 1048576)) MiB of the 64 MiB a device run carries"
 if [ $((tree + wheels)) -gt $((64 * 1048576)) ]; then
     echo "gpu_wheels: the working tree and $dir exceed the 64 MiB a device run carries" >&2
     exit 1
