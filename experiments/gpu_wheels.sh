@@ -48,7 +48,7 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
 done
 for spec in "${wanted[@]}"; do
     if ! "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        "${platforms[@]}" -d "$dir" "$spec"; then
+        "${platforms[@]}" -d "$dir" "$spec" 2> /dev/null; then
         echo "no wheel of $spec on PyPI for the image: building one from its source"
         "$py" -m pip wheel -q --no-deps -w "$dir" "$spec"
     fi
@@ -59,10 +59,15 @@ for whl in "$dir"/*.whl; do
         *) echo "gpu_wheels: $whl does not fit CPython 3.12 on x86-64 Linux" >&2; exit 1 ;;
     esac
 done
+wheels=$(du -cb "$dir"/*.whl | tail -1 | cut -f1)
+if ! git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+    echo "$(ls "$dir" | wc -l) wheels, $((wheels / 1048576)) MiB (not a git checkout: what a device run" \
+        "carries is not summed)"
+    exit 0
+fi
 # What travels with a device run: tracked and untracked-not-ignored files, plus this folder (64 MiB in all).
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2> /dev/null |
     awk '{ s += $1 } END { print s + 0 }')
-wheels=$(du -cb "$dir"/*.whl | tail -1 | cut -f1)
 echo "$(ls "$dir" | wc -l) wheels, $((wheels / 1048576)) MiB;" \
     "with the working tree $(((tree + wheels) / 1048576)) MiB of the 64 MiB a device run carries"
 if [ $((tree + wheels)) -gt $((64 * 1048576)) ]; then
