@@ -20,7 +20,8 @@ Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.p
 * ``small_mlps``: 32 MLPs (32-64-64-10), batch 64, Adam with a different learning rate per model, one
   ``train`` call of 50 steps: milliseconds per step, setup included, for both routes, the sequential
   engine, and per-model parameter groups in ``torch.optim`` (the approach of earlier vmap libraries).
-* ``eval``: ``--eval-models`` models predicting portraits-size test data (84 slices, 3,719 samples).
+* ``eval``: ``--eval-models`` models predicting portraits-size test data (84 slices, 3,719 samples;
+  ``--eval-samples`` for another size).
 
 Each row records seconds, samples/s, model-steps/s, FLOPs (``torch.utils.flop_counter``) and FLOP/s,
 the fraction of the device's fp32 peak where it is known, peak memory (CUDA: the allocator's peak of
@@ -302,7 +303,7 @@ def evaluation(args: argparse.Namespace) -> list[Row]:
     spec = ModelSpec(partial(YearbookNet), (1, 32, 32), 2)
     engines = _engines(args, args.eval_batch)
     device = engines["sequential"].device
-    x, _ = _data(spec, PORTRAITS_TEST, device)
+    x, _ = _data(spec, args.eval_samples, device)
     rows = []
     for name in ("batched/vmap", "batched/loop", "sequential"):
         if name in engines:
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser.add_argument("--eval-batch", type=int, default=64, help="test samples per forward pass")
     parser.add_argument(
         "--eval-models", type=int, default=None, help="models of the eval case (1000 on CUDA, 16 on CPU)"
+    )
+    parser.add_argument(
+        "--eval-samples", type=int, default=PORTRAITS_TEST, help="samples of the eval case (portraits: 3719)"
     )
     parser.add_argument("--route-models", type=int, default=16, help="models per kind in the routes case")
     parser.add_argument("--compile", action="store_true", help="add the batched engine with compile=true")

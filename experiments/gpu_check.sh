@@ -53,6 +53,7 @@ trap 'rm -rf "$scratch" "$scratch.tgz"' EXIT
 export GPU_CHECK_RESULTS=$scratch/results # what goes into results.tar.gz
 mkdir -p "$GPU_CHECK_RESULTS"
 exec > >(tee -a "$GPU_CHECK_OUT/gpu_check.log") 2>&1
+tee_pid=$!
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 MPLBACKEND=Agg
 start=$(date +%s)
 if [ "$GPU_CHECK_DRY" = 1 ]; then
@@ -187,7 +188,7 @@ run_numerics() {
 }
 run_syncs() {
     local sizes=()
-    dry && sizes=(--kinds mlp --models 4)
+    dry && sizes=(--kinds mlp --models 4 --data equal)
     "$GPU_CHECK_PY" experiments/gpu_syncs.py --device "$GPU_CHECK_DEVICE" \
         --out "$GPU_CHECK_OUT/syncs.jsonl" "${sizes[@]}"
 }
@@ -200,7 +201,7 @@ run_bench_256() {
 }
 run_bench_eval() {
     local sizes=()
-    dry && sizes=(--eval-models 1)
+    dry && sizes=(--eval-models 2 --eval-samples 256)
     bench --cases eval "${sizes[@]}" --out "$GPU_CHECK_RESULTS/bench_eval"
 }
 run_triggers() {
@@ -210,9 +211,9 @@ run_triggers() {
         output.checkpoints=none "${sizes[@]}" "hydra.run.dir=$GPU_CHECK_RESULTS/portraits_triggers"
 }
 run_bench_sizes() {
-    local sizes=(--models 1 8 64 --epochs 20)
-    dry && sizes=(--models 1 2 --samples 64 --epochs 2 --test 64)
-    bench --cases populations launch small_mlps "${sizes[@]}" --out "$GPU_CHECK_RESULTS/bench_sizes"
+    local sizes=(--cases populations launch small_mlps --models 1 8 64 --epochs 20)
+    dry && sizes=(--cases populations launch --models 1 2 --samples 64 --epochs 2 --test 64)
+    bench "${sizes[@]}" --out "$GPU_CHECK_RESULTS/bench_sizes"
 }
 # One population size, full batches only: one graph to compile (warmup_s holds the compile time); 40
 # steps per call, so that the sequential and uncompiled rows leave the compilation most of the box.
@@ -292,4 +293,6 @@ if dry; then
     echo "dry run: $files files in $GPU_CHECK_OUT (a GPU machine returns 8 at most)"
     if [ "$files" -gt 8 ]; then failed=1; fi
 fi
+exec > /dev/null 2>&1 # tee sees the end of its input: let it finish the log before the check returns
+wait "$tee_pid"
 exit "$failed"

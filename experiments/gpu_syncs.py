@@ -2,6 +2,7 @@
 
     python experiments/gpu_syncs.py [--out results/gpu/syncs.jsonl] [--device cuda|cpu]
                                     [--kinds yearbooknet cnn_dropout mlp] [--models 64]
+                                    [--data ragged equal]
 
 A ``train`` call also stacks states, builds its step plan and unstacks the results, so its sync count
 mixes setup with steps. Here each population is trained twice, with its jobs' epochs ×1 and ×2, and the
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         "--kinds", nargs="+", default=["yearbooknet", "cnn_dropout", "mlp"], choices=list(KINDS)
     )
     parser.add_argument("--models", type=int, default=64, help="models of the equal-data population")
+    parser.add_argument("--data", nargs="+", default=["ragged", "equal"], choices=["ragged", "equal"])
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device (use --device cpu)")
@@ -137,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
             "ragged": _jobs(spec, SGDS_F32, n_data=len(x)),
             "equal": equal_jobs(kind, args.models, len(x)),
         }
-        for data, jobs in populations.items():
-            row = per_step(kind, data, jobs, x, y, args.device)
+        for data in args.data:
+            row = per_step(kind, data, populations[data], x, y, args.device)
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(row, flush=True)
