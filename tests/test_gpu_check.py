@@ -60,13 +60,14 @@ def test_a_step_that_hits_its_box_is_recorded_and_the_next_step_runs(tmp_path):
 def test_bench_appends_each_row_as_a_json_line(tmp_path):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("")
-    args = ["--cases", "launch", "--models", "1", "2", "--device", "cpu", "--out", str(tmp_path / "bench")]
-    frames = bench_main([*args, "--jsonl", str(rows)])
+    args = ["--cases", "launch", "eval", "--models", "1", "2", "--device", "cpu", "--out", str(tmp_path)]
+    frames = bench_main([*args, "--eval-models", "2", "--eval-samples", "32", "--jsonl", str(rows)])
     logged = pl.DataFrame(_lines(rows))
-    csv = frames["launch"]
-    assert logged.height == csv.height == 6  # 3 engines × 2 population sizes
-    columns = ["engine", "models", "seconds"]
+    csv = pl.concat([frames["launch"], frames["eval"]])
+    assert logged.height == csv.height == 6 + 3  # launch: 3 engines × 2 population sizes; eval: 3 engines
+    columns = ["case", "engine", "models", "seconds", "samples"]
     assert logged.select(columns).rows() == csv.select(columns).rows()
+    assert set(frames["eval"]["samples"]) == {2 * 32}  # --eval-samples: 2 models × 32 samples
 
 
 def test_syncs_and_ops_are_counted_per_step_without_the_calls_setup():
