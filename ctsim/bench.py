@@ -3,6 +3,7 @@
     python -m ctsim.bench                                   # every case on the default device
     python -m ctsim.bench --cases populations --models 1 8 --device cpu --samples 128
     python -m ctsim.bench --device cuda --compile           # adds the torch.compile variant
+    python -m ctsim.bench --jsonl rows.jsonl                # each row also appended there when measured
 
 Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.png``):
 
@@ -19,7 +20,8 @@ Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.p
 * ``small_mlps``: 32 MLPs (32-64-64-10), batch 64, Adam with a different learning rate per model, one
   ``train`` call of 50 steps: milliseconds per step, setup included, for both routes, the sequential
   engine, and per-model parameter groups in ``torch.optim`` (the approach of earlier vmap libraries).
-* ``eval``: ``--eval-models`` models predicting portraits-size test data (84 slices, 3,719 samples).
+* ``eval``: ``--eval-models`` models predicting portraits-size test data (84 slices, 3,719 samples;
+  ``--eval-samples`` for another size).
 
 Each row records seconds, samples/s, model-steps/s, FLOPs (``torch.utils.flop_counter``) and FLOP/s,
 the fraction of the device's fp32 peak where it is known, peak memory (CUDA: the allocator's peak of
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import resource
 import time
@@ -73,6 +76,7 @@ KINDS = {
     "gru": ModelSpec(partial(GRU), (24, 4), 3),
 }
 PORTRAITS_TEST = 3_719  # held-out samples of the full portraits (84 slices), as evaluation sees them
+_ROW_LOG: Path | None = None  # --jsonl: every row is appended there the moment it is measured
 
 
 @dataclass
@@ -299,7 +303,7 @@ def evaluation(args: argparse.Namespace) -> list[Row]:
     spec = ModelSpec(partial(YearbookNet), (1, 32, 32), 2)
     engines = _engines(args, args.eval_batch)
     device = engines["sequential"].device
-    x, _ = _data(spec, PORTRAITS_TEST, device)
+    x, _ = _data(spec, args.eval_samples, device)
     rows = []
     for name in ("batched/vmap", "batched/loop", "sequential"):
         if name in engines:
@@ -317,6 +321,9 @@ def _print(rows: list[Row]) -> None:
             + ("" if r.peak_fraction is None else f"{100 * r.peak_fraction:5.1f}% of fp32 peak"),
             flush=True,
         )
+        if _ROW_LOG is not None:
+            with _ROW_LOG.open("a") as f:
+                f.write(json.dumps(asdict(r)) + "\n")
 
 
 def with_speedups(frame: pl.DataFrame) -> pl.DataFrame:
@@ -362,11 +369,19 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser.add_argument(
         "--eval-models", type=int, default=None, help="models of the eval case (1000 on CUDA, 16 on CPU)"
     )
+    parser.add_argument(
+        "--eval-samples", type=int, default=PORTRAITS_TEST, help="samples of the eval case (portraits: 3719)"
+    )
     parser.add_argument("--route-models", type=int, default=16, help="models per kind in the routes case")
     parser.add_argument("--compile", action="store_true", help="add the batched engine with compile=true")
     parser.add_argument("--loop", action="store_true", help="add the loop route on CUDA too (always on CPU)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument(
+        "--jsonl", type=Path, help="also append each row to this file as a JSON line when it is measured"
+    )
     args = parser.parse_args(argv)
+    global _ROW_LOG
+    _ROW_LOG = args.jsonl
     if args.eval_models is None:
         cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
         args.eval_models = 1000 if cuda else 16

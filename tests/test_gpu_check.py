@@ -1,0 +1,111 @@
+"""The GPU check's own machinery, on CPU: time boxes, results written as they are measured, the summary.
+
+The whole check runs in CI as ``GPU_CHECK_DRY=1 bash experiments/gpu_check.sh`` (.ci/run), with the
+wheels it carries downloaded first; these tests need no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from ctsim.bench import main as bench_main
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+import gpu_summary  # noqa: E402
+import gpu_syncs  # noqa: E402
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_step_that_hits_its_box_is_recorded_and_the_next_step_runs(tmp_path):
+    env = {
+        **os.environ,
+        "GPU_CHECK_DRY": "1",
+        "GPU_CHECK_PYTHON": sys.executable,  # this environment, with polars and hydra: nothing to install
+        "GPU_CHECK_WHEELS": "",
+        "GPU_CHECK_ONLY": "numerics,bench_eval",
+        "GPU_CHECK_BOX_numerics": "1",
+        "GPU_CHECK_BOX_bench_eval": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("OUT", None)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(REPO / "experiments/gpu_check.sh"), str(out)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # two steps stopped: the check reports failure
+    steps = {r["step"]: r for r in _lines(out / "steps.jsonl")}
+    assert list(steps) == ["setup", "numerics", "bench_eval"]
+    assert steps["setup"]["status"] == "ok", done.stdout
+    for name in ("numerics", "bench_eval"):
+        assert (steps[name]["limit_s"], steps[name]["rc"], steps[name]["status"]) == (1, 124, "timed_out")
+    files = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert files == ["gpu_check.log", "results.tar.gz", "steps.jsonl", "summary.md"]
+    summary = (out / "summary.md").read_text()
+    assert "| numerics | 1 |" in summary and "timed_out" in summary
+    assert "== bench_eval: timed_out (exit 124)" in (out / "gpu_check.log").read_text()
+
+
+def test_bench_appends_each_row_as_a_json_line(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("")
+    args = ["--cases", "launch", "eval", "--models", "1", "2", "--device", "cpu", "--out", str(tmp_path)]
+    frames = bench_main([*args, "--eval-models", "2", "--eval-samples", "32", "--jsonl", str(rows)])
+    logged = pl.DataFrame(_lines(rows))
+    csv = pl.concat([frames["launch"], frames["eval"]])
+    assert logged.height == csv.height == 6 + 3  # launch: 3 engines × 2 population sizes; eval: 3 engines
+    columns = ["case", "engine", "models", "seconds", "samples"]
+    assert logged.select(columns).rows() == csv.select(columns).rows()
+    assert set(frames["eval"]["samples"]) == {2 * 32}  # --eval-samples: 2 models × 32 samples
+
+
+def test_syncs_and_ops_are_counted_per_step_without_the_calls_setup():
+    spec = gpu_syncs.KINDS["mlp"]
+    x, y = gpu_syncs._data(spec, n=1024)
+    x = x.float()
+    populations = [gpu_syncs.equal_jobs("mlp", models, 1024) for models in (2, 6)]
+    rows = [gpu_syncs.per_step("mlp", "equal", jobs, x, y, "cpu") for jobs in populations]
+    for row in rows:
+        assert (row["steps_short"], row["steps_long"]) == (32, 64)
+        assert row["syncs_per_step"] is None  # CUDA only
+        # a whole call costs more than its steps: stacking, the plan, unstacking
+        assert row["ops_short"] > 32 * row["ops_per_step"] > 0
+    # per step, a stacked call costs the same whatever the population size (within an op)
+    assert abs(rows[0]["ops_per_step"] - rows[1]["ops_per_step"]) <= 1
+    assert rows[0]["host_reads_per_step"] == rows[1]["host_reads_per_step"] <= 1
+
+
+def test_summary_suggests_a_bound_and_computes_speedups(tmp_path):
+    common = {"device": "cuda", "device_name": "NVIDIA H200", "relative": True, "status": "ok/ok"}
+    numerics = [
+        {**common, "table": "difference", "kind": "mlp", "dtype": "float32", "epochs_factor": f, "job": j,
+         "steps": 100 * f + j, "difference": d}
+        for f, j, d in [(1, 0, 1e-6), (1, 1, 3e-5), (4, 0, 2e-4)]
+    ]
+    bench = [
+        {"case": "populations", "engine": e, "phase": "train", "models": 256, "seconds": 1.0,
+         "ms_per_step": 1.0, "samples_per_s": s, "peak_fraction": p, "warmup_s": 0.0,
+         "device_name": "NVIDIA H200"}
+        for e, s, p in [("sequential", 100.0, 0.01), ("batched/vmap", 3000.0, 0.3)]
+    ]
+    for name, rows in (("numerics", numerics), ("bench", bench)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut sho')
+    text = "\n".join(
+        gpu_summary.numerics_section(gpu_summary.read(tmp_path / "numerics.jsonl"))
+        + gpu_summary.bench_section(gpu_summary.read(tmp_path / "bench.jsonl"))
+    )
+    assert "| mlp | float32 | 100-101 | 3e-05 | 1e-04 |" in text  # 2 × 3e-5, rounded up to a power of ten
+    assert "| mlp | float32 | 400-400 | 0.0002 |  |" in text
+    assert "| populations | batched/vmap | train | 256 | 1 | 1 | 3e+03 | 30 | 30 | 0 |" in text
+    assert torch.isfinite(torch.tensor(gpu_summary.suggested_bound(0.0)))
