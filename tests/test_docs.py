@@ -209,6 +209,7 @@ def commands() -> list[Command]:
 
 COMMANDS = commands()
 RUNS = [c for c in COMMANDS if c.argv[:3] == ["python", "-m", "ctsim"] or c.argv[0] == "ctsim"]
+UNIQUE_RUNS = list({(tuple(c.argv), c.block.mark): c for c in reversed(RUNS)}.values())[::-1]  # each once
 
 
 def ctsim_args(argv: list[str]) -> list[str]:
@@ -262,7 +263,7 @@ def run_overrides(args: list[str]) -> tuple[list[str], str | None] | None:
 READERS_FILES = ("dataset.path", "dataset.root", "dataset: no prepared cache")
 
 
-@pytest.mark.parametrize("command", RUNS, ids=lambda c: c.where)
+@pytest.mark.parametrize("command", UNIQUE_RUNS, ids=lambda c: c.where)
 def test_every_run_command_composes_and_builds(command, tmp_path, monkeypatch):
     args = ctsim_args(command.argv)
     if args[:1] == ["run"]:
