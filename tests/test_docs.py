@@ -207,7 +207,21 @@ def commands() -> list[Command]:
     return found
 
 
-COMMANDS = commands()
+def inline_commands() -> list[Command]:
+    """Every ``python -m ctsim ...`` or ``ctsim ...`` quoted as code in the text (outside fenced blocks)."""
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for fence in re.finditer(r"^```.*?^```", text, re.S | re.M):  # blank the blocks, keep the lines
+            text = text.replace(fence[0], re.sub(r"[^\n]", " ", fence[0]))
+        for match in re.finditer(r"`((?:python -m ctsim|ctsim)(?: [^`]+)?)`", text):
+            line = text.count("\n", 0, match.start()) + 1
+            block = Block(page, line, "inline", match[1], "")
+            found.append(Command(block, shlex.split(match[1].replace("\\|", "|").replace("\n", " "))))
+    return found
+
+
+COMMANDS = commands() + inline_commands()
 RUNS = [c for c in COMMANDS if c.argv[:3] == ["python", "-m", "ctsim"] or c.argv[0] == "ctsim"]
 UNIQUE_RUNS = list({(tuple(c.argv), c.block.mark): c for c in reversed(RUNS)}.values())[::-1]  # each once
 
@@ -342,7 +356,7 @@ def test_the_docs_quote_errors():
 
 def queries() -> list[tuple[Command, str]]:
     """Every ``ctsim query "SELECT ..." ...`` of the docs, with its SQL."""
-    found = [(c, ctsim_args(c.argv)[1]) for c in RUNS if ctsim_args(c.argv)[:1] == ["query"]]
+    found = [(c, ctsim_args(c.argv)[1]) for c in RUNS if ctsim_args(c.argv)[:1] == ["query"] and c.argv[2:]]
     return [(c, sql) for c, sql in found if sql.lstrip().upper().startswith("SELECT")]
 
 
