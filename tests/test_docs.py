@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def _console_script() -> bool:
 def _one_pipeline_choice() -> bool:
     """A run-level choice (``trigger=drift``) runs one pipeline, without ``population.variants={}``."""
     try:
-        build(["trigger=never", "progress=false"])
+        build(["trigger=never", "progress=false", f"dataset.root={tempfile.gettempdir()}"])
     except ConfigError as e:
         if "set these too" in str(e):
             return False
