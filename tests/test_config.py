@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from hydra import initialize_config_dir
 from hydra.errors import MissingConfigException
@@ -337,33 +335,3 @@ def test_configs_composed_one_after_another_equal_each_composed_alone():
         for _ in range(2):
             for overrides, expected in zip(cases, alone):
                 assert OmegaConf.to_yaml(reusing("config", overrides=overrides)) == expected, overrides
-
-
-def _readme_examples() -> list[str]:
-    """The last cell of every README table row whose example is a set of overrides (trigger, selection,
-    detector, rule, encoder, downsampling ...): what a reader copies first."""
-    found = []
-    for line in (REPO / "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) >= 2:
-            last = cells[-1]
-            if last.startswith("`") and last.endswith("`") and "=" in last:
-                text = last.strip("`")
-                if re.match(r"^(trigger|selection)[=/.]", text):
-                    found.append(text)
-    return found
-
-
-README_EXAMPLES = _readme_examples()
-
-
-def test_the_readme_tables_hold_examples():
-    assert len(README_EXAMPLES) >= 15, README_EXAMPLES  # the trigger and selection tables
-
-
-@pytest.mark.parametrize("example", README_EXAMPLES)
-def test_every_readme_table_example_builds(tmp_path, example):
-    """A README example that stops with an error (as ``selection=freshness ... selection.limit=2000`` did,
-    its config's default fraction clashing with the limit) fails here."""
-    plan = build(small(tmp_path, "population.variants={}", *example.split()))
-    assert len(plan.pipelines) == 1
