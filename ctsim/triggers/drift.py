@@ -28,6 +28,7 @@ nothing to compare before, and a smaller training set could not serve as a refer
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -52,11 +53,32 @@ def _generator(seed: int, salt: int) -> torch.Generator:
 
 @dataclass(frozen=True)
 class _Test:
-    """A detection due now: the two windows' features, and the generator of its permutations."""
+    """A detection due now: the two windows' features, and the seed of its permutations."""
 
     reference: torch.Tensor
     current: torch.Tensor
-    generator: torch.Generator
+    seed: int
+    salt: int
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator: a test run again (for a fired reason's p-value) draws the same splits."""
+        return _generator(self.seed, self.salt)
+
+
+def _compare_all(tests: Sequence[tuple[Detector, _Test]]) -> list[Result]:
+    """Each detector's result on its test; MMD tests of equal permutations in one batched call."""
+    results: dict[int, Result] = {}
+    batched: dict[int, list[int]] = {}  # MMD tests by their number of permutations
+    for i, (detector, test) in enumerate(tests):
+        if isinstance(detector, MMD):
+            batched.setdefault(detector.permutations, []).append(i)
+        else:
+            results[i] = detector.compare(test.reference, test.current, test.generator())
+    for permutations, rows in batched.items():
+        pairs = [(tests[i][1].reference, tests[i][1].current) for i in rows]
+        found = mmd_many(pairs, permutations, [tests[i][1].generator() for i in rows])
+        results.update(zip(rows, found))
+    return [results[i] for i in range(len(tests))]
 
 
 class DriftTrigger:
@@ -125,6 +147,12 @@ class DriftTrigger:
                     )
                 ]
             )
+        # A rule that ignores p-values decides on the distance alone: no permutations (the costly part
+        # of MMD), until it fires; then the full test gives the reason its p-value.
+        quick = permutations and not getattr(self.rule, "uses_p_value", True)
+        self._quick: Detector | None = copy.copy(self.detector) if quick else None
+        if self._quick is not None:
+            self._quick.permutations = 0
         self.encoder: Encoder = as_encoder(encoder if encoder is not None else ModelEmbeddings())
         self.window, self.reference, self.reference_size = window, reference, reference_size
         self.unit, self.interval, self.min_samples = unit, interval, min_samples
@@ -157,7 +185,12 @@ class DriftTrigger:
         test = self._prepare(ctx)
         if not isinstance(test, _Test):
             return test
-        return self._decide(ctx, self.detector.compare(test.reference, test.current, test.generator))
+        detector = self._quick or self.detector
+        result = detector.compare(test.reference, test.current, test.generator())
+        fire = self._decide(ctx, result)
+        if fire and self._quick is not None:
+            result = self.detector.compare(test.reference, test.current, test.generator())
+        return self._record(ctx, result, fire)
 
     @staticmethod
     def observe_many(
@@ -167,23 +200,18 @@ class DriftTrigger:
 
         The loop calls this once per decision point for all its drift triggers: on a GPU, one kernel
         matrix pass (:func:`~ctsim.triggers.detectors.mmd_many`) instead of one per pipeline. Each
-        test draws its permutations from its own trigger's generator, as ``observe`` does.
+        test draws its permutations from its own trigger's generator, as ``observe`` does; tests whose
+        rule ignores p-values run without permutations, and again with them only when they fire.
         """
         tests = [t._prepare(ctx) for t, ctx in zip(triggers, contexts)]
-        results: dict[int, Result] = {}
-        batched: dict[int, list[int]] = {}  # MMD tests by their number of permutations
-        for i, (trigger, test) in enumerate(zip(triggers, tests)):
-            if isinstance(test, _Test):
-                if isinstance(trigger.detector, MMD):
-                    batched.setdefault(trigger.detector.permutations, []).append(i)
-                else:
-                    results[i] = trigger.detector.compare(test.reference, test.current, test.generator)
-        for permutations, rows in batched.items():
-            pairs = [(tests[i].reference, tests[i].current) for i in rows]
-            found = mmd_many(pairs, permutations, [tests[i].generator for i in rows])
-            results.update(zip(rows, found))
+        due = [i for i, test in enumerate(tests) if isinstance(test, _Test)]
+        first = [(triggers[i]._quick or triggers[i].detector, tests[i]) for i in due]
+        results = dict(zip(due, _compare_all(first)))
+        fires = {i: triggers[i]._decide(contexts[i], results[i]) for i in due}
+        again = [i for i in due if fires[i] and triggers[i]._quick is not None]
+        results.update(zip(again, _compare_all([(triggers[i].detector, tests[i]) for i in again])))
         return [
-            t._decide(ctx, results[i]) if isinstance(test, _Test) else test
+            t._record(ctx, results[i], fires[i]) if i in fires else test
             for i, (t, ctx, test) in enumerate(zip(triggers, contexts, tests))
         ]
 
@@ -206,11 +234,13 @@ class DriftTrigger:
         if not isinstance(windows, tuple):
             return None
         ref, cur = (self._features(ctx, keys) for keys in windows)
-        return _Test(ref, cur, _generator(ctx.seed, ctx.batch.index))
+        return _Test(ref, cur, ctx.seed, ctx.batch.index)
 
-    def _decide(self, ctx: TriggerContext, result: Result) -> str | None:
+    def _decide(self, ctx: TriggerContext, result: Result) -> bool:
         self._last = ctx.batch.stop
-        fire = self.rule.decide(result)
+        return self.rule.decide(result)
+
+    def _record(self, ctx: TriggerContext, result: Result, fire: bool) -> str | None:
         self.distances.append((ctx.batch.index, result.distance, result.p_value, fire))
         if not fire:
             return None
