@@ -16,6 +16,16 @@ and decision rules. Every ``interval`` samples (default: every arrival batch) it
   (:mod:`ctsim.triggers.rules`) turns them into a decision (p-value, static threshold, dynamic
   quantile or rolling average, each with a warm-up).
 
+**After a drift** the ``window`` reference starts where the drift was found: both windows hold only
+data that arrived since (the reference, until it can be full, what has arrived, at least
+``min_samples``). Windows that reach back across a change would otherwise keep finding it, once per
+decision, for as long as they straddle it (a 2-slice window fired on 3 consecutive decisions).
+The ``trained`` reference is the new model's training set: when that is mostly data from before the
+change, the trigger fires again, as it should, since the model has not learned the new data.
+**Rules that ignore p-values** (``threshold``, ``quantile``, ``rolling``) decide on the distance
+alone: the detector's permutations (most of MMD's cost) run only when such a rule fires, for the
+p-value the reason reports.
+
 Embeddings of the active model are cached per generation: each sample is embedded at most once per
 model, and the arrival batch of every pipeline is embedded in the loop's one shared engine pass.
 
@@ -158,6 +168,7 @@ class DriftTrigger:
         self.unit, self.interval, self.min_samples = unit, interval, min_samples
         self.on_labels = bool(getattr(self.detector, "on_labels", False))
         self._last = 0  # position in the arrival order of the last detection's end
+        self._drifted = 0  # position in the arrival order where the last drift was found: windows start there
         self._generation: int | None = None  # the generation the cached embeddings are of
         self._cache: torch.Tensor | None = None  # (num samples, d) features, rows valid where _have
         self._have: torch.Tensor | None = None
@@ -244,6 +255,7 @@ class DriftTrigger:
         self.distances.append((ctx.batch.index, result.distance, result.p_value, fire))
         if not fire:
             return None
+        self._drifted = ctx.batch.stop
         p = "" if result.p_value is None else f", p {result.p_value:.3g}"
         return f"drift: {self.detector.name} distance {result.distance:.4g}{p}"
 
@@ -275,10 +287,13 @@ class DriftTrigger:
             cur = seen[start:]
         if self.reference == "trained":
             ref = self._subsample(ctx.active.keys, ctx)
+        elif start < self._drifted:
+            return "no reference"  # the current window still holds data from before the last drift
         elif self.unit == "samples":
             size = self.reference_size or len(cur)
-            ref = seen[max(0, start - size) : start]
-            if len(ref) < size:
+            ref = seen[max(0, self._drifted, start - size) : start]
+            cut = self._drifted > 0 and start - size < self._drifted  # after a drift: only what came since
+            if len(ref) < size and not cut:
                 return "no reference"  # not enough data before the current window yet
         else:
             slices = ctx.stream.slice[seen[:start]]
@@ -286,9 +301,10 @@ class DriftTrigger:
                 return "no reference"
             size = self.reference_size or max(1, ctx.batch.slice - int(ctx.stream.slice[cur[0]]) + 1)
             first = int(slices[-1]) - size + 1
-            if first < 0:
+            if first < 0 and self._drifted == 0:
                 return "no reference"
-            ref = seen[int(torch.searchsorted(slices, torch.tensor(first))) : start]
+            first_key = int(torch.searchsorted(slices, torch.tensor(max(first, 0))))
+            ref = seen[max(first_key, self._drifted) : start]
         if len(cur) < self.min_samples:
             return "small"  # with window: null, its samples carry over to the next detection
         if len(ref) < self.min_samples:
@@ -320,7 +336,7 @@ class DriftTrigger:
         self._cache[keys.to(emb.device)] = emb
         self._have[keys] = True
 
-    # -- checks and state ---------------------------------------------------------------------------
+    # -- checks -------------------------------------------------------------------------------------
     def problems(self, stream: Stream) -> list[Problem]:
         found = []
         if self.unit == "samples":
@@ -335,19 +351,3 @@ class DriftTrigger:
         if isinstance(self.encoder, ModuleEncoder):
             found += self.encoder.problems(stream.input_shape)
         return found
-
-    def state_dict(self) -> dict:
-        return {
-            "last": self._last,
-            "generation": self._generation,
-            "cache": self._cache,
-            "have": self._have,
-            "rule": self.rule.state_dict(),
-            "distances": list(self.distances),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self._last, self._generation = state["last"], state["generation"]
-        self._cache, self._have = state["cache"], state["have"]
-        self.rule.load_state_dict(state["rule"])
-        self.distances = list(state["distances"])
