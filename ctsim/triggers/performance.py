@@ -39,6 +39,7 @@ arrived.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -211,7 +212,9 @@ def _p_below(reference: torch.Tensor, current: torch.Tensor, estimate: bool) -> 
     from scipy import stats  # imported when first needed: it takes a second
 
     if estimate:  # confidences: Welch's t-test (constant samples give NaN: no evidence)
-        test = stats.ttest_ind(reference.numpy(), current.numpy(), equal_var=False, alternative="greater")
+        with warnings.catch_warnings():  # scipy warns on (nearly) constant samples; NaN covers them
+            warnings.simplefilter("ignore", RuntimeWarning)
+            test = stats.ttest_ind(reference.numpy(), current.numpy(), equal_var=False, alternative="greater")
         return 1.0 if math.isnan(test.pvalue) else float(test.pvalue)
     right, n = round(float(reference.sum())), len(reference)
     now, m = round(float(current.sum())), len(current)
