@@ -364,3 +364,21 @@ def test_drift_trigger_takes_any_valid_seed(reference):
         for s in (10**14, 2**63 - 1)
     ]
     assert fired[0][:2] == [1, 4] and fired[1][:2] == [1, 4]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"unit": "slices", "window": 2},
+        {"unit": "slices", "window": 3},
+        {"window": 400},
+        {"window": 300, "reference_size": 600},
+    ],
+)
+def test_a_drift_trigger_with_fixed_windows_fires_once_per_change_not_on_consecutive_decisions(settings):
+    """Windows that straddle a change kept finding it at every decision (3 to 11 fires in a row); after
+    a drift the reference starts where it was found, so one change makes one trigger."""
+    stream = streams.shifted(slices=30, change=15, arrival_batch=50)  # 4 decisions a slice
+    fired = replay(DriftTrigger(encoder=RawFeatures(), **settings), stream)
+    after = [stream.batches[b].slice for b in fired if stream.batches[b].slice >= 15]
+    assert len(after) == 1 and after[0] in (15, 16), [stream.batches[b].slice for b in fired]

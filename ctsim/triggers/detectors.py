@@ -189,7 +189,7 @@ def mmd_many(
         z[b, : n + m, : pooled.shape[1]] = pooled - pooled.mean(dim=0)
         valid[b, : n + m] = 1
         side[b, :, : n + m] = torch.from_numpy(_membership(n, n + m, permutations, generators[b]))
-    kernel = _gaussian_kernel_batched(z, valid)
+    kernel = _gaussian_kernel_batched(z, [n + m for n, m in sizes])
     side = side.to(device)
     n = torch.tensor([s[0] for s in sizes], dtype=dtype, device=device)[:, None]
     m = torch.tensor([s[1] for s in sizes], dtype=dtype, device=device)[:, None]
@@ -209,24 +209,24 @@ def _squared_distances(z: torch.Tensor) -> torch.Tensor:
     return d2 * (1 - torch.eye(z.shape[-2], dtype=z.dtype, device=z.device))
 
 
+def _median_bandwidth(d2: torch.Tensor) -> torch.Tensor:
+    """The (lower) median squared distance between distinct rows, or 1 if that is 0."""
+    i, j = torch.triu_indices(len(d2), len(d2), offset=1, device=d2.device)
+    bandwidth = d2[i, j].median()
+    return torch.where(bandwidth > 0, bandwidth, torch.ones_like(bandwidth))
+
+
 def _gaussian_kernel(z: torch.Tensor) -> torch.Tensor:
     d2 = _squared_distances(z)
-    i, j = torch.triu_indices(len(z), len(z), offset=1, device=z.device)
-    bandwidth = d2[i, j].median()  # the lower median
-    bandwidth = torch.where(bandwidth > 0, bandwidth, torch.ones_like(bandwidth))
-    return torch.exp(-d2 / (2 * bandwidth))
+    return torch.exp(-d2 / (2 * _median_bandwidth(d2)))
 
 
-def _gaussian_kernel_batched(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def _gaussian_kernel_batched(z: torch.Tensor, totals: Sequence[int]) -> torch.Tensor:
+    """Kernels of zero-padded pooled samples; each bandwidth from its own ``totals[b]`` rows (a selection,
+    so exactly the median of the unpadded sample's distances as computed here)."""
     d2 = _squared_distances(z)
-    total = z.shape[1]
-    upper = torch.triu(torch.ones(total, total, dtype=torch.bool, device=z.device), diagonal=1)
-    pairs = upper & (valid[:, :, None] * valid[:, None, :]).bool()
-    ordered = torch.where(pairs, d2, torch.full_like(d2, torch.inf)).flatten(1).sort(dim=1).values
-    count = pairs.flatten(1).sum(dim=1)
-    bandwidth = ordered.gather(1, ((count - 1) // 2)[:, None])  # the lower median, as torch.median
-    bandwidth = torch.where(bandwidth > 0, bandwidth, torch.ones_like(bandwidth))
-    return torch.exp(-d2 / (2 * bandwidth[:, :, None]))
+    bandwidth = torch.stack([_median_bandwidth(d2[b, :t, :t]) for b, t in enumerate(totals)])
+    return torch.exp(-d2 / (2 * bandwidth[:, None, None]))
 
 
 def _mmd2(kernel: torch.Tensor, a: torch.Tensor, b: torch.Tensor, n, m) -> torch.Tensor:

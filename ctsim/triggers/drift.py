@@ -16,6 +16,16 @@ and decision rules. Every ``interval`` samples (default: every arrival batch) it
   (:mod:`ctsim.triggers.rules`) turns them into a decision (p-value, static threshold, dynamic
   quantile or rolling average, each with a warm-up).
 
+**After a drift** the ``window`` reference starts where the drift was found: both windows hold only
+data that arrived since (the reference, until it can be full, what has arrived, at least
+``min_samples``). Windows that reach back across a change would otherwise keep finding it, once per
+decision, for as long as they straddle it (a 2-slice window fired on 3 consecutive decisions).
+The ``trained`` reference is the new model's training set: when that is mostly data from before the
+change, the trigger fires again, as it should, since the model has not learned the new data.
+**Rules that ignore p-values** (``threshold``, ``quantile``, ``rolling``) decide on the distance
+alone: the detector's permutations (most of MMD's cost) run only when such a rule fires, for the
+p-value the reason reports.
+
 Embeddings of the active model are cached per generation: each sample is embedded at most once per
 model, and the arrival batch of every pipeline is embedded in the loop's one shared engine pass.
 
@@ -28,6 +38,7 @@ nothing to compare before, and a smaller training set could not serve as a refer
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -52,11 +63,32 @@ def _generator(seed: int, salt: int) -> torch.Generator:
 
 @dataclass(frozen=True)
 class _Test:
-    """A detection due now: the two windows' features, and the generator of its permutations."""
+    """A detection due now: the two windows' features, and the seed of its permutations."""
 
     reference: torch.Tensor
     current: torch.Tensor
-    generator: torch.Generator
+    seed: int
+    salt: int
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator: a test run again (for a fired reason's p-value) draws the same splits."""
+        return _generator(self.seed, self.salt)
+
+
+def _compare_all(tests: Sequence[tuple[Detector, _Test]]) -> list[Result]:
+    """Each detector's result on its test; MMD tests of equal permutations in one batched call."""
+    results: dict[int, Result] = {}
+    batched: dict[int, list[int]] = {}  # MMD tests by their number of permutations
+    for i, (detector, test) in enumerate(tests):
+        if isinstance(detector, MMD):
+            batched.setdefault(detector.permutations, []).append(i)
+        else:
+            results[i] = detector.compare(test.reference, test.current, test.generator())
+    for permutations, rows in batched.items():
+        pairs = [(tests[i][1].reference, tests[i][1].current) for i in rows]
+        found = mmd_many(pairs, permutations, [tests[i][1].generator() for i in rows])
+        results.update(zip(rows, found))
+    return [results[i] for i in range(len(tests))]
 
 
 class DriftTrigger:
@@ -125,11 +157,18 @@ class DriftTrigger:
                     )
                 ]
             )
+        # A rule that ignores p-values decides on the distance alone: no permutations (the costly part
+        # of MMD), until it fires; then the full test gives the reason its p-value.
+        quick = permutations and not getattr(self.rule, "uses_p_value", True)
+        self._quick: Detector | None = copy.copy(self.detector) if quick else None
+        if self._quick is not None:
+            self._quick.permutations = 0
         self.encoder: Encoder = as_encoder(encoder if encoder is not None else ModelEmbeddings())
         self.window, self.reference, self.reference_size = window, reference, reference_size
         self.unit, self.interval, self.min_samples = unit, interval, min_samples
         self.on_labels = bool(getattr(self.detector, "on_labels", False))
         self._last = 0  # position in the arrival order of the last detection's end
+        self._drifted = 0  # position in the arrival order where the last drift was found: windows start there
         self._generation: int | None = None  # the generation the cached embeddings are of
         self._cache: torch.Tensor | None = None  # (num samples, d) features, rows valid where _have
         self._have: torch.Tensor | None = None
@@ -157,7 +196,12 @@ class DriftTrigger:
         test = self._prepare(ctx)
         if not isinstance(test, _Test):
             return test
-        return self._decide(ctx, self.detector.compare(test.reference, test.current, test.generator))
+        detector = self._quick or self.detector
+        result = detector.compare(test.reference, test.current, test.generator())
+        fire = self._decide(ctx, result)
+        if fire and self._quick is not None:
+            result = self.detector.compare(test.reference, test.current, test.generator())
+        return self._record(ctx, result, fire)
 
     @staticmethod
     def observe_many(
@@ -167,23 +211,18 @@ class DriftTrigger:
 
         The loop calls this once per decision point for all its drift triggers: on a GPU, one kernel
         matrix pass (:func:`~ctsim.triggers.detectors.mmd_many`) instead of one per pipeline. Each
-        test draws its permutations from its own trigger's generator, as ``observe`` does.
+        test draws its permutations from its own trigger's generator, as ``observe`` does; tests whose
+        rule ignores p-values run without permutations, and again with them only when they fire.
         """
         tests = [t._prepare(ctx) for t, ctx in zip(triggers, contexts)]
-        results: dict[int, Result] = {}
-        batched: dict[int, list[int]] = {}  # MMD tests by their number of permutations
-        for i, (trigger, test) in enumerate(zip(triggers, tests)):
-            if isinstance(test, _Test):
-                if isinstance(trigger.detector, MMD):
-                    batched.setdefault(trigger.detector.permutations, []).append(i)
-                else:
-                    results[i] = trigger.detector.compare(test.reference, test.current, test.generator)
-        for permutations, rows in batched.items():
-            pairs = [(tests[i].reference, tests[i].current) for i in rows]
-            found = mmd_many(pairs, permutations, [tests[i].generator for i in rows])
-            results.update(zip(rows, found))
+        due = [i for i, test in enumerate(tests) if isinstance(test, _Test)]
+        first = [(triggers[i]._quick or triggers[i].detector, tests[i]) for i in due]
+        results = dict(zip(due, _compare_all(first)))
+        fires = {i: triggers[i]._decide(contexts[i], results[i]) for i in due}
+        again = [i for i in due if fires[i] and triggers[i]._quick is not None]
+        results.update(zip(again, _compare_all([(triggers[i].detector, tests[i]) for i in again])))
         return [
-            t._decide(ctx, results[i]) if isinstance(test, _Test) else test
+            t._record(ctx, results[i], fires[i]) if i in fires else test
             for i, (t, ctx, test) in enumerate(zip(triggers, contexts, tests))
         ]
 
@@ -206,14 +245,17 @@ class DriftTrigger:
         if not isinstance(windows, tuple):
             return None
         ref, cur = (self._features(ctx, keys) for keys in windows)
-        return _Test(ref, cur, _generator(ctx.seed, ctx.batch.index))
+        return _Test(ref, cur, ctx.seed, ctx.batch.index)
 
-    def _decide(self, ctx: TriggerContext, result: Result) -> str | None:
+    def _decide(self, ctx: TriggerContext, result: Result) -> bool:
         self._last = ctx.batch.stop
-        fire = self.rule.decide(result)
+        return self.rule.decide(result)
+
+    def _record(self, ctx: TriggerContext, result: Result, fire: bool) -> str | None:
         self.distances.append((ctx.batch.index, result.distance, result.p_value, fire))
         if not fire:
             return None
+        self._drifted = ctx.batch.stop
         p = "" if result.p_value is None else f", p {result.p_value:.3g}"
         return f"drift: {self.detector.name} distance {result.distance:.4g}{p}"
 
@@ -245,10 +287,13 @@ class DriftTrigger:
             cur = seen[start:]
         if self.reference == "trained":
             ref = self._subsample(ctx.active.keys, ctx)
+        elif start < self._drifted:
+            return "no reference"  # the current window still holds data from before the last drift
         elif self.unit == "samples":
             size = self.reference_size or len(cur)
-            ref = seen[max(0, start - size) : start]
-            if len(ref) < size:
+            ref = seen[max(0, self._drifted, start - size) : start]
+            cut = self._drifted > 0 and start - size < self._drifted  # after a drift: only what came since
+            if len(ref) < size and not cut:
                 return "no reference"  # not enough data before the current window yet
         else:
             slices = ctx.stream.slice[seen[:start]]
@@ -256,9 +301,10 @@ class DriftTrigger:
                 return "no reference"
             size = self.reference_size or max(1, ctx.batch.slice - int(ctx.stream.slice[cur[0]]) + 1)
             first = int(slices[-1]) - size + 1
-            if first < 0:
+            if first < 0 and self._drifted == 0:
                 return "no reference"
-            ref = seen[int(torch.searchsorted(slices, torch.tensor(first))) : start]
+            first_key = int(torch.searchsorted(slices, torch.tensor(max(first, 0))))
+            ref = seen[max(first_key, self._drifted) : start]
         if len(cur) < self.min_samples:
             return "small"  # with window: null, its samples carry over to the next detection
         if len(ref) < self.min_samples:
@@ -290,7 +336,7 @@ class DriftTrigger:
         self._cache[keys.to(emb.device)] = emb
         self._have[keys] = True
 
-    # -- checks and state ---------------------------------------------------------------------------
+    # -- checks -------------------------------------------------------------------------------------
     def problems(self, stream: Stream) -> list[Problem]:
         found = []
         if self.unit == "samples":
@@ -305,19 +351,3 @@ class DriftTrigger:
         if isinstance(self.encoder, ModuleEncoder):
             found += self.encoder.problems(stream.input_shape)
         return found
-
-    def state_dict(self) -> dict:
-        return {
-            "last": self._last,
-            "generation": self._generation,
-            "cache": self._cache,
-            "have": self._have,
-            "rule": self.rule.state_dict(),
-            "distances": list(self.distances),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self._last, self._generation = state["last"], state["generation"]
-        self._cache, self._have = state["cache"], state["have"]
-        self.rule.load_state_dict(state["rule"])
-        self.distances = list(state["distances"])

@@ -1,18 +1,35 @@
-"""Performance trigger: train when the active model's accuracy on the incoming labelled data falls.
+"""Performance trigger: train when the active model's accuracy on the incoming data falls below what it
+reached on held-out data of its own training period.
 
-Modyn's ``PerformanceTrigger``, with its decision criteria: a static accuracy threshold
-(``min_accuracy``), a dynamic one (``trigger/rule=quantile`` or ``rolling`` on the error rate), or the
-number of avoidable misclassifications since the last trigger (``misclassifications``). ctsim's
-default is a statistical test: fire when the batch's accuracy is significantly below the accuracy the
-active model had on the batches it has seen since it became active (one-sided Fisher exact test,
-``scipy.stats.fisher_exact``, p < 0.01). The first observation after a new model only sets its
-reference.
+Modyn's ``PerformanceTrigger`` decides on the accuracy of each arriving batch, with a static floor
+(``min_accuracy``), a dynamic threshold over past accuracies (``trigger/rule=quantile`` or ``rolling``
+on the error rate) or the avoidable misclassifications since the last trigger (``misclassifications``).
+ctsim's default is a statistical test against a **reference chosen on purpose**: the accuracy the
+active model reaches on the held-out (test) samples from the time span of its training set, measured
+once per generation. It fires when a batch's accuracy is significantly below that reference
+(one-sided Fisher exact test, ``scipy.stats.fisher_exact``, p < 0.01).
+
+**Why that reference.** It says what the model can do on the data it was trained for, so it does not
+move with the data the model meets afterwards. A reference taken from the model's own first batches
+(this trigger before) goes blind after a retrain on mostly stale data: the weak model's first accuracy
+becomes the bar, and a later change cannot fall below it. Against its training period's held-out
+accuracy, a model trained on stale data is below its bar at once, and fires again; one trained on
+the new data sets a high bar again. A static floor needs the attainable accuracy known in advance, and
+Modyn's dynamic thresholds (a rolling average of past accuracies) drift down while a model stays
+weak. The held-out samples are those the stream keeps out of training (``stream.test_fraction``)
+whose times lie within the span of the training set and whose labels have arrived (``label_delay``):
+no future data. Where a training period holds fewer than ``min_samples`` of them (e.g.
+``test_fraction: 0``), the model's first scored batches are its reference, as before, and the reason
+says so.
 
 **Labels.** Predictions are made when a batch arrives, by the model active then; its labels arrive
 ``label_delay`` arrival batches later, and the batch is scored when they do (batches predicted by a
 replaced model are dropped). With ``estimate: true`` the trigger does not wait for labels: it scores
 each batch on arrival by its *estimated* accuracy, the mean of the model's top-class probability
-(confidence-based performance estimation, as NannyML's CBPE; exact for a calibrated model).
+(confidence-based performance estimation, as NannyML's CBPE; exact for a calibrated model), against the
+same estimate on the held-out reference, with a one-sided Welch t-test (``scipy.stats.ttest_ind``). The
+estimate depends on the inputs only: it sees changes that make the model unsure, never a change of
+p(y|x) alone (the same inputs, new labels), which only labels can show.
 
 A batch with fewer than ``min_samples`` samples is pooled with the next ones before it is scored.
 The first model is trained at the end of the first slice by which ``min_samples`` samples have
@@ -20,6 +37,9 @@ arrived.
 """
 
 from __future__ import annotations
+
+import math
+import warnings
 
 import torch
 
@@ -30,22 +50,23 @@ from ctsim.triggers.rules import PValue, Rule
 
 
 class PerformanceTrigger:
-    """Fires when the active model's accuracy on arriving labelled batches drops.
+    """Fires when the active model's accuracy on arriving batches falls below its held-out accuracy.
 
     Args:
-        rule: the decision on (error rate, p-value) of each scored batch (default: p < 0.01).
-        min_accuracy: a static threshold: fire when a batch's accuracy is below it (replaces ``rule``).
+        rule: the decision on (error rate, p-value) of each scored batch against the reference (default:
+            p < 0.01).
+        min_accuracy: a static floor: fire when a batch's accuracy is below it (replaces ``rule``).
         misclassifications: fire when avoidable misclassifications since the last trigger exceed this
-            count (Modyn's criterion; replaces ``rule``). Avoidable: beyond the error rate the model had
-            on its first scored batch.
+            count (Modyn's criterion; replaces ``rule``). Avoidable: beyond the reference error rate.
         label_delay: arrival batches until a batch's labels arrive.
         estimate: score batches on arrival by the model's confidence instead of waiting for labels.
-        min_samples: the smallest pool of samples that is scored.
+        min_samples: the smallest pool of samples that is scored, and the fewest held-out samples that
+            make a reference.
 
-    >>> t = PerformanceTrigger(min_accuracy=0.7, min_samples=10)
-    >>> t._score([torch.ones(10)])  # 10 of 10 right: the reference, no decision
-    >>> t._score([torch.tensor([1.0] * 6 + [0.0] * 4)])
-    'performance: accuracy 0.6 < 0.7'
+    >>> t = PerformanceTrigger(min_samples=10)
+    >>> t._score([torch.ones(10)])  # no held-out samples (a bare test): the first batch is the reference
+    >>> t._score([torch.tensor([1.0] * 3 + [0.0] * 7)])
+    'performance: accuracy 0.3 against 1 on its first batches, p 0.00155'
     """
 
     def __init__(
@@ -86,57 +107,74 @@ class PerformanceTrigger:
         self.min_accuracy, self.misclassifications = min_accuracy, misclassifications
         self.label_delay, self.estimate, self.min_samples = label_delay, estimate, min_samples
         self._generation: int | None = None
+        self._held_out: torch.Tensor | None = None  # the reference's keys (None: too few held out)
+        self._reference: torch.Tensor | None = None  # per-sample correctness (or confidence) there
         self._waiting: list[tuple[torch.Tensor, torch.Tensor]] = []  # (keys, predictions) awaiting labels
-        self._pool: list[float] = [0.0, 0.0]  # correct, scored samples this model (its reference)
-        self._pending: list[float] = [0.0, 0.0]  # correct, samples not scored yet (too few)
-        self._expected: float | None = None  # the model's first scored accuracy
+        self._pending: list[torch.Tensor] = []  # scored samples not decided on yet (too few)
         self._avoidable = 0.0
+
+    @property
+    def _needs(self) -> frozenset[str]:
+        return frozenset({"logits"} if self.estimate else {"predictions"})
 
     def wants(self, ctx: TriggerContext) -> dict[str, Want]:
         if ctx.active is None:
             return {}
-        return {"batch": Want(ctx.batch.keys, frozenset({"logits"} if self.estimate else {"predictions"}))}
+        self._follow(ctx)
+        wants = {"batch": Want(ctx.batch.keys, self._needs)}
+        if self._reference is None and self._held_out is not None:
+            wants["reference"] = Want(self._held_out, self._needs)  # once per generation
+        return wants
 
     def observe(self, ctx: TriggerContext) -> str | None:
         if ctx.active is None:  # the first model: at the end of the first slice with min_samples samples
             ready = ctx.batch.end_of_slice and len(ctx.since_trigger) >= self.min_samples
             return "performance: initial model" if ready else None
-        if self._generation != ctx.active.generation:
-            self._new_model(ctx.active.generation)
+        self._follow(ctx)
+        if "reference" in ctx.signals and self._held_out is not None:
+            self._reference = self._scores(ctx, self._held_out, ctx.signals["reference"])
         out = ctx.signals.get("batch")
         if out is None:
             return None
         if self.estimate:
-            confidence = out["logits"].float().softmax(-1).max(-1).values
-            return self._score([confidence.cpu().double()])
+            return self._score([self._scores(ctx, ctx.batch.keys, out)])
         self._waiting.append((ctx.batch.keys, out["predictions"]))
         labelled = []
         while len(self._waiting) > self.label_delay:
             keys, predictions = self._waiting.pop(0)
-            labelled.append((predictions.cpu() == ctx.y[keys.to(ctx.y.device)].cpu()).double())
+            labelled.append(self._scores(ctx, keys, {"predictions": predictions}))
         return self._score(labelled) if labelled else None
 
-    def _new_model(self, generation: int) -> None:
-        self._generation = generation
-        self._waiting, self._pool, self._pending = [], [0.0, 0.0], [0.0, 0.0]
-        self._expected, self._avoidable = None, 0.0
+    def _follow(self, ctx: TriggerContext) -> None:
+        """On a new active model: forget the old one's batches, find the new one's held-out samples."""
+        if self._generation == ctx.active.generation:
+            return
+        self._generation = ctx.active.generation
+        self._waiting, self._pending, self._reference, self._avoidable = [], [], None, 0.0
+        delay = 0 if self.estimate else self.label_delay
+        self._held_out = _held_out(ctx, ctx.active.keys, self.min_samples, delay)
+
+    def _scores(self, ctx: TriggerContext, keys: torch.Tensor, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per sample: right or not (1.0 / 0.0), or with ``estimate`` the top-class probability."""
+        if self.estimate:
+            return out["logits"].float().softmax(-1).max(-1).values.cpu().double()
+        return (out["predictions"].cpu() == ctx.y[keys.to(ctx.y.device)].cpu()).double()
 
     def _score(self, scored: list[torch.Tensor]) -> str | None:
         """Add (estimated) per-sample correctness; decide once at least ``min_samples`` are pooled."""
-        for correct in scored:
-            self._pending[0] += float(correct.sum())
-            self._pending[1] += len(correct)
-        if self._pending[1] < self.min_samples:
+        self._pending += scored
+        if sum(len(s) for s in self._pending) < self.min_samples:
             return None
-        right, n = self._pending
-        self._pending = [0.0, 0.0]
+        current, self._pending = torch.cat(self._pending), []
+        right, n = float(current.sum()), len(current)
         accuracy = right / n
-        if self._expected is None:  # the model's first scored batch: its reference
-            self._expected = accuracy
-            self._pool = [right, n]
+        if self._reference is None:  # no held-out reference: the model's first scored batches are
+            self._reference = current
+            self._held_out = None
             return None
+        expected = float(self._reference.mean())
         if self.misclassifications is not None:
-            self._avoidable += (n - right) - (1 - self._expected) * n
+            self._avoidable += (n - right) - (1 - expected) * n
             if self._avoidable > self.misclassifications:
                 count = f"{self._avoidable:.0f} avoidable misclassifications"
                 return f"performance: {count} > {self.misclassifications}"
@@ -147,30 +185,37 @@ class PerformanceTrigger:
                 if accuracy < self.min_accuracy
                 else None
             )
-        ref_right, ref_n = self._pool
-        table = [[round(ref_right), round(ref_n - ref_right)], [round(right), round(n - right)]]
-        from scipy.stats import fisher_exact  # imported when first needed: it takes a second
-
-        p = float(fisher_exact(table, alternative="greater").pvalue)
-        self._pool = [ref_right + right, ref_n + n]
+        p = _p_below(self._reference, current, self.estimate)
         if self.rule.decide(Result(distance=1 - accuracy, p_value=p)):
-            return f"performance: accuracy {accuracy:.3g} against {ref_right / ref_n:.3g} before, p {p:.3g}"
+            what = "estimated accuracy" if self.estimate else "accuracy"
+            where = "held out" if self._held_out is not None else "on its first batches"
+            return f"performance: {what} {accuracy:.3g} against {expected:.3g} {where}, p {p:.3g}"
         return None
 
-    def state_dict(self) -> dict:
-        return {
-            "generation": self._generation,
-            "waiting": [(k.clone(), p.clone()) for k, p in self._waiting],
-            "pool": list(self._pool),
-            "pending": list(self._pending),
-            "expected": self._expected,
-            "avoidable": self._avoidable,
-            "rule": self.rule.state_dict(),
-        }
 
-    def load_state_dict(self, state: dict) -> None:
-        self._generation = state["generation"]
-        self._waiting = [(k.clone(), p.clone()) for k, p in state["waiting"]]
-        self._pool, self._pending = list(state["pool"]), list(state["pending"])
-        self._expected, self._avoidable = state["expected"], state["avoidable"]
-        self.rule.load_state_dict(state["rule"])
+def _held_out(ctx: TriggerContext, trained: torch.Tensor, fewest: int, delay: int) -> torch.Tensor | None:
+    """The stream's held-out samples whose times lie within the span of ``trained`` and whose labels have
+    arrived (``delay`` arrival batches after theirs); None when fewer than ``fewest``."""
+    stream = ctx.stream
+    known = ctx.batch.index - delay
+    if stream is None or known < 0 or not bool(stream.is_test.any()):
+        return None
+    times = stream.time[trained]
+    until = min(float(times.max()), float(stream.time[stream.batches[known].keys].max()))
+    test = stream.is_test.nonzero().squeeze(1)
+    inside = test[(stream.time[test] >= times.min()) & (stream.time[test] <= until)]
+    return inside if len(inside) >= fewest else None
+
+
+def _p_below(reference: torch.Tensor, current: torch.Tensor, estimate: bool) -> float:
+    """One-sided p-value of "the current mean is not below the reference mean"."""
+    from scipy import stats  # imported when first needed: it takes a second
+
+    if estimate:  # confidences: Welch's t-test (constant samples give NaN: no evidence)
+        with warnings.catch_warnings():  # scipy warns on (nearly) constant samples; NaN covers them
+            warnings.simplefilter("ignore", RuntimeWarning)
+            test = stats.ttest_ind(reference.numpy(), current.numpy(), equal_var=False, alternative="greater")
+        return 1.0 if math.isnan(test.pvalue) else float(test.pvalue)
+    right, n = round(float(reference.sum())), len(reference)
+    now, m = round(float(current.sum())), len(current)
+    return float(stats.fisher_exact([[right, n - right], [now, m - now]], alternative="greater").pvalue)

@@ -3,6 +3,8 @@
 Each rule is a small class with one decision method, ``decide(result) -> bool``, which also records
 the result (a resumed run replays the stream, so a rule's history is rebuilt as it was). Every rule
 takes ``warmup``: its first ``warmup`` decisions only record, never fire.
+``uses_p_value`` says whether a rule reads the p-value: the drift trigger runs a permutation test
+only for rules that do (and, for the others, once it fires, for the reason it gives).
 
 * :class:`Threshold`, :class:`PValue`: static (distance above a value, p-value below alpha).
 * :class:`DynamicQuantile`, :class:`DynamicRollingAverage`: Modyn's dynamic thresholds, relative
@@ -43,6 +45,8 @@ class Threshold:
     [False, False, False, True]
     """
 
+    uses_p_value = False
+
     def __init__(self, value: float, warmup: int = 0):
         ConfigError.raise_all([non_negative_number("value", value), _warmup_problem(warmup)])
         self.value, self.warmup = value, warmup
@@ -64,6 +68,8 @@ class PValue:
     >>> [rule.decide(Result(0.0, p)) for p in [0.2, 0.01, 0.05]]
     [False, True, False]
     """
+
+    uses_p_value = True
 
     def __init__(self, alpha: float = 0.05, warmup: int = 0):
         ConfigError.raise_all(
@@ -100,6 +106,8 @@ class DynamicQuantile:
     >>> [rule.decide(Result(d, None)) for d in [5.0, 1.0, 2.0, 3.0, 2.5]]
     [False, False, False, True, False]
     """
+
+    uses_p_value = False
 
     def __init__(self, quantile: float = 0.95, window: int = 10, warmup: int = 0):
         ConfigError.raise_all(
@@ -142,6 +150,8 @@ class DynamicRollingAverage:
     >>> [rule.decide(Result(d, None)) for d in [1.0, 1.2, 1.7, 2.0]]  # 1.7 > 1.1 · 1.5; 2.0 < 1.45 · 1.5
     [False, False, True, False]
     """
+
+    uses_p_value = False
 
     def __init__(self, window: int = 10, deviation: float = 0.2, absolute: bool = False, warmup: int = 0):
         ConfigError.raise_all(
