@@ -118,9 +118,13 @@ def run(
     try:
         from ctsim.execute import execute
 
-        execute(plan, folder, command=f"ctsim.run({task!r})", echo=echo)
+        outcome = execute(plan, folder, command=f"ctsim.run({task!r})", echo=echo)
     except ConfigError:  # found once the data is loaded, before any training: no folder left behind
         if not existed and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise
+    if outcome.no_accuracy is not None:
+        from ctsim.execute import NoAccuracy
+
+        raise NoAccuracy(outcome.no_accuracy)
     return Result(folder)

@@ -1,11 +1,14 @@
-"""The command line: ``python -m ctsim [experiment=NAME] [group=option ...] [key=value ...]``.
+"""The run subcommand: ``ctsim [run] [experiment=NAME] [group=option ...] [key=value ...]`` (or
+``python -m ctsim ...``; the other subcommands are in :mod:`ctsim.commands`).
 
-Before Hydra creates a run folder, :func:`main` composes the same config with Hydra's compose API
-and checks all of it (:mod:`ctsim.compose`, then :mod:`ctsim.build`), for every job of a sweep. A
-bad input stops with exit code 2 and one line per problem, and leaves no folder behind. Only then
-does Hydra take over (``@hydra.main``): it writes the run folder and calls :func:`_app`, which runs
-the plan already built. torch is imported only after the config composes, so ``--help`` and Hydra's
-own errors answer at once.
+The command line is first completed by the rule of :func:`ctsim.compose.complete` (which pipelines it
+runs). Before Hydra creates a run folder, :func:`main` composes the same config with Hydra's compose API
+and checks all of it (:mod:`ctsim.compose`, then :mod:`ctsim.build`), for every job of a sweep. A bad
+input stops with exit code 2 and one line per problem, and leaves no folder behind. Only then does
+Hydra take over (``@hydra.main``): it writes the run folder and calls :func:`_app`, which runs the plan
+already built. A sweep's folder is claimed here, once, and handed to its jobs, so jobs that a launcher
+runs in other processes write into it too. torch is imported only after the config composes, so
+``--help`` and Hydra's own errors answer at once.
 """
 
 from __future__ import annotations
@@ -330,13 +333,10 @@ def _app(cfg: DictConfig) -> None:
 
 
 def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
-    from ctsim.execute import NoAccuracy, execute
+    from ctsim.execute import execute
 
     try:
-        execute(plan, out_dir, command=command)
-    except NoAccuracy as e:  # the run finished and wrote its tables, but measured nothing
-        print(f"ctsim: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        outcome = execute(plan, out_dir, command=command)
     except ConfigError as e:
         # found once the data is loaded (a window larger than the stream), before any training
         _discard(out_dir)
@@ -349,6 +349,9 @@ def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
             file=sys.stderr,
         )
         raise SystemExit(130) from None
+    if outcome.no_accuracy is not None:  # the run finished and wrote its tables, but measured nothing
+        print(f"ctsim: {outcome.no_accuracy}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 @contextmanager

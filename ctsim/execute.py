@@ -34,7 +34,8 @@ from ctsim.stream import Stream
 
 
 class NoAccuracy(RuntimeError):
-    """The run finished, but no pipeline has an accuracy to report; the message says why."""
+    """The run finished, but no pipeline has an accuracy to report; the message says why (raised by the
+    callers of :func:`execute`: the command line exits with code 1, :func:`ctsim.run` raises it)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class RunOutcome:
     files: list[Path]
     summary: str
     store: RunStore
+    no_accuracy: str | None = None  # why no pipeline has an accuracy, if none has (see no_accuracy)
 
 
 def execute(
@@ -120,7 +122,7 @@ def execute(
         print(outcome.summary)
     why = no_accuracy(outcome.tables["cost"], stream.num_slices)
     if why is not None:
-        raise NoAccuracy(f"{out_dir}: no pipeline has an accuracy: {why}")
+        return dataclasses.replace(outcome, no_accuracy=f"{out_dir}: no pipeline has an accuracy: {why}")
     return outcome
 
 
@@ -147,20 +149,19 @@ def no_accuracy(cost: pl.DataFrame, slices: int) -> str | None:
         return None
     reasons = []
     for row in cost.unique("pipeline", keep="first", maintain_order=True).iter_rows(named=True):
+        name = row["pipeline"]
         if not row["triggers"]:
-            reasons.append(
-                f"{row['pipeline']} trained no model in the {slices} slices (its trigger never fired)"
-            )
+            reasons.append(f"{name} trained no model in the {slices} slices (its trigger never fired)")
+        elif row.get("nonfinite_generations") == row["triggers"]:
+            reasons.append(f"every generation of {name} went non-finite (generations.parquet: status)")
         else:
-            reasons.append(
-                f"{row['pipeline']}'s models were trained on data up to the last slice: "
-                "no later slice tests them"
-            )
-    hint = (
-        "choose a trigger that fires sooner"
-        if all("never fired" in r for r in reasons)
-        else "a stream with more slices, or a trigger that fires sooner"
-    )
+            reasons.append(f"{name} trained on data up to the last slice: no later slice tests its models")
+    hints = {
+        "never fired": "choose a trigger that fires sooner",
+        "non-finite": "a smaller learning rate",
+        "no later slice": "a stream with more slices, or a trigger that fires sooner",
+    }
+    hint = ", or ".join(h for key, h in hints.items() if any(key in r for r in reasons))
     return "; ".join(reasons) + f": {hint}"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import ctsim
 from ctsim.config import ConfigError
+from ctsim.execute import NoAccuracy
 
 TINY = ["dataset.size=0.05", "train.epochs=1", "progress=false", "output.plots=false"]
 
@@ -79,3 +80,10 @@ def test_import_ctsim_loads_nothing_heavy():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
     assert callable(ctsim.run) and callable(ctsim.load)
+
+
+def test_a_run_that_measured_no_accuracy_raises_with_the_reason(tmp_path):
+    two_slices = ["dataset=sea", "dataset.slices=2", "dataset.change_points=[1]", "trigger.every=5", *TINY]
+    with pytest.raises(NoAccuracy, match="time trained no model in the 2 slices"):
+        ctsim.run(two_slices, out_dir=tmp_path / "two")
+    assert ctsim.load(tmp_path / "two").cost["triggers"].to_list() == [0]  # its tables are kept
