@@ -228,6 +228,7 @@ def _execute(
         files,
         out_dir,
         tables["metrics"],
+        tables["evals"],
     )
     write_new(summary_path, lambda p: p.write_text(text))
     wall = time.perf_counter() - start  # data loading included

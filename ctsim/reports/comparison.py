@@ -173,8 +173,8 @@ def significance_note(table: pl.DataFrame, alpha: float = ALPHA) -> str:
 
 
 def coverage_notes(table: pl.DataFrame) -> list[str]:
-    """A note for each pipeline whose accuracy covers fewer slices than another's (see
-    :func:`ctsim.reports.summary.coverage_notes`): its accuracy is a mean over other, later slices."""
+    """A note for each pipeline whose accuracy covers fewer slices than another's: its accuracy is a
+    mean over other, later slices (the console prints one line for all: ``summary.short_coverage``)."""
     most = table["covered_slices"].max()
     return [
         f"Coverage: {row['pipeline']}: its accuracy covers {row['covered_slices']:.3g} of the {most:.3g} "

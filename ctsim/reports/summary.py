@@ -10,6 +10,7 @@ import yaml
 
 from ctsim.datasets.base import ChangePoint
 from ctsim.quality import quality_markdown
+from ctsim.reports.comparison import coverage_notes
 
 
 def pipeline_summary(cost: pl.DataFrame) -> pl.DataFrame:
@@ -95,7 +96,7 @@ def console_summary(
                 f"  ! {row['pipeline']}: {row['nonfinite_generations']} generation(s) went non-finite "
                 "and were frozen at their last finite state (generations.parquet: status)"
             )
-    lines += coverage_notes(table, "  ! ")
+    lines += short_coverage(table)
     lines += [
         "",
         "accuracy: mean composite accuracy (active model per slice), mean over seeds",
@@ -106,16 +107,19 @@ def console_summary(
     return "\n".join(lines)
 
 
-def coverage_notes(table: pl.DataFrame, prefix: str) -> list[str]:
-    """A line for each pipeline whose accuracy covers fewer slices than another's: slices before its
-    first model have no active model, so its accuracy is a mean over other, later slices."""
+def short_coverage(table: pl.DataFrame) -> list[str]:
+    """The console's one line for every pipeline whose accuracy covers fewer slices than another's
+    (``summary.md`` lists each: :func:`~ctsim.reports.comparison.coverage_notes`)."""
     most = table["covered_slices"].max()
+    short = table.filter(pl.col("covered_slices") < most).sort("covered_slices")
+    if short.is_empty():
+        return []
+    first = short.row(0, named=True)
+    who = "1 pipeline's" if short.height == 1 else f"{short.height} pipelines'"
     return [
-        f"{prefix}{row['pipeline']}: its accuracy covers {_fmt(row['covered_slices'], 1)} of the "
-        f"{_fmt(most, 1)} "
-        "slices others cover (no active model before its first generation): compare with care"
-        for row in table.iter_rows(named=True)
-        if row["covered_slices"] is not None and row["covered_slices"] < most
+        f"  ! {who} accuracy covers fewer slices than the others' (fewest: {first['pipeline']}, "
+        f"{_fmt(first['covered_slices'], 1)} of {_fmt(most, 1)}; no active model before a first "
+        "generation): compare with care, summary.md lists each"
     ]
 
 
@@ -222,7 +226,7 @@ def markdown_summary(
         from ctsim.reports.comparison import significance_note
 
         lines += [significance_note(table).replace("Rows are sorted by group, then by accuracy; w", "W"), ""]
-    notes = coverage_notes(table, "**Coverage:** ")
+    notes = [f"**{n}**" for n in coverage_notes(table)]
     lines += [*notes, ""] if notes else []
     diverged = cost.filter(pl.col("nonfinite_generations") > 0)
     for row in diverged.iter_rows(named=True):
