@@ -140,3 +140,15 @@ def test_auto_pads_where_splitting_would_make_several_calls_per_step_and_splits_
 
     assert calls([40, 30, 20], [8, 6, 4]) == (1.0, True)  # other batch sizes: padded
     assert calls([120, 118], [8, 8]) == (pytest.approx(16 / 15), False)  # last batches differ: split
+
+
+def test_engine_ragged_is_a_config_key_checked_at_start_up(tmp_path):
+    """From the user's side: ``engine.ragged=split`` reaches the engine; a bad value stops the run
+    before any work, naming the key and the choices."""
+    from .conftest import build, small
+
+    assert build(small(tmp_path, "engine.ragged=split")).engine.ragged == "split"
+    assert build(small(tmp_path)).engine.ragged == "auto"
+    expected = r"engine\.ragged='even': expected one of \['auto', 'pad', 'split'\]"
+    with pytest.raises(ConfigError, match=expected):
+        build(small(tmp_path, "engine.ragged=even"))
