@@ -22,6 +22,16 @@ Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.p
   engine, and per-model parameter groups in ``torch.optim`` (the approach of earlier vmap libraries).
 * ``eval``: ``--eval-models`` models predicting portraits-size test data (84 slices, 3,719 samples;
   ``--eval-samples`` for another size).
+* ``ragged``: populations whose data sizes differ (``--ragged-models``, default 8, 64 and 256 models,
+  ``--ragged-model`` yearbooknet or mlp), sizes cycled from ``--ragged-sizes``: ``triggers``, the
+  per-generation training-set sizes of the trigger study's pipelines (its committed reduced report:
+  samples trained / triggers, 9 to 1,012), or ``sea_quickstart``, the decision point of the quickstart's
+  variants on ``dataset=sea`` where 3 seeds of ``yearly`` (450 samples) and of ``every_5y`` (2,250) train
+  together (MLP of 128, 3 epochs). Batch ``--batch``, ``--ragged-epochs`` epochs. The batched engine
+  pads (``ragged=pad``, one call per step) and splits (``ragged=split``, one call per batch size) against
+  the sequential engine, interleaved ``--repeats`` times; rows hold the medians, the process CPU seconds
+  too (steadier than wall time on a loaded machine), and the launch audit of one more run
+  (:mod:`ctsim.engine.audit`): stacked calls, aten ops and most host syncs per step.
 
 Each row records seconds, samples/s, model-steps/s, FLOPs (``torch.utils.flop_counter``) and FLOP/s,
 the fraction of the device's fp32 peak where it is known, peak memory (CUDA: the allocator's peak of
@@ -38,8 +48,9 @@ import copy
 import json
 import platform
 import resource
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -56,6 +67,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from ctsim.cost import flops_per_sample
+from ctsim.engine.audit import per_step
 from ctsim.engine.base import Engine, TrainConfig, TrainJob, build_model, job_seed
 from ctsim.engine.batched import BatchedEngine
 from ctsim.engine.plan import StepPlan
@@ -66,7 +78,7 @@ from ctsim.optim import SGD, Adam
 
 # fp32 peak (no tensor cores: TF32 stays off) in FLOP/s, by device name fragment; public data sheets.
 FP32_PEAK = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "L4": 30.3e12, "A10": 31.2e12}
-CASES = ("populations", "routes", "launch", "small_mlps", "eval")
+CASES = ("populations", "routes", "launch", "small_mlps", "eval", "ragged")
 # The model kinds of the routes case, at the sizes of their configs (conf/model/), on the datasets they take.
 KINDS = {
     "mlp": ModelSpec(partial(MLP, hidden=[128]), (1, 32, 32), 2),
@@ -312,6 +324,89 @@ def evaluation(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+# Per-generation training-set sizes of the trigger study (results/reference/portraits_triggers, reduced:
+# samples trained / triggers of time_1, time_2, time_5, time_10, time_20, amount_500, amount_1000, never).
+RAGGED_SIZES = {
+    "triggers": (40, 80, 206, 412, 825, 520, 1012, 9),
+    "sea_quickstart": (450, 450, 450, 2250, 2250, 2250),
+}
+RAGGED_MODELS = {
+    "yearbooknet": ModelSpec(partial(YearbookNet), (1, 32, 32), 2),
+    "mlp": ModelSpec(partial(MLP, hidden=[128]), (3,), 2),  # the sea quickstart's model
+}
+
+
+def _ragged_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ragged-models", type=int, nargs="+", default=[8, 64, 256])
+    parser.add_argument("--ragged-model", default="yearbooknet", choices=list(RAGGED_MODELS))
+    parser.add_argument("--ragged-sizes", default="triggers", choices=list(RAGGED_SIZES))
+    parser.add_argument("--ragged-epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved timings per engine (medians)")
+
+
+def ragged_jobs(spec: ModelSpec, models: int, sizes: Sequence[int], epochs: int, batch: int, pool: int):
+    """``models`` jobs with data sizes cycled from ``sizes``, SGD with momentum, a learning rate each."""
+    jobs = []
+    for m in range(models):
+        keys = torch.randperm(pool, generator=torch.Generator().manual_seed(m))[: sizes[m % len(sizes)]]
+        opt = SGD(lr=1e-3 * (1 + m % 4), momentum=0.9)
+        jobs.append(
+            TrainJob(m, 0, spec, opt, TrainConfig(epochs=epochs, batch_size=batch), keys, job_seed(m, 0))
+        )
+    return jobs
+
+
+def ragged(args: argparse.Namespace) -> list[dict]:
+    """The ``ragged`` case (see the module docstring)."""
+    spec = RAGGED_MODELS[args.ragged_model]
+    sizes = RAGGED_SIZES[args.ragged_sizes]
+    engines: dict[str, Engine] = {
+        "sequential": SequentialEngine(device=args.device),
+        "batched/vmap pad": BatchedEngine(device=args.device, route="vmap", ragged="pad"),
+        "batched/vmap split": BatchedEngine(device=args.device, route="vmap", ragged="split"),
+    }
+    device = engines["sequential"].device
+    x, y = _data(spec, max(sizes) * 2, device)
+    rows = []
+    for models in args.ragged_models:
+        jobs = ragged_jobs(spec, models, sizes, args.ragged_epochs, args.batch, len(x))
+        for engine in engines.values():
+            engine.train(jobs[:2], x, y)  # warm-up
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in engines}
+        for _ in range(args.repeats):
+            for name, engine in engines.items():
+                cpu = time.process_time()
+                seconds, memory = _timed(device, lambda e=engine, j=jobs: e.train(j, x, y))
+                times[name].append((seconds, time.process_time() - cpu))
+        for name, engine in engines.items():
+            wall = statistics.median(t for t, _ in times[name])
+            cpu = statistics.median(c for _, c in times[name])
+            audit = per_step(engine, jobs, x, y) if isinstance(engine, BatchedEngine) else None
+            samples = sum(len(j.keys) * j.train.epochs for j in jobs)
+            steps = sum(j.steps() for j in jobs)
+            row = _row("ragged", name, device, models, "train", wall, memory, samples, steps, 0.0)
+            rows.append(
+                {
+                    **asdict(row),
+                    "sizes": args.ragged_sizes,
+                    "model_kind": args.ragged_model,
+                    "repeats": args.repeats,
+                    "cpu_seconds": cpu,
+                    "group_steps": max(j.steps() for j in jobs),
+                    "calls_per_step": None if audit is None else audit.calls,
+                    "ops_per_step": None if audit is None else audit.ops,
+                    "max_syncs_per_step": None if audit is None else audit.max_syncs,
+                }
+            )
+            print(
+                f"ragged {args.ragged_model} {models:>4} models {name:>20}: {wall:8.3f} s (cpu {cpu:8.3f} s) "
+                f"{row.model_steps_per_s:10,.0f} model-steps/s"
+                + ("" if audit is None else f" {audit.calls:.2f} calls/step {audit.ops:.0f} ops/step"),
+                flush=True,
+            )
+    return rows
+
+
 def _print(rows: list[Row]) -> None:
     for r in rows:
         print(
@@ -379,6 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser.add_argument(
         "--jsonl", type=Path, help="also append each row to this file as a JSON line when it is measured"
     )
+    _ragged_arguments(parser)
     args = parser.parse_args(argv)
     global _ROW_LOG
     _ROW_LOG = args.jsonl
@@ -389,8 +485,9 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     frames = {}
     for case in args.cases:
         run = {"populations": populations, "routes": routes, "launch": launch, "small_mlps": small_mlps}
+        run["ragged"] = ragged
         rows = run.get(case, evaluation)(args)
-        frame = with_speedups(pl.DataFrame([asdict(r) for r in rows]))
+        frame = with_speedups(pl.DataFrame([r if isinstance(r, dict) else asdict(r) for r in rows]))
         frame.write_csv(args.out / f"{case}.csv")
         frames[case] = frame
         if case == "populations":

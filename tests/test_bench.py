@@ -18,14 +18,15 @@ ENGINES = {"batched/vmap", "batched/loop", "sequential"}
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     args = ["--models", "1", "3", "--samples", "32", "--batch", "16", "--test", "48", "--device", "cpu"]
-    frames = main([*args, "--route-models", "2", "--eval-models", "2", "--out", str(out)])
+    ragged = ["--ragged-models", "3", "--ragged-model", "mlp", "--ragged-epochs", "1"]
+    frames = main([*args, "--route-models", "2", "--eval-models", "2", *ragged, "--out", str(out)])
     return frames, out
 
 
 def test_writes_every_case_and_the_plot(bench):
     frames, out = bench
     assert (out / "engine.png").stat().st_size > 0
-    for case in ("populations", "routes", "launch", "small_mlps", "eval"):
+    for case in ("populations", "routes", "launch", "small_mlps", "eval", "ragged"):
         assert pl.read_csv(out / f"{case}.csv").shape == frames[case].shape, case
     assert set(frames["populations"].select("engine", "models", "phase").rows()) == {
         (e, m, p) for e in ENGINES for m in (1, 3) for p in ("train", "eval")
@@ -71,3 +72,14 @@ def test_eval_case_predicts_portraits_size_test_data(bench):
     frames, _ = bench
     for row in frames["eval"].iter_rows(named=True):
         assert row["phase"] == "eval" and row["samples"] == 2 * PORTRAITS_TEST
+
+
+def test_ragged_case_pads_to_one_call_per_step_where_splitting_takes_several(bench):
+    frames, _ = bench
+    by = {r["engine"]: r for r in frames["ragged"].iter_rows(named=True)}
+    assert set(by) == {"sequential", "batched/vmap pad", "batched/vmap split"}
+    assert by["batched/vmap pad"]["calls_per_step"] == 1.0 < by["batched/vmap split"]["calls_per_step"]
+    assert by["batched/vmap pad"]["max_syncs_per_step"] <= 1 and by["sequential"]["calls_per_step"] is None
+    # sizes 40, 80 and 206 of the trigger study in batches of 16, one epoch: 13 steps for the longest
+    assert by["sequential"]["group_steps"] == 13 and by["sequential"]["samples"] == 40 + 80 + 206
+    assert by["sequential"]["speedup_vs_sequential"] == 1.0

@@ -32,9 +32,9 @@ def routes(monkeypatch):
     seen = []
     train_chunk = BatchedEngine._train_chunk
 
-    def spy(self, jobs, x, y, vmapped):
+    def spy(self, jobs, x, y, vmapped, *args):
         seen.append((vmapped, len(jobs)))
-        return train_chunk(self, jobs, x, y, vmapped)
+        return train_chunk(self, jobs, x, y, vmapped, *args)
 
     monkeypatch.setattr(BatchedEngine, "_train_chunk", spy)
     return seen

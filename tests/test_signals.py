@@ -136,3 +136,35 @@ def test_requests_read_their_own_rows_and_shared_rows_share_a_pass(engine):
     want = _alone(spec, states[1], x[reference], y[reference])["embeddings"]
     torch.testing.assert_close(found[3]["embeddings"].cpu(), want, rtol=0, atol=1e-10)
     assert found[3]["embeddings"].shape[0] == len(reference)
+
+
+def _kernels_of_signals(spec: ModelSpec, models: int) -> list[str]:
+    """The ops (views left out) of one batched signals call for ``models`` requests of one architecture."""
+    from ctsim.engine.audit import Counter
+
+    x, y = _batch(spec, n=20)
+    keys = torch.arange(20)
+    requests = [SignalRequest(spec, _state(spec, m), ALL, keys) for m in range(models)]
+    engine = BatchedEngine(device="cpu", dtype="float64", route="vmap")
+    engine.signals(requests[:2], x, y)  # builds what is kept between calls
+
+    class Kernels(Counter):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view:
+                self.names.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Kernels() as log:
+        engine.signals(requests, x, y)
+    return log.names
+
+
+@pytest.mark.parametrize("kind", ["mlp", "yearbooknet"])
+def test_batched_signals_take_the_same_ops_for_any_number_of_models(kind):
+    """One stacked pass per architecture: embeddings, logits, predictions and losses of 3 and of 12
+    models cost the same ops (no loop over models on the device)."""
+    assert _kernels_of_signals(KINDS[kind], 3) == _kernels_of_signals(KINDS[kind], 12)

@@ -18,9 +18,14 @@ the equivalence tests check:
   a parameter the forward pass leaves unused in a step is not updated in that step (``torch.optim``
   skips a parameter without a gradient; Adam's step count is per model here, so the engine warns when
   a parameter is used in some steps only).
-* **Unequal data.** Every step is planned before training (:mod:`ctsim.engine.plan`). A step trains the
-  models that still have a batch, in one call per distinct batch size, so no model ever sees padding
-  (BatchNorm statistics stay exact). Models that have finished are left out of the update.
+* **Unequal data.** Every step is planned before training (:mod:`ctsim.engine.plan`). When the
+  models' batch sizes differ (other data sizes, batch sizes or epochs), ``ragged=pad`` (and ``auto``
+  where splitting would make more than ``SPLIT_CALLS`` calls per step) still makes one call per
+  step: batches padded to the group's largest batch size with a validity mask, each model's loss
+  the mean over its valid samples, BatchNorm statistics over valid samples only
+  (:func:`~ctsim.engine.stack.masked_batchnorm`). A group's models are ordered longest first, so the
+  models that step are a slice of the stack. ``ragged=split`` makes one unpadded call per distinct
+  batch size instead. Models that have finished are left out of the update, bit for bit.
 * **Non-finite members.** Every update is checked on the device and kept or undone per model: a model
   whose loss, parameters or buffers became non-finite goes back to its state from before that step
   and is frozen (``status = "nonfinite"``), masked out of every later step. The host looks at the
@@ -54,6 +59,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.nn import functional as F
 
 from ctsim.config import ConfigError, Problem, check, one_of, positive_int
 from ctsim.engine.base import (
@@ -72,9 +78,9 @@ from ctsim.engine.base import (
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
 from ctsim.engine.inference import for_inference
 from ctsim.engine.memory import MemoryPlanner, budget_problem
-from ctsim.engine.plan import Call, StepPlan
+from ctsim.engine.plan import Call, StepPlan, is_ragged, split_calls
 from ctsim.engine.scores import score, top
-from ctsim.engine.signals import Outputs, finish, one_by_one
+from ctsim.engine.signals import Outputs, finish_stacked, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.engine.stack import Losses, Stack, aliases, batchnorm_in_float32, meta_copy, vmap_problems
 from ctsim.models.base import ModelSpec
@@ -82,6 +88,12 @@ from ctsim.optim import SGD
 
 SYNC_EVERY = 32  # steps between the lazy checks whether every model of a group has gone non-finite
 ROUTES = ("auto", "vmap", "loop")
+RAGGED = ("auto", "pad", "split")
+# Under ragged=auto a group is split by batch size when that makes at most this many calls per step on
+# average. Measured on CPU (python -m ctsim.bench --cases ragged): at 1.03 calls per step (the sea
+# quickstart's mixed decision point) splitting was 3-8% faster; at 1.44 (the trigger study's sizes)
+# padding was as fast or faster, at 8 to 256 models.
+SPLIT_CALLS = 1.1
 # What torch.func.vmap says when it cannot batch an operation (torch 2.x)
 VMAP_REFUSALS = ("vmap:", "Batching rule not implemented", "batching rule")
 
@@ -105,6 +117,7 @@ class BatchedEngine(EngineSettings):
     max_models: int | None = None
     memory_budget: float | None = None
     compile: bool = False
+    ragged: str = "auto"
 
     def problems(self) -> list[Problem | None]:
         return [
@@ -112,6 +125,7 @@ class BatchedEngine(EngineSettings):
             None if self.max_models is None else positive_int("max_models", self.max_models),
             budget_problem(self.memory_budget),
             check("compile", self.compile, isinstance(self.compile, bool), "true or false"),
+            one_of("ragged", self.ragged, list(RAGGED)),
         ]
 
     def __post_init__(self) -> None:
@@ -171,24 +185,41 @@ class BatchedEngine(EngineSettings):
     def _train_group(self, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor) -> list[Trained]:
         """Train one group (one architecture, optimizer kind and set of frozen parameters)."""
         vmapped = self.vmapped(jobs[0].model)
-        per_call = 1
+        per_call, width = 1, None
         if vmapped:
             batch = max(job.train.batch_size for job in jobs)
             per_call = self._models_per_call(jobs[0].model, batch, training=True)
-        return self._train_in_chunks(jobs, x, y, per_call, vmapped)
+            width = batch if self._pads(jobs) else None
+        if width is None:
+            return self._train_in_chunks(jobs, x, y, per_call, vmapped, width)
+        # Longest first: the models that step at any step are the first ones of their chunk (plan).
+        order = sorted(range(len(jobs)), key=lambda m: -jobs[m].steps())
+        trained = self._train_in_chunks([jobs[m] for m in order], x, y, per_call, vmapped, width)
+        results: list[Trained] = [None] * len(jobs)  # type: ignore[list-item]
+        for m, result in zip(order, trained):
+            results[m] = result
+        return results
 
-    def _train_in_chunks(self, jobs, x, y, per_call: int, vmapped: bool) -> list[Trained]:
+    def _pads(self, jobs: list[TrainJob]) -> bool:
+        """Pad this stacked group's batches (one call per step), or split them by size? ``auto`` pads
+        where splitting would make more than ``SPLIT_CALLS`` calls per step on average: a padded call
+        costs a few more ops than an unpadded one (its mask), an extra call a whole forward and backward."""
+        if self.ragged == "split" or not is_ragged(jobs):
+            return False
+        return self.ragged == "pad" or split_calls(jobs) > SPLIT_CALLS
+
+    def _train_in_chunks(self, jobs, x, y, per_call: int, vmapped: bool, width: int | None) -> list[Trained]:
         """Chunks of ``per_call`` models, one after another; a chunk that runs out of memory is halved."""
         out: list[Trained] = []
         for rows in _chunks(list(range(len(jobs))), per_call):
             chunk = [jobs[r] for r in rows]
             try:
-                out += self._train_chunk(chunk, x, y, vmapped)
+                out += self._train_chunk(chunk, x, y, vmapped, width, len(jobs) == 1)
             except torch.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
                 torch.cuda.empty_cache()
-                out += self._train_in_chunks(chunk, x, y, max(1, len(chunk) // 2), vmapped)
+                out += self._train_in_chunks(chunk, x, y, max(1, len(chunk) // 2), vmapped, width)
         return out
 
     def _models_per_call(self, spec: ModelSpec, batch: int, training: bool) -> int:
@@ -196,38 +227,60 @@ class BatchedEngine(EngineSettings):
         return min(fit, self.max_models or fit)
 
     def _train_chunk(
-        self, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor, vmapped: bool
+        self,
+        jobs: list[TrainJob],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        vmapped: bool,
+        width: int | None = None,
+        alone: bool = False,
     ) -> list[Trained]:
-        """Train ``jobs`` together, step by step: each step reads top to bottom in the loop below."""
+        """Train ``jobs`` together, step by step (:meth:`_step`); ``width``: batches padded to it;
+        ``alone``: the group is this one model (a plain module call, no vmap)."""
         start = time.perf_counter()
         stack = Stack([build_model(job, self.dtype) for job in jobs], self.device)
-        plan = StepPlan(jobs, self.device, self.dtype)
+        stack.alone = alone
+        plan = StepPlan(jobs, self.device, self.dtype, width)
         optimizer = StackedOptimizer([job.optimizer for job in jobs], stack.flat)
         optimizer.plan(plan.active, plan.lr)
-        max_norm = _clip_norms(jobs, self.device, self.dtype)
-        losses_of = self._losses_for(jobs[0], vmapped)
-        kept = self._kept_for(jobs[0], vmapped) if jobs[0].batch_then_sample is not None else None
-        tally = _Tally(len(jobs), self.device)
+        run = _Run(
+            stack,
+            plan,
+            optimizer,
+            _clip_norms(jobs, self.device, self.dtype),
+            self._losses_for(jobs[0], vmapped),
+            self._kept_for(jobs[0], vmapped) if jobs[0].batch_then_sample is not None else None,
+            _Tally(len(jobs), self.device),
+        )
         with global_rng(jobs[0].seed if len(jobs) == 1 else None, self.device):
-            for t, calls in enumerate(plan.calls):
-                work = {k: v.clone() for k, v in stack.buffers.items()}  # the forward updates BatchNorm stats
-                grads, losses, skip = self._gradients(stack, work, calls, losses_of, x, y, kept)
-                if max_norm is not None:
-                    clip_grad_norm_(grads, max_norm)
-                active = plan.active[t] & ~tally.frozen
-                before = stack.flat.clone()  # the last finite state, kept by models that go non-finite
-                optimizer.step(stack.flat, grads, t, active, skip)
-                ok = _finite(losses, stack.flat, work)
-                _keep(stack, before, work, active & ok)
-                tally.record(active, ok, losses, plan.samples[t], plan.scored[t], plan.last_epoch[t])
-                if t % SYNC_EVERY == SYNC_EVERY - 1 and bool(tally.frozen.all()):  # the lazy host sync
+            for t in range(len(plan.calls)):
+                if self._step(run, t, x, y):
                     break
-        return self._results(jobs, stack, optimizer, tally, time.perf_counter() - start)
+        return self._results(jobs, stack, optimizer, run.tally, time.perf_counter() - start)
+
+    def _step(self, run: _Run, t: int, x: torch.Tensor, y: torch.Tensor) -> bool:
+        """Optimizer step ``t`` of every model of the chunk; True once every model has gone non-finite
+        (checked every ``SYNC_EVERY`` steps: the one host sync)."""
+        stack, plan, tally = run.stack, run.plan, run.tally
+        work = stack.buffers.clone()  # the forward pass updates BatchNorm statistics and dropout counters
+        grads, losses, skip = self._gradients(stack, work, plan.calls[t], run.losses, x, y, run.kept)
+        active = plan.active[t] & ~tally.frozen
+        if plan.idle:  # a padded call holds models without a batch: no gradient, no loss
+            grads = torch.where(plan.active[t].unsqueeze(1), grads, 0.0)
+            losses = torch.where(plan.active[t], losses, 0.0)
+        if run.max_norm is not None:
+            clip_grad_norm_(grads, run.max_norm)
+        before = stack.flat.clone()  # the last finite state, kept by models that go non-finite
+        run.optimizer.step(stack.flat, grads, t, active, skip)
+        ok = _finite(losses, stack.flat, stack, work)
+        _keep(stack, before, work, active & ok)
+        tally.record(active, ok, losses, plan.samples[t], plan.scored[t], plan.last_epoch[t])
+        return t % SYNC_EVERY == SYNC_EVERY - 1 and bool(tally.frozen.all())  # the lazy host sync
 
     def _gradients(
         self,
         stack: Stack,
-        work: dict,
+        work: dict[torch.dtype, torch.Tensor],
         calls: list[Call],
         losses_of: Losses,
         x: torch.Tensor,
@@ -236,12 +289,23 @@ class BatchedEngine(EngineSettings):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Gather each call's batches, run forward and loss, and backward: flat gradients ``(M, P)``,
         losses ``(M,)`` (zero for the models that do not step), and the ``(M, P)`` entries that got no
-        gradient (parameters the forward pass did not use; None when every one was used). ``kept``
-        cuts each batch first (batch-then-sample)."""
+        gradient (parameters the forward pass did not use; None when every one was used). ``work``
+        holds the buffers (flat per dtype, updated in place). ``kept`` cuts each batch first
+        (batch-then-sample)."""
         if len(calls) == 1 and calls[0].whole:
+            buffers = stack.buffers.views(work)
+            frozen = stack.frozen.views()
             grads, losses, unused = self._call(
-                stack, stack.flat, stack.frozen, work, calls[0], losses_of, x, y, kept
+                stack, stack.flat, frozen, buffers, calls[0], losses_of, x, y, kept
             )
+            skip = stack.columns(unused).expand_as(grads) if unused else None
+            return grads, losses, skip
+        if calls[0].valid is not None:  # padded: one call of the first r models, slices of the stack
+            call, r, rest = calls[0], len(calls[0].rows), len(stack) - len(calls[0].rows)
+            buffers = stack.buffers.views(work, rows=r)
+            frozen = stack.frozen.views(rows=r)
+            g, loss, unused = self._call(stack, stack.flat[:r], frozen, buffers, call, losses_of, x, y, kept)
+            grads, losses = (F.pad(g, (0, 0, 0, rest)), F.pad(loss, (0, rest))) if rest else (g, loss)
             skip = stack.columns(unused).expand_as(grads) if unused else None
             return grads, losses, skip
         grads = torch.zeros_like(stack.flat)
@@ -249,11 +313,12 @@ class BatchedEngine(EngineSettings):
         skip = None
         for call in calls:
             rows = call.rows
-            sub = {k: v.index_select(0, rows) for k, v in work.items()}
-            frozen = {k: v.index_select(0, rows) for k, v in stack.frozen.items()}
+            whole = stack.buffers.views(work)
+            sub = {k: v.index_select(0, rows) for k, v in whole.items()}
+            frozen = {k: v.index_select(0, rows) for k, v in stack.frozen.views().items()}
             flat = stack.flat.index_select(0, rows)
             g, loss, unused = self._call(stack, flat, frozen, sub, call, losses_of, x, y, kept)
-            for k, v in work.items():
+            for k, v in whole.items():
                 v.index_copy_(0, rows, sub[k])
             grads.index_copy_(0, rows, g)
             losses.index_copy_(0, rows, loss.to(self.dtype))
@@ -272,7 +337,13 @@ class BatchedEngine(EngineSettings):
         xb = x.index_select(0, keys).view(*call.keys.shape, *x.shape[1:]).to(self.dtype)
         yb = y.index_select(0, keys).view(call.keys.shape)
         try:
-            losses = losses_of({**leaves, **frozen}, buffers, xb, yb, call.weights)
+            if call.scale is None:
+                losses = losses_of({**leaves, **frozen}, buffers, xb, yb, call.weights, alone=stack.alone)
+            else:  # padded: each sample's share of its model's mean; masks for BatchNorm only
+                valid = call.valid if losses_of.norms else None
+                losses = losses_of(
+                    {**leaves, **frozen}, buffers, xb, yb, call.scale, valid, True, stack.alone
+                )
         except RuntimeError as e:
             if "randomness" in str(e):
                 raise RuntimeError(
@@ -323,11 +394,12 @@ class BatchedEngine(EngineSettings):
         tallies = (tally.steps, tally.samples, tally.frozen, tally.scored)
         steps, samples, frozen, scored = (v.cpu().tolist() for v in tallies)
         loss_sums = tally.last_epoch_loss.cpu().tolist()
+        opt_states = optimizer.model_states() if self.record_optimizer_state else [None] * len(jobs)
         results = []
         for m, job in enumerate(jobs):
             n = job.last_epoch_samples()
             loss = loss_sums[m] / n if n and not frozen[m] else float("nan")
-            opt_state = self._optimizer_state(stack, optimizer, m) if self.record_optimizer_state else None
+            opt_state = None if opt_states[m] is None else self._optimizer_state(stack, opt_states[m])
             status = "nonfinite" if frozen[m] else "ok"
             results.append(
                 Trained(
@@ -337,15 +409,14 @@ class BatchedEngine(EngineSettings):
         return results
 
     @staticmethod
-    def _optimizer_state(stack: Stack, optimizer: StackedOptimizer, m: int) -> dict:
-        """Model m's optimizer state per parameter name, shaped as ``torch.optim`` keeps it."""
-        state = optimizer.model_state(m)
+    def _optimizer_state(stack: Stack, state: dict[str, torch.Tensor]) -> dict:
+        """One model's optimizer state (flat, on the CPU) per parameter name, as ``torch.optim`` keeps it."""
         if not state:  # torch.optim keeps none (no step taken, or SGD without momentum)
             return {}
-        per_key = {k: stack.per_name(v.cpu()) for k, v in state.items() if k != "step"}
+        per_key = {k: stack.per_name(v) for k, v in state.items() if k != "step"}
         return {
             name: {
-                **({"step": state["step"].cpu()} if "step" in state else {}),
+                **({"step": state["step"]} if "step" in state else {}),
                 **{k: v[name] for k, v in per_key.items()},
             }
             for name, _ in stack.trainable
@@ -435,7 +506,20 @@ class BatchedEngine(EngineSettings):
             for i in range(0, len(x), self.eval_batch_size)
         ]
         emb, logits = (torch.cat(p, dim=1) for p in zip(*parts))
-        return [finish(emb[j], logits[j], y, r.needs) for j, r in enumerate(requests)]
+        return finish_stacked(emb[: len(requests)], logits[: len(requests)], y, [r.needs for r in requests])
+
+
+@dataclass
+class _Run:
+    """What the steps of one chunk share."""
+
+    stack: Stack
+    plan: StepPlan
+    optimizer: StackedOptimizer
+    max_norm: torch.Tensor | None
+    losses: Losses
+    kept: _Kept | None
+    tally: _Tally
 
 
 class _Tally:
@@ -490,33 +574,40 @@ class _Kept:
             emb, logits = (v[:1] for v in pair)
         else:
             emb, logits = self.fn(state, xb)
-        pos = top(score(self.bts.score, emb, logits, yb, self.bias), self.bts.keep(call.size))
+        scores = score(self.bts.score, emb, logits, yb, self.bias)
+        if call.valid is None:
+            pos = top(scores, self.bts.keep(call.size))
+            weights = None if call.weights is None else call.weights.gather(1, pos)
+            return Call(call.rows, call.keys.gather(1, pos), weights, pos.shape[1], call.whole)
+        # Padding ranks last; each model keeps its own share of its valid samples, highest first.
+        pos = top(scores.masked_fill(~call.valid, -math.inf), self.bts.keep(call.size))
+        valid = torch.arange(pos.shape[1], device=pos.device) < call.count.unsqueeze(1)
+        valid &= call.valid.any(1, keepdim=True)  # a model without a batch keeps none
         weights = None if call.weights is None else call.weights.gather(1, pos)
-        return Call(call.rows, call.keys.gather(1, pos), weights, pos.shape[1], call.whole)
+        share = valid / call.count.unsqueeze(1).to(call.scale.dtype)
+        scale = share if weights is None else share * weights
+        keys = call.keys.gather(1, pos)
+        return Call(call.rows, keys, weights, pos.shape[1], call.whole, valid, call.count, scale)
 
 
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _finite(losses: torch.Tensor, params: torch.Tensor, buffers: dict) -> torch.Tensor:
+def _finite(losses: torch.Tensor, params: torch.Tensor, stack: Stack, work: dict) -> torch.Tensor:
     """Per model: are its loss, its parameters and its floating-point buffers all finite?
 
     ``(x * 0).sum()`` is 0 for finite values and NaN as soon as one is infinite or NaN, and cannot
-    overflow: one cheap reduction per tensor.
+    overflow: one cheap reduction for the parameters, and one per dtype of the buffers.
     """
-    ok = torch.isfinite(losses)
-    for v in (params, *(b for b in buffers.values() if b.is_floating_point())):
-        ok &= torch.isfinite((v.reshape(len(v), -1) * 0).sum(1))
-    return ok
+    return torch.isfinite(losses) & torch.isfinite((params * 0).sum(1)) & stack.buffers.finite(work)
 
 
 def _keep(stack: Stack, before: torch.Tensor, work: dict, mask: torch.Tensor) -> None:
     """Keep the step's parameters and buffers (BatchNorm statistics, dropout counters) of the models in
     ``mask``; the others go back to their state before the step."""
     torch.where(mask.unsqueeze(1), stack.flat, before, out=stack.flat)
-    for k, v in stack.buffers.items():
-        torch.where(mask.view(-1, *[1] * (v.dim() - 1)), work[k], v, out=v)
+    stack.buffers.restore(mask, work)
 
 
 def _clip_norms(jobs: Sequence[TrainJob], device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:

@@ -165,10 +165,23 @@ class StackedOptimizer:
 
     def model_state(self, m: int) -> dict[str, torch.Tensor]:
         """Model m's flat state, with ``step`` for Adam(W) (empty where ``torch.optim`` keeps none)."""
-        if self.steps[m] == 0 or (self.kind is SGD and self.momentum[m, 0] == 0):
-            return {}
-        step = {} if self.kind is SGD else {"step": self.steps[m].clone()}
-        return {**step, **{k: v[m].clone() for k, v in self.state.items()}}
+        return self.model_states()[m]
+
+    def model_states(self) -> list[dict[str, torch.Tensor]]:
+        """Every model's :meth:`model_state`, on the CPU: one transfer per state tensor, not per model."""
+        steps = self.steps.cpu()
+        state = {k: v.cpu() for k, v in self.state.items()}
+        keeps = steps != 0  # on the CPU: reading it waits for nothing
+        if self.kind is SGD:
+            keeps &= self.momentum[:, 0].cpu() != 0
+        found = []
+        for m, keep in enumerate(keeps.tolist()):
+            if not keep:
+                found.append({})
+                continue
+            step = {} if self.kind is SGD else {"step": steps[m].clone()}
+            found.append({**step, **{k: v[m].clone() for k, v in state.items()}})
+        return found
 
 
 @torch.no_grad()

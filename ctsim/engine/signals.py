@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ctsim.config import ConfigError, Problem
 from ctsim.engine.base import SignalRequest, check_state
@@ -50,19 +49,43 @@ class Outputs(nn.Module):
 
 def finish(emb: torch.Tensor, logits: torch.Tensor, y: torch.Tensor | None, needs: frozenset[str]) -> dict:
     """The requested signals of one model, from its embeddings and logits on the batch."""
-    out = {}
-    if "embeddings" in needs:
-        out["embeddings"] = emb
-    if "logits" in needs:
-        out["logits"] = logits
-    if "predictions" in needs:
-        out["predictions"] = logits.argmax(-1)
-    if "loss" in needs:
+    return finish_stacked(emb.unsqueeze(0), logits.unsqueeze(0), y, [needs])[0]
+
+
+def finish_stacked(
+    emb: torch.Tensor, logits: torch.Tensor, y: torch.Tensor | None, needs: Sequence[frozenset[str]]
+) -> list[dict]:
+    """The requested signals of M models from their stacked embeddings ``(M, n, d)`` and logits
+    ``(M, n, classes)``: predictions and losses computed once for all of them (a fixed number of ops
+    whatever M), each model's signals views of those.
+
+    >>> out = finish_stacked(torch.zeros(2, 3, 4), torch.zeros(2, 3, 2), torch.zeros(3, dtype=torch.long),
+    ...                      [frozenset({"loss"}), frozenset({"predictions", "embeddings"})])
+    >>> [sorted(o) for o in out], out[0]["loss"].shape
+    ([['loss'], ['embeddings', 'predictions']], torch.Size([3]))
+    """
+    wanted = set().union(*needs) if needs else set()
+    predictions = logits.argmax(-1) if "predictions" in wanted else None
+    losses = None
+    if "loss" in wanted:
         if y is None:
             raise ValueError("the loss signal needs the batch's labels")
         wide = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()  # bf16 → fp32
-        out["loss"] = F.cross_entropy(wide, y.to(logits.device), reduction="none")
-    return out
+        labels = y.to(logits.device).expand(len(logits), -1).unsqueeze(-1)
+        losses = -wide.log_softmax(-1).gather(-1, labels).squeeze(-1)  # F.cross_entropy's values
+    found = []
+    for m, need in enumerate(needs):
+        out = {}
+        if "embeddings" in need:
+            out["embeddings"] = emb[m]
+        if "logits" in need:
+            out["logits"] = logits[m]
+        if "predictions" in need:
+            out["predictions"] = predictions[m]
+        if "loss" in need:
+            out["loss"] = losses[m]
+        found.append(out)
+    return found
 
 
 def groups(

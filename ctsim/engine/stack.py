@@ -5,9 +5,10 @@
 * the **trainable parameters** as one flat ``(M, P)`` tensor (row m is model m's parameters,
   flattened and concatenated), so that the optimizer, gradient clipping and the non-finite check are
   a few tensor ops whatever the number of parameter tensors;
-* **frozen parameters** (``requires_grad=False``) and **buffers** stacked per name, ``(M, *shape)``.
-  Frozen parameters are inputs to the forward pass and nothing else: never differentiated, never
-  updated.
+* **frozen parameters** (``requires_grad=False``) and **buffers** as one flat ``(M, Q)`` tensor per
+  dtype each (:class:`Flat`), seen per name as ``(M, *shape)`` views: copying, restoring, gathering
+  or checking all of them is one op per dtype, not one per tensor. Frozen parameters are inputs to
+  the forward pass and nothing else: never differentiated, never updated.
   A tensor held under two names (weight tying) is stacked once, under its first name, and given back
   under both.
 
@@ -21,8 +22,10 @@ rate by M).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import partial
 
 import torch
 from torch import nn
@@ -50,10 +53,15 @@ class Stack:
             ]
             self.flat = torch.stack(rows).to(device)
             parts = [dict(m.named_parameters()) for m in models]
-            self.frozen = {k: torch.stack([p[k].detach() for p in parts]).to(device) for k in frozen}
+            self.frozen = Flat(
+                {k: torch.stack([p[k].detach() for p in parts]) for k in frozen}, device, len(models)
+            )
             buffers = [dict(m.named_buffers()) for m in models]
-            self.buffers = {k: torch.stack([b[k] for b in buffers]).to(device) for k in buffers[0]}
+            self.buffers = Flat(
+                {k: torch.stack([b[k] for b in buffers]) for k in buffers[0]}, device, len(models)
+            )
         self._columns: dict[frozenset[str], torch.Tensor] = {}
+        self.alone = False  # the whole group is this one model: trained with the plain module
         self.graded: set[str] = set()  # the trainable parameters that got a gradient in training ...
         self.ungraded: set[str] = set()  # ... and those that got none in some step
 
@@ -82,13 +90,76 @@ class Stack:
         """Every model's state dict (persistent entries only), on the CPU, copied with one transfer
         per stacked tensor."""
         flat = self.flat.cpu()
-        stacked = {**self.views(flat), **{k: v.cpu() for k, v in {**self.frozen, **self.buffers}.items()}}
+        held = {k: v.cpu() for k, v in {**self.frozen.views(), **self.buffers.views()}.items()}
+        stacked = {**self.views(flat), **held}
         names = {k: self.aliases.get(k, k) for k in self.persistent}
         return [{k: stacked[names[k]][m].clone() for k in self.persistent} for m in range(len(flat))]
 
     def per_name(self, flat_row: torch.Tensor) -> Tensors:
         """One model's flat row ``(P,)`` split into its named parameters."""
         return {k: v[0] for k, v in self.views(flat_row.unsqueeze(0)).items()}
+
+
+class Flat:
+    """Named stacked tensors ``(M, *shape)`` held in one flat buffer per dtype, name after name.
+
+    Each name's ``(M, *shape)`` block is contiguous, so a view of it takes in-place updates as the
+    tensor would (vmap's BatchNorm rule writes its running statistics back only into a contiguous
+    tensor). Copying, restoring or checking all of them is a few ops per dtype, not one per tensor:
+    ``owner`` maps each element of a buffer to its model.
+
+    >>> f = Flat({"a": torch.zeros(3, 2), "b": torch.ones(3), "n": torch.zeros(3).long()}, "cpu", 3)
+    >>> {k: tuple(v.shape) for k, v in f.views().items()}, sorted(str(d) for d in f.flats)
+    ({'a': (3, 2), 'b': (3,), 'n': (3,)}, ['torch.float32', 'torch.int64'])
+    >>> f.owner[torch.float32].tolist()
+    [0, 0, 1, 1, 2, 2, 0, 1, 2]
+    """
+
+    def __init__(self, stacked: Tensors, device: torch.device | str, models: int):
+        self.models = models
+        self.device = torch.device(device)
+        self.layout: list[tuple[str, torch.dtype, int, tuple[int, ...]]] = []
+        widths: dict[torch.dtype, int] = {}
+        parts: dict[torch.dtype, list[torch.Tensor]] = {}
+        owners: dict[torch.dtype, list[torch.Tensor]] = {}
+        for name, v in stacked.items():
+            start = widths.get(v.dtype, 0)
+            self.layout.append((name, v.dtype, start, tuple(v.shape[1:])))
+            widths[v.dtype] = start + v.numel()
+            parts.setdefault(v.dtype, []).append(v.reshape(-1))
+            owners.setdefault(v.dtype, []).append(torch.arange(len(v)).repeat_interleave(v[0].numel()))
+        self.flats = {d: torch.cat(p).to(device) for d, p in parts.items()}
+        self.owner = {d: torch.cat(o).to(device) for d, o in owners.items()}
+
+    def views(self, flats: dict[torch.dtype, torch.Tensor] | None = None, rows: int | None = None) -> Tensors:
+        """Each tensor as a view ``(M, *shape)`` of ``flats`` (default: the held ones), or of its first
+        ``rows`` models."""
+        flats = self.flats if flats is None else flats
+        out = {}
+        for name, dtype, start, shape in self.layout:
+            block = flats[dtype][start : start + self.models * math.prod(shape)].view(self.models, *shape)
+            out[name] = block if rows is None else block[:rows]
+        return out
+
+    def clone(self) -> dict[torch.dtype, torch.Tensor]:
+        return {d: v.clone() for d, v in self.flats.items()}
+
+    def restore(self, keep: torch.Tensor, new: dict[torch.dtype, torch.Tensor]) -> None:
+        """Take ``new``'s values for the models in ``keep`` ``(M,)``; the others keep theirs."""
+        for d, v in self.flats.items():
+            torch.where(keep.index_select(0, self.owner[d]), new[d], v, out=v)
+
+    def finite(self, flats: dict[torch.dtype, torch.Tensor]) -> torch.Tensor:
+        """``(M,)``: are every model's floating-point values in ``flats`` finite? (``x * 0`` is 0 for
+        finite values and NaN otherwise, summed per model.)"""
+        ok = torch.ones(self.models, dtype=torch.bool, device=self.device)
+        for d, v in flats.items():
+            if d.is_floating_point:
+                per_model = torch.zeros(self.models, dtype=d, device=v.device).index_add_(
+                    0, self.owner[d], v * 0
+                )
+                ok &= torch.isfinite(per_model)
+        return ok
 
 
 def vmap_problems(model: nn.Module) -> list[str]:
@@ -175,7 +246,11 @@ class Losses:
     """Every model's mean (weighted) cross-entropy on its batch, stacked or alone.
 
     ``__call__(params, buffers, x, y, w)`` takes stacked ``(r, ...)`` tensors and returns ``(r,)``
-    losses. BatchNorm statistics in ``buffers`` are updated in place, as a module's are.
+    losses. BatchNorm statistics in ``buffers`` are updated in place, as a module's are. A padded
+    batch comes with ``summed=True`` and ``w`` each sample's share of its model's loss (its weight over
+    its model's number of valid samples, 0 for padding), so that the loss is ``sum(loss × w)``: the mean
+    over valid samples. For a model with BatchNorm (``norms``) it also comes with ``valid`` ``(r, b)``,
+    and BatchNorm takes its statistics over valid samples only.
     """
 
     def __init__(
@@ -190,51 +265,123 @@ class Losses:
         batchnorm_in_float32(base)
         if vmapped:
             pad_rows_get_no_gradient(base)
+        masked = meta_copy(base)  # keeps the hooks
+        self.norms = masked_batchnorm(masked)
 
-        def one(params: Tensors, buffers: Tensors, x, y, w) -> torch.Tensor:
+        def one(params: Tensors, buffers: Tensors, x, y, w, valid=None, summed=False) -> torch.Tensor:
             with autocast():
-                logits = logits_of(functional_call(base, (params, buffers), (x,)), model)
-            return model_loss(logits, y, w, dtype)
+                if valid is None:
+                    out = functional_call(base, (params, buffers), (x,))
+                else:
+                    masks = {f"{name}.valid": valid for name in self.norms}
+                    out = functional_call(masked, (params, buffers, masks), (x,))
+                logits = logits_of(out, model)
+            return model_loss(logits, y, w, dtype, summed)
 
         self.vmapped = vmapped
-        if vmapped:  # weights may be None (no sample weights): not mapped then
-            weighted, unweighted = vmap(one), vmap(one, in_dims=(0, 0, 0, 0, None))
-        else:
-            weighted = unweighted = one
-        if compile:
-            weighted, unweighted = torch.compile(weighted), torch.compile(unweighted)
-        self._weighted, self._unweighted = weighted, unweighted
+        self.compile = compile
+        self._one = one
+        self._fns: dict[tuple, Callable] = {}
 
-    def fn(self, params: Tensors, buffers: Tensors, x, y, w) -> torch.Tensor:
-        return (self._unweighted if w is None else self._weighted)(params, buffers, x, y, w)
+    def _fn(self, weighted: bool, masked: bool, summed: bool, vmapped: bool) -> Callable:
+        key = (weighted, masked, summed, vmapped)
+        if key not in self._fns:
+            fn = partial(self._one, summed=summed)
+            if vmapped:  # weights and masks may be None: not mapped then
+                fn = vmap(fn, in_dims=(0, 0, 0, 0, 0 if weighted else None, 0 if masked else None))
+            self._fns[key] = torch.compile(fn) if self.compile else fn
+        return self._fns[key]
 
-    def __call__(self, params: Tensors, buffers: Tensors, x, y, w) -> torch.Tensor:
-        if not self.vmapped:
+    def fn(self, params: Tensors, buffers: Tensors, x, y, w, valid=None, summed=False) -> torch.Tensor:
+        """The loss function itself (stacked when ``vmapped``), on ``(r, ...)`` tensors."""
+        fn = self._fn(w is not None, valid is not None, summed, self.vmapped)
+        return fn(params, buffers, x, y, w, valid)
+
+    def __call__(
+        self, params: Tensors, buffers: Tensors, x, y, w, valid=None, summed=False, alone: bool = False
+    ) -> torch.Tensor:
+        """``alone``: these are all the models trained together (a population of one runs the plain
+        module: no vmap, no twin)."""
+        if not self.vmapped or alone:
             first = {k: v[0] for k, v in buffers.items()}  # views: in-place updates reach the stack
-            loss = self.fn(
-                {k: v[0] for k, v in params.items()}, first, x[0], y[0], None if w is None else w[0]
-            )
+            rest = [None if v is None else v[0] for v in (w, valid)]
+            fn = self._fn(w is not None, valid is not None, summed, vmapped=False)
+            loss = fn({k: v[0] for k, v in params.items()}, first, x[0], y[0], *rest)
             return loss.unsqueeze(0)
         if len(x) > 1:
-            return self.fn(params, buffers, x, y, w)
+            return self.fn(params, buffers, x, y, w, valid, summed)
         # A lone model in a vmap call would take other kernels (a plain instead of a grouped
         # convolution) than beside others: pair it with a copy of itself, so that which models share
         # a call never changes a model's arithmetic.
         twin = {k: torch.cat([v, v]) for k, v in buffers.items()}
         pair = {k: torch.cat([v, v]) for k, v in params.items()}
-        losses = self.fn(pair, twin, *(None if v is None else torch.cat([v, v]) for v in (x, y, w)))
+        losses = self.fn(
+            pair, twin, *(None if v is None else torch.cat([v, v]) for v in (x, y, w, valid)), summed
+        )
         with torch.no_grad():
             for k, v in buffers.items():
                 v.copy_(twin[k][:1])
         return losses[:1]
 
 
-def model_loss(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, dtype: torch.dtype):
+def model_loss(
+    logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None, dtype: torch.dtype, summed: bool = False
+) -> torch.Tensor:
     """One model's mean (weighted) cross-entropy, with the values the sequential engine's
     ``F.cross_entropy(reduction="none")`` gives: ``-log_softmax(logits)[i, y_i]``. (Written out, since
-    under vmap ``cross_entropy`` runs a slow Python decomposition of ``nll_loss``.)"""
+    under vmap ``cross_entropy`` runs a slow Python decomposition of ``nll_loss``.) ``summed``: the sum
+    of ``loss × w``, where ``w`` already holds each sample's share (a padded batch: 0 for padding).
+
+    >>> z, y = torch.zeros(3, 2), torch.tensor([0, 1, 0])
+    >>> model_loss(z, y, torch.tensor([0.5, 0.5, 0.0]), torch.float32, summed=True)
+    tensor(0.6931)
+    """
     losses = -logits.to(dtype).log_softmax(-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    return (losses * w).mean() if w is not None else losses.mean()
+    if w is not None:
+        losses = losses * w
+    return losses.sum() if summed else losses.mean()
+
+
+def masked_batchnorm(model: nn.Module) -> list[str]:
+    """Make every BatchNorm of ``model`` take its batch statistics over valid samples only; return
+    their names.
+
+    Each gets a ``valid`` buffer ``(batch,)`` (bool), given to ``functional_call`` with the state:
+    the mean and the (biased) variance that normalise, and the unbiased variance that updates the
+    running statistics, are those of the valid samples, as ``torch.nn.BatchNorm`` computes them on
+    those samples alone. Padded samples are normalised with the same statistics and never count.
+    """
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.register_buffer("valid", torch.ones(0, dtype=torch.bool, device="meta"), persistent=False)
+            module.forward = _masked_forward.__get__(module)
+            names.append(name)
+    return names
+
+
+def _masked_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    if not (self.training or self.running_mean is None):  # evaluation: running statistics
+        return nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+        )
+    dims = [0, *range(2, x.dim())]
+    channel = [1, -1, *[1] * (x.dim() - 2)]  # a per-channel value, broadcast over x
+    keep = self.valid.view(-1, *[1] * (x.dim() - 1))
+    n = (self.valid.sum() * x[0, 0].numel()).clamp(min=1)  # a model without a batch: no 0/0
+    mean = torch.where(keep, x, 0.0).sum(dims) / n
+    centred = x - mean.view(channel)
+    var = torch.where(keep, centred, 0.0).pow(2).sum(dims) / n
+    if self.training and self.running_mean is not None:
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            unbiased = var * n / (n - 1).clamp(min=1)
+            self.running_mean.mul_(1 - self.momentum).add_(mean * self.momentum)
+            self.running_var.mul_(1 - self.momentum).add_(unbiased * self.momentum)
+    out = centred * (var + self.eps).rsqrt().view(channel)
+    if self.weight is not None:
+        out = out * self.weight.view(channel) + self.bias.view(channel)
+    return out
 
 
 def batchnorm_in_float32(model: nn.Module) -> None:
