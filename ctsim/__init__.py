@@ -1,9 +1,9 @@
 """ctsim: a continual-training simulator and benchmark suite.
 
-From Python (:mod:`ctsim.api`)::
+From Python (:mod:`ctsim.app.api`)::
 
     import ctsim
-    result = ctsim.run(["dataset=sea", "trigger=drift"])   # the command line's overrides
+    result = ctsim.app.run(["dataset=sea", "trigger=drift"])   # the command line's overrides
     result.cost                                            # polars DataFrames: evals, generations, cost, ...
     again = ctsim.load(result.run_dir)
 
@@ -20,7 +20,7 @@ __all__ = ["Result", "load", "run"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from ctsim import api
+        from ctsim.app import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'ctsim' has no attribute {name!r}")

@@ -16,18 +16,18 @@ from typing import Protocol
 
 import torch
 
-from ctsim.config import ConfigError, Problem
-from ctsim.cost import flops_per_sample
 from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, job_seed
-from ctsim.evaluation import Evaluation, Metrics, evaluate
+from ctsim.engine.optim import SGD, Adam
+from ctsim.engine.schedules import Schedule
+from ctsim.measure.cost import flops_per_sample
+from ctsim.measure.evaluation import Evaluation, Metrics, evaluate
 from ctsim.models.base import ModelSpec
-from ctsim.optim import SGD, Adam
 from ctsim.progress import bar, replay_status
-from ctsim.schedules import Schedule
 from ctsim.selection.base import Selection, SelectionContext, SelectionPolicy
 from ctsim.stream import ArrivalBatch, Stream
 from ctsim.triggers.base import Trained as TriggerTrained
 from ctsim.triggers.base import Trigger, TriggerContext, Want, decide, gather, problems_of, wants_of
+from ctsim.validation import ConfigError, Problem
 
 PHASES = ("trigger", "selection", "train", "eval")
 

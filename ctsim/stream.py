@@ -22,8 +22,8 @@ from functools import cached_property
 
 import torch
 
-from ctsim.config import ConfigError, check, is_int, is_number, seed_problem
 from ctsim.datasets.base import ChangePoint, Samples
+from ctsim.validation import ConfigError, check, is_int, is_number, seed_problem
 
 log = logging.getLogger(__name__)
 

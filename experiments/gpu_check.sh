@@ -10,7 +10,7 @@
 #   numerics     batched vs sequential per model kind and step count, float32 and float64, and memory
 #                against the engine's estimate (experiments/gpu_numerics.py)
 #   syncs        host-device synchronisations and ops per optimizer step (experiments/gpu_syncs.py)
-#   bench_256    256 YearbookNets, 80 optimizer steps per train call, batched vs sequential (ctsim.bench)
+#   bench_256    256 YearbookNets, 80 optimizer steps per train call, batched vs sequential (ctsim.app.bench)
 #   bench_eval   1,000 models predicting portraits-size test data (84 slices)
 #   triggers     the full portraits_triggers study, with every second the steps before left over
 #   bench_sizes  1, 8 and 64 YearbookNets; the launch-bound and small-MLP cases
@@ -156,14 +156,14 @@ run_setup() {
     "$GPU_CHECK_PY" - << 'EOF' || return 1
 import json, os, platform, sys
 import hydra, omegaconf, polars, torch
-import ctsim.bench
+import ctsim.app.bench
 
 cuda = torch.cuda.is_available()
 env = {"step": "env", "python": sys.executable, "python_version": platform.python_version(),
        "torch": torch.__version__, "polars": polars.__version__, "hydra": hydra.__version__,
        "omegaconf": omegaconf.__version__, "cuda": cuda,
        "device_name": torch.cuda.get_device_name() if cuda else platform.machine(),
-       "bench_cases": list(ctsim.bench.CASES)}
+       "bench_cases": list(ctsim.app.bench.CASES)}
 print(env)
 with open(os.path.join(os.environ["GPU_CHECK_RESULTS"], "env.json"), "w") as f:
     json.dump(env, f)
@@ -175,7 +175,7 @@ EOF
 
 dry() { [ "$GPU_CHECK_DRY" = 1 ]; }
 bench() {
-    "$GPU_CHECK_PY" -m ctsim.bench --device "$GPU_CHECK_DEVICE" --jsonl "$GPU_CHECK_OUT/bench.jsonl" "$@"
+    "$GPU_CHECK_PY" -m ctsim.app.bench --device "$GPU_CHECK_DEVICE" --jsonl "$GPU_CHECK_OUT/bench.jsonl" "$@"
 }
 # the bench's ragged case, where this checkout's bench has one
 ragged() { grep -q '"ragged"' "$GPU_CHECK_RESULTS/env.json" 2> /dev/null && echo ragged; }

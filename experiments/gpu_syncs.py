@@ -35,7 +35,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctsim.engine import BatchedEngine, TrainConfig, TrainJob, job_seed
-from ctsim.optim import SGD
+from ctsim.engine.optim import SGD
 from tests.test_engine_equivalence import KINDS, SGDS_F32, _data, _jobs
 
 HOST_READS = ("aten._local_scalar_dense", "aten.nonzero", "aten.equal", "aten.is_nonzero")

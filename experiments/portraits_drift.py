@@ -128,8 +128,8 @@ def report(run_dir: Path, wall: float | None, reduced: bool) -> Path:
         "Means over 3 seeds. accuracy: composite accuracy; frontier: the hindsight-optimal accuracy with "
         "at most the pipeline's trigger count (candidates: the yearly pipeline of the same seed; "
         "fine-tuning makes it an approximation, so regret can be negative); delay and misses at the "
-        "abrupt change (1970), false alarms per 50 stable slices (ctsim.quality); latency: mean years "
-        "from a sample's arrival to the first model trained on it.",
+        "abrupt change (1970), false alarms per 50 stable slices (ctsim.measure.quality); "
+        "latency: mean years from a sample's arrival to the first model trained on it.",
         "",
     ]
     cols = table.columns

@@ -23,7 +23,7 @@ from datetime import datetime
 
 from study import REPO, size_flags
 
-from ctsim.cli import unique_dir
+from ctsim.app.cli import unique_dir
 
 REDUCED = ["dataset.size=0.1", "train.epochs=1"]
 LAUNCHERS = {

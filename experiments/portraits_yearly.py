@@ -26,7 +26,7 @@ import torch
 from study import REPO, run_experiment, size_flags, write_comparison
 
 from ctsim.datasets.portraits import HAIR_CHANGE_YEAR, YEARS
-from ctsim.metrics import pipeline_matrix
+from ctsim.measure.metrics import pipeline_matrix
 from ctsim.registry import load
 from ctsim.reports.analysis import drift_report
 

@@ -11,9 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ctsim.build import RunPlan, build_run
-from ctsim.cli import CONF_DIR
-from ctsim.execute import RunOutcome, execute
+from ctsim.app.build import RunPlan, build_run
+from ctsim.app.cli import CONF_DIR
+from ctsim.app.execute import RunOutcome, execute
 
 REPO = CONF_DIR.parent
 

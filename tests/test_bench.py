@@ -7,8 +7,8 @@ from functools import partial
 import polars as pl
 import pytest
 
-from ctsim.bench import KINDS, PORTRAITS_TEST, main
-from ctsim.cost import flops_per_sample
+from ctsim.app.bench import KINDS, PORTRAITS_TEST, main
+from ctsim.measure.cost import flops_per_sample
 from ctsim.models import ModelSpec, YearbookNet
 
 ENGINES = {"batched/vmap", "batched/loop", "sequential"}

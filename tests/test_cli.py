@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 import yaml
 
-from ctsim import cli
-from ctsim.compose import complete, compose_run, variants
+from ctsim.app import cli
+from ctsim.app.compose import complete, compose_run, variants
 from ctsim.registry import load_many, read_status
 
 from .conftest import build, run, small
@@ -264,7 +264,7 @@ def test_what_hydra_cannot_apply_is_reported_together_before_torch_is_imported(t
         "  trigger.evry: unknown key; did you mean trigger.every?",
     ]  # the value optimizer.lr is checked once the command line composes
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    assert "ctsim.compose" in imported and "torch" not in imported
+    assert "ctsim.app.compose" in imported and "torch" not in imported
     assert not (tmp_path / "results").exists()
 
 
@@ -314,7 +314,7 @@ def test_the_obvious_command_runs_one_pipeline_named_after_its_trigger(tmp_path)
 
 
 def test_which_pipelines_a_command_line_runs(workspace):
-    """The rule of ctsim.compose.complete, composed as the run composes it."""
+    """The rule of ctsim.app.compose.complete, composed as the run composes it."""
     cases = {
         (): ("quickstart", ["yearly", "every_5y", "never"]),
         ("train.epochs=1", "progress=false", "dataset.size=0.5"): (
@@ -460,7 +460,7 @@ def test_help_answers_without_importing_torch(tmp_path):
     )
     assert result.returncode == 0 and "Configuration groups" in result.stdout
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    assert "ctsim.cli" in imported and "torch" not in imported
+    assert "ctsim.app.cli" in imported and "torch" not in imported
 
 
 def test_a_finished_run_folder_is_never_touched(tmp_path):
@@ -510,7 +510,7 @@ def test_ctrl_c_is_one_line_and_marks_the_run_interrupted(tmp_path):
 def test_a_ctrl_c_the_moment_the_first_line_shows_marks_the_run_interrupted(tmp_path, monkeypatch):
     """The user sees the run's first line and presses Ctrl-C at once: the status must say interrupted,
     as the message does (it once stayed ``running``, the interrupt landing before the run's handler)."""
-    from ctsim.execute import execute
+    from ctsim.app.execute import execute
 
     class PressedAfterTheHeader:
         def write(self, text):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ctsim.__main__ import main
-from ctsim.commands import COMMANDS, USAGE, implementation, parser
+from ctsim.app.commands import COMMANDS, USAGE, implementation, parser
 
 REPO = Path(__file__).resolve().parent.parent
 SUBCOMMANDS = [name for name in COMMANDS if name != "run"]

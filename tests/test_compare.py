@@ -1,5 +1,5 @@
 """Sweeps and their comparison, as a user runs them: ``python -m ctsim -m ...`` writes
-``<sweep>/comparison/`` through the Hydra callback, and ``python -m ctsim.compare`` writes the same for
+``<sweep>/comparison/`` through the Hydra callback, and ``ctsim compare`` writes the same for
 any set of runs. The numbers are checked against the runs' own tables, recomputed here."""
 
 from __future__ import annotations

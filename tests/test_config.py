@@ -7,11 +7,11 @@ from hydra import initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
-from ctsim.cli import CONF_DIR
-from ctsim.compose import PIPELINE_GROUPS
-from ctsim.config import ConfigError
+from ctsim.app.cli import CONF_DIR
+from ctsim.app.compose import PIPELINE_GROUPS
 from ctsim.models import LSTM, MLP, BagOfWords, YearbookNet
 from ctsim.triggers import AmountTrigger, NeverTrigger, TimeTrigger
+from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, cli, small
 
@@ -36,10 +36,10 @@ PARTNER = {
 }
 # Datasets read from a user's files: without them the option composes and names what is missing.
 NEEDS_FILES = {
-    "yearbook": "python -m ctsim.datasets prepare yearbook --from",
-    "vision_stream": "python -m ctsim.datasets prepare vision_stream --from",
-    "huffpost": "python -m ctsim.datasets prepare huffpost --from",
-    "arxiv": "python -m ctsim.datasets prepare arxiv --from",
+    "yearbook": "ctsim datasets prepare yearbook --from",
+    "vision_stream": "ctsim datasets prepare vision_stream --from",
+    "huffpost": "ctsim datasets prepare huffpost --from",
+    "arxiv": "ctsim datasets prepare arxiv --from",
     "table": "dataset.path=None: expected the CSV or parquet file to read",
 }
 
@@ -319,11 +319,11 @@ def test_a_users_own_dataset_without_a_default_model_asks_for_one(tmp_path):
 
 
 def test_configs_composed_one_after_another_equal_each_composed_alone():
-    """ctsim keeps Hydra's parsed config files for the next compose (ctsim.compose.compose): a config
+    """ctsim keeps Hydra's parsed config files for the next compose (ctsim.app.compose.compose): a config
     composed after others must equal the same config composed in a fresh Hydra."""
     from hydra import compose as hydra_compose
 
-    from ctsim.compose import compose as reusing
+    from ctsim.app.compose import compose as reusing
 
     cases = [[f"experiment={e.stem}"] for e in sorted((CONF_DIR / "experiment").glob("*.yaml"))]
     cases += [["selection/downsample=entropy", "selection.downsample.fraction=0.3"], ["model=cnn"]]

@@ -9,12 +9,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ctsim.cli import CONF_DIR
+from ctsim.app.cli import CONF_DIR
 from ctsim.engine import BatchedEngine, SequentialEngine
 from ctsim.engine.base import TrainConfig
+from ctsim.engine.optim import SGD
+from ctsim.engine.schedules import Constant
 from ctsim.models import MLP, ModelSpec
-from ctsim.optim import SGD
-from ctsim.schedules import Constant
 from ctsim.selection import NewData
 from ctsim.simulation import Pipeline, simulate
 from ctsim.stream import toy_stream

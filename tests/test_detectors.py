@@ -15,7 +15,6 @@ import torch
 from omegaconf import OmegaConf
 from scipy import stats
 
-from ctsim.config import ConfigError
 from ctsim.triggers.detectors import (
     DETECTORS,
     KS,
@@ -36,6 +35,7 @@ from ctsim.triggers.rules import (
     Threshold,
     make_rule,
 )
+from ctsim.validation import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "trigger"
 FEATURES = ["mmd", "ks", "cvm", "energy", "wasserstein"]

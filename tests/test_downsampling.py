@@ -16,21 +16,21 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ctsim.cli import CONF_DIR
-from ctsim.config import ConfigError
-from ctsim.cost import flops_per_sample
+from ctsim.app.cli import CONF_DIR
 from ctsim.engine import BatchedEngine, SequentialEngine
 from ctsim.engine.base import BatchThenSample, EpochSubset, TrainConfig, TrainJob, job_seed
+from ctsim.engine.optim import SGD
+from ctsim.engine.schedules import Constant
 from ctsim.engine.scores import score
+from ctsim.measure.cost import flops_per_sample
 from ctsim.models import CNN, LSTM, MLP, ModelSpec, YearbookNet
-from ctsim.optim import SGD
 from ctsim.registry import build_tables, load, write_tables
-from ctsim.schedules import Constant
 from ctsim.selection import RS2, AllData, NewData, ScoreDownsampler
 from ctsim.selection.base import Selection
 from ctsim.simulation import Pipeline, simulate
 from ctsim.stream import toy_stream
 from ctsim.triggers import AmountTrigger, TimeTrigger
+from ctsim.validation import ConfigError
 
 from .conftest import build, small
 

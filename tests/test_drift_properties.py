@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from ctsim.datasets.portraits import HAIR_CHANGE_YEAR, YEARS
-from ctsim.metrics import pipeline_matrix
+from ctsim.measure.metrics import pipeline_matrix
 from ctsim.reports.analysis import drift_report
 
 from .conftest import run, small

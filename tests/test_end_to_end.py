@@ -7,8 +7,8 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
-from ctsim.cli import unique_dir
-from ctsim.metrics import METRICS_SCHEMA, metrics_table
+from ctsim.app.cli import unique_dir
+from ctsim.measure.metrics import METRICS_SCHEMA, metrics_table
 from ctsim.registry import load, load_many, query, write_new
 from ctsim.registry.layout import COST_SCHEMA, EVALS_SCHEMA, GENERATIONS_SCHEMA
 from ctsim.reports.summary import console_summary
@@ -149,7 +149,7 @@ def test_a_run_never_overwrites_another_runs_files(tiny_run, tmp_path):
     before = {p: p.read_bytes() for p in tiny_run.out_dir.glob("*.parquet")}
     plan = build(small(tmp_path, *TINY))
     with pytest.raises(FileExistsError, match="never overwrites"):
-        from ctsim.execute import execute
+        from ctsim.app.execute import execute
 
         execute(plan, tiny_run.out_dir, echo=False)
     assert {p: p.read_bytes() for p in tiny_run.out_dir.glob("*.parquet")} == before

@@ -22,14 +22,14 @@ import pytest
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError
 from ctsim.engine import BatchedEngine, SequentialEngine, TrainConfig, TrainJob, job_seed
 from ctsim.engine.base import SignalRequest, StateError, build_model
 from ctsim.engine.memory import footprint, per_model_bytes
+from ctsim.engine.optim import SGD, Adam, AdamW
+from ctsim.engine.schedules import Constant, Cosine, StepDecay
 from ctsim.models import CNN, MLP, ModelSpec, SeededDropout, YearbookNet
 from ctsim.models.recurrent import GRU, LSTM
-from ctsim.optim import SGD, Adam, AdamW
-from ctsim.schedules import Constant, Cosine, StepDecay
+from ctsim.validation import ConfigError
 
 from .conftest import OpLog
 

@@ -14,11 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError
 from ctsim.engine import BatchedEngine, SequentialEngine, TrainConfig, TrainJob, job_seed
+from ctsim.engine.optim import SGD, Adam
 from ctsim.engine.stack import masked_batchnorm
 from ctsim.models import MLP, ModelSpec, YearbookNet
-from ctsim.optim import SGD, Adam
+from ctsim.validation import ConfigError
 
 SPECS = {
     "mlp": ModelSpec(partial(MLP, hidden=[12]), (1, 4, 4), 3),

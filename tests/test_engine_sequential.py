@@ -3,10 +3,10 @@ from functools import partial
 import pytest
 import torch
 
-from ctsim.config import ConfigError
 from ctsim.engine import SequentialEngine, TrainConfig, TrainJob
+from ctsim.engine.optim import SGD, Adam
 from ctsim.models import MLP, ModelSpec, YearbookNet
-from ctsim.optim import SGD, Adam
+from ctsim.validation import ConfigError
 
 
 def _data(n=96, seed=0):

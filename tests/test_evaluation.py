@@ -6,7 +6,7 @@ import torch
 from scipy.stats import mannwhitneyu
 
 from ctsim.engine import BatchedEngine, SequentialEngine
-from ctsim.evaluation import (
+from ctsim.measure.evaluation import (
     METRICS,
     active_generations,
     composite,

@@ -1,4 +1,4 @@
-"""``python -m ctsim.export``, read back by each tool's own reader: TensorBoard's event reader and
+"""``ctsim export``, read back by each tool's own reader: TensorBoard's event reader and
 MLflow's client on the local store, and compared with the run's own tables. The tests that need the
 optional extra (``pip install -e ".[export]"``) are skipped where it is not installed, as in CI."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ctsim.export import ExportError, main, pipeline_params, tensorboard
-from ctsim.export import mlflow as mlflow_export
+from ctsim.app.export import ExportError, main, pipeline_params, tensorboard
+from ctsim.app.export import mlflow as mlflow_export
 
 from .conftest import run, small
 
@@ -41,7 +41,7 @@ def mlflow():
 
 
 def export(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ctsim.export", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "ctsim.app.export", *args], capture_output=True, text=True)
 
 
 def expected(run_dir, pipeline: str, seed: int) -> dict[str, list[tuple[int, float]]]:
@@ -118,7 +118,7 @@ def test_tensorboard_export_equals_the_tables_and_is_not_written_twice(event_acc
 
 
 def mlflow_series(client, run, cl: set[str]) -> dict[str, list[tuple[int, float]]]:
-    """The run's metrics, named as in TensorBoard (see ``ctsim.export``); ``cl``: the columns of
+    """The run's metrics, named as in TensorBoard (see ``ctsim.app.export``); ``cl``: the columns of
     ``metrics.parquet``."""
     out = {}
     for key in run.data.metrics:
@@ -151,7 +151,7 @@ def test_mlflow_export_equals_the_tables_and_is_not_logged_twice(mlflow, finishe
         series[pipeline, seed] = mlflow_series(client, logged, cl)
         assert_series_equal(series[pipeline, seed], expected(finished, pipeline, seed), rel=1e-12)
         assert logged.data.params["pipeline"] == pipeline and logged.data.params["seed"] == str(seed)
-        assert logged.data.params["ctsim.run"] == str(finished.resolve())
+        assert logged.data.params["ctsim.app.run"] == str(finished.resolve())
     yearly, never = runs["yearly_seed1"], runs["never_seed0"]
     assert yearly.data.params["trigger.every"] == "1"  # the variant's own setting
     assert never.data.params["trigger._target_"] == "ctsim.triggers.NeverTrigger"
@@ -177,7 +177,7 @@ def test_pipeline_params_take_a_swapped_group_whole():
         "config": {
             "run": {
                 "trigger": {"_target_": "ctsim.triggers.TimeTrigger", "every": 1},
-                "optimizer": {"_target_": "ctsim.optim.SGD", "lr": 0.01, "momentum": 0.9},
+                "optimizer": {"_target_": "ctsim.engine.optim.SGD", "lr": 0.01, "momentum": 0.9},
             },
             "pipelines": {
                 "never": {"trigger": {"_target_": "ctsim.triggers.NeverTrigger"}},
@@ -214,15 +214,15 @@ def test_a_missing_folder_or_table_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(ExportError, match=r"missing evals\.parquet, generations\.parquet, cost\.parquet"):
         mlflow_export(tmp_path)
     assert main(["tensorboard", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith(f"ctsim.export: {tmp_path}: the run is finished but")
+    assert capsys.readouterr().err.startswith(f"ctsim.app.export: {tmp_path}: the run is finished but")
 
 
 def test_a_target_it_cannot_write_is_one_clear_line(event_accumulator, mlflow, finished, tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     assert main(["tensorboard", str(finished), "--out", str(tmp_path / "a_file")]) == 2
-    assert capsys.readouterr().err.startswith("ctsim.export: cannot write the TensorBoard export")
+    assert capsys.readouterr().err.startswith("ctsim.app.export: cannot write the TensorBoard export")
     assert main(["mlflow", str(finished), "--tracking-uri", "nosuchscheme://x"]) == 2
-    assert capsys.readouterr().err.startswith("ctsim.export: MLflow at nosuchscheme://x:")
+    assert capsys.readouterr().err.startswith("ctsim.app.export: MLflow at nosuchscheme://x:")
 
 
 def test_a_missing_extra_is_one_clear_line(finished, monkeypatch):

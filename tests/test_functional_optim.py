@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
-from ctsim.optim import SGD, Adam, AdamW
+from ctsim.engine.optim import SGD, Adam, AdamW
 
 from .conftest import OpLog
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from ctsim.bench import main as bench_main
+from ctsim.app.bench import main as bench_main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))

@@ -71,7 +71,7 @@ def test_help_lists_every_group_and_option_of_conf_with_its_description(tmp_path
     result = run_help("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    assert "ctsim.help" in imported and "torch" not in imported  # answers before torch would load
+    assert "ctsim.app.help" in imported and "torch" not in imported  # answers before torch would load
 
     listed = listed_options(sections(result.stdout)["Configuration groups"])
     files = option_files()

@@ -1,4 +1,4 @@
-"""Hydra's private parts that ctsim relies on (ctsim/hydra_internals.py): if a Hydra release changes them,
+"""Hydra's private parts that ctsim relies on (``ctsim/app/hydra_internals.py``): if a Hydra release changes them,
 these fail, naming what changed, instead of ctsim misreading a command line."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from ctsim.compose import CONF_DIR
-from ctsim.hydra_internals import args_parser, reuse_parsed_configs, sweep_jobs
+from ctsim.app.compose import CONF_DIR
+from ctsim.app.hydra_internals import args_parser, locate, reuse_parsed_configs, sweep_jobs
 
 
 def test_hydras_command_line_parser_reads_what_ctsim_reads():
@@ -41,3 +41,15 @@ def test_parsed_config_files_are_reused_and_never_shared(tmp_path):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="t"):
         fresh = GlobalHydra.instance().hydra.config_loader.repository
         assert not getattr(type(fresh), "reuses_parsed_configs", False)  # a new initialisation, a new cache
+
+
+def test_a_target_is_located_and_a_missing_one_raises_without_logging():
+    from ctsim.triggers import TimeTrigger
+
+    assert locate("ctsim.triggers.TimeTrigger") is TimeTrigger
+    try:
+        locate("ctsim.triggers.NoSuchTrigger")
+    except ImportError as e:
+        assert "NoSuchTrigger" in str(e)
+    else:
+        raise AssertionError("Hydra's _locate no longer raises ImportError for a missing target")

@@ -18,8 +18,8 @@ import torch
 from ctsim.engine import BatchedEngine, TrainConfig, TrainJob, job_seed
 from ctsim.engine.audit import Counter
 from ctsim.engine.audit import per_step as audit_steps
+from ctsim.engine.optim import SGD
 from ctsim.models import CNN, MLP, ModelSpec, YearbookNet
-from ctsim.optim import SGD
 
 KINDS = {
     "mlp": ModelSpec(partial(MLP, hidden=[8]), (1, 4, 4), 3),

@@ -1,4 +1,4 @@
-"""Continual-learning metrics (ctsim.metrics) against hand-computed matrices, and the table."""
+"""Continual-learning metrics (ctsim.measure.metrics) against hand-computed matrices, and the table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
-from ctsim.metrics import (
+from ctsim.measure.metrics import (
     DEFAULT_K,
     METRICS_SCHEMA,
     bwt,
@@ -19,7 +19,7 @@ from ctsim.metrics import (
     fwt,
     metrics_table,
 )
-from ctsim.quality import QUALITY_SCHEMA
+from ctsim.measure.quality import QUALITY_SCHEMA
 from ctsim.registry import load, write_tables
 from ctsim.registry.layout import (
     COST_SCHEMA,

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from ctsim.evaluation import active_generations, composite
+from ctsim.measure.evaluation import active_generations, composite
 from ctsim.reports.oracle import best_schedules, main, schedule_accuracy
 
 from .conftest import REPO, run, small
@@ -111,7 +111,7 @@ def test_the_cli_writes_frontier_regrets_and_plot(drift_run):
     assert "frontier" in (out / "oracle.md").read_text()
     # `five` first trains at slice 4, so its accuracy covers slices 5…: it is measured against schedules
     # that start there too, and the candidates at its own trigger slices are one of them
-    from ctsim.metrics import pipeline_matrix
+    from ctsim.measure.metrics import pipeline_matrix
 
     gens = drift_run.tables["generations"]
     for seed in (0, 1):
@@ -241,7 +241,7 @@ def every_schedule(tmp_path_factory):
 
 def test_scratch_candidates_on_all_data_make_the_frontier_exact(every_schedule, tmp_path):
     """Brute force over every schedule, each trained for real: the frontier is exact."""
-    from ctsim.metrics import pipeline_matrix
+    from ctsim.measure.metrics import pipeline_matrix
     from ctsim.reports.compare import compare
 
     out, comparison, table = compare([every_schedule.out_dir], tmp_path / "c")
@@ -281,8 +281,8 @@ def write_matrix_run(
 ) -> None:
     """A finished run folder (the registry's writers) of one seed per pipeline: name → (the slices its
     generations were trained through, its generation × slice accuracy matrix)."""
-    from ctsim.metrics import METRICS_SCHEMA
-    from ctsim.quality import QUALITY_SCHEMA
+    from ctsim.measure.metrics import METRICS_SCHEMA
+    from ctsim.measure.quality import QUALITY_SCHEMA
     from ctsim.registry.layout import (
         COST_SCHEMA,
         EVALS_SCHEMA,
@@ -331,7 +331,7 @@ def write_matrix_run(
 
 def test_a_pipeline_above_an_approximate_frontier_is_named_and_every_label_says_approximate(tmp_path, capsys):
     """Fine-tuned candidates: the frontier is approximate in every output, and the pipeline above it is
-    named with the reason (as a user reads it: ``python -m ctsim.compare`` and ``python -m ctsim.oracle``)."""
+    named with the reason (as a user reads it: ``ctsim compare`` and ``ctsim oracle``)."""
     from ctsim.reports.compare import main as compare_main
 
     weak = [[0.6] * 6 for _ in range(5)]  # the candidates: fine-tuned at every slice, all at 0.6

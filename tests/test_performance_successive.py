@@ -5,7 +5,7 @@ arrival batch, so one decision, per slice), an MLP, ``trigger=performance`` with
 stream has three successive changes of p(y|x) alone (the inputs keep their distribution), so no data
 drift test can see them. Catching a change means a trigger within 2 slices of it (on slice c, c+1
 or c+2). A false alarm is a trigger on a stable slice, more than 5 slices after every change
-(``ctsim.quality``'s default span, as the studies score): at most 1 per 50 stable slices (62 here).
+(``ctsim.measure.quality``'s default span, as the studies score): at most 1 per 50 stable slices (62 here).
 A retrain on mostly stale data may fire again inside the span; that is the trigger working.
 """
 
@@ -16,7 +16,7 @@ import json
 import pytest
 
 from ctsim.datasets.base import ChangePoint
-from ctsim.quality import trigger_quality
+from ctsim.measure.quality import trigger_quality
 
 from . import streams
 from .conftest import run, small

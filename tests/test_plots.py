@@ -1,7 +1,7 @@
 """Comparison plots a person can read: labels made of what tells pipelines apart (never ``progress``,
 ``name`` or ``population.*``), shortened with a table of full names when long, and one colour per
 pipeline in every plot. The runs are written with the registry's writers; the comparison is made with
-``python -m ctsim.compare`` (its ``main``)."""
+``ctsim compare`` (its ``main``)."""
 
 from __future__ import annotations
 

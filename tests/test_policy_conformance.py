@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 import ctsim.selection
 import ctsim.triggers
-from ctsim.cli import CONF_DIR
+from ctsim.app.cli import CONF_DIR
 from ctsim.engine import SequentialEngine
 from ctsim.models import MLP, ModelSpec
 from ctsim.selection.base import (

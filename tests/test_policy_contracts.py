@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctsim.config import ConfigError
 from ctsim.selection.base import Presampler, selection_problems
 from ctsim.triggers import EnsembleTrigger, TimeTrigger
 from ctsim.triggers.base import trigger_problems
+from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, cli
 
@@ -246,8 +246,7 @@ def test_a_misnamed_trigger_in_an_ensemble_stops_at_start_up(tmp_path):
 
 def test_downsampler_of_reads_the_declared_attribute():
     from ctsim.selection import NewData
-    from ctsim.selection.base import downsampler_of
-    from ctsim.selection.downsample import RS2
+    from ctsim.selection.downsample import RS2, downsampler_of
 
     assert downsampler_of(NewData()) is None
     rs2 = RS2(fraction=0.5)

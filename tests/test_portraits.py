@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from ctsim.config import ConfigError
 from ctsim.datasets.portraits import (
     CHANGE_POINTS,
     YEARS,
@@ -10,6 +9,7 @@ from ctsim.datasets.portraits import (
     scaled_counts,
     yearbook_counts,
 )
+from ctsim.validation import ConfigError
 
 
 def test_counts_are_shaped_like_yearbook():

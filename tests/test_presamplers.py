@@ -9,7 +9,6 @@ import pytest
 import torch
 from scipy import stats
 
-from ctsim.config import ConfigError
 from ctsim.datasets.base import Samples
 from ctsim.selection import (
     AllData,
@@ -24,6 +23,7 @@ from ctsim.selection import (
 from ctsim.selection.balanced import water_fill
 from ctsim.selection.base import budget, context_from_intervals
 from ctsim.stream import Stream, toy_stream
+from ctsim.validation import ConfigError
 
 
 def labelled(labels: list[int], slices: list[int] | None = None) -> Stream:

@@ -23,8 +23,8 @@ import sys
 from functools import partial
 from ctsim.engine import BatchedEngine, TrainConfig
 from ctsim.models import MLP, ModelSpec
-from ctsim.optim import SGD
-from ctsim.schedules import Constant
+from ctsim.engine.optim import SGD
+from ctsim.engine.schedules import Constant
 from ctsim.selection import AllData
 from ctsim.simulation import Pipeline, simulate
 from ctsim.stream import toy_stream

@@ -5,9 +5,8 @@ import polars as pl
 import pytest
 import torch
 
-from ctsim.config import ConfigError
 from ctsim.datasets.base import ChangePoint
-from ctsim.quality import (
+from ctsim.measure.quality import (
     PipelineTriggers,
     incorporation,
     pipeline_triggers,
@@ -17,6 +16,7 @@ from ctsim.quality import (
     trigger_quality,
 )
 from ctsim.stream import toy_stream
+from ctsim.validation import ConfigError
 
 AT_10 = [ChangePoint(slice=10, kind="abrupt", what="x")]
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
-from ctsim.config import ConfigError
 from ctsim.models.recurrent import GRU, LSTM
+from ctsim.validation import ConfigError
 
 SEQ_LEN, FEATURES, HIDDEN, CLASSES = 7, 4, 16, 3
 KINDS = {"lstm": (LSTM, nn.LSTM), "gru": (GRU, nn.GRU)}

@@ -1,5 +1,5 @@
 """The registry from the user's side: a run recorded as it goes, killed and resumed to the same tables,
-a generation reproduced bitwise, and SQL over many runs (``python -m ctsim.query``)."""
+a generation reproduced bitwise, and SQL over many runs (``ctsim query``)."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
+from ctsim.app.resume import reproduce, resume
 from ctsim.registry import load, load_many, query, read_status
 from ctsim.registry.layout import JOURNAL, METRICS, TABLES
 from ctsim.registry.store import ResumeError, RunStore, file_sha256
-from ctsim.resume import reproduce, resume
 
 from .conftest import cli, own_experiment, run
 from .test_cli import tree

@@ -4,8 +4,8 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ctsim.config import ConfigError
-from ctsim.schedules import Constant, Cosine, StepDecay
+from ctsim.engine.schedules import Constant, Cosine, StepDecay
+from ctsim.validation import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "schedule"
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ctsim.config import ConfigError
 from ctsim.selection import AllData, NewData
 from ctsim.selection.base import context_from_intervals
+from ctsim.validation import ConfigError
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ctsim.cli import CONF_DIR
-from ctsim.help import options
+from ctsim.app.cli import CONF_DIR
+from ctsim.app.help import options
 
 from .conftest import cli
 

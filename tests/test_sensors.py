@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctsim.config import ConfigError
 from ctsim.datasets.base import Samples
 from ctsim.datasets.sensors import (
     CHANGE_POINTS,
@@ -19,6 +18,7 @@ from ctsim.datasets.sensors import (
 )
 from ctsim.models import MLP
 from ctsim.models.recurrent import GRU
+from ctsim.validation import ConfigError
 
 from .conftest import build, run, small
 

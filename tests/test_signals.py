@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctsim.config import ConfigError
 from ctsim.engine import BatchedEngine, SequentialEngine
 from ctsim.engine.base import SIGNALS, SignalRequest
 from ctsim.models import ModelSpec
+from ctsim.validation import ConfigError
 
 from .test_engine_equivalence import KINDS  # MLP, YearbookNet, CNN with dropout, LSTM, GRU
 

@@ -1,7 +1,7 @@
 """Significance groups in a comparison: pipelines that differ only by noise are grouped, pipelines that
 truly differ are not. The runs are written with the registry's own writers (status.json and the
 tables), with accuracies drawn so that the truth is known; the comparison is made as a user makes it,
-with ``python -m ctsim.compare`` (its ``main``)."""
+with ``ctsim compare`` (its ``main``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 import torch
 
-from ctsim.metrics import METRICS_SCHEMA
-from ctsim.quality import QUALITY_SCHEMA
+from ctsim.measure.metrics import METRICS_SCHEMA
+from ctsim.measure.quality import QUALITY_SCHEMA
 from ctsim.registry.layout import (
     COST_SCHEMA,
     EVALS_SCHEMA,

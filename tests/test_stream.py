@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ctsim.config import ConfigError
 from ctsim.datasets.portraits import Portraits
 from ctsim.stream import Stream, StreamSpec, toy_stream
+from ctsim.validation import ConfigError
 
 
 @pytest.fixture(scope="module")

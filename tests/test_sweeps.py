@@ -17,7 +17,7 @@ import pytest
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from ctsim.cli import gpu_of_job, job_threads
+from ctsim.app.cli import gpu_of_job, job_threads
 
 from .conftest import cli, own_experiment
 from .test_compare import BOOM, EXPERIMENT

@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from ctsim.config import ConfigError
 from ctsim.datasets import SEA, Hyperplane, RandomRBF
 from ctsim.datasets.base import Samples
-from ctsim.quality import trigger_quality
+from ctsim.measure.quality import trigger_quality
+from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, run, small
 

@@ -12,9 +12,9 @@ import polars as pl
 import pytest
 import torch
 
-from ctsim.config import ConfigError
 from ctsim.datasets import Table
 from ctsim.stream import StreamSpec
+from ctsim.validation import ConfigError
 
 from .conftest import build, cli, run, small
 

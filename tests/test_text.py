@@ -16,12 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctsim.config import ConfigError
 from ctsim.datasets.prepare import main
 from ctsim.datasets.prepared import fractional_year, read_cache
 from ctsim.datasets.text import Arxiv, HuffPost, token_id, token_ids
 from ctsim.engine import BatchedEngine, SequentialEngine
 from ctsim.models import BagOfWords, ModelSpec
+from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, run, small
 from .test_engine_equivalence import ADAMS, SGDS, SGDS_F32, _assert_close, _jobs
@@ -124,7 +124,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def prepare(capsys, *argv: str) -> tuple[int, str, str]:
-    """``python -m ctsim.datasets prepare ...`` in-process (fast): exit code, stdout, stderr."""
+    """``ctsim datasets prepare ...`` in-process (fast): exit code, stdout, stderr."""
     code = main(["prepare", *map(str, argv)])
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -432,5 +432,5 @@ def test_missing_cache_names_the_source_and_the_prepare_command(tmp_path):
         text = str(e.value)
         assert f"no prepared cache at {tmp_path / 'datasets' / name}" in text and "Kaggle" in text
         assert (
-            f"python -m ctsim.datasets prepare {name} --from {source} --root {tmp_path / 'datasets'}" in text
+            f"ctsim datasets prepare {name} --from {source} --root {tmp_path / 'datasets'}" in text
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctsim.config import ConfigError
+from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, cli, run, small
 

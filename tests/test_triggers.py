@@ -1,8 +1,8 @@
 import pytest
 
-from ctsim.config import ConfigError
 from ctsim.stream import toy_stream
 from ctsim.triggers import AlwaysTrigger, AmountTrigger, NeverTrigger, TimeTrigger, replay
+from ctsim.validation import ConfigError
 
 
 def test_time_fires_on_the_batch_that_completes_every_kth_slice():

@@ -17,10 +17,10 @@ import pytest
 import torch
 import yaml
 
-from ctsim.config import ConfigError
 from ctsim.datasets import VisionStream
 from ctsim.datasets.prepare import main as prepare
 from ctsim.datasets.prepared import read_cache
+from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, cli, run, small
 
@@ -403,7 +403,7 @@ def test_the_yaml_instantiates_with_its_documented_schedule(tmp_path):
         build(small(tmp_path, "dataset=vision_stream", "dataset.name=cifar10", "model=cnn"))
     text = str(e.value)
     assert f"no prepared cache at {tmp_path / 'datasets' / 'cifar10'}" in text
-    command = "python -m ctsim.datasets prepare vision_stream --from ROOT --dataset cifar10 --trust-pickle"
+    command = "ctsim datasets prepare vision_stream --from ROOT --dataset cifar10 --trust-pickle"
     assert f"{command} --root {tmp_path / 'datasets'}" in text and "cifar-10-batches-py/" in text
     with pytest.raises(ConfigError, match=re.escape("dataset.drift.0.at=10: expected a slice in [1, 3]")):
         build(small(tmp_path, "dataset=vision_stream", "dataset.slices=4", "model=cnn"))
@@ -560,5 +560,5 @@ def test_the_ctsim_command_says_how_to_prepare_a_missing_cache(tmp_path):
     )
     assert done.returncode != 0
     text = done.stdout + done.stderr
-    assert "python -m ctsim.datasets prepare vision_stream --from ROOT --dataset fashion_mnist" in text
+    assert "ctsim datasets prepare vision_stream --from ROOT --dataset fashion_mnist" in text
     assert "--trust-pickle" not in text.split("--dataset fashion_mnist")[1].splitlines()[0]

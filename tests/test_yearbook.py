@@ -18,11 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ctsim.config import ConfigError
 from ctsim.datasets import Yearbook
 from ctsim.datasets.prepare import main as prepare
 from ctsim.datasets.prepared import read_cache
 from ctsim.stream import StreamSpec
+from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, run, small
 
@@ -191,7 +191,7 @@ def test_missing_cache_names_the_source_and_the_prepare_command(tmp_path):
         build(small(tmp_path, "dataset=yearbook", f"dataset.root={tmp_path / 'empty'}"))
     text = str(e.value)
     assert f"no prepared cache at {tmp_path / 'empty' / 'yearbook'}" in text
-    assert "python -m ctsim.datasets prepare yearbook --from" in text and "Wild-Time" in text
+    assert "ctsim datasets prepare yearbook --from" in text and "Wild-Time" in text
     assert f"--root {tmp_path / 'empty'}" in text
 
 

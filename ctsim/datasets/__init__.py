@@ -1,7 +1,7 @@
 """Datasets: each one file, each configured by ``conf/dataset/<name>.yaml``.
 
 Generated (no files needed): portraits, sensors, sea, hyperplane, rbf. From your files: table (read
-directly), and yearbook, vision_stream, huffpost and arxiv (prepared once with ``python -m ctsim.datasets
+directly), and yearbook, vision_stream, huffpost and arxiv (prepared once with ``ctsim datasets
 prepare``; see :mod:`ctsim.datasets.prepare`).
 """
 

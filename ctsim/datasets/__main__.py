@@ -1,4 +1,4 @@
-"""``python -m ctsim.datasets``: see :mod:`ctsim.datasets.prepare`."""
+"""``ctsim datasets``: see :mod:`ctsim.datasets.prepare`."""
 
 from ctsim.datasets.prepare import main
 

@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from ctsim.config import Problem, check, is_number, seed_problem, unwritable
+from ctsim.validation import Problem, check, is_number, seed_problem, unwritable
 
 log = logging.getLogger(__name__)
 

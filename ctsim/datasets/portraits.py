@@ -41,7 +41,6 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, Problem
 from ctsim.datasets.base import (
     ChangePoint,
     Samples,
@@ -49,6 +48,7 @@ from ctsim.datasets.base import (
     generator_problems,
     load_generated,
 )
+from ctsim.validation import ConfigError, Problem
 
 FIRST_YEAR, LAST_YEAR = 1930, 2013
 YEARS = tuple(range(FIRST_YEAR, LAST_YEAR + 1))

@@ -1,11 +1,11 @@
-"""``python -m ctsim.datasets``: prepare a dataset from the files you have, or show what is prepared.
+"""``ctsim datasets``: prepare a dataset from the files you have, or show what is prepared.
 
 ::
 
-    python -m ctsim.datasets prepare yearbook --from ~/data/yearbook.pkl --trust-pickle
-    python -m ctsim.datasets prepare yearbook --from ~/data/faces_aligned_small_mirrored_co_aligned_cropped
-    python -m ctsim.datasets list
-    python -m ctsim.datasets info yearbook
+    ctsim datasets prepare yearbook --from ~/data/yearbook.pkl --trust-pickle
+    ctsim datasets prepare yearbook --from ~/data/faces_aligned_small_mirrored_co_aligned_cropped
+    ctsim datasets list
+    ctsim datasets info yearbook
 
 ``prepare`` converts the source into ``<root>/<name>/`` (see :mod:`ctsim.datasets.prepared`) and prints a
 summary. Bad input stops it with the file, the record or row, and what was expected (exit code 2), and
@@ -43,7 +43,7 @@ GENERATED = {"portraits": "yearbooknet", "sensors": "lstm", "sea": "mlp", "hyper
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
-        prog="python -m ctsim.datasets",
+        prog="ctsim datasets",
         description="Prepare a dataset once from the files you have; `dataset=NAME` then replays it.",
     )
     commands = top.add_subparsers(dest="command", required=True)
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_table(args: argparse.Namespace) -> int:
     """``prepare table``: check the table as a run would, print what a run will see; write nothing."""
-    from ctsim.config import ConfigError
     from ctsim.datasets.table import Table
+    from ctsim.validation import ConfigError
 
     slice_by = int(args.slice_by) if args.slice_by.isdigit() else args.slice_by
     features = args.feature_columns.split(",") if args.feature_columns else None

@@ -1,6 +1,6 @@
 """Prepared datasets: a user's files, converted once into a compact cache, then replayed from it.
 
-``python -m ctsim.datasets prepare NAME --from PATH`` reads the files a user already has (Yearbook's
+``ctsim datasets prepare NAME --from PATH`` reads the files a user already has (Yearbook's
 pickle, a folder of images, JSON lines, ...) and writes ``<root>/<name>/``:
 
 * ``data.pt``: the samples as plain tensors (uint8 images, int32 token ids, float32 features), read
@@ -37,8 +37,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from ctsim.config import ConfigError, Problem, seed_problem
 from ctsim.datasets.base import ChangePoint, Samples, size_problem
+from ctsim.validation import ConfigError, Problem, seed_problem
 
 FORMAT = 1  # bump when the cache layout changes: older caches are then refused with the prepare command
 DATA, MANIFEST = "data.pt", "manifest.json"
@@ -104,7 +104,7 @@ class Preparer:
     def command(self, root: str | Path = "datasets", extra: str = "") -> str:
         """The command that prepares this dataset (with ``--root`` only if it is not the default)."""
         at = "" if str(root) == "datasets" else f" --root {root}"
-        return f"python -m ctsim.datasets prepare {self.name} --from {self.example}{extra}{at}"
+        return f"ctsim datasets prepare {self.name} --from {self.example}{extra}{at}"
 
 
 def sha256(path: Path) -> str:
@@ -157,8 +157,12 @@ def _check_consistent(p: Prepared) -> None:
 
 
 def _manifest(p: Prepared, source: Path, options: dict[str, object], checksum: str) -> dict:
-    from ctsim import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        made_by = version("ctsim")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        made_by = "unknown"
     per_slice = torch.bincount(p.slice, minlength=len(p.slice_labels)).tolist()
     per_class = torch.bincount(p.y, minlength=len(p.classes)).tolist()
     split = None
@@ -166,7 +170,7 @@ def _manifest(p: Prepared, source: Path, options: dict[str, object], checksum: s
         split = {"train": int((~p.is_test).sum()), "test": int(p.is_test.sum())}
     return {
         "format": FORMAT,
-        "ctsim": __version__,
+        "ctsim": made_by,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": str(source.resolve()),
         "source_format": p.source_format,

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, Problem
 from ctsim.datasets.base import (
     ChangePoint,
     Samples,
@@ -47,6 +46,7 @@ from ctsim.datasets.base import (
     generator_problems,
     load_generated,
 )
+from ctsim.validation import ConfigError, Problem
 
 FIRST_YEAR, NUM_MONTHS = 2021, 40
 MONTHS = tuple(f"{FIRST_YEAR + m // 12}-{m % 12 + 1:02d}" for m in range(NUM_MONTHS))

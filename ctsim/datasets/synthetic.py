@@ -28,7 +28,7 @@ Drift happens at each slice of ``change_points``, as ``drift`` says:
 
 Every change is recorded as ground truth (``Samples.change_points``): kind ``abrupt`` at its slice
 (also for recurring drift), or ``gradual`` from its slice to ``end_slice = change + width - 1``, its last
-mixed slice. Trigger quality (:mod:`ctsim.quality`) scores the abrupt ones by default.
+mixed slice. Trigger quality (:mod:`ctsim.measure.quality`) scores the abrupt ones by default.
 
 Example:
     >>> ds = SEA(slices=8, change_points=[4], size=0.1, seed=0)
@@ -54,8 +54,8 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number, one_of, seed_problem
 from ctsim.datasets.base import ChangePoint, Samples, cache_folder_problems, cached_tensors, size_problem
+from ctsim.validation import ConfigError, Problem, check, is_int, is_number, one_of, seed_problem
 
 DRIFTS = ("abrupt", "gradual", "recurring")
 MIN_PER_SLICE = 10  # keeps at least one test sample per slice at any size

@@ -42,9 +42,9 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, seed_problem
 from ctsim.datasets.base import Samples, size_problem
 from ctsim.datasets.prepared import subset, years_of
+from ctsim.validation import ConfigError, Problem, check, first_line, is_int, seed_problem
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Table:
         except pl.exceptions.NoDataError:
             return Problem("dataset.path", str(path), "", text=f"{path} is empty: expected a header and rows")
         except (pl.exceptions.PolarsError, OSError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             text = f"polars cannot read {path} as {'parquet' if _is_parquet(path) else 'CSV'}: {first}"
             return Problem("dataset.path", str(path), "", text=text)
         if frame.height == 0:
@@ -382,7 +382,7 @@ class Table:
                 parsed = col.str.to_datetime(self.time_format, strict=False)
             except pl.exceptions.PolarsError as e:  # no format polars knows fits, or a bad time_format
                 if self.time_format is not None:
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    first = first_line(e)
                     return col, [
                         Problem(
                             "dataset.time_format",

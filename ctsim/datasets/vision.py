@@ -42,7 +42,7 @@ Example:
     >>> ds.change_points[0].slice, ds.change_points[0].kind, ds.change_points[0].what
     (2, 'abrupt', 'rotation: images turn by 90° counter-clockwise')
     >>> print(ds.prepare_command())
-    python -m ctsim.datasets prepare vision_stream --from ROOT --dataset mnist
+    ctsim datasets prepare vision_stream --from ROOT --dataset mnist
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number, one_of
 from ctsim.datasets.base import ChangePoint, Samples
 from ctsim.datasets.prepared import (
     ArraysOnly,
@@ -70,6 +69,7 @@ from ctsim.datasets.prepared import (
     reading,
     subset,
 )
+from ctsim.validation import ConfigError, Problem, check, is_int, is_number, one_of
 
 
 @dataclass(frozen=True)

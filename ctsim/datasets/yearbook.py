@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctsim.config import ConfigError, check
 from ctsim.datasets.prepared import (
     ArraysOnly,
     DataError,
@@ -41,6 +40,7 @@ from ctsim.datasets.prepared import (
     quantize,
     reading,
 )
+from ctsim.validation import ConfigError, check
 
 FIRST_YEAR, LAST_YEAR = 1930, 2013
 SIDE = 32

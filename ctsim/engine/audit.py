@@ -3,11 +3,11 @@
 Every dispatched aten op is at least one kernel launch on a GPU (views aside), and a host sync stalls
 the launch queue, so these counts, taken on any device, say how a step will scale on a GPU where the
 host sets the pace. They are deterministic, unlike timings. The tests assert them
-(``tests/test_launch_audit.py``) and the benchmark reports them (``python -m ctsim.bench --cases ragged``).
+(``tests/test_launch_audit.py``) and the benchmark reports them (``ctsim bench --cases ragged``).
 
 >>> from ctsim.engine import BatchedEngine, TrainConfig, TrainJob
 >>> from ctsim.models import MLP, ModelSpec
->>> from ctsim.optim import SGD
+>>> from ctsim.engine.optim import SGD
 >>> spec = ModelSpec(MLP, (4,), 2)
 >>> jobs = [TrainJob(m, 0, spec, SGD(), TrainConfig(epochs=1, batch_size=4), torch.arange(n), m)
 ...         for m, n in enumerate([8, 6, 3])]

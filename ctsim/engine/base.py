@@ -19,11 +19,11 @@ from typing import Literal, NamedTuple, Protocol
 import numpy as np
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_number, one_of, positive_int
 from ctsim.engine.inference import for_inference
+from ctsim.engine.optim import SGD, Adam
+from ctsim.engine.schedules import Constant, Schedule
 from ctsim.models.base import ModelSpec
-from ctsim.optim import SGD, Adam
-from ctsim.schedules import Constant, Schedule
+from ctsim.validation import ConfigError, Problem, check, is_number, one_of, positive_int
 
 State = dict[str, torch.Tensor]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

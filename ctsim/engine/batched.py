@@ -34,7 +34,7 @@ the equivalence tests check:
 * **Routes.** ``route=vmap`` stacks the models of a group into one call; ``route=loop`` trains them one
   at a time through the plain module (torch's own kernels). ``auto`` takes ``vmap`` on GPUs, and on
   CPUs ``vmap`` for models without convolutions and ``loop`` for convolutional ones: on 2 CPU cores,
-  grouped convolutions run slower than one model at a time (``python -m ctsim.bench --cases routes``).
+  grouped convolutions run slower than one model at a time (``ctsim bench --cases routes``).
   A model with layers vmap cannot stack (torch's ``nn.LSTM``/``GRU``/``RNN``, BatchNorm with
   ``momentum=None``, ``nn.Embedding`` with ``max_norm``, ``spectral_norm``) takes ``loop`` under
   ``auto``; ``vmap`` refuses it, naming the layers (:func:`~ctsim.engine.stack.vmap_problems`).
@@ -61,7 +61,6 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn import functional as F
 
-from ctsim.config import ConfigError, Problem, check, one_of, positive_int
 from ctsim.engine.base import (
     EngineSettings,
     Predictions,
@@ -78,19 +77,20 @@ from ctsim.engine.base import (
 from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
 from ctsim.engine.inference import for_inference
 from ctsim.engine.memory import MemoryPlanner, budget_problem
+from ctsim.engine.optim import SGD
 from ctsim.engine.plan import Call, StepPlan, is_ragged, split_calls
 from ctsim.engine.scores import score, top
 from ctsim.engine.signals import Outputs, finish_stacked, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.engine.stack import Losses, Stack, aliases, batchnorm_in_float32, meta_copy, vmap_problems
 from ctsim.models.base import ModelSpec
-from ctsim.optim import SGD
+from ctsim.validation import ConfigError, Problem, check, first_line, one_of, positive_int
 
 SYNC_EVERY = 32  # steps between the lazy checks whether every model of a group has gone non-finite
 ROUTES = ("auto", "vmap", "loop")
 RAGGED = ("auto", "pad", "split")
 # Under ragged=auto a group is split by batch size when that makes at most this many calls per step on
-# average. Measured on CPU (python -m ctsim.bench --cases ragged): at 1.03 calls per step (the sea
+# average. Measured on CPU (ctsim bench --cases ragged): at 1.03 calls per step (the sea
 # quickstart's mixed decision point) splitting was 3-8% faster; at 1.44 (the trigger study's sizes)
 # padding was as fast or faster, at 8 to 256 models.
 SPLIT_CALLS = 1.1
@@ -354,7 +354,7 @@ class BatchedEngine(EngineSettings):
                 ) from e
             if losses_of.vmapped and any(phrase in str(e) for phrase in VMAP_REFUSALS):
                 raise RuntimeError(
-                    f"vmap cannot stack this model's forward pass ({_first_line(e)}): it needs plain tensor "
+                    f"vmap cannot stack this model's forward pass ({first_line(e)}): it needs plain tensor "
                     "ops without data-dependent control flow, .item() or fused kernels (README: Adding a "
                     "policy or a model). Use engine.route=loop, which trains it one model at a time"
                 ) from e
@@ -588,10 +588,6 @@ class _Kept:
         scale = share if weights is None else share * weights
         keys = call.keys.gather(1, pos)
         return Call(call.rows, keys, weights, pos.shape[1], call.whole, valid, call.count, scale)
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def _finite(losses: torch.Tensor, params: torch.Tensor, stack: Stack, work: dict) -> torch.Tensor:

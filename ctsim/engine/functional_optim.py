@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ctsim.optim import SGD, Adam, AdamW
+from ctsim.engine.optim import SGD, Adam, AdamW
 
 # Per-model scalars are kept in float64: torch.optim computes them as Python floats.
 _SCALAR = torch.float64

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ctsim.config import Problem, check, is_number
 from ctsim.engine.base import logits_of
 from ctsim.models.base import ModelSpec
+from ctsim.validation import Problem, check, is_number
 
 DEFAULT_FRACTION = 0.6
 

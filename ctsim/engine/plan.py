@@ -25,7 +25,7 @@ differ in size, and some have finished. Two layouts:
   that is not ragged).
 
 >>> from ctsim.engine.base import TrainConfig, TrainJob
->>> from ctsim.optim import SGD
+>>> from ctsim.engine.optim import SGD
 >>> job = lambda n, b: TrainJob(0, 0, None, SGD(), TrainConfig(epochs=1, batch_size=b), torch.arange(n), 0)
 >>> plan = StepPlan([job(5, 2), job(4, 2)], torch.device("cpu"), torch.float32)
 >>> [[(c.rows.tolist(), c.size) for c in calls] for calls in plan.calls]
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from ctsim.engine.base import TrainJob
-from ctsim.schedules import Constant
+from ctsim.engine.schedules import Constant
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ctsim.config import Problem, check
 from ctsim.engine.base import (
     EngineSettings,
     Predictions,
@@ -35,6 +34,7 @@ from ctsim.engine.scores import score, top
 from ctsim.engine.signals import Outputs, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.models.base import ModelSpec
+from ctsim.validation import Problem, check
 
 
 @dataclass(eq=False)

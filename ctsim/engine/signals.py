@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, Problem
 from ctsim.engine.base import SignalRequest, check_state
+from ctsim.validation import ConfigError, Problem
 
 
 class Outputs(nn.Module):

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, Problem
 from ctsim.models.dropout import SeededDropout
+from ctsim.validation import ConfigError, Problem
 
 # Layers that draw from torch's global random stream in training, and have no seeded counterpart here.
 UNSEEDED = (
@@ -96,7 +96,7 @@ def seed_dropout(model: nn.Module) -> nn.Module:
     >>> seed_dropout(nn.Sequential(nn.Dropout2d(0.1)))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ctsim.config.ConfigError: invalid config:
+    ctsim.validation.ConfigError: invalid config:
       0=Dropout2d(p=0.1, inplace=False): expected layers with reproducible per-model randomness: ...
     """
     problems = []

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctsim.config import ConfigError, check, is_int
+from ctsim.validation import ConfigError, check, is_int
 
 
 class BagOfWords(nn.Module):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, check, positive_int
 from ctsim.models.conv import conv_blocks
 from ctsim.models.dropout import SeededDropout
+from ctsim.validation import ConfigError, check, positive_int
 
 
 class CNN(nn.Module):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, check, is_number
+from ctsim.validation import ConfigError, check, is_number
 
 _M32 = 0xFFFFFFFF
 

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, check, is_int
+from ctsim.validation import ConfigError, check, is_int
 
 
 class MLP(nn.Module):

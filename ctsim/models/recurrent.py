@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctsim.config import ConfigError, check, is_int, positive_int
+from ctsim.validation import ConfigError, check, is_int, positive_int
 
 PARAMETERS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # per layer, suffixed _l0, _l1, ...: as torch
 Layer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

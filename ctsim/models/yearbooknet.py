@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, check, positive_int
 from ctsim.models.conv import conv_blocks
+from ctsim.validation import ConfigError, check, positive_int
 
 
 class YearbookNet(nn.Module):

@@ -4,7 +4,7 @@
 * :mod:`~ctsim.registry.tables`: the tables, built from a simulation's result;
 * :mod:`~ctsim.registry.store`: the run folder, written as the run goes (journal, checkpoints, status);
 * :mod:`~ctsim.registry.provenance`: what a run was made from (config, code, versions, device, data);
-* :mod:`~ctsim.registry.read`: reading runs back, and ``python -m ctsim.query``.
+* :mod:`~ctsim.registry.read`: reading runs back, and ``ctsim query``.
 
 Names are imported on first use, so reading runs back does not import torch.
 """

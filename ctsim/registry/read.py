@@ -1,6 +1,6 @@
 """Read runs back: one run's tables, many runs' tables together, and SQL over them (polars).
 
-``python -m ctsim.query "SQL" [RUN_DIR or glob ...]`` runs SQL over the tables of every run found
+``ctsim query "SQL" [RUN_DIR or glob ...]`` runs SQL over the tables of every run found
 (default: every run under ``results/``), each row tagged with its run's folder in a ``run`` column.
 The ``runs`` table has one row per run, with its status, so unfinished runs can be told apart: their
 ``generations``, ``lineage`` and ``evals`` hold what was saved so far, and ``cost``, ``quality``,
@@ -37,6 +37,7 @@ from ctsim.registry.layout import (
     TABLES,
     read_status,
 )
+from ctsim.validation import first_line
 
 RUNS_SCHEMA = {
     "run": pl.String,
@@ -111,11 +112,13 @@ def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
 
 def _schema(table: str) -> dict:
     if table == "quality":
-        from ctsim.quality import QUALITY_SCHEMA  # imports torch: only for an unfinished run's empty table
+        from ctsim.measure.quality import (
+            QUALITY_SCHEMA,  # imports torch: only for an unfinished run's empty table
+        )
 
         return QUALITY_SCHEMA
     if table == "metrics":
-        from ctsim.metrics import METRICS_SCHEMA  # the same
+        from ctsim.measure.metrics import METRICS_SCHEMA  # the same
 
         return METRICS_SCHEMA
     schemas = {"evals": EVALS_SCHEMA, "generations": GENERATIONS_SCHEMA, "cost": COST_SCHEMA}
@@ -203,13 +206,13 @@ def query(sql: str, tables: Mapping[str, pl.DataFrame | pl.LazyFrame]) -> pl.Dat
         available = "\n".join(
             f"  {name}: {', '.join(frame.collect_schema().names())}" for name, frame in tables.items()
         )
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise QueryError(f"{first}\ntables and their columns:\n{available}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ctsim.query",
+        prog="ctsim query",
         description="SQL (polars) over the tables of many runs: " + ", ".join(ALL_TABLES) + ".",
     )
     parser.add_argument(

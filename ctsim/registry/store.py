@@ -34,7 +34,7 @@ import torch
 
 from ctsim.datasets.prepared import sha256 as file_sha256
 from ctsim.engine.base import Trained
-from ctsim.evaluation import Metrics
+from ctsim.measure.evaluation import Metrics
 from ctsim.registry.layout import JOURNAL, METRICS, STATUS, TABLES, read_status
 from ctsim.registry.tables import Saved, eval_rows, generation_rows, lineage_rows
 from ctsim.simulation import Generation, Pipeline

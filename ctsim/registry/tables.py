@@ -9,10 +9,10 @@ Tables (columns documented in the README, "Outputs"):
 * ``lineage``: the sample keys each generation was trained on;
 * ``quality``: one row per pipeline and seed: trigger quality against the dataset's abrupt change
   points (detection delay, misses, false alarms per 50 stable slices) and incorporation latency
-  (:mod:`ctsim.quality`);
+  (:mod:`ctsim.measure.quality`);
 * ``skipped``: one row per trigger that trained nothing, because its selection was empty;
 * ``metrics``: one row per pipeline and seed: continual-learning metrics of its accuracy matrix (BWT,
-  FWT, forgetting, Wild-Time's Eval-Fix and Eval-Stream; :mod:`ctsim.metrics`);
+  FWT, forgetting, Wild-Time's Eval-Fix and Eval-Stream; :mod:`ctsim.measure.metrics`);
 * ``runs``: one row per run, from its ``status.json`` (:mod:`ctsim.registry.store`).
 
 The row builders (:func:`generation_rows`, :func:`lineage_rows`, :func:`eval_rows`) also write the
@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 import polars as pl
 import torch
 
-from ctsim.cost import flops_per_sample
-from ctsim.evaluation import active_generations, composite
-from ctsim.metrics import metrics_of
-from ctsim.quality import PipelineTriggers, quality_table
+from ctsim.measure.cost import flops_per_sample
+from ctsim.measure.evaluation import active_generations, composite
+from ctsim.measure.metrics import metrics_of
+from ctsim.measure.quality import PipelineTriggers, quality_table
 from ctsim.registry.layout import (
     COST_SCHEMA,
     EVALS_SCHEMA,

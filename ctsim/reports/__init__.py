@@ -4,9 +4,10 @@
 * :mod:`~ctsim.reports.plots`: a run's plots (seaborn);
 * :mod:`~ctsim.reports.analysis`: the drift diagnostics the portraits case study checks;
 * :mod:`~ctsim.reports.oracle`: the hindsight-optimal trigger schedule and regret;
-* :mod:`~ctsim.reports.compare`: the comparison of many runs (``python -m ctsim.compare``), with its
+* :mod:`~ctsim.reports.compare`: the comparison of many runs (``ctsim compare``), with its
   plots and ``report.html`` (:mod:`~ctsim.reports.html`).
 
 Nothing here trains: it reads a run's tables (:mod:`ctsim.registry`). The continual-learning metrics
-(:mod:`ctsim.metrics`) sit below, beside :mod:`ctsim.quality`: a run computes them for its own tables.
+(:mod:`ctsim.measure.metrics`) sit below, beside :mod:`ctsim.measure.quality`: a run computes them for
+its own tables.
 """

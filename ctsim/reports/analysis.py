@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ctsim.metrics import nanmean
+from ctsim.measure.metrics import nanmean
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ class CompareSweep(Callback):
 
     def write(self) -> None:
         """Compare the sweep's runs into ``<sweep dir>/comparison``; a problem is printed, not raised (the
-        runs are written already, and ``python -m ctsim.compare`` can be run on them later)."""
+        runs are written already, and ``ctsim compare`` can be run on them later)."""
         if not self.enabled or self.written or self.sweep_dir is None:
             return
         self.written = True

@@ -1,6 +1,6 @@
 """Compare runs: one table per pipeline with uncertainty over seeds, plots and ``report.html``.
 
-``python -m ctsim.compare RUN_OR_SWEEP_DIR ... [--out DIR] [--price-per-hour P] [--candidates NAME]
+``ctsim compare RUN_OR_SWEEP_DIR ... [--out DIR] [--price-per-hour P] [--candidates NAME]
 [--alpha A]``
 
 Every run folder at or below the given folders is read back (:mod:`ctsim.registry`). A Hydra sweep
@@ -18,10 +18,10 @@ Per pipeline (:data:`SUMMARY_SCHEMA`): composite accuracy, its mean and 95% conf
 seeds (Student's t, :func:`scipy.stats.t.interval`), macro-F1 and AUROC, triggers, samples trained,
 FLOPs, **device-seconds** (the seconds the policy would cost in deployment: trigger decisions, selection
 and training; the simulator's own evaluation is left out), an estimated cost in dollars (device-hours
-× ``price_per_hour``), incorporation latency (:mod:`ctsim.quality`), the continual-learning metrics
-(:mod:`ctsim.metrics`) and the regret against the oracle's frontier (:mod:`ctsim.reports.oracle`) when one
-compared pipeline trains at every slice: "exact" or "approximate" in every heading, with a note naming
-any pipeline above an approximate frontier and why.
+× ``price_per_hour``), incorporation latency (:mod:`ctsim.measure.quality`), the continual-learning
+metrics (:mod:`ctsim.measure.metrics`) and the regret against the oracle's frontier
+(:mod:`ctsim.reports.oracle`) when one compared pipeline trains at every slice: "exact" or
+"approximate" in every heading, with a note naming any pipeline above an approximate frontier and why.
 
 Refused, naming the runs: folders without runs, runs that replay different data (or split it
 differently), runs written by a ctsim with another table version, the same pipeline and seed in two
@@ -155,7 +155,7 @@ def _check_comparable(runs: list[Run]) -> None:
         raise CompareError(
             f"these runs were written by an older ctsim, with table version other than {TABLE_VERSION}: "
             f"{shown}. Their tables lack columns the comparison reads; run them again with this "
-            "ctsim, or read them with python -m ctsim.query"
+            "ctsim, or read them with ctsim query"
         )
     groups: dict[tuple, list[Run]] = {}
     for r in runs:
@@ -427,13 +427,15 @@ def markdown(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Pat
     if comparison.candidates:
         lines.append(
             f"- Regret against the {comparison.oracle} frontier of the candidates of "
-            f"`{comparison.candidates}` (see ctsim.oracle)."
+            f"`{comparison.candidates}` (see `ctsim oracle`)."
         )
     lines += [f"- {n}" for n in comparison.notes]
     if comparison.left_out:
         lines += ["", "## Left out", ""]
         lines += [f"- `{folder}`: {why}" for folder, why in comparison.left_out]
     lines += ["", "## Plots", ""]
+    from ctsim.reports.plots import plot_labels  # matplotlib loads with the plots, not before
+
     shortened = plot_labels(table)
     if shortened:
         lines += [
@@ -448,14 +450,6 @@ def markdown(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Pat
     lines += ["", "## Runs", ""]
     lines += [f"- `{r.path}`: {' '.join(r.overrides) or '(no overrides)'}" for r in comparison.runs]
     return "\n".join(lines) + "\n"
-
-
-def plot_labels(table: pl.DataFrame) -> list[tuple[str, str]]:
-    """(label in the plots, full name) of the pipelines the plots shorten (:class:`~ctsim.reports.plots.
-    Style`)."""
-    from ctsim.reports.plots import Style
-
-    return Style.of(table["pipeline"].to_list()).legend_table()
 
 
 def compare(
@@ -479,7 +473,7 @@ def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ctsim.compare",
+        prog="ctsim compare",
         description="Compare runs: a table per pipeline (mean and 95% CI over seeds, significance groups, "
         "cost), plots and report.html.",
     )

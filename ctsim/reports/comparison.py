@@ -183,3 +183,10 @@ def coverage_notes(table: pl.DataFrame) -> list[str]:
         for row in table.iter_rows(named=True)
         if row["covered_slices"] is not None and row["covered_slices"] < most
     ]
+
+
+def frontier_label(exact: bool, candidates: str) -> str:
+    """What plots and tables call the frontier."""
+    if exact:
+        return f"hindsight-optimal frontier (exact; candidates {candidates})"
+    return f"approximate frontier (candidates {candidates})"

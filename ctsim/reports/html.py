@@ -105,7 +105,7 @@ def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]
             tds.append(f'<td data-value="{e(value)}">{e(shown[key])}</td>')
         shade = ' class="best-group"' if row["group"] == 1 else ""
         body.append(f"<tr{shade}>" + "".join(tds) + "</tr>")
-    from ctsim.reports.compare import plot_labels
+    from ctsim.reports.plots import plot_labels
 
     captions = dict(CAPTIONS)
     if comparison.oracle == "approximate":

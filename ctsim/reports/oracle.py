@@ -1,11 +1,11 @@
 """The hindsight-optimal trigger schedule: the best composite accuracy reachable with K triggers.
 
-``python -m ctsim.oracle RUN_DIR [--candidates NAME] [--out DIR]``
+``ctsim oracle RUN_DIR [--candidates NAME] [--out DIR]``
 
 One variant of a run is the **candidate source**: it trains a generation at (at least) every slice,
 e.g. ``trigger=always`` or ``trigger=time trigger.every=1``. Any trigger schedule is a subset of
 those candidates; its composite accuracy follows from the candidates' accuracy matrix alone, with
-the active-model rule of :mod:`ctsim.evaluation` (a chosen candidate trained through slice ``t``
+the active-model rule of :mod:`ctsim.measure.evaluation` (a chosen candidate trained through slice ``t``
 serves ``t+1, …`` until a later chosen one replaces it; of candidates sharing a slice the later one
 wins; slices before the first chosen candidate, or without test data, are left out of the mean). For
 every budget ``K`` the oracle finds the subset of exactly ``K`` candidates with the highest
@@ -65,7 +65,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from ctsim.evaluation import active_generations, composite
+from ctsim.measure.evaluation import active_generations, composite
 from ctsim.registry.layout import read_status
 
 TABLES = ("evals", "generations", "cost")
@@ -286,13 +286,6 @@ def exactness(config: Mapping | None, generations: pl.DataFrame, candidates: str
     return True, f"the candidates ({candidates}) are trained from scratch on all data seen"
 
 
-def frontier_label(exact: bool, candidates: str) -> str:
-    """What plots and tables call the frontier."""
-    if exact:
-        return f"hindsight-optimal frontier (exact; candidates {candidates})"
-    return f"approximate frontier (candidates {candidates})"
-
-
 def above_note(above: Sequence[tuple[str, float]], candidates: str, exact: bool, why: str) -> str:
     """Why ``above`` (pipeline, mean regret < 0) lie above the frontier: no contradiction, named."""
     shown = ", ".join(f"{name} (by {-regret:.4f})" for name, regret in above)
@@ -509,7 +502,7 @@ def run_oracle(
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ctsim.oracle", description="The hindsight-optimal trigger schedule of a run."
+        prog="ctsim oracle", description="The hindsight-optimal trigger schedule of a run."
     )
     parser.add_argument("run_dir", type=Path, help="a finished run folder (results/runs/<name>/<time>)")
     parser.add_argument("--candidates", help="the variant that trains at every slice (default: found)")

@@ -390,7 +390,7 @@ def accuracy_triggers(
     """Composite accuracy against the number of triggers (Modyn's scatter), 95% intervals, and the
     oracle's frontier as a step line where there is one: solid and "exact", or dotted and
     "approximate" (its ``oracle`` column, :mod:`ctsim.reports.oracle`)."""
-    from ctsim.reports.oracle import frontier_label
+    from ctsim.reports.comparison import frontier_label
 
     style = style or Style.of(table["pipeline"].to_list())
     fig, ax = plt.subplots(figsize=(9, 5.5))
@@ -565,3 +565,8 @@ def cl_metrics(metrics: pl.DataFrame, path: Path, style: Style | None = None) ->
         y=1.06,
     )
     return _save(fig, path)
+
+
+def plot_labels(table: pl.DataFrame) -> list[tuple[str, str]]:
+    """(label in the plots, full name) of the pipelines the plots shorten (:class:`Style`)."""
+    return Style.of(table["pipeline"].to_list()).legend_table()

@@ -9,7 +9,7 @@ import polars as pl
 import yaml
 
 from ctsim.datasets.base import ChangePoint
-from ctsim.quality import quality_markdown
+from ctsim.measure.quality import quality_markdown
 from ctsim.reports.comparison import coverage_notes
 
 
@@ -140,7 +140,7 @@ def metrics_markdown(metrics: pl.DataFrame) -> list[str]:
         *lines,
         "",
         "Tasks are generations, each one's own slice the one its training data ended in "
-        "(metrics.parquet, ctsim.metrics): bwt, backward transfer (the last generation on each "
+        "(metrics.parquet, ctsim.measure.metrics): bwt, backward transfer (the last generation on each "
         "earlier one's slice, minus that one's own); fwt, forward transfer (each generation's predecessor on "
         "its slice, minus chance, 1 / classes); forgetting, the best earlier accuracy on those slices minus "
         f"the last generation's; eval_fix (Wild-Time), the model as of slice {_fmt(split)} on the slices up "
@@ -263,7 +263,7 @@ def markdown_summary(
         lines.append(
             "Against the abrupt change points above (gradual ones are background drift): a change is "
             "detected by the first trigger within 5 slices of it; other triggers outside those spans, "
-            "after the initial model, are false alarms (ctsim.quality)."
+            "after the initial model, are false alarms (ctsim.measure.quality)."
         )
     else:
         lines.append("The dataset names no abrupt change point: only incorporation latency is scored.")

@@ -3,8 +3,8 @@
 
 from ctsim.selection.all import AllData
 from ctsim.selection.balanced import ClassBalanced
-from ctsim.selection.base import Downsampled, Presampler, Selection, SelectionContext, SelectionPolicy
-from ctsim.selection.downsample import RS2, ScoreDownsampler
+from ctsim.selection.base import Presampler, Selection, SelectionContext, SelectionPolicy
+from ctsim.selection.downsample import RS2, Downsampled, ScoreDownsampler
 from ctsim.selection.freshness import Freshness
 from ctsim.selection.new import NewData
 from ctsim.selection.reservoir import Reservoir

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, one_of
 from ctsim.selection.base import Presampler, SelectionContext, uniform
+from ctsim.validation import ConfigError, one_of
 
 OF = ["seen", "interval"]
 

@@ -14,7 +14,8 @@ Selection runs in two stages, as in Modyn:
    on a fresh random subset.
 
 **The contract.** A selection policy is any class with ``select(ctx) -> Selection``
-(:class:`SelectionPolicy`), and optionally a ``downsample`` attribute (:class:`Downsampled`: None, a
+(:class:`SelectionPolicy`), and optionally a ``downsample`` attribute
+(:class:`~ctsim.selection.downsample.Downsampled`: None, a
 :class:`~ctsim.selection.downsample.ScoreDownsampler` or :class:`~ctsim.selection.downsample.RS2`). A
 :class:`Presampler` subclass gives ``pool(ctx)`` and may give ``choose(pool, k, ctx)``; it gets
 ``select``, the budget and ``downsample`` from :class:`Presampler`. A run checks a policy's class at
@@ -31,11 +32,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, contract_problems, is_int, is_number
 from ctsim.engine.base import BatchThenSample, EpochSubset, share
+from ctsim.validation import ConfigError, Problem, check, contract_problems, is_int, is_number
 
 if TYPE_CHECKING:
-    from ctsim.selection.downsample import RS2, ScoreDownsampler
     from ctsim.stream import Stream
 
 
@@ -79,18 +79,6 @@ class SelectionPolicy(Protocol):
     def select(self, ctx: SelectionContext) -> Selection:
         """The training set of the next generation: keys, and optional weights."""
         ...
-
-
-@runtime_checkable
-class Downsampled(Protocol):
-    """Optional: a policy whose candidates a downsampler then cuts (None: no downsampling)."""
-
-    downsample: ScoreDownsampler | RS2 | None
-
-
-def downsampler_of(policy: SelectionPolicy) -> ScoreDownsampler | RS2 | None:
-    """The policy's downsampler: None unless it declares one (:class:`Downsampled`)."""
-    return policy.downsample if isinstance(policy, Downsampled) else None
 
 
 class _Pools(Protocol):

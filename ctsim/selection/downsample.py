@@ -22,12 +22,14 @@ Set on any presampling policy as ``downsample`` (``selection/downsample=<name>``
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 
-from ctsim.config import ConfigError, check, one_of
 from ctsim.engine.base import SCORES, BatchThenSample, EpochSubset
 from ctsim.engine.scores import score, top
 from ctsim.selection.base import Selection, budget, fraction_problem
+from ctsim.validation import ConfigError, check, one_of
 
 FORMS = ("stb", "bts")
 DRAWS = ("top", "proportional")
@@ -144,3 +146,15 @@ class RS2:
     def apply(self, selection: Selection, signals, y, generator, bias: bool = True) -> Selection:
         subset = EpochSubset(self.fraction, self.replacement)
         return Selection(selection.keys, selection.weights, epoch_subset=subset)
+
+
+@runtime_checkable
+class Downsampled(Protocol):
+    """Optional: a policy whose candidates a downsampler then cuts (None: no downsampling)."""
+
+    downsample: ScoreDownsampler | RS2 | None
+
+
+def downsampler_of(policy: object) -> ScoreDownsampler | RS2 | None:
+    """The policy's downsampler: None unless it declares one (:class:`Downsampled`)."""
+    return policy.downsample if isinstance(policy, Downsampled) else None

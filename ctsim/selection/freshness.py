@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, check, is_number
 from ctsim.engine.base import share
 from ctsim.selection.base import Presampler, SelectionContext, uniform
+from ctsim.validation import ConfigError, check, is_number
 
 DEFAULT_FRACTION = 0.5  # the budget when neither a limit nor a fraction is given
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, check, is_int
 from ctsim.selection.base import Presampler, SelectionContext
+from ctsim.validation import ConfigError, check, is_int
 
 
 class NewData(Presampler):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, positive_int
 from ctsim.selection.base import Presampler, SelectionContext
+from ctsim.validation import ConfigError, positive_int
 
 
 class Reservoir(Presampler):

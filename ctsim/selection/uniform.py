@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, one_of
 from ctsim.selection.base import Presampler, SelectionContext
+from ctsim.validation import ConfigError, one_of
 
 OF = ["seen", "interval"]
 DEFAULT_FRACTION = 0.5  # the budget when neither a limit nor a fraction is given

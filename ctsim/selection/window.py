@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ctsim.config import ConfigError, one_of, positive_int, positive_number
 from ctsim.selection.base import Presampler, SelectionContext
+from ctsim.validation import ConfigError, one_of, positive_int, positive_number
 
 UNITS = ["slices", "time", "samples"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ctsim.config import ConfigError, positive_int
 from ctsim.triggers.base import TriggerContext
+from ctsim.validation import ConfigError, positive_int
 
 
 class AmountTrigger:

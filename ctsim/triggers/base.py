@@ -38,10 +38,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ctsim.config import Problem, contract_problems
 from ctsim.engine.base import Engine, SignalRequest, State
 from ctsim.models.base import ModelSpec
 from ctsim.stream import ArrivalBatch, Stream
+from ctsim.validation import Problem, contract_problems
 
 Signals = Mapping[str, Mapping[str, torch.Tensor]]
 

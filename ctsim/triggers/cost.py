@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ctsim.config import ConfigError, check, is_number, one_of
 from ctsim.triggers.base import TriggerContext, Want
+from ctsim.validation import ConfigError, check, is_number, one_of
 
 
 class CostTrigger:

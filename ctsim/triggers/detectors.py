@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, one_of
+from ctsim.validation import ConfigError, Problem, check, is_int, one_of
 
 CORRECTIONS = ("bonferroni", "fdr_bh")
 

@@ -45,12 +45,12 @@ from typing import Literal
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int, one_of, positive_int
 from ctsim.stream import Stream
 from ctsim.triggers.base import TriggerContext, Want
 from ctsim.triggers.detectors import MMD, Detector, Result, mmd_many
 from ctsim.triggers.encoders import Encoder, ModelEmbeddings, ModuleEncoder, as_encoder
 from ctsim.triggers.rules import PValue, Rule
+from ctsim.validation import ConfigError, Problem, check, is_int, one_of, positive_int
 
 EMBEDDINGS = frozenset({"embeddings"})
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, Problem, positive_int, seed_problem
+from ctsim.validation import ConfigError, Problem, positive_int, seed_problem
 
 
 class ModelEmbeddings:

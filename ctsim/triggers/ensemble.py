@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
-from ctsim.config import ConfigError, Problem, check, is_int, one_of
 from ctsim.stream import Stream
 from ctsim.triggers.base import Trigger, TriggerContext, Want, problems_of, trigger_problems, wants_of
+from ctsim.validation import ConfigError, Problem, check, is_int, one_of
 
 MODES = ("any", "all", "majority", "at_least")
 

@@ -43,10 +43,10 @@ import warnings
 
 import torch
 
-from ctsim.config import ConfigError, check, is_int, is_number
 from ctsim.triggers.base import TriggerContext, Want
 from ctsim.triggers.detectors import Result
 from ctsim.triggers.rules import PValue, Rule
+from ctsim.validation import ConfigError, check, is_int, is_number
 
 
 class PerformanceTrigger:

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ctsim.config import ConfigError, Problem, check, is_int, is_number, non_negative_number, positive_int
 from ctsim.triggers.detectors import Result
+from ctsim.validation import ConfigError, Problem, check, is_int, is_number, non_negative_number, positive_int
 
 
 class Rule(Protocol):

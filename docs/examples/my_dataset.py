@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_number
 from ctsim.datasets.base import Samples
+from ctsim.validation import ConfigError, Problem, check, is_number
 
 ARRAYS = "arrays x (features, one row per sample), y (class index per row) and t (time per row)"
 

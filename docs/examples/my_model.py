@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ctsim.config import ConfigError, check, is_int, is_number
+from ctsim.validation import ConfigError, check, is_int, is_number
 
 
 class ResidualMLP(nn.Module):

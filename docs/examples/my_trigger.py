@@ -8,8 +8,8 @@ my_trigger.ErrorRateTrigger`` in ``conf/trigger/my_trigger.yaml`` finds the clas
 
 from __future__ import annotations
 
-from ctsim.config import ConfigError, check, is_number
 from ctsim.triggers.base import TriggerContext, Want
+from ctsim.validation import ConfigError, check, is_number
 
 
 class ErrorRateTrigger:
@@ -38,7 +38,7 @@ class ErrorRateTrigger:
     >>> ErrorRateTrigger(max_error=1.5)
     Traceback (most recent call last):
     ...
-    ctsim.config.ConfigError: invalid config:
+    ctsim.validation.ConfigError: invalid config:
       max_error=1.5: expected a number in (0, 1)
     """
 

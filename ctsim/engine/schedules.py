@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from ctsim.config import ConfigError, check, is_number, positive_int, positive_number
+from ctsim.validation import ConfigError, check, is_number, positive_int, positive_number
 
 __all__ = ["Constant", "Cosine", "Schedule", "StepDecay"]
 

@@ -1,4 +1,4 @@
-"""``python -m ctsim.export tensorboard|mlflow RUN_DIR``: a finished run, in the tools people already use.
+"""``ctsim export tensorboard|mlflow RUN_DIR``: a finished run, in the tools people already use.
 
 Both are optional extras (``pip install -e ".[export]"``): ctsim itself needs neither. Both export the
 same numbers, for each pipeline and seed:
@@ -18,7 +18,7 @@ matrix as an image (``matrix/accuracy``: generations down, slices across, white 
 **mlflow** logs one MLflow run per pipeline and seed into a local store in the run folder (by default
 ``RUN_DIR/mlflow.db``, an SQLite file, with artifacts in ``RUN_DIR/mlartifacts``; ``--tracking-uri``
 for another), in an experiment named after the run: the pipeline's settings, ``pipeline``, ``seed``,
-the run folder (``ctsim.run``) and its config hash as params; the metrics ``composite_<metric>_slice``,
+the run folder (``ctsim.app.run``) and its config hash as params; the metrics ``composite_<metric>_slice``,
 ``train_final_loss`` and the tables' column names; the pipeline's checkpoints as artifacts. Open it
 with ``mlflow ui --backend-store-uri sqlite:///RUN_DIR/mlflow.db``. (MLflow 3 keeps its older
 ``./mlruns`` folder store in maintenance mode and refuses it unless ``MLFLOW_ALLOW_FILE_STORE=true``.)
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ctsim.compose import PIPELINE_GROUPS
+from ctsim.app.compose import PIPELINE_GROUPS
 from ctsim.registry.layout import METRICS, read_status
 
 EXTRA = 'pip install -e ".[export]"'
@@ -209,7 +209,7 @@ def _logged(client, experiment_id: str, run_dir: Path) -> list[str]:
     ids, token = [], None
     while True:
         page = client.search_runs([experiment_id], page_token=token)
-        ids += [r.info.run_id for r in page if r.data.params.get("ctsim.run") == str(run_dir)]
+        ids += [r.info.run_id for r in page if r.data.params.get("ctsim.app.run") == str(run_dir)]
         token = page.token
         if not token:
             return ids
@@ -231,7 +231,7 @@ def _log_run(
         **pipeline_params(record, pipeline),
         "pipeline": pipeline,
         "seed": str(seed),
-        "ctsim.run": str(run_dir),
+        "ctsim.app.run": str(run_dir),
         "ctsim.config_hash": str(record.get("config_hash")),
     }
     now = int(time.time() * 1000)
@@ -284,7 +284,7 @@ def mlflow(run_dir: str | Path, tracking_uri: str | None = None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctsim.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ctsim export", description=__doc__.splitlines()[0])
     tools = parser.add_subparsers(dest="tool", required=True)
     tb = tools.add_parser("tensorboard", help="TensorBoard event files, one run per pipeline and seed")
     tb.add_argument("run_dir")
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids = mlflow(args.run_dir, args.tracking_uri)
             print(f"{len(ids)} MLflow run(s) logged")
     except (ExportError, FileNotFoundError) as e:
-        print(f"ctsim.export: {e}", file=sys.stderr)
+        print(f"ctsim.app.export: {e}", file=sys.stderr)
         return 2
     return 0
 

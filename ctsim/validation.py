@@ -6,7 +6,7 @@ any data is loaded or model trained) and report every problem at once::
     >>> ConfigError.raise_all([check("every", 0, False, "an integer ≥ 1")])
     Traceback (most recent call last):
     ...
-    ctsim.config.ConfigError: invalid config:
+    ctsim.validation.ConfigError: invalid config:
       every=0: expected an integer ≥ 1
 
 The entry point prefixes each problem with the config group it came from (``trigger.every``).
@@ -215,3 +215,15 @@ def _uncallable(hook: Hook, attr: object) -> str | None:
     except TypeError:
         return f"takes {signature}: it must take {', '.join(placeholders)}"
     return None
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type's name when it has none): what a
+    one-line error shows of a cause.
+
+    >>> first_line(ValueError("bad value\\nmore detail"))
+    'bad value'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)

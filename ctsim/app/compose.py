@@ -1,6 +1,6 @@
 """From a command line to composed configs: the run's own and each variant's, checked as configs.
 
-This is the first half of start-up checking; :mod:`ctsim.build` (which imports torch) is the second.
+This is the first half of start-up checking; :mod:`ctsim.app.build` (which imports torch) is the second.
 Nothing here imports torch. Everything here runs before a run folder exists.
 
 **Which pipelines a command line runs** (:func:`complete`). ``python -m ctsim`` alone runs the default
@@ -23,7 +23,7 @@ pipeline from any experiment's config, named after the run.
 
 **Unknown keys.** A key that the root config does not have (``trian:`` in an experiment file) is an
 error naming the nearest known key. Keys inside a component's config are checked against the
-arguments of its ``_target_`` when it is built (:mod:`ctsim.build`).
+arguments of its ``_target_`` when it is built (:mod:`ctsim.app.build`).
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from yaml import MarkedYAMLError
 
-from ctsim.config import MAX_SEED, Problem, check, is_int, is_number, positive_int, unwritable
-from ctsim.hydra_internals import reuse_parsed_configs
+from ctsim.app.hydra_internals import reuse_parsed_configs
+from ctsim.validation import MAX_SEED, Problem, check, first_line, is_int, is_number, positive_int, unwritable
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"  # the repository's conf/ (editable install)
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's conf/ (editable install)
 PIPELINE_GROUPS = ("trigger", "selection", "model", "optimizer", "schedule", "train")
 NAME = re.compile(r"^[^\W_][\w.-]*$")  # letters of any script (wetter_ä), digits, '_', '-', '.'
 NAME_RULE = "letters (any alphabet), digits, '_', '-' or '.', starting with a letter or digit"
@@ -109,7 +109,7 @@ def compose(
     config_name: str, overrides: list[str] | None = None, return_hydra_config: bool = False
 ) -> DictConfig:
     """Hydra's ``compose``, with each config file parsed once per initialisation
-    (:func:`ctsim.hydra_internals.reuse_parsed_configs`)."""
+    (:func:`ctsim.app.hydra_internals.reuse_parsed_configs`)."""
     reuse_parsed_configs()
     return hydra_compose(config_name, overrides=overrides or [], return_hydra_config=return_hydra_config)
 
@@ -142,7 +142,7 @@ def compose_run(config_name: str, overrides: list[str]) -> tuple[DictConfig | No
             problem, culprit = _yaml_problem(e), None
         except Exception as e:  # Hydra or OmegaConf failing inside on an override it did not refuse
             culprit = _culprit(config_name, overrides)
-            text = f"Hydra cannot apply this override ({type(e).__name__}: {_first_line(e)})"
+            text = f"Hydra cannot apply this override ({type(e).__name__}: {first_line(e)})"
             problem = Problem(culprit or "config", None, "", text=text)
         problems.append(problem)
         if culprit is None:
@@ -179,7 +179,7 @@ def _composition_problem(
             if "did you mean" not in problem.text:  # no typo in sight: perhaps a key to add
                 problem = replace(problem, text=f"{problem.text}; to add a new key: +{culprit or full_key}")
             return problem, culprit
-        text = f"Hydra cannot apply this override ({type(cause).__name__}: {_first_line(cause)})"
+        text = f"Hydra cannot apply this override ({type(cause).__name__}: {first_line(cause)})"
         return Problem(culprit or full_key, None, "", text=text), culprit
     bad = next((text for text, o in parsed if o is None), None)
     sweep = next((text for text, o in parsed if o is not None and o.is_sweep_override()), None)
@@ -197,9 +197,9 @@ def _composition_problem(
         )
         return Problem(bad, None, "", text=text), bad
     if bad is not None:
-        text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {_first_line(e)}"
+        text = f"not an override in Hydra's syntax (key=value, e.g. trigger.every=5): {first_line(e)}"
         return Problem(bad, None, "", text=text), bad
-    return Problem("config", None, f"a config Hydra can compose ({_first_line(e)})"), None
+    return Problem("config", None, f"a config Hydra can compose ({first_line(e)})"), None
 
 
 def _culprit(config_name: str, overrides: list[str]) -> str | None:
@@ -295,9 +295,7 @@ def run_problems(cfg: DictConfig) -> list[Problem]:
     name, seeds, out = cfg.get("name"), cfg.population.get("seeds"), cfg.get("output", {})
     seed_list = list(seeds) if OmegaConf.is_list(seeds) else seeds
     return [
-        check(
-            "name", name, isinstance(name, str) and bool(NAME.match(name)), NAME_RULE
-        ),
+        check("name", name, isinstance(name, str) and bool(NAME.match(name)), NAME_RULE),
         check("progress", cfg.get("progress"), isinstance(cfg.get("progress"), bool), "true or false"),
         check(
             "population.seeds",
@@ -415,7 +413,7 @@ def variants(
             composed = compose(config_name, overrides=run + ovs)
         except (HydraException, MarkedYAMLError) as e:
             key = f"population.variants.{name}"
-            problems.append(Problem(key, ovs, f"overrides Hydra can apply ({_first_line(e)})"))
+            problems.append(Problem(key, ovs, f"overrides Hydra can apply ({first_line(e)})"))
             continue
         out.append(Variant(name, ovs, composed))
     return out, problems
@@ -530,8 +528,3 @@ def _key(o: Override) -> str:
 def _top_key(override: str) -> str:
     """``trigger`` for ``trigger=time``, ``trigger.every=2``, ``+trigger.x=1`` or ``train/optimizer=adam``."""
     return re.split(r"[.=/]", override.lstrip("+~"), maxsplit=1)[0]
-
-
-def _first_line(e: Exception) -> str:
-    lines = [line for line in str(e).splitlines() if line.strip()]
-    return lines[0] if lines else type(e).__name__

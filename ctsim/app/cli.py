@@ -1,9 +1,9 @@
 """The run subcommand: ``ctsim [run] [experiment=NAME] [group=option ...] [key=value ...]`` (or
-``python -m ctsim ...``; the other subcommands are in :mod:`ctsim.commands`).
+``python -m ctsim ...``; the other subcommands are in :mod:`ctsim.app.commands`).
 
-The command line is first completed by the rule of :func:`ctsim.compose.complete` (which pipelines it
+The command line is first completed by the rule of :func:`ctsim.app.compose.complete` (which pipelines it
 runs). Before Hydra creates a run folder, :func:`main` composes the same config with Hydra's compose API
-and checks all of it (:mod:`ctsim.compose`, then :mod:`ctsim.build`), for every job of a sweep. A bad
+and checks all of it (:mod:`ctsim.app.compose`, then :mod:`ctsim.app.build`), for every job of a sweep. A bad
 input stops with exit code 2 and one line per problem, and leaves no folder behind. Only then does
 Hydra take over (``@hydra.main``): it writes the run folder and calls :func:`_app`, which runs the plan
 already built. A sweep's folder is claimed here, once, and handed to its jobs, so jobs that a launcher
@@ -31,8 +31,8 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import ctsim.help  # noqa: F401  (registers ${ctsim_help:...}, which --help's template calls)
-from ctsim.compose import (
+import ctsim.app.help  # noqa: F401  (registers ${ctsim_help:...}, which --help's template calls)
+from ctsim.app.compose import (
     CONF_DIR,
     callback_problems,
     complete,
@@ -43,11 +43,11 @@ from ctsim.compose import (
     subdir_problems,
     variants,
 )
-from ctsim.config import ConfigError
-from ctsim.hydra_internals import args_parser, sweep_jobs
+from ctsim.app.hydra_internals import args_parser, sweep_jobs
+from ctsim.validation import ConfigError
 
 if TYPE_CHECKING:
-    from ctsim.build import RunPlan
+    from ctsim.app.build import RunPlan
 
 THREADS = "CTSIM_THREADS"  # set for each job of a sweep whose jobs run side by side on one machine
 _claimed: dict[str, str] = {}
@@ -82,7 +82,7 @@ OmegaConf.register_new_resolver("unique_dir", unique_dir, replace=True)
 def main(argv: list[str] | None = None) -> None:
     """``ctsim [run] ...`` / ``python -m ctsim ...``: check everything, then let Hydra run it.
 
-    ``argv`` (default ``sys.argv[1:]``) is completed first (:func:`ctsim.compose.complete`): what it adds
+    ``argv`` (default ``sys.argv[1:]``) is completed first (:func:`ctsim.app.compose.complete`): what it adds
     becomes part of the command line Hydra sees, the run records and a resume replays.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _completed(argv: list[str], args: argparse.Namespace) -> list[str]:
-    """``argv`` with the overrides :func:`ctsim.compose.complete` adds (and its ``~experiment``)."""
+    """``argv`` with the overrides :func:`ctsim.app.compose.complete` adds (and its ``~experiment``)."""
     overrides = list(args.overrides)
     done = complete(overrides, args.config_name or "config")
     if done == overrides:
@@ -210,7 +210,7 @@ def preflight(
         first = composed[0][0] if composed else None
         if not build:
             return {}, first
-        from ctsim.build import build_run  # imports torch: only once the command line makes sense
+        from ctsim.app.build import build_run  # imports torch: only once the command line makes sense
 
         plans = {}
         for i, (cfg, task, run_overrides) in enumerate(composed):
@@ -309,7 +309,7 @@ def print_pipelines(args: argparse.Namespace) -> None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _app(cfg: DictConfig) -> None:
     """The run itself, in the folder Hydra made for it."""
-    from ctsim.build import build_run
+    from ctsim.app.build import build_run
 
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
@@ -333,7 +333,7 @@ def _app(cfg: DictConfig) -> None:
 
 
 def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
-    from ctsim.execute import execute
+    from ctsim.app.execute import execute
 
     try:
         outcome = execute(plan, out_dir, command=command)

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 # name: (one line for ``ctsim --help``, "module:function" that runs it, the function takes the argv given)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("run a simulation (the default: ctsim experiment=NAME ...)", "ctsim.cli:main"),
-    "resume": ("finish an interrupted or killed run from what it saved", "ctsim.resume:main"),
-    "reproduce": ("train one generation again and compare it with its checkpoint", "ctsim.resume:main"),
+    "run": ("run a simulation (the default: ctsim experiment=NAME ...)", "ctsim.app.cli:main"),
+    "resume": ("finish an interrupted or killed run from what it saved", "ctsim.app.resume:main"),
+    "reproduce": ("train one generation again and compare it with its checkpoint", "ctsim.app.resume:main"),
     "compare": (
         "compare runs: a table with 95% CIs, plots, report.html (a sweep does it at its end)",
         "ctsim.reports.compare:main",
@@ -36,12 +35,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "the hindsight-optimal trigger schedule and each pipeline's regret",
         "ctsim.reports.oracle:main",
     ),
-    "export": ("a finished run, in TensorBoard or MLflow", "ctsim.export:main"),
+    "export": ("a finished run, in TensorBoard or MLflow", "ctsim.app.export:main"),
     "datasets": (
         "prepare a dataset from your files (yearbook, huffpost, ...); list, info",
         "ctsim.datasets.prepare:main",
     ),
-    "bench": ("benchmark the batched engine's routes against the sequential engine", "ctsim.bench:main"),
+    "bench": ("benchmark the batched engine's routes against the sequential engine", "ctsim.app.bench:main"),
 }
 USAGE = {
     "resume": "ctsim resume RUN_DIR",
@@ -53,7 +52,7 @@ USAGE = {
     "datasets": "ctsim datasets prepare|list|info ...",
     "bench": "ctsim bench [--cases ...]",
 }
-BENCH_CASES = ("populations", "routes", "launch", "small_mlps", "eval")  # ctsim.bench.CASES
+BENCH_CASES = ("populations", "routes", "launch", "small_mlps", "eval")  # ctsim.app.bench.CASES
 
 
 def _resume(p: argparse.ArgumentParser) -> None:
@@ -159,20 +158,3 @@ def implementation(name: str) -> Callable:
     """The function that runs subcommand ``name`` (imported now: this is what loads torch and polars)."""
     module, function = COMMANDS[name][1].split(":")
     return getattr(importlib.import_module(module), function)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ctsim ARGS``: dispatch to the subcommand (``run`` when the first argument names none)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    name = argv[0] if argv and argv[0] in COMMANDS else "run"
-    rest = argv[1:] if argv and argv[0] == name else argv
-    if name == "run":
-        from ctsim.cli import main as run
-
-        run(rest)
-        return 0
-    if not (name == "datasets" and rest[:1] == ["prepare"]):  # prepare's help lists what it can prepare
-        parser(name).parse_args(rest)  # --help and usage errors, before anything heavy loads
-    given = [name, *rest] if name in ("resume", "reproduce") else rest
-    code = implementation(name)(given)
-    return code if isinstance(code, int) else 0  # bench returns its tables

@@ -16,6 +16,14 @@ import copy
 from hydra.core.override_parser.types import Override
 
 
+def locate(path: str) -> object:
+    """The object a ``_target_`` names (``hydra._internal.utils._locate``: what
+    ``hydra.utils.get_object`` does, without logging the error it then raises)."""
+    from hydra._internal.utils import _locate
+
+    return _locate(path)
+
+
 def args_parser() -> argparse.ArgumentParser:
     """Hydra's own command-line parser (``hydra._internal.utils.get_args_parser``), as ``@hydra.main``
     uses it: ``--help``, ``-m``, ``--cfg``, ``--config-dir``, ... and the overrides."""

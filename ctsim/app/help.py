@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ctsim.compose import CONF_DIR
+from ctsim.app.compose import CONF_DIR
 
 USAGE = """\
 ctsim: a continual-training simulator. It replays a time-ordered dataset through trigger and selection
@@ -242,9 +242,9 @@ def _primary_config() -> Path:
 
 
 def commands_text() -> str:
-    """A line per subcommand (:mod:`ctsim.commands`)."""
-    from ctsim.commands import COMMANDS
-    from ctsim.commands import USAGE as USES
+    """A line per subcommand (:mod:`ctsim.app.commands`)."""
+    from ctsim.app.commands import COMMANDS
+    from ctsim.app.commands import USAGE as USES
 
     rows = [(USES[name], COMMANDS[name][0]) for name in USES]
     width = max(len(c) for c, _ in rows)

@@ -3,7 +3,7 @@
 
 Both rebuild the run from what its ``status.json`` recorded (the config name, the command line's
 overrides, the working folder) and replay it. The replay is deterministic: it makes the same
-decisions, and a generation that was saved is loaded instead of trained (:mod:`ctsim.execute`,
+decisions, and a generation that was saved is loaded instead of trained (:mod:`ctsim.app.execute`,
 :class:`~ctsim.registry.store.RunStore`).
 
 * **resume** finishes an interrupted or killed run: it trains only what was not saved, evaluates only
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from ctsim.config import ConfigError, unwritable
 from ctsim.registry import provenance
 from ctsim.registry.layout import read_status
 from ctsim.registry.store import ResumeError, RunStore, load_state
+from ctsim.validation import ConfigError, unwritable
 
 RUNNING = "running"
 
@@ -36,8 +36,8 @@ def load_plan(run_dir: Path, record: dict):
     """The run's plan, built again from its recorded command line, in its recorded working folder."""
     from hydra import initialize_config_dir
 
-    from ctsim.build import build_run
-    from ctsim.compose import CONF_DIR, compose_run
+    from ctsim.app.build import build_run
+    from ctsim.app.compose import CONF_DIR, compose_run
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="ctsim"):
         cfg, problems = compose_run(record["config_name"], list(record["overrides"]))
@@ -105,7 +105,7 @@ def _alive(record: dict) -> bool:
 
 def resume(run_dir: str | Path, echo: bool = True):
     """Finish an interrupted or killed run; see the module docstring."""
-    from ctsim.execute import execute
+    from ctsim.app.execute import execute
 
     run_dir = Path(run_dir).resolve()
     record = run_record(run_dir)
@@ -237,7 +237,7 @@ def reproduce(run_dir: str | Path, pipeline: str, seed: int, generation: int) ->
 def main(argv: Sequence[str]) -> int:
     """``ctsim resume|reproduce ...`` (``argv`` starts with the subcommand); exit code 0, 1 (reproduce:
     parameters differ) or 2."""
-    from ctsim.commands import parser
+    from ctsim.app.commands import parser
 
     command, rest = argv[0], list(argv[1:])
     args = parser(command).parse_args(rest)

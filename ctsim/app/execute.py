@@ -14,8 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ctsim.build import RunPlan
-from ctsim.config import ConfigError
+from ctsim.app.build import RunPlan
 from ctsim.registry import provenance
 from ctsim.registry.layout import STATUS, TABLE_VERSION, read_status
 from ctsim.registry.store import (
@@ -31,11 +30,12 @@ from ctsim.registry.tables import build_tables
 from ctsim.reports.summary import console_summary, markdown_summary
 from ctsim.simulation import SimulationResult, simulate, stream_problems
 from ctsim.stream import Stream
+from ctsim.validation import ConfigError
 
 
 class NoAccuracy(RuntimeError):
     """The run finished, but no pipeline has an accuracy to report; the message says why (raised by the
-    callers of :func:`execute`: the command line exits with code 1, :func:`ctsim.run` raises it)."""
+    callers of :func:`execute`: the command line exits with code 1, :func:`ctsim.app.run` raises it)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def execute(
     The run is recorded as it goes (:mod:`ctsim.registry.store`). ``status.json`` says where it is:
     ``running``, then ``finished``, ``interrupted`` (Ctrl-C or SIGTERM) or ``failed`` (with the
     error). A run killed outright stays ``running``; either way ``resume`` finishes it from what it
-    saved (:mod:`ctsim.resume`, which checks first that the code and config are the run's).
+    saved (:mod:`ctsim.app.resume`, which checks first that the code and config are the run's).
     """
     out_dir = Path(out_dir)
     if not resume and (out_dir / "evals.parquet").exists():
@@ -128,7 +128,7 @@ def execute(
 
 def evaluation_problems(stream: Stream, plan: RunPlan) -> list:
     """What leaves nothing to measure accuracy on, found once the data is loaded, before any training."""
-    from ctsim.config import Problem
+    from ctsim.validation import Problem
 
     if bool(stream.is_test.any()):
         return []

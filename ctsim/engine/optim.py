@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_number, non_negative_number, positive_number
+from ctsim.validation import ConfigError, Problem, check, is_number, non_negative_number, positive_number
 
 
 def _unit_interval(key: str, value: object) -> Problem | None:

@@ -1,9 +1,9 @@
 """Engine benchmark: the batched engine's routes against the sequential engine, case by case.
 
-    python -m ctsim.bench                                   # every case on the default device
-    python -m ctsim.bench --cases populations --models 1 8 --device cpu --samples 128
-    python -m ctsim.bench --device cuda --compile           # adds the torch.compile variant
-    python -m ctsim.bench --jsonl rows.jsonl                # each row also appended there when measured
+    ctsim bench                                   # every case on the default device
+    ctsim bench --cases populations --models 1 8 --device cpu --samples 128
+    ctsim bench --device cuda --compile           # adds the torch.compile variant
+    ctsim bench --jsonl rows.jsonl                # each row also appended there when measured
 
 Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.png``):
 
@@ -66,15 +66,15 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from ctsim.cost import flops_per_sample
 from ctsim.engine.audit import per_step
 from ctsim.engine.base import Engine, TrainConfig, TrainJob, build_model, job_seed
 from ctsim.engine.batched import BatchedEngine
+from ctsim.engine.optim import SGD, Adam
 from ctsim.engine.plan import StepPlan
 from ctsim.engine.sequential import SequentialEngine
+from ctsim.measure.cost import flops_per_sample
 from ctsim.models import CNN, GRU, LSTM, MLP, YearbookNet
 from ctsim.models.base import ModelSpec
-from ctsim.optim import SGD, Adam
 
 # fp32 peak (no tensor cores: TF32 stays off) in FLOP/s, by device name fragment; public data sheets.
 FP32_PEAK = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "L4": 30.3e12, "A10": 31.2e12}
@@ -452,7 +452,7 @@ def plot(frame: pl.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
-    parser = argparse.ArgumentParser(prog="python -m ctsim.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ctsim bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--models", type=int, nargs="+", default=[1, 8, 64, 256], help="population sizes")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

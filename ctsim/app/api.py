@@ -1,12 +1,12 @@
 """ctsim from Python: :func:`run` a simulation and get its tables back as polars frames; :func:`load` a run.
 
     >>> import ctsim
-    >>> result = ctsim.run(["dataset=sea", "trigger=drift", "dataset.size=0.1"])  # doctest: +SKIP
+    >>> result = ctsim.app.run(["dataset=sea", "trigger=drift", "dataset.size=0.1"])  # doctest: +SKIP
     >>> result.cost.select("pipeline", "triggers", "composite_accuracy")  # doctest: +SKIP
 
 :func:`run` takes the overrides of a command line (``ctsim dataset=sea trigger=drift`` is
-``ctsim.run(["dataset=sea", "trigger=drift"])``), checks them as the command line does, runs, and writes
-the same run folder. A bad input raises :class:`~ctsim.config.ConfigError` (a ``ValueError``) whose
+``ctsim.app.run(["dataset=sea", "trigger=drift"])``), checks them as the command line does, runs, and writes
+the same run folder. A bad input raises :class:`~ctsim.validation.ConfigError` (a ``ValueError``) whose
 message has one line per problem, as the command line prints it; nothing is written then.
 """
 
@@ -86,14 +86,14 @@ def run(
     ``config_dir``: a folder of your own config files, beside ctsim's ``conf/`` (the command line's
     ``--config-dir``). ``out_dir``: the run folder (new or empty); default
     ``results/runs/<name>/<time>/``, as the command line. ``echo``: print the run's first line and
-    summary. Raises :class:`~ctsim.config.ConfigError` on bad input, before anything is written.
+    summary. Raises :class:`~ctsim.validation.ConfigError` on bad input, before anything is written.
     """
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from ctsim import cli  # registers the run folder's resolver (unique_dir)
-    from ctsim.compose import CONF_DIR, complete, compose_run, config_problems, output_dir_problems
-    from ctsim.config import ConfigError
+    from ctsim.app import cli  # registers the run folder's resolver (unique_dir)
+    from ctsim.app.compose import CONF_DIR, complete, compose_run, config_problems, output_dir_problems
+    from ctsim.validation import ConfigError
 
     given = complete([str(o) for o in overrides])
     if config_dir is not None:
@@ -108,7 +108,7 @@ def run(
         task = [str(o) for o in cfg.hydra.overrides.task]
         run_overrides = task + [o for o in given if o.startswith("hydra.searchpath")]
         ConfigError.raise_all(config_problems(cfg, run_overrides, "config") + output_dir_problems(cfg, False))
-        from ctsim.build import build_run  # imports torch: only once the overrides make sense
+        from ctsim.app.build import build_run  # imports torch: only once the overrides make sense
 
         plan = build_run(cfg, run_overrides, "config")
         folder = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))  # the default claims a fresh folder
@@ -116,15 +116,15 @@ def run(
         del cli._claimed[key]  # the next call claims a folder of its own, even in the same second
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        from ctsim.execute import execute
+        from ctsim.app.execute import execute
 
-        outcome = execute(plan, folder, command=f"ctsim.run({task!r})", echo=echo)
+        outcome = execute(plan, folder, command=f"ctsim.app.run({task!r})", echo=echo)
     except ConfigError:  # found once the data is loaded, before any training: no folder left behind
         if not existed and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise
     if outcome.no_accuracy is not None:
-        from ctsim.execute import NoAccuracy
+        from ctsim.app.execute import NoAccuracy
 
         raise NoAccuracy(outcome.no_accuracy)
     return Result(folder)

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import polars as pl
 import torch
 
-from ctsim.config import ConfigError, Problem, check, is_int
 from ctsim.datasets.base import ChangePoint
 from ctsim.stream import Stream
+from ctsim.validation import ConfigError, Problem, check, is_int
 
 KINDS = ("abrupt", "gradual")
 _SLICES = "None or an integer ≥ 0 (slices)"

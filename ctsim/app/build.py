@@ -1,8 +1,8 @@
 """From a composed Hydra config to ready objects: the only place that calls ``instantiate``.
 
 Everything the config names is built and validated here, before any data is generated or model
-trained; every problem found is reported together in one :class:`~ctsim.config.ConfigError`, the
-config-level ones (:mod:`ctsim.compose`: unknown keys, variants, run folder) with the rest.
+trained; every problem found is reported together in one :class:`~ctsim.validation.ConfigError`, the
+config-level ones (:mod:`ctsim.app.compose`: unknown keys, variants, run folder) with the rest.
 
 **Population.** A run holds ``population.variants × population.seeds`` pipelines. A variant is a
 name and a list of Hydra overrides, applied on top of the run's own config::
@@ -17,7 +17,7 @@ name and a list of Hydra overrides, applied on top of the run's own config::
 Variants change only the pipeline groups (trigger, selection, model, optimizer, schedule, train):
 the dataset, stream, engine and device are shared by the run. With no variants, the run is one
 pipeline, named after the run (``name``). How run overrides and variants combine is in
-:mod:`ctsim.compose`. A problem with a value a variant sets is named after the variant
+:mod:`ctsim.app.compose`. A problem with a value a variant sets is named after the variant
 (``never:train.epochs``); a problem with a run-level value is named once.
 """
 
@@ -29,12 +29,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-from hydra._internal.utils import _locate  # hydra.utils.get_object, without its error log
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ctsim.compose import (
+from ctsim.app.compose import (
     PIPELINE_GROUPS,
     Variant,
     override_keys,
@@ -44,15 +43,16 @@ from ctsim.compose import (
     unknown_root_keys,
     variants,
 )
-from ctsim.config import ConfigError, Problem, check
+from ctsim.app.hydra_internals import locate
 from ctsim.datasets.base import Dataset
 from ctsim.engine.base import Engine, TrainConfig, names_parameter
 from ctsim.models.base import ModelSpec, unsaved_seeded_buffers
-from ctsim.selection.base import downsampler_of, selection_problems
-from ctsim.selection.downsample import RS2, ScoreDownsampler
+from ctsim.selection.base import selection_problems
+from ctsim.selection.downsample import RS2, ScoreDownsampler, downsampler_of
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
 from ctsim.triggers.base import trigger_problems
+from ctsim.validation import ConfigError, Problem, check, first_line
 
 # Each policy group's contract (ctsim.triggers.base, ctsim.selection.base): its class is checked
 # against it before it is built, so a misnamed method stops the run at start-up, not mid-replay.
@@ -174,7 +174,7 @@ def _instantiate(node: Any, key: str, problems: list[Problem], **kwargs: Any) ->
             problems.extend(cause.prefixed(nested.group(1) if nested else key).problems)
         else:
             target = OmegaConf.select(node, "_target_") if isinstance(node, DictConfig) else None
-            detail = str(cause or e).splitlines()[0]
+            detail = first_line(cause or e)
             problems.append(Problem(key, target, f"arguments that {target} accepts ({detail})"))
         return None
 
@@ -197,7 +197,7 @@ def _unknown_arguments(node: Any, key: str, given: dict[str, Any]) -> list[Probl
     if "_target_" not in node:
         return nested
     try:
-        target = _locate(str(node._target_))
+        target = locate(str(node._target_))
     except Exception as e:  # Hydra's own message names the module or attribute it could not find
         return [
             Problem(
@@ -237,7 +237,7 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
             problems += [_fitting_model(p, dataset) for p in e.prefixed("model").problems]
         except Exception as e:  # a model that does not check its own arguments (a user's model)
             target = OmegaConf.select(cfg.model, "_target_")
-            detail = f"{type(e).__name__}: {_first_line(e)}"
+            detail = f"{type(e).__name__}: {first_line(e)}"
             problems.append(Problem("model", target, f"arguments that {target} accepts ({detail})"))
         else:
             if parts["train"] is not None:
@@ -254,7 +254,7 @@ def _contract_problems(node: Any, group: str) -> list[Problem]:
         expected = f"the class of the {group} policy: this node names none (pick an option of --help)"
         return [Problem(f"{group}._target_", None, expected)]
     try:
-        target = _locate(str(node._target_))
+        target = locate(str(node._target_))
     except Exception:
         return []  # a target that cannot be imported: _unknown_arguments names it
     return CONTRACTS[group](target, f"{group}._target_") if inspect.isclass(target) else []
@@ -326,10 +326,6 @@ def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch
             )
         )
     return [p for p in found if p is not None]
-
-
-def _first_line(e: Exception) -> str:
-    return next((line for line in str(e).splitlines() if line.strip()), "")
 
 
 def _attribute(variant: Variant, found: list[Problem], problems: list[Problem]) -> None:
