@@ -1,5 +1,5 @@
-"""Hydra's private parts that ctsim relies on (``ctsim/app/hydra_internals.py``): if a Hydra release changes them,
-these fail, naming what changed, instead of ctsim misreading a command line."""
+"""Hydra's private parts that ctsim relies on (``ctsim/app/hydra_internals.py``): if a Hydra release
+changes them, these fail, naming what changed, instead of ctsim misreading a command line."""
 
 from __future__ import annotations
 
