@@ -23,7 +23,6 @@ from ctsim.app.cli import CONF_DIR
 from ctsim.engine import SequentialEngine
 from ctsim.models import MLP, ModelSpec
 from ctsim.selection.base import (
-    Downsampled,
     Presampler,
     Selection,
     SelectionContext,
@@ -31,6 +30,7 @@ from ctsim.selection.base import (
     context_from_intervals,
     selection_problems,
 )
+from ctsim.selection.downsample import Downsampled
 from ctsim.stream import toy_stream
 from ctsim.triggers.base import (
     ChecksStream,
