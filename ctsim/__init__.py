@@ -3,7 +3,7 @@
 From Python (:mod:`ctsim.app.api`)::
 
     import ctsim
-    result = ctsim.app.run(["dataset=sea", "trigger=drift"])   # the command line's overrides
+    result = ctsim.run(["dataset=sea", "trigger=drift"])   # the command line's overrides
     result.cost                                            # polars DataFrames: evals, generations, cost, ...
     again = ctsim.load(result.run_dir)
 

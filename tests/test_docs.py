@@ -61,7 +61,7 @@ def _one_pipeline_choice() -> bool:
 # Features other work of this wave is adding (issue 25; the GPU check's wheels), which the docs already
 # show in their target form, each with how to tell that it landed.
 PENDING = {
-    "the Python API (ctsim.app.run, ctsim.load)": lambda: hasattr(ctsim, "run") and hasattr(ctsim, "load"),
+    "the Python API (ctsim.run, ctsim.load)": lambda: hasattr(ctsim, "run") and hasattr(ctsim, "load"),
     "the ctsim console script and its subcommands": _console_script,
     "one pipeline from a run-level choice": _one_pipeline_choice,
     "the GPU check's wheels (experiments/gpu_wheels.sh)": lambda: (
@@ -149,8 +149,8 @@ def finished_run(tmp_path_factory) -> Path:
 def test_python_block_runs(block, tmp_path, monkeypatch, request):
     if block.mark.startswith("skip"):
         pytest.skip(block.mark)
-    if "ctsim.app.run(" in block.text or "ctsim.load(" in block.text:
-        skip_unless_landed("the Python API (ctsim.app.run, ctsim.load)")
+    if "ctsim.run(" in block.text or "ctsim.load(" in block.text:
+        skip_unless_landed("the Python API (ctsim.run, ctsim.load)")
     text = block.text
     if block.mark == "runs":
         monkeypatch.chdir(request.getfixturevalue("finished_run"))

@@ -151,7 +151,7 @@ def test_mlflow_export_equals_the_tables_and_is_not_logged_twice(mlflow, finishe
         series[pipeline, seed] = mlflow_series(client, logged, cl)
         assert_series_equal(series[pipeline, seed], expected(finished, pipeline, seed), rel=1e-12)
         assert logged.data.params["pipeline"] == pipeline and logged.data.params["seed"] == str(seed)
-        assert logged.data.params["ctsim.app.run"] == str(finished.resolve())
+        assert logged.data.params["ctsim.run"] == str(finished.resolve())
     yearly, never = runs["yearly_seed1"], runs["never_seed0"]
     assert yearly.data.params["trigger.every"] == "1"  # the variant's own setting
     assert never.data.params["trigger._target_"] == "ctsim.triggers.NeverTrigger"
@@ -214,15 +214,15 @@ def test_a_missing_folder_or_table_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(ExportError, match=r"missing evals\.parquet, generations\.parquet, cost\.parquet"):
         mlflow_export(tmp_path)
     assert main(["tensorboard", str(tmp_path)]) == 2
-    assert capsys.readouterr().err.startswith(f"ctsim.app.export: {tmp_path}: the run is finished but")
+    assert capsys.readouterr().err.startswith(f"ctsim export: {tmp_path}: the run is finished but")
 
 
 def test_a_target_it_cannot_write_is_one_clear_line(event_accumulator, mlflow, finished, tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     assert main(["tensorboard", str(finished), "--out", str(tmp_path / "a_file")]) == 2
-    assert capsys.readouterr().err.startswith("ctsim.app.export: cannot write the TensorBoard export")
+    assert capsys.readouterr().err.startswith("ctsim export: cannot write the TensorBoard export")
     assert main(["mlflow", str(finished), "--tracking-uri", "nosuchscheme://x"]) == 2
-    assert capsys.readouterr().err.startswith("ctsim.app.export: MLflow at nosuchscheme://x:")
+    assert capsys.readouterr().err.startswith("ctsim export: MLflow at nosuchscheme://x:")
 
 
 def test_a_missing_extra_is_one_clear_line(finished, monkeypatch):

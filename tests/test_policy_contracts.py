@@ -31,7 +31,7 @@ class LateTrigger:
         self.every = every
 
     def observ(self, ctx):
-        return "late" if ctx.batch.index % self.every == 1 else None
+        return "late" if ctx.batch.index % self.every == 0 else None
 
 
 class Newest(Presampler):

@@ -1,11 +1,11 @@
 """ctsim from Python: :func:`run` a simulation and get its tables back as polars frames; :func:`load` a run.
 
     >>> import ctsim
-    >>> result = ctsim.app.run(["dataset=sea", "trigger=drift", "dataset.size=0.1"])  # doctest: +SKIP
+    >>> result = ctsim.run(["dataset=sea", "trigger=drift", "dataset.size=0.1"])  # doctest: +SKIP
     >>> result.cost.select("pipeline", "triggers", "composite_accuracy")  # doctest: +SKIP
 
 :func:`run` takes the overrides of a command line (``ctsim dataset=sea trigger=drift`` is
-``ctsim.app.run(["dataset=sea", "trigger=drift"])``), checks them as the command line does, runs, and writes
+``ctsim.run(["dataset=sea", "trigger=drift"])``), checks them as the command line does, runs, and writes
 the same run folder. A bad input raises :class:`~ctsim.validation.ConfigError` (a ``ValueError``) whose
 message has one line per problem, as the command line prints it; nothing is written then.
 """
@@ -118,7 +118,7 @@ def run(
     try:
         from ctsim.app.execute import execute
 
-        outcome = execute(plan, folder, command=f"ctsim.app.run({task!r})", echo=echo)
+        outcome = execute(plan, folder, command=f"ctsim.run({task!r})", echo=echo)
     except ConfigError:  # found once the data is loaded, before any training: no folder left behind
         if not existed and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()

@@ -52,7 +52,7 @@ USAGE = {
     "datasets": "ctsim datasets prepare|list|info ...",
     "bench": "ctsim bench [--cases ...]",
 }
-BENCH_CASES = ("populations", "routes", "launch", "small_mlps", "eval")  # ctsim.app.bench.CASES
+BENCH_CASES = ("populations", "routes", "launch", "small_mlps", "eval", "ragged")  # ctsim.app.bench.CASES
 
 
 def _resume(p: argparse.ArgumentParser) -> None:
@@ -74,6 +74,12 @@ def _compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--price-per-hour", type=float, default=2.0, help="dollars per device-hour (default 2.0)")
     p.add_argument(
         "--candidates", help="the pipeline that trains at every slice, for the oracle (default: found)"
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="family-wise error rate of the paired tests that group pipelines (default 0.05)",
     )
 
 
@@ -131,6 +137,17 @@ def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="add the batched engine with compile=true")
     p.add_argument("--loop", action="store_true", help="add the loop route on CUDA too (always on CPU)")
     p.add_argument("--out", default="results/bench", help="where to write (default results/bench)")
+    p.add_argument(
+        "--eval-samples", type=int, default=3719, help="samples of the eval case (portraits: 3719)"
+    )
+    p.add_argument("--jsonl", help="also append each row to this file as a JSON line when it is measured")
+    p.add_argument(
+        "--ragged-models", type=int, nargs="+", default=[8, 64, 256], help="ragged population sizes"
+    )
+    p.add_argument("--ragged-model", default="yearbooknet", choices=["yearbooknet", "mlp"])
+    p.add_argument("--ragged-sizes", default="triggers", choices=["triggers", "sea_quickstart"])
+    p.add_argument("--ragged-epochs", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=1, help="interleaved timings per engine (medians)")
 
 
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {

@@ -35,7 +35,7 @@ from ctsim.validation import ConfigError
 
 class NoAccuracy(RuntimeError):
     """The run finished, but no pipeline has an accuracy to report; the message says why (raised by the
-    callers of :func:`execute`: the command line exits with code 1, :func:`ctsim.app.run` raises it)."""
+    callers of :func:`execute`: the command line exits with code 1, :func:`ctsim.run` raises it)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ matrix as an image (``matrix/accuracy``: generations down, slices across, white 
 **mlflow** logs one MLflow run per pipeline and seed into a local store in the run folder (by default
 ``RUN_DIR/mlflow.db``, an SQLite file, with artifacts in ``RUN_DIR/mlartifacts``; ``--tracking-uri``
 for another), in an experiment named after the run: the pipeline's settings, ``pipeline``, ``seed``,
-the run folder (``ctsim.app.run``) and its config hash as params; the metrics ``composite_<metric>_slice``,
+the run folder (``ctsim.run``) and its config hash as params; the metrics ``composite_<metric>_slice``,
 ``train_final_loss`` and the tables' column names; the pipeline's checkpoints as artifacts. Open it
 with ``mlflow ui --backend-store-uri sqlite:///RUN_DIR/mlflow.db``. (MLflow 3 keeps its older
 ``./mlruns`` folder store in maintenance mode and refuses it unless ``MLFLOW_ALLOW_FILE_STORE=true``.)
@@ -209,7 +209,7 @@ def _logged(client, experiment_id: str, run_dir: Path) -> list[str]:
     ids, token = [], None
     while True:
         page = client.search_runs([experiment_id], page_token=token)
-        ids += [r.info.run_id for r in page if r.data.params.get("ctsim.app.run") == str(run_dir)]
+        ids += [r.info.run_id for r in page if r.data.params.get("ctsim.run") == str(run_dir)]
         token = page.token
         if not token:
             return ids
@@ -231,7 +231,7 @@ def _log_run(
         **pipeline_params(record, pipeline),
         "pipeline": pipeline,
         "seed": str(seed),
-        "ctsim.app.run": str(run_dir),
+        "ctsim.run": str(run_dir),
         "ctsim.config_hash": str(record.get("config_hash")),
     }
     now = int(time.time() * 1000)
@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ids = mlflow(args.run_dir, args.tracking_uri)
             print(f"{len(ids)} MLflow run(s) logged")
     except (ExportError, FileNotFoundError) as e:
-        print(f"ctsim.app.export: {e}", file=sys.stderr)
+        print(f"ctsim export: {e}", file=sys.stderr)
         return 2
     return 0
 
