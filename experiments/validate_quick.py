@@ -208,6 +208,7 @@ def main() -> None:
     parser.add_argument("--full-run", type=Path, help="a finished full-size run (default: the full report)")
     parser.add_argument("--wall", type=float, help="with --quick-run: its wall time in seconds, to report")
     parser.add_argument("--cpu", type=float, help="with --quick-run: its CPU time in seconds, to report")
+    parser.add_argument("--out", type=Path, help="the report to write (default: results/reference/<study>/)")
     args = parser.parse_args()
     full_report = REPO / "results" / "reference" / args.study / "report.md"
     if args.full_run is None and not full_report.exists():
@@ -222,11 +223,13 @@ def main() -> None:
         quick_dirs = [quick_dir]
     full = from_runs([args.full_run]) if args.full_run else from_report(full_report)
     shown = (
-        " ".join(str(d.relative_to(REPO) if d.resolve().is_relative_to(REPO) else d) for d in quick_dirs),
+        " ".join(
+            str(d.resolve().relative_to(REPO) if d.resolve().is_relative_to(REPO) else d) for d in quick_dirs
+        ),
         str(args.full_run or full_report.relative_to(REPO)),
     )
     text, passed = report(args.study, from_runs(quick_dirs), full, shown, timing)
-    out = REPO / "results" / "reference" / args.study / "validation.md"
+    out = args.out or REPO / "results" / "reference" / args.study / "validation.md"
     out.write_text(text)
     print(text + f"\nwrote {out}")
     sys.exit(0 if passed else 1)
