@@ -93,8 +93,17 @@ def main() -> None:
     engine, device = cost["engine"][0], cost["device"][0]
     seeds = cost["seed"].n_unique()
     lines = [
-        f"# portraits_triggers{' (quick form)' if quick else ''}: {cost.height} pipelines in one process",
+        f"# portraits_triggers{' (quick form)' if quick else ''}: {cost.height} pipelines"
+        + (" in one process" if len(run_dirs) == 1 else f" in {len(run_dirs)} runs side by side"),
         "",
+        *(
+            [
+                "- runs read together (parts of the command below, side by side; wall: the longest, CPU: the sum): "
+                + " ".join(f"`{d}`" for d in run_dirs)
+            ]
+            if len(run_dirs) > 1
+            else []
+        ),
         f"- command: `{' '.join([f'python -m ctsim experiment={experiment}', *args.overrides])}`",
         f"- engine {engine} on {device}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
         f"commit {commit()}",
