@@ -98,7 +98,7 @@ def main() -> None:
         "",
         *(
             [
-                "- runs read together (parts of the command below, side by side; wall: the longest, CPU: the sum): "
+                "- runs read together (side by side; wall: the longest, CPU: the sum): "
                 + " ".join(f"`{d}`" for d in run_dirs)
             ]
             if len(run_dirs) > 1
