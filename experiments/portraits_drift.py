@@ -6,15 +6,15 @@
     python experiments/portraits_drift.py --full --run-dir DIR  # report on a run already made
 
 Runs ``python -m ctsim experiment=portraits_drift_quick`` (``--full``: ``experiment=portraits_drift``:
-19 trigger policies and the oracle's candidates × 3 seeds), then ``python -m ctsim.oracle RUN_DIR``
-(candidates: ``scratch_yearly``, trained from scratch on all data every year, which makes the frontier
+19 trigger policies and the oracle's candidates × 3 seeds), then the oracle of ``ctsim.oracle`` over
+its tables (candidates: ``scratch_yearly``, trained from scratch on all data every year, which makes the frontier
 exact; where a run lacks them, as the quick form does, the yearly pipelines' fine-tuned models, which make
 it approximate), and writes
 ``results/reference/portraits_drift/report[_quick].md``: per policy the triggers, composite accuracy,
 regret against the frontier at its trigger count, detection delay and false alarms at the designed
 change point (hair length, 1970), incorporation latency and training FLOPs; whether the best drift
 trigger comes within 1 point of yearly's accuracy with at most a fifth of its triggers; and the
-frontier plot.
+comparison's plot of accuracy against triggers, with the frontier (``comparison[_quick]/``).
 """
 
 from __future__ import annotations
