@@ -7,9 +7,9 @@
 
 Runs ``python -m ctsim experiment=portraits_drift_quick`` (``--full``: ``experiment=portraits_drift``:
 19 trigger policies and the oracle's candidates × 3 seeds), then the oracle of ``ctsim.oracle`` over
-its tables (candidates: ``scratch_yearly``, trained from scratch on all data every year, which makes the frontier
-exact; where a run lacks them, as the quick form does, the yearly pipelines' fine-tuned models, which make
-it approximate), and writes
+its tables (candidates: ``scratch_yearly``, trained from scratch on all data every year, which makes
+the frontier exact; where a run lacks them, as the quick form does, the yearly pipelines' fine-tuned
+models, which make it approximate), and writes
 ``results/reference/portraits_drift/report[_quick].md``: per policy the triggers, composite accuracy,
 regret against the frontier at its trigger count, detection delay and false alarms at the designed
 change point (hair length, 1970), incorporation latency and training FLOPs; whether the best drift
