@@ -133,8 +133,8 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool) -> Path:
         *heading(title, command, run_dirs, timing),
         f"Means over {seeds} seed(s). accuracy: composite accuracy; frontier: the hindsight-optimal accuracy "
         f"with at most the pipeline's trigger count ({exact}); delay and misses at the "
-        "abrupt change (1970), false alarms per 50 stable slices (ctsim.quality); latency: mean years "
-        "from a sample's arrival to the first model trained on it.",
+        "abrupt change (1970), false alarms per 50 stable slices (ctsim.measure.quality); "
+        "latency: mean years from a sample's arrival to the first model trained on it.",
         "",
     ]
     cols = table.columns

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from ctsim.cli import unique_dir
+from ctsim.app.cli import unique_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from ctsim.cli import CONF_DIR
 from hydra import compose, initialize_config_dir
+
+from ctsim.app.cli import CONF_DIR
 
 from .conftest import REPO, run, small
 
