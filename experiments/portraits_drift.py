@@ -1,61 +1,58 @@
 """Case study: Modyn's drift-trigger sweep on the portraits, with the hindsight-optimal frontier.
 
-    python experiments/portraits_drift.py                 # full size (meant for a GPU)
-    python experiments/portraits_drift.py                 # size 0.1, 2 epochs, lr 0.01: minutes on 2 cores
-    python experiments/portraits_drift.py --full          # full size (meant for a GPU)
-    python experiments/portraits_drift.py --run-dir DIR   # report on a run already made
+    python experiments/portraits_drift.py                       # the quick form: minutes on 2 cores
+    python experiments/portraits_drift.py --full --into DIR     # full size, Modyn's setup: hours on 2 cores
+    python -m ctsim resume DIR                                  # continue a full run that was stopped
+    python experiments/portraits_drift.py --full --run-dir DIR  # report on a run already made
 
-Runs ``python -m ctsim experiment=portraits_drift`` (19 trigger policies × 3 seeds), then
-``python -m ctsim oracle RUN_DIR`` (candidates: the yearly pipelines), and writes
-``results/reference/portraits_drift/report[_reduced].md``: per policy the triggers, composite accuracy,
+Runs ``python -m ctsim experiment=portraits_drift_quick`` (``--full``: ``experiment=portraits_drift``:
+19 trigger policies and the oracle's candidates × 3 seeds), then the oracle of ``ctsim.oracle`` over
+its tables (candidates: ``scratch_yearly``, trained from scratch on all data every year, which makes
+the frontier exact; where a run lacks them, as the quick form does, the yearly pipelines' fine-tuned
+models, which make it approximate), and writes
+``results/reference/portraits_drift/report[_quick].md``: per policy the triggers, composite accuracy,
 regret against the frontier at its trigger count, detection delay and false alarms at the designed
 change point (hair length, 1970), incorporation latency and training FLOPs; whether the best drift
 trigger comes within 1 point of yearly's accuracy with at most a fifth of its triggers; and the
-frontier plot.
+comparison's plot of accuracy against triggers, with the frontier (``comparison[_quick]/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
-from study import REPO, heading, run_experiment, size_flags, write_comparison
+from study import REPO, Timing, experiment_name, heading, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
+from ctsim.reports import oracle
 
 OUT = REPO / "results" / "reference" / "portraits_drift"
-REDUCED = ["dataset.size=0.1", "train.epochs=2", "optimizer.lr=0.01"]
+QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, 1 seed, no scratch_yearly"
 DRIFT = ("mmd", "ks", "label")  # variant name prefixes of the drift triggers
+EXACT, APPROXIMATE = "scratch_yearly", "yearly"  # the oracle's candidates, in order of preference
 
 
-def run(overrides: list[str], tag: str) -> tuple[Path, float]:
-    return run_experiment("portraits_drift", overrides, tag)
+def tables(run_dirs: list[Path]) -> dict[str, pl.DataFrame]:
+    """The cost, quality, evals and generations tables of one run, or of several (e.g. groups of
+    variants run side by side), together."""
+    loaded = [load(d) for d in run_dirs]
+    return {
+        name: pl.concat([t[name].collect() for t in loaded], how="diagonal_relaxed")
+        for name in ("cost", "quality", "evals", "generations")
+    }
 
 
-def oracle(run_dir: Path) -> Path:
-    out = run_dir / "oracle"
-    if not (out / "regret.parquet").exists():
-        subprocess.run(
-            [sys.executable, "-m", "ctsim", "oracle", str(run_dir), "--candidates", "yearly"],
-            cwd=REPO,
-            check=True,
-        )
-    return out
+def candidates(cost: pl.DataFrame) -> str:
+    """``scratch_yearly`` where the run has it (an exact frontier), else ``yearly`` (an approximate one)."""
+    return EXACT if EXACT in cost["pipeline"].to_list() else APPROXIMATE
 
 
-def policy_table(run_dir: Path, oracle_dir: Path) -> pl.DataFrame:
-    tables = load(run_dir)
-    cost = tables["cost"].collect()
-    quality = tables["quality"].collect()
-    regret = pl.read_parquet(oracle_dir / "regret.parquet").select(
-        "pipeline", "seed", "frontier_accuracy", "regret"
-    )
-    rows = cost.join(quality, on=["pipeline", "seed"], suffix="_q").join(
-        regret, on=["pipeline", "seed"], how="left"
+def policy_table(t: dict[str, pl.DataFrame], regret: pl.DataFrame) -> pl.DataFrame:
+    cost = t["cost"]
+    rows = cost.join(t["quality"], on=["pipeline", "seed"], suffix="_q").join(
+        regret.select("pipeline", "seed", "frontier_accuracy", "regret"), on=["pipeline", "seed"], how="left"
     )
     order = cost["pipeline"].unique(maintain_order=True).to_list()
     return (
@@ -111,23 +108,31 @@ def verdict(table: pl.DataFrame) -> list[str]:
     return lines
 
 
-def report(run_dir: Path, wall: float | None, reduced: bool) -> Path:
-    oracle_dir = oracle(run_dir)
-    table = policy_table(run_dir, oracle_dir)
-    frontier = pl.read_parquet(oracle_dir / "frontier.parquet")
+def report(run_dirs: list[Path], timing: Timing | None, quick: bool) -> Path:
+    t = tables(run_dirs)
+    chosen = candidates(t["cost"])
+    # the oracle of ctsim.oracle, over the tables of all the runs given
+    frontier = oracle.frontier(t["evals"], t["generations"], chosen)
+    regret = oracle.regrets(t["cost"], t["evals"], t["generations"], chosen)
+    table = policy_table(t, regret)
     mean_frontier = frontier.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = "_reduced" if reduced else ""
-    plot = OUT / f"frontier{suffix}.png"
-    if (oracle_dir / "frontier.png").exists():
-        shutil.copyfile(oracle_dir / "frontier.png", plot)
-    command = "python experiments/portraits_drift.py" + ("" if reduced else " --full")
-    title = "portraits_drift" + (" (reduced: " + ", ".join(REDUCED) + ")" if reduced else "")
+    suffix = "_quick" if quick else ""
+    command = "python experiments/portraits_drift.py" + ("" if quick else " --full")
+    title = "portraits_drift" + (f" (quick form: {QUICK})" if quick else "")
+    seeds = t["cost"]["seed"].n_unique()
+    exact = (
+        "candidates: scratch_yearly of the same seed, trained from scratch on all data every year, so the "
+        "frontier is exact for such models; a fine-tuned pipeline can still beat it, as fine-tuning is "
+        "not among the candidates"
+        if chosen == EXACT
+        else "candidates: the yearly pipeline of the same seed; fine-tuning makes the frontier "
+        "**approximate**, so regret can be negative"
+    )
     lines = [
-        *heading(title, command, run_dir, wall),
-        "Means over 3 seeds. accuracy: composite accuracy; frontier: the hindsight-optimal accuracy with "
-        "at most the pipeline's trigger count (candidates: the yearly pipeline of the same seed; "
-        "fine-tuning makes it an approximation, so regret can be negative); delay and misses at the "
+        *heading(title, command, run_dirs, timing),
+        f"Means over {seeds} seed(s). accuracy: composite accuracy; frontier: the hindsight-optimal accuracy "
+        f"with at most the pipeline's trigger count ({exact}); delay and misses at the "
         "abrupt change (1970), false alarms per 50 stable slices (ctsim.measure.quality); "
         "latency: mean years from a sample's arrival to the first model trained on it.",
         "",
@@ -136,15 +141,24 @@ def report(run_dir: Path, wall: float | None, reduced: bool) -> Path:
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table.iter_rows(named=True):
         lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
-    lines += ["", "## Against yearly", "", *verdict(table), "", "## Frontier (mean over seeds)", ""]
+    lines += [
+        "",
+        "## Against yearly",
+        "",
+        *verdict(table),
+        "",
+        f"## Frontier, {'exact' if chosen == EXACT else 'approximate'} (mean over seeds)",
+        "",
+    ]
     shown = mean_frontier.filter(pl.col("k").is_in([1, 2, 3, 5, 8, 10, 15, 20, 30, 40, 60, 84]))
     lines += ["| k | " + " | ".join(str(k) for k in shown["k"]) + " |", "|---|" + "---|" * shown.height]
     lines += ["| accuracy | " + " | ".join(f"{a:.3f}" for a in shown["accuracy"]) + " |", ""]
-    if plot.exists():
-        lines += [f"![frontier]({plot.name})", ""]
+    plots = write_comparison(run_dirs, "portraits_drift", quick, command, candidates=chosen) / "plots"
+    lines += [
+        f"![accuracy against triggers, with the frontier]({plots.relative_to(OUT)}/accuracy_triggers.png)"
+    ]
     path = OUT / f"report{suffix}.md"
-    path.write_text("\n".join(lines))
-    write_comparison(run_dir, "portraits_drift", reduced, command)
+    path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
     return path
 
@@ -161,16 +175,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    size_flags(parser, "dataset.size=0.1, train.epochs=2, lr 0.01")
-    parser.add_argument("--run-dir", type=Path, help="report on this finished run instead of running one")
+    size_flags(parser, QUICK)
+    parser.add_argument(
+        "--run-dir", type=Path, nargs="+", help="report on these finished runs instead of running one"
+    )
     parser.add_argument("--wall", type=float, help="with --run-dir: the run's wall time to report (seconds)")
+    parser.add_argument("--cpu", type=float, help="with --run-dir: the run's CPU time to report (seconds)")
     args = parser.parse_args()
-    args.reduced = not args.full
+    quick = not args.full
     if args.run_dir:
-        report(args.run_dir.resolve(), args.wall, args.reduced)
+        report([d.resolve() for d in args.run_dir], Timing(args.wall, args.cpu) if args.wall else None, quick)
         return
-    run_dir, wall = run(REDUCED if args.reduced else [], "reduced" if args.reduced else "full")
-    report(run_dir, wall, args.reduced)
+    experiment = experiment_name("portraits_drift", args.full)
+    run_dir, timing = run_experiment(experiment, [], "quick" if quick else "full", args.into)
+    report([run_dir], timing, quick)
 
 
 if __name__ == "__main__":

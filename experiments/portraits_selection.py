@@ -1,18 +1,20 @@
 """Case study: Modyn's data-selection study on the portraits, ranked against Modyn's Yearbook numbers.
 
-    python experiments/portraits_selection.py                 # full size (meant for a GPU)
-    python experiments/portraits_selection.py --reduced       # size 0.1, 2 epochs, lr 0.01: on 2 cores
-    python experiments/portraits_selection.py --run-dir DIR   # report on a run already made
-    python experiments/portraits_selection.py --reduced 'population.seeds=[0]'   # extra ctsim overrides
+    python experiments/portraits_selection.py                       # the quick form: minutes on 2 cores
+    python experiments/portraits_selection.py --full --into DIR     # full size, Modyn's setup: hours
+    python -m ctsim resume DIR                                      # continue a full run that was stopped
+    python experiments/portraits_selection.py --full --run-dir DIR  # report on a run already made
+    python experiments/portraits_selection.py 'population.seeds=[0,1]'   # extra ctsim overrides
 
 On a busy CPU, run it with OMP_NUM_THREADS=1: torch's two intra-op threads then wait on each other
 (~7× slower training here); the report shows the setting in its command.
 
-Runs ``python -m ctsim experiment=portraits_selection`` (23 selection policies × 3 seeds, a yearly
-trigger, fine-tuning), then writes ``results/reference/portraits_selection/report[_reduced].md``: per
+Runs ``python -m ctsim experiment=portraits_selection_quick`` (``--full``:
+``experiment=portraits_selection``: 23 selection policies × 3 seeds, a yearly trigger, fine-tuning),
+then writes ``results/reference/portraits_selection/report[_quick].md``: per
 policy the fraction kept, composite accuracy (mean ± sd and a 95% t interval over seeds), samples
 trained, training and selection cost, beside Modyn's reported Yearbook accuracy; our ranking at 50%
-against Modyn's, with Spearman's rank correlation; and two of the run's plots.
+against Modyn's, with Spearman's rank correlation; and two plots of its comparison.
 """
 
 from __future__ import annotations
@@ -20,17 +22,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 from pathlib import Path
 
 import polars as pl
 from scipy import stats
-from study import REPO, heading, run_experiment, size_flags, write_comparison
+from study import REPO, Timing, experiment_name, heading, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
 
 OUT = REPO / "results" / "reference" / "portraits_selection"
-REDUCED = ["dataset.size=0.1", "train.epochs=2", "optimizer.lr=0.01"]
+QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, 1 seed"
 SCORES = ("loss", "grad_norm", "least_confidence", "entropy", "margin")
 # Modyn (SIGMOD), Yearbook, 50% kept: accuracy in %; not split by StB/BtS.
 MODYN = {
@@ -58,12 +59,7 @@ def describe(variant: str) -> tuple[str, str, float]:
     return base, "–", fraction
 
 
-def run(overrides: list[str], tag: str) -> tuple[Path, float]:
-    return run_experiment("portraits_selection", overrides, tag)
-
-
-def variant_table(run_dir: Path) -> pl.DataFrame:
-    cost = load(run_dir)["cost"].collect()
+def variant_table(cost: pl.DataFrame) -> pl.DataFrame:
     table = cost.group_by("pipeline", maintain_order=True).agg(
         pl.len().alias("seeds"),
         (100 * pl.col("composite_accuracy").mean()).alias("accuracy"),
@@ -101,30 +97,26 @@ def rankings(table: pl.DataFrame) -> tuple[list[tuple[str, float, str]], list[tu
     return mine, theirs, float(rho)
 
 
-def report(run_dir: Path, wall: float | None, reduced: bool, extra: list[str] = ()) -> Path:
-    table = variant_table(run_dir)
+def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list[str] = ()) -> Path:
+    """The report of one run, or of several (e.g. groups of variants run side by side) together."""
+    cost = pl.concat([load(d)["cost"].collect() for d in run_dirs], how="diagonal_relaxed")
+    table = variant_table(cost)
     mine, theirs, rho = rankings(table)
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = "_reduced" if reduced else ""
-    plots = []
-    for name in ("cost_accuracy.png", "composite.png"):
-        if (run_dir / "plots" / name).exists():
-            target = OUT / f"{name.removesuffix('.png')}{suffix}.png"
-            shutil.copyfile(run_dir / "plots" / name, target)
-            plots.append(target)
-    seeds = sorted(load(run_dir)["cost"].select("seed").unique().collect()["seed"].to_list())
+    suffix = "_quick" if quick else ""
+    seeds = sorted(cost["seed"].unique().to_list())
     threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-    command = f"{threads}python experiments/portraits_selection.py" + ("" if reduced else " --full")
+    command = f"{threads}python experiments/portraits_selection.py" + ("" if quick else " --full")
     command += "".join(f" '{o}'" for o in extra)
-    title = "portraits_selection" + (" (reduced: " + ", ".join(REDUCED) + ")" if reduced else "")
+    title = "portraits_selection" + (f" (quick form: {QUICK})" if quick else "")
     lines = [
-        *heading(title, command, run_dir, wall),
+        *heading(title, command, run_dirs, timing),
         "The shape of Modyn's SIGMOD data-selection study: a yearly time trigger, fine-tuning, the data "
         "since the last trigger (selection=new), YearbookNet, SGD (momentum 0.9, batch 64), "
         + (
-            "here at the reduced settings: a tenth of the data, 2 epochs, lr 0.01 (Modyn: full data, "
-            "5 epochs, lr 0.001)"
-            if reduced
+            "here in the quick form: a fifth of the data, a YearbookNet 16 wide (Modyn's is 32), 5 epochs, "
+            "lr 0.01 (Modyn: full data, 5 epochs, lr 0.001)"
+            if quick
             else "5 epochs, lr 0.001"
         )
         + f"; seeds {seeds}. **Nothing was tuned to match Modyn.** Modyn trained on the real Yearbook "
@@ -176,11 +168,14 @@ def report(run_dir: Path, wall: float | None, reduced: bool, extra: list[str] = 
         "-1: reversed). Both lists include full (everything kept).",
         "",
     ]
-    for p in plots:
-        lines += [f"![{p.stem}]({p.name})", ""]
+    plots = write_comparison(run_dirs, "portraits_selection", quick, command).relative_to(OUT) / "plots"
+    lines += [
+        f"![accuracy against cost]({plots}/pareto.png)",
+        "",
+        f"![composite accuracy]({plots}/composite.png)",
+    ]
     path = OUT / f"report{suffix}.md"
-    path.write_text("\n".join(lines))
-    write_comparison(run_dir, "portraits_selection", reduced, command)
+    path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
     return path
 
@@ -193,18 +188,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    size_flags(parser, "dataset.size=0.1, train.epochs=2, lr 0.01")
-    parser.add_argument("--run-dir", type=Path, help="report on this finished run instead of running one")
+    size_flags(parser, QUICK)
+    parser.add_argument(
+        "--run-dir", type=Path, nargs="+", help="report on these finished runs instead of running one"
+    )
     parser.add_argument("--wall", type=float, help="with --run-dir: the run's wall time to report (seconds)")
+    parser.add_argument("--cpu", type=float, help="with --run-dir: the run's CPU time to report (seconds)")
     parser.add_argument("overrides", nargs="*", help="extra ctsim overrides (e.g. 'population.seeds=[0]')")
     args = parser.parse_args()
-    args.reduced = not args.full
+    quick = not args.full
     if args.run_dir:
-        report(args.run_dir.resolve(), args.wall, args.reduced)
+        report([d.resolve() for d in args.run_dir], Timing(args.wall, args.cpu) if args.wall else None, quick)
         return
-    overrides = (REDUCED if args.reduced else []) + args.overrides
-    run_dir, wall = run(overrides, "reduced" if args.reduced else "full")
-    report(run_dir, wall, args.reduced, args.overrides)
+    experiment = experiment_name("portraits_selection", args.full)
+    run_dir, timing = run_experiment(experiment, args.overrides, "quick" if quick else "full", args.into)
+    report([run_dir], timing, quick, args.overrides)
 
 
 if __name__ == "__main__":

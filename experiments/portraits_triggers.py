@@ -1,43 +1,47 @@
 """Case study: a trigger study on the portraits (27 pipelines in one process) and its accuracy-cost table.
 
-    python experiments/portraits_triggers.py                      # size 0.1, 1 epoch: minutes on CPU
-    python experiments/portraits_triggers.py --full               # full size (meant for a GPU)
+    python experiments/portraits_triggers.py                      # the quick form: minutes on 2 CPU cores
+    python experiments/portraits_triggers.py --full               # full size: ~53 min on 2 CPU cores
     python experiments/portraits_triggers.py --compare            # and again with engine=sequential
-    python experiments/portraits_triggers.py --run-dir DIR        # report on a run already made
+    python experiments/portraits_triggers.py --run-dir DIR [DIR ...]   # report on runs already made
 
-Runs ``python -m ctsim experiment=portraits_triggers`` (time triggers every 1, 2, 5, 10 and 20 years,
-amount triggers of 500, 1,000 and 5,000 samples, never; 3 seeds each) and writes
-``results/reference/portraits_triggers/report[_reduced].md`` and its comparison
-(``comparison[_reduced]/``, :mod:`ctsim.reports.compare`): per trigger policy the triggers, the
+Runs ``python -m ctsim experiment=portraits_triggers_quick`` (``--full``: ``experiment=portraits_triggers``;
+time triggers every 1, 2, 5, 10 and 20 years, amount triggers of 500, 1,000 and 5,000 samples, never;
+3 seeds each) and writes ``results/reference/portraits_triggers/report[_quick].md`` and its comparison
+(``comparison[_quick]/``, :mod:`ctsim.reports.compare`): per trigger policy the triggers, the
 composite accuracy (mean ± sd over seeds), samples trained, training FLOPs and seconds, plus the run's
-wall time. With ``--compare`` it runs the reference engine too and reports whether every accuracy
-value in ``evals.parquet`` is identical.
+wall and CPU time. The quick form's ranking is checked against the full one by
+``experiments/validate_quick.py``. With ``--compare`` it runs the reference engine too and reports
+whether every accuracy value in ``evals.parquet`` is identical.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import polars as pl
 import torch
-from study import REPO, run_experiment, size_flags, write_comparison
+from study import REPO, Timing, commit, experiment_name, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
 from ctsim.reports.summary import pipeline_summary
 
 OUT = REPO / "results" / "reference" / "portraits_triggers"
-REDUCED = ["dataset.size=0.1", "train.epochs=1"]
+QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, amount thresholds × 0.2"
 KEYS = ["pipeline", "seed", "generation", "slice", "metric"]
 
 
-def run(overrides: list[str], tag: str) -> tuple[Path, float]:
-    return run_experiment("portraits_triggers", overrides, tag)
+def run(full: bool, overrides: list[str], tag: str, into: Path | None = None) -> tuple[Path, Timing]:
+    return run_experiment(experiment_name("portraits_triggers", full), overrides, tag, into)
 
 
-def table(run_dir: Path) -> pl.DataFrame:
-    cost = load(run_dir)["cost"].collect()
+def costs(run_dirs: list[Path]) -> pl.DataFrame:
+    """The cost tables of one run, or of several (e.g. one seed each), together."""
+    return pl.concat([load(d)["cost"].collect() for d in run_dirs], how="diagonal_relaxed")
+
+
+def table(cost: pl.DataFrame) -> pl.DataFrame:
     return pipeline_summary(cost).select(
         "pipeline",
         "seeds",
@@ -69,54 +73,67 @@ def markdown(frame: pl.DataFrame) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    size_flags(parser, "dataset.size=0.1 train.epochs=1")
+    size_flags(parser, QUICK)
     parser.add_argument("--compare", action="store_true", help="run engine=sequential too and compare values")
-    parser.add_argument("--run-dir", type=Path, help="report on this existing run instead of running")
+    parser.add_argument(
+        "--run-dir", type=Path, nargs="+", help="report on these runs (e.g. one per seed) instead of running"
+    )
     parser.add_argument("--seconds", type=float, help="with --run-dir: the wall time measured for it")
+    parser.add_argument("--cpu", type=float, help="with --run-dir: the CPU time measured for it")
     parser.add_argument("overrides", nargs="*", help="more overrides for the run")
     args = parser.parse_args()
-    args.reduced = not args.full
-    overrides = (REDUCED if args.reduced else []) + args.overrides
+    quick = not args.full
+    experiment = experiment_name("portraits_triggers", args.full)
     if args.run_dir:
-        run_dir, seconds = args.run_dir, args.seconds
+        run_dirs, timing = args.run_dir, (Timing(args.seconds, args.cpu) if args.seconds else None)
     else:
-        run_dir, seconds = run(overrides, "batched")
-    cost = load(run_dir)["cost"].collect()
+        run_dir, timing = run(args.full, args.overrides, "batched", args.into)
+        run_dirs = [run_dir]
+    cost = costs(run_dirs)
     engine, device = cost["engine"][0], cost["device"][0]
+    seeds = cost["seed"].n_unique()
     lines = [
-        f"# portraits_triggers{' (reduced)' if args.reduced else ''}: 27 pipelines in one process",
+        f"# portraits_triggers{' (quick form)' if quick else ''}: {cost.height} pipelines"
+        + (" in one process" if len(run_dirs) == 1 else f" in {len(run_dirs)} runs side by side"),
         "",
-        f"- command: `{' '.join(['python -m ctsim experiment=portraits_triggers', *overrides])}`",
-        f"- engine {engine} on {device}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads",
-        f"- wall time of the command: {seconds:.0f} s" if seconds else "- wall time: not measured here",
+        *(
+            [
+                "- runs read together (side by side; wall: the longest, CPU: the sum): "
+                + " ".join(f"`{d}`" for d in run_dirs)
+            ]
+            if len(run_dirs) > 1
+            else []
+        ),
+        f"- command: `{' '.join([f'python -m ctsim experiment={experiment}', *args.overrides])}`",
+        f"- engine {engine} on {device}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+        f"commit {commit()}",
+        f"- {timing} for the command" if timing else "- wall time: not measured here",
         "",
-        "Per trigger policy, means over 3 seeds: `accuracy` is the mean composite accuracy (the active",
-        "model per slice), `samples_trained` selected samples × epochs, `train_tflops` measured with",
+        f"Per trigger policy, means over {seeds} seeds: `accuracy` is the mean composite accuracy (the",
+        "active model per slice), `samples_trained` selected samples × epochs, `train_tflops` measured with",
         "torch.utils.flop_counter.",
         "",
-        *markdown(table(run_dir)),
+        *markdown(table(cost)),
     ]
     if args.compare:
-        reference, ref_seconds = run([*overrides, "engine=sequential"], "sequential")
-        same, total = identical(run_dir, reference)
+        reference, ref_timing = run(args.full, [*args.overrides, "engine=sequential"], "sequential")
+        same, total = identical(run_dirs[0], reference)
         lines += [
             "",
-            f"- `engine=sequential`: wall time {ref_seconds:.0f} s; values (accuracy, macro-F1, AUROC) "
+            f"- `engine=sequential`: {ref_timing}; values (accuracy, macro-F1, AUROC) "
             f"identical to the batched engine's in {same:,} of {total:,} cells of evals.parquet",
         ]
     OUT.mkdir(parents=True, exist_ok=True)
-    suffix = "_reduced" if args.reduced else ""
-    for plot in ("composite.png", "cost_accuracy.png"):
-        shutil.copy(run_dir / "plots" / plot, OUT / plot.replace(".png", f"{suffix}.png"))
+    suffix = "_quick" if quick else ""
+    command = "python experiments/portraits_triggers.py" + ("" if quick else " --full")
+    plots = write_comparison(run_dirs, "portraits_triggers", quick, command).relative_to(OUT) / "plots"
     lines += [
         "",
-        f"![composite accuracy](composite{suffix}.png)",
-        f"![cost and accuracy](cost_accuracy{suffix}.png)",
+        f"![composite accuracy]({plots}/composite.png)",
+        f"![accuracy against cost]({plots}/pareto.png)",
     ]
     (OUT / f"report{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    command = "python experiments/portraits_triggers.py" + ("" if args.reduced else " --full")
-    write_comparison(run_dir, "portraits_triggers", args.reduced, command)
 
 
 if __name__ == "__main__":

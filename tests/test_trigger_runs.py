@@ -165,7 +165,7 @@ def test_the_drift_study_builds_its_sweep(tmp_path):
     by = {}
     for p in plan.pipelines:
         by.setdefault(p.name, []).append(p)
-    assert len(by) == 19 and all(len(v) == 3 for v in by.values())
+    assert len(by) == 20 and all(len(v) == 3 for v in by.values())
     thresholds = {
         (p.trigger.rule.value, p.trigger.interval)
         for n, v in by.items()
@@ -186,6 +186,10 @@ def test_the_drift_study_builds_its_sweep(tmp_path):
     assert detectors == {MMD, KS, LabelShift}
     rules = {type(v[0].trigger.rule) for v in by.values() if isinstance(v[0].trigger, DriftTrigger)}
     assert {DynamicQuantile, DynamicRollingAverage, Threshold} <= rules
-    assert {p.train.epochs for p in plan.pipelines} == {5} and {p.train.init for p in plan.pipelines} == {
-        "finetune"
-    }
+    assert {p.train.epochs for p in plan.pipelines} == {5} and {
+        p.train.init for p in plan.pipelines if p.name != "scratch_yearly"
+    } == {"finetune"}
+    # the oracle's exact candidates: from scratch on all data so far, every year
+    scratch = by["scratch_yearly"][0]
+    assert scratch.train.init == "scratch" and type(scratch.selection).__name__ == "AllData"
+    assert isinstance(scratch.trigger, TimeTrigger) and scratch.trigger.every == 1

@@ -1,0 +1,239 @@
+"""Does a study's quick form predict its full size? Compare the two pipeline rankings.
+
+    python experiments/validate_quick.py                  # portraits_triggers: run its quick form, compare
+    python experiments/validate_quick.py --quick-run DIR  # a quick run already made (--wall, --cpu: times)
+    python experiments/validate_quick.py --full-run DIR   # against a full run folder, not the report
+    python experiments/validate_quick.py --study portraits_drift --full-run DIR --quick-run DIR
+
+The full-size side is a full run folder (per-seed composite accuracies) or, by default, the table of the
+study's committed full report (``results/reference/<study>/report.md``: per pipeline the seeds, the mean
+composite accuracy and its sd). The quick side is a run folder of the study's quick form; without one the
+script runs it (``experiment=<study>_quick``) and records its wall and CPU time.
+
+Checks, the targets of issue 23 (``yearly`` is the pipeline that trains every year, ``never`` the one
+that trains once):
+
+* Spearman's ρ ≥ 0.8 between the two rankings of the pipelines both have (mean composite accuracy);
+* the quick ``yearly`` within 5 points of the full ``yearly``;
+* the quick ``yearly`` − ``never`` ≥ 15 points, with non-overlapping 95% t intervals over seeds.
+
+Writes ``results/reference/<study>/validation.md`` and exits 1 if a check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from scipy import stats
+from study import REPO, Timing, commit, run_experiment
+
+from ctsim.registry import load
+
+# per study: the pipeline that trains every year and the one that never retrains
+STUDIES = {"portraits_triggers": ("time_1", "never"), "portraits_drift": ("yearly", "never")}
+RHO_MIN, YEARLY_POINTS, GAP_POINTS = 0.8, 5.0, 15.0
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A pipeline's mean composite accuracy over ``seeds`` seeds, its sd and its 95% t interval."""
+
+    mean: float
+    sd: float | None
+    seeds: int
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        if self.seeds < 2 or self.sd is None or math.isnan(self.sd):
+            return None
+        half = stats.t.ppf(0.975, self.seeds - 1) * self.sd / math.sqrt(self.seeds)
+        return self.mean - half, self.mean + half
+
+    def __str__(self) -> str:
+        ci = self.interval
+        shown = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "– (one seed)"
+        return f"{self.mean:.3f} | {'–' if self.sd is None else f'{self.sd:.3f}'} | {self.seeds} | {shown}"
+
+
+def from_runs(run_dirs: list[Path]) -> dict[str, Accuracy]:
+    """Per pipeline, from the cost tables of one or more run folders (e.g. one per seed); pipelines
+    without an accuracy are left out."""
+    cost = pl.concat([load(d)["cost"].collect() for d in run_dirs], how="diagonal_relaxed")
+    cost = cost.filter(pl.col("composite_accuracy").is_not_null())
+    table = cost.group_by("pipeline", maintain_order=True).agg(
+        pl.col("composite_accuracy").mean().alias("mean"),
+        pl.col("composite_accuracy").std().alias("sd"),
+        pl.len().alias("seeds"),
+    )
+    return {r["pipeline"]: Accuracy(r["mean"], r["sd"], r["seeds"]) for r in table.iter_rows(named=True)}
+
+
+def from_report(report: Path) -> dict[str, Accuracy]:
+    """Per pipeline, from a study report's markdown table with columns pipeline, seeds, accuracy and
+    accuracy_sd (as ``experiments/portraits_triggers.py`` writes them); '–' cells are left out."""
+    rows = [line.strip().strip("|").split("|") for line in report.read_text().splitlines()]
+    rows = [[cell.strip() for cell in row] for row in rows if len(row) > 3]
+    header = next((row for row in rows if {"pipeline", "seeds", "accuracy", "accuracy_sd"} <= set(row)), None)
+    if header is None:
+        raise SystemExit(f"{report}: no table with columns pipeline, seeds, accuracy, accuracy_sd")
+    col = {name: header.index(name) for name in ("pipeline", "seeds", "accuracy", "accuracy_sd")}
+    found = {}
+    for row in rows[rows.index(header) + 1 :]:
+        if set(row[col["accuracy"]]) <= set("-–") or row[col["accuracy"]] == "":
+            continue
+        sd = row[col["accuracy_sd"]]
+        found[row[col["pipeline"]]] = Accuracy(
+            float(row[col["accuracy"]]), None if sd in ("–", "") else float(sd), int(float(row[col["seeds"]]))
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+def checks(quick: dict[str, Accuracy], full: dict[str, Accuracy], yearly: str, never: str) -> list[Check]:
+    """The three targets; a pipeline missing on either side fails the checks that need it."""
+    common = [p for p in full if p in quick]
+    rho = stats.spearmanr([quick[p].mean for p in common], [full[p].mean for p in common]).statistic
+    found = [
+        Check(
+            f"Spearman ρ ≥ {RHO_MIN}",
+            len(common) >= 3 and rho >= RHO_MIN,
+            f"ρ = {rho:.2f} over {len(common)} pipelines",
+        )
+    ]
+    if yearly in quick and yearly in full:
+        diff = 100 * (quick[yearly].mean - full[yearly].mean)
+        found.append(
+            Check(
+                f"`{yearly}` within {YEARLY_POINTS:g} points of full",
+                abs(diff) <= YEARLY_POINTS,
+                f"{quick[yearly].mean:.3f} against {full[yearly].mean:.3f} ({diff:+.1f} points)",
+            )
+        )
+    else:
+        found.append(Check(f"`{yearly}` within {YEARLY_POINTS:g} points of full", False, "missing"))
+    if yearly in quick and never in quick:
+        gap = 100 * (quick[yearly].mean - quick[never].mean)
+        a, b = quick[yearly].interval, quick[never].interval
+        apart = a is not None and b is not None and (a[0] > b[1] or b[0] > a[1])
+        found.append(
+            Check(
+                f"`{yearly}` − `{never}` ≥ {GAP_POINTS:g} points, 95% intervals apart",
+                gap >= GAP_POINTS and apart,
+                f"{gap:+.1f} points; intervals "
+                + (
+                    "apart" if apart else "overlap or missing (one seed)" if a and b else "missing (one seed)"
+                ),
+            )
+        )
+    else:
+        found.append(Check(f"`{yearly}` − `{never}` ≥ {GAP_POINTS:g} points", False, "missing"))
+    return found
+
+
+def resolved_pairs(quick: dict[str, Accuracy], full: dict[str, Accuracy]) -> tuple[int, int]:
+    """Of the pipeline pairs whose full-size 95% intervals are apart, how many the quick form puts in
+    the same order (by mean), and how many there are."""
+    common = [p for p in full if p in quick]
+    same = total = 0
+    for i, a in enumerate(common):
+        for b in common[i + 1 :]:
+            ia, ib = full[a].interval, full[b].interval
+            if ia is None or ib is None or not (ia[0] > ib[1] or ib[0] > ia[1]):
+                continue
+            total += 1
+            same += (full[a].mean > full[b].mean) == (quick[a].mean > quick[b].mean)
+    return same, total
+
+
+def report(
+    study: str,
+    quick: dict[str, Accuracy],
+    full: dict[str, Accuracy],
+    sources: tuple[str, str],
+    timing: Timing | None,
+) -> tuple[str, bool]:
+    yearly, never = STUDIES[study]
+    results = checks(quick, full, yearly, never)
+    same, total = resolved_pairs(quick, full)
+    full_rank = {p: i for i, p in enumerate(sorted(full, key=lambda p: -full[p].mean), 1)}
+    quick_rank = {p: i for i, p in enumerate(sorted(quick, key=lambda p: -quick[p].mean), 1)}
+    lines = [
+        f"# {study}: does the quick form predict the full study?",
+        "",
+        f"- quick: {sources[0]}" + (f" · {timing}" if timing else ""),
+        f"- full: {sources[1]}",
+        f"- measured on commit {commit()}; `python experiments/validate_quick.py --study {study}`",
+        "",
+        "| check | result | measured |",
+        "|---|---|---|",
+        *[f"| {c.name} | {'pass' if c.passed else '**fail**'} | {c.detail} |" for c in results],
+        "",
+        f"Of the {total} pipeline pairs whose 95% intervals are apart at full size, the quick form orders "
+        f"{same} the same way. Where two pipelines' intervals overlap, the full study does not resolve their "
+        "order, so ρ over them measures agreement with noise.",
+        "",
+        "Composite accuracy per pipeline (mean over seeds, sd, seeds, 95% t interval over seeds), ranked by",
+        "the full study; rank 1 is the most accurate.",
+        "",
+        "| pipeline | full rank | quick rank | full mean | sd | seeds | 95% CI "
+        "| quick mean | sd | seeds | 95% CI |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in sorted(set(full) | set(quick), key=lambda p: full_rank.get(p, 99)):
+        f = str(full[p]) if p in full else "– | – | – | –"
+        q = str(quick[p]) if p in quick else "– | – | – | –"
+        lines.append(f"| {p} | {full_rank.get(p, '–')} | {quick_rank.get(p, '–')} | {f} | {q} |")
+    return "\n".join(lines) + "\n", all(c.passed for c in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--study", choices=sorted(STUDIES), default="portraits_triggers")
+    parser.add_argument(
+        "--quick-run", type=Path, nargs="+", help="finished run(s) of the quick form (default: run one)"
+    )
+    parser.add_argument("--full-run", type=Path, help="a finished full-size run (default: the full report)")
+    parser.add_argument("--wall", type=float, help="with --quick-run: its wall time in seconds, to report")
+    parser.add_argument("--cpu", type=float, help="with --quick-run: its CPU time in seconds, to report")
+    parser.add_argument("--out", type=Path, help="the report to write (default: results/reference/<study>/)")
+    args = parser.parse_args()
+    full_report = REPO / "results" / "reference" / args.study / "report.md"
+    if args.full_run is None and not full_report.exists():
+        raise SystemExit(
+            f"no full-size reference for {args.study}: give --full-run DIR ({full_report} is absent)"
+        )
+    if args.quick_run is not None:
+        quick_dirs = args.quick_run
+        timing = Timing(args.wall, args.cpu) if args.wall is not None else None
+    else:
+        quick_dir, timing = run_experiment(f"{args.study}_quick", [], "quick")
+        quick_dirs = [quick_dir]
+    full = from_runs([args.full_run]) if args.full_run else from_report(full_report)
+    shown = (
+        " ".join(
+            str(d.resolve().relative_to(REPO) if d.resolve().is_relative_to(REPO) else d) for d in quick_dirs
+        ),
+        str(args.full_run or full_report.relative_to(REPO)),
+    )
+    text, passed = report(args.study, from_runs(quick_dirs), full, shown, timing)
+    out = args.out or REPO / "results" / "reference" / args.study / "validation.md"
+    out.write_text(text)
+    print(text + f"\nwrote {out}")
+    sys.exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The case studies' quick forms (conf/experiment/<study>_quick.yaml) and experiments/validate_quick.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ctsim.app.cli import CONF_DIR
+
+from .conftest import REPO, run, small
+
+sys.path.insert(0, str(REPO / "experiments"))
+import validate_quick
+from validate_quick import Accuracy, checks, from_report
+
+STUDIES = ("portraits_triggers", "portraits_drift", "portraits_selection", "portraits_yearly")
+
+
+def composed(experiment: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="test"):
+        return compose("config", overrides=[f"experiment={experiment}"])
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_quick_form_changes_only_its_documented_knobs(study):
+    full, quick = composed(study), composed(f"{study}_quick")
+    assert (full.dataset.size, full.model.channels, full.optimizer.lr) == (1.0, 32, 0.001)
+    assert (quick.dataset.size, quick.model.channels, quick.optimizer.lr) == (0.2, 16, 0.01)
+    assert quick.train == full.train and quick.train.epochs == 5  # epochs, batch, init as Modyn's
+    assert list(quick.population.variants) == list(full.population.variants)
+
+
+def test_the_quick_trigger_study_fires_amount_triggers_where_the_full_one_does():
+    full, quick = composed("portraits_triggers"), composed("portraits_triggers_quick")
+    size = quick.dataset.size
+    for name, overrides in full.population.variants.items():
+        if "trigger=amount" in overrides:
+            every = {o.split("=")[0]: o.split("=")[1] for o in overrides}["trigger.every"]
+            quick_every = {o.split("=")[0]: o.split("=")[1] for o in quick.population.variants[name]}
+            assert int(quick_every["trigger.every"]) == round(int(every) * size), name
+    assert quick.stream.arrival_batch == round(full.stream.arrival_batch * size)
+
+
+def test_the_quick_drift_study_leaves_out_only_the_costly_exact_candidates():
+    full, quick = composed("portraits_drift"), composed("portraits_drift_quick")
+    assert "scratch_yearly" in full.population.variants and full.population.only is None
+    assert set(quick.population.only) == set(full.population.variants) - {"scratch_yearly"}
+
+
+def test_the_committed_full_trigger_report_is_read_per_pipeline():
+    full = from_report(REPO / "results" / "reference" / "portraits_triggers" / "report.md")
+    assert len(full) == 9 and full["time_1"].mean == pytest.approx(0.800) and full["never"].seeds == 3
+    low, high = full["never"].interval
+    assert low < 0.497 < high
+
+
+def test_the_checks_pass_a_faithful_quick_form_and_fail_a_misleading_one():
+    full = {f"p{i}": Accuracy(0.8 - 0.03 * i, 0.005, 3) for i in range(6)}
+    full |= {"time_1": Accuracy(0.80, 0.004, 3), "never": Accuracy(0.50, 0.01, 3)}
+    faithful = {p: Accuracy(a.mean - 0.02, a.sd, 3) for p, a in full.items()}
+    assert all(c.passed for c in checks(faithful, full, "time_1", "never"))
+    # near chance, as the old reduced forms: the ranking and the gap to never are gone
+    misleading = {p: Accuracy(0.55 - 0.01 * (i % 2), 0.03, 3) for i, p in enumerate(full)}
+    failed = [c.name for c in checks(misleading, full, "time_1", "never") if not c.passed]
+    assert len(failed) == 3
+    # one seed: no interval, so the gap check cannot pass however large the gap
+    one_seed = {p: Accuracy(a.mean, None, 1) for p, a in faithful.items()}
+    assert [c.passed for c in checks(one_seed, full, "time_1", "never")] == [True, True, False]
+
+
+def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_path):
+    """A tiny run that lacks the yearly pipeline: the script writes its report and exits 1."""
+    overrides = small(
+        tmp_path,
+        "experiment=portraits_triggers_quick",
+        "dataset.size=0.02",
+        "population.only=[time_20,never]",
+        "population.seeds=[0,1]",
+        "output.checkpoints=none",
+    )
+    run(overrides, tmp_path / "run")
+    out = tmp_path / "validation.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments" / "validate_quick.py"),
+            "--quick-run",
+            str(tmp_path / "run"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stderr
+    text = out.read_text()
+    assert "| `time_1` within 5 points of full | **fail** | missing |" in text
+    assert "| time_20 | 8 | 1 |" in text and "| never | 9 | 2 |" in text
+    assert validate_quick.STUDIES["portraits_triggers"] == ("time_1", "never")
