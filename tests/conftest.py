@@ -71,3 +71,38 @@ class OpLog(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append(str(func))
         return func(*args, **(kwargs or {}))
+
+
+def write_finished_run(
+    folder: Path, evals: list[dict], gens: list[dict], cost: list[dict], config: dict, overrides=()
+) -> None:
+    """A finished run folder made with the registry's own writers from rows of ``evals``, ``generations``
+    and ``cost`` (the other tables empty), as the comparison, significance and oracle tests read it."""
+    import polars as pl
+
+    from ctsim.measure.metrics import METRICS_SCHEMA
+    from ctsim.measure.quality import QUALITY_SCHEMA
+    from ctsim.registry.layout import (
+        COST_SCHEMA,
+        EVALS_SCHEMA,
+        GENERATIONS_SCHEMA,
+        LINEAGE_SCHEMA,
+        SKIPPED_SCHEMA,
+        TABLE_VERSION,
+    )
+    from ctsim.registry.store import write_status, write_tables
+
+    tables = {
+        "evals": pl.DataFrame(evals, schema=EVALS_SCHEMA),
+        "generations": pl.DataFrame(gens, schema=GENERATIONS_SCHEMA),
+        "cost": pl.DataFrame(cost, schema=COST_SCHEMA),
+        "lineage": pl.DataFrame(schema=LINEAGE_SCHEMA),
+        "quality": pl.DataFrame(schema=QUALITY_SCHEMA),
+        "skipped": pl.DataFrame(schema=SKIPPED_SCHEMA),
+        "metrics": pl.DataFrame(schema=METRICS_SCHEMA),
+    }
+    folder.mkdir(parents=True)
+    write_tables(tables, folder)
+    write_status(
+        folder, "finished", tables=TABLE_VERSION, overrides=list(overrides), config=config, data_hash="same"
+    )

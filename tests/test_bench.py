@@ -82,4 +82,4 @@ def test_ragged_case_pads_to_one_call_per_step_where_splitting_takes_several(ben
     assert by["batched/vmap pad"]["max_syncs_per_step"] <= 1 and by["sequential"]["calls_per_step"] is None
     # sizes 40, 80 and 206 of the trigger study in batches of 16, one epoch: 13 steps for the longest
     assert by["sequential"]["group_steps"] == 13 and by["sequential"]["samples"] == 40 + 80 + 206
-    assert by["sequential"]["speedup_vs_sequential"] == 1.0
+    assert by["sequential"]["speedup_vs_sequential"] == pytest.approx(1.0)  # a median over itself

@@ -15,7 +15,7 @@ import torch
 from ctsim.measure.evaluation import active_generations, composite
 from ctsim.reports.oracle import best_schedules, main, schedule_accuracy
 
-from .conftest import REPO, run, small
+from .conftest import REPO, run, small, write_finished_run
 
 
 def _brute(matrix, trained, n, k, first=None):
@@ -281,18 +281,6 @@ def write_matrix_run(
 ) -> None:
     """A finished run folder (the registry's writers) of one seed per pipeline: name → (the slices its
     generations were trained through, its generation × slice accuracy matrix)."""
-    from ctsim.measure.metrics import METRICS_SCHEMA
-    from ctsim.measure.quality import QUALITY_SCHEMA
-    from ctsim.registry.layout import (
-        COST_SCHEMA,
-        EVALS_SCHEMA,
-        GENERATIONS_SCHEMA,
-        LINEAGE_SCHEMA,
-        SKIPPED_SCHEMA,
-        TABLE_VERSION,
-    )
-    from ctsim.registry.store import write_status, write_tables
-
     evals, gens, cost = [], [], []
     for name, (trained, matrix) in pipelines.items():
         slices = len(matrix[0])
@@ -313,20 +301,9 @@ def write_matrix_run(
                  trigger_s=0.0, selection_s=0.0, train_s=1.0, composite_accuracy=sum(served) / len(served),
                  covered_slices=len(served))
         )  # fmt: skip
-    tables = {
-        "evals": pl.DataFrame(evals, schema=EVALS_SCHEMA),
-        "generations": pl.DataFrame(gens, schema=GENERATIONS_SCHEMA),
-        "cost": pl.DataFrame(cost, schema=COST_SCHEMA),
-        "lineage": pl.DataFrame(schema=LINEAGE_SCHEMA),
-        "quality": pl.DataFrame(schema=QUALITY_SCHEMA),
-        "skipped": pl.DataFrame(schema=SKIPPED_SCHEMA),
-        "metrics": pl.DataFrame(schema=METRICS_SCHEMA),
-    }
-    folder.mkdir(parents=True)
-    write_tables(tables, folder)
     selection = {"_target_": "ctsim.selection.NewData"}
     config = {"run": {"dataset": {"_target_": "ctsim.datasets.SEA"}, "name": "m", "selection": selection}}
-    write_status(folder, "finished", tables=TABLE_VERSION, overrides=[], config=config, data_hash="same")
+    write_finished_run(folder, evals, gens, cost, config)
 
 
 def test_a_pipeline_above_an_approximate_frontier_is_named_and_every_label_says_approximate(tmp_path, capsys):

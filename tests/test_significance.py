@@ -11,19 +11,10 @@ import polars as pl
 import pytest
 import torch
 
-from ctsim.measure.metrics import METRICS_SCHEMA
-from ctsim.measure.quality import QUALITY_SCHEMA
-from ctsim.registry.layout import (
-    COST_SCHEMA,
-    EVALS_SCHEMA,
-    GENERATIONS_SCHEMA,
-    LINEAGE_SCHEMA,
-    SKIPPED_SCHEMA,
-    TABLE_VERSION,
-)
-from ctsim.registry.store import write_status, write_tables
 from ctsim.reports.compare import main
 from ctsim.reports.significance import groups, holm
+
+from .conftest import write_finished_run
 
 SLICES = 40
 
@@ -58,22 +49,8 @@ def write_run(
                      composite_accuracy=sum(row[1:]) / (SLICES - 1), covered_slices=SLICES - 1,
                      nonfinite_generations=0)
             )  # fmt: skip
-    tables = {
-        "evals": pl.DataFrame(evals, schema=EVALS_SCHEMA),
-        "generations": pl.DataFrame(gens, schema=GENERATIONS_SCHEMA),
-        "cost": pl.DataFrame(cost, schema=COST_SCHEMA),
-        "lineage": pl.DataFrame(schema=LINEAGE_SCHEMA),
-        "quality": pl.DataFrame(schema=QUALITY_SCHEMA),
-        "skipped": pl.DataFrame(schema=SKIPPED_SCHEMA),
-        "metrics": pl.DataFrame(schema=METRICS_SCHEMA),
-    }
-    folder.mkdir(parents=True)
-    write_tables(tables, folder)
     config = {"run": {"dataset": {"_target_": "ctsim.datasets.SEA"}, "name": name}}
-    overrides = list(overrides)
-    write_status(
-        folder, "finished", tables=TABLE_VERSION, overrides=overrides, config=config, data_hash="same"
-    )
+    write_finished_run(folder, evals, gens, cost, config, overrides)
 
 
 def compared(tmp_path, pipelines, capsys) -> tuple[pl.DataFrame, str, str]:

@@ -32,6 +32,7 @@ GOLDEN = {
     "ensemble": [2],
     "yearly": EVERY,
     "never": [0],
+    "scratch_yearly": EVERY,  # the oracle's exact candidates: a yearly trigger, training from scratch
 }
 
 
