@@ -195,8 +195,10 @@ run_syncs() {
 # 256 samples per model in batches of 64, 20 epochs: 80 optimizer steps in each timed train call (the
 # sequential engine, timed first, takes 20,480 steps of them)
 run_bench_256() {
-    local sizes=(--models 256 --epochs 20)
-    dry && sizes=(--models 4 --samples 64 --epochs 2 --test 64)
+    # the ragged case (where the bench has one): the trigger study's data sizes at 8, 64 and 256
+    # YearbookNets, one epoch, so that it fits the step's box beside the equal-data case
+    local sizes=(--models 256 --epochs 20 --ragged-epochs 1)
+    dry && sizes=(--models 4 --samples 64 --epochs 2 --test 64 --ragged-models 2 --ragged-model mlp --ragged-epochs 1)
     bench --cases populations $(ragged) "${sizes[@]}" --out "$GPU_CHECK_RESULTS/bench_256"
 }
 run_bench_eval() {
