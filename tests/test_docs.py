@@ -23,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 import ctsim
+from ctsim.app.compose import complete
 from ctsim.validation import ConfigError
 
 from .conftest import REPO, build, cli, run, small
@@ -47,23 +47,11 @@ def _console_script() -> bool:
     return re.search(r"^\[project\.scripts\]", (REPO / "pyproject.toml").read_text(), re.M) is not None
 
 
-def _one_pipeline_choice() -> bool:
-    """A run-level choice (``trigger=drift``) runs one pipeline, without ``population.variants={}``."""
-    try:
-        build(["trigger=never", "progress=false", f"dataset.root={tempfile.gettempdir()}"])
-    except ConfigError as e:
-        if "set these too" in str(e):
-            return False
-        raise
-    return True
-
-
 # Features other work of this wave is adding (issue 25; the GPU check's wheels), which the docs already
 # show in their target form, each with how to tell that it landed.
 PENDING = {
     "the Python API (ctsim.run, ctsim.load)": lambda: hasattr(ctsim, "run") and hasattr(ctsim, "load"),
     "the ctsim console script and its subcommands": _console_script,
-    "one pipeline from a run-level choice": _one_pipeline_choice,
     "the GPU check's wheels (experiments/gpu_wheels.sh)": lambda: (
         REPO / "experiments/gpu_wheels.sh"
     ).is_file(),
@@ -304,15 +292,8 @@ def test_every_run_command_composes_and_builds(command, tmp_path, monkeypatch):
         where = REPO / command.block.mark.removeprefix("cwd=") if command.block.mark else REPO
         overrides.append(f"hydra.searchpath=[file://{(where / config_dir).resolve()}]")
         monkeypatch.syspath_prepend(str(where))  # python -m puts the working folder on the import path
-    if "experiment=null" in overrides:  # the same work: experiment=null failed before it
-        skip_unless_landed("one pipeline from a run-level choice")
-    choice = any(re.match(r"^(trigger|selection|model|dataset)=", o) for o in overrides)
-    variants = ("experiment=", "population.variants", "+population.variants", "population.only")
-    own = any(o.startswith(variants) for o in overrides)
-    if choice and not own and not landed("one pipeline from a run-level choice"):
-        overrides.append("population.variants={}")  # what a run-level choice will mean
     try:
-        build(overrides)
+        build(complete(overrides))  # what the command line runs: the one-pipeline rule applied
     except ConfigError as e:
         others = [str(p) for p in e.problems if not str(p).startswith(READERS_FILES)]
         assert not others, f"{command.where}: {others}"
@@ -562,8 +543,6 @@ def test_a_simulation_runs_with_all_four_examples(tmp_path):
     assert make_data[:2] == ["python", "-c"] and simulate[:3] == ["python", "-m", "ctsim"]
     subprocess.run([sys.executable, *make_data[1:]], cwd=here, check=True, timeout=120)
     quick = ["progress=false", "output.plots=false", "train.epochs=1"]
-    if not landed("one pipeline from a run-level choice"):
-        quick.append("population.variants={}")
     result = cli([*simulate[3:], *quick], cwd=here)
     assert result.returncode == 0, result.stderr[-3000:]
     [run_dir] = (here / "results" / "runs").glob("*/*")
