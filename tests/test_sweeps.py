@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from ctsim.app.cli import gpu_of_job, job_threads
 
-from .conftest import cli, own_experiment
+from .conftest import own_experiment
 from .test_compare import BOOM, EXPERIMENT
 
 
@@ -32,12 +32,6 @@ def user(tmp_path_factory) -> Path:
     return own_experiment(tmp_path_factory.mktemp("launchers"), "tiny", EXPERIMENT)
 
 
-def two_jobs(user: Path, name: str, *launcher: str, env: dict | None = None) -> tuple[Path, CompletedProcess]:
-    out = user / name
-    args = ["--config-dir", "configs", "-m", "experiment=tiny", f"dataset.root={user / 'data'}"]
-    return out, cli([*args, *launcher, f"hydra.sweep.dir={out}"], cwd=user, env=env)
-
-
 def pids(out: Path) -> set[int]:
     return {json.loads((out / job / "status.json").read_text())["pid"] for job in ("0", "1")}
 
@@ -45,39 +39,6 @@ def pids(out: Path) -> set[int]:
 def compared(out: Path) -> list[str]:
     assert (out / "comparison" / "report.html").exists()
     return sorted(pl.read_parquet(out / "comparison" / "compare.parquet")["pipeline"])
-
-
-@pytest.mark.skipif(not installed("hydra_joblib_launcher"), reason='needs pip install -e ".[sweep]"')
-def test_a_joblib_sweep_runs_jobs_in_two_processes_and_compares_them_when_one_fails(user):
-    """Job 1's model fails in training: the sweep exits with Hydra's error, after comparing job 0 and
-    naming job 1 with its error."""
-    (user / "code").mkdir()
-    (user / "code" / "boom.py").write_text(BOOM)
-    model = ["model._target_=boom.Boom", "~model.hidden", "+model.fail=false,true"]
-    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    out, done = two_jobs(user, "joblib", *model, *launcher, env={"PYTHONPATH": str(user / "code")})
-    assert done.returncode != 0
-    assert "boom: this model fails on purpose" in done.stderr
-    assert len(pids(out)) == 2 and os.getpid() not in pids(out)  # two worker processes
-    assert [p.lower() for p in compared(out)] == ["+model.fail=false"]
-    md = (out / "comparison" / "compare.md").read_text()
-    assert "## Left out" in md and f"{out / '1'}" in md and "RuntimeError: boom" in md
-    assert f"left out {out / '1'}: failed: RuntimeError: boom" in done.stdout
-
-
-@pytest.mark.skipif(not installed("hydra_submitit_launcher"), reason='needs pip install -e ".[sweep]"')
-def test_a_submitit_local_sweep_runs_its_jobs_as_submitit_jobs_and_compares_them(user):
-    out, done = two_jobs(
-        user,
-        "submitit",
-        "trigger=time,amount",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
-    )
-    assert done.returncode == 0, done.stderr
-    assert (out / ".submitit").is_dir()  # submitit's own job folders: the jobs went through it
-    assert os.getpid() not in pids(out)
-    assert compared(out) == ["trigger=amount", "trigger=time"]
 
 
 def test_jobs_side_by_side_take_different_gpus(monkeypatch, tmp_path):
@@ -105,48 +66,68 @@ def test_jobs_side_by_side_take_different_gpus(monkeypatch, tmp_path):
         assert alone is None
 
 
-def default_folder_sweep(user: Path, name: str, *launcher: str) -> tuple[Path, CompletedProcess]:
+def default_folder_sweep(
+    user: Path, name: str, *args: str, env: dict | None = None
+) -> tuple[Path, Path, CompletedProcess]:
     """A 2-job sweep as a user types it, without ``hydra.sweep.dir``, in a folder of its own, with no
-    thread setting in the environment (so ctsim chooses the jobs' threads)."""
+    thread setting in the environment (so ctsim chooses the jobs' threads). Returns the folder it ran
+    in, the one sweep folder it wrote, and the finished process."""
     cwd = user / name
     (cwd / "configs").mkdir(parents=True)
     (cwd / "configs" / "experiment").symlink_to(user / "configs" / "experiment")
-    args = ["--config-dir", "configs", "-m", "experiment=tiny", f"dataset.root={user / 'data'}"]
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "CTSIM_THREADS")}
+    config = ["--config-dir", "configs", "-m", "experiment=tiny", f"dataset.root={user / 'data'}"]
+    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "CTSIM_THREADS")}
     done = subprocess.run(
-        [sys.executable, "-m", "ctsim", *args, "trigger=time,amount", *launcher],
+        [sys.executable, "-m", "ctsim", *config, *args],
         cwd=cwd,
-        env={**env, "HYDRA_FULL_ERROR": "0"},
+        env={**environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
         capture_output=True,
         text=True,
         timeout=600,
     )
-    return cwd, done
+    sweeps = list((cwd / "results" / "multiruns" / "tiny").iterdir())
+    assert len(sweeps) == 1, (sweeps, done.stderr)  # one sweep folder, not one per job
+    assert {"0", "1", "comparison", "multirun.yaml"} <= {p.name for p in sweeps[0].iterdir()}, done.stderr
+    cores = len(os.sched_getaffinity(0))
+    threads = {json.loads((sweeps[0] / job / "status.json").read_text())["cpu_threads"] for job in ("0", "1")}
+    assert threads == {max(1, cores // 2)}  # two jobs side by side share the cores
+    return cwd, sweeps[0], done
+
+
+# Each launcher runs one sweep (CI's time is short): in the default folder, as a user types it. Once each
+# worker process claimed a sweep folder of its own (``<stamp>_2/0``, ``<stamp>_3/1``) and the sweep's own
+# folder held only multirun.yaml: no comparison.
 
 
 @pytest.mark.skipif(not installed("hydra_joblib_launcher"), reason='needs pip install -e ".[sweep]"')
-@pytest.mark.parametrize(
-    "launcher",
-    [
-        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
-    ],
-    ids=["joblib", "submitit_local"],
-)
-def test_a_sweep_in_the_default_folder_keeps_its_jobs_and_comparison_together(user, launcher):
-    """Once each worker process claimed a sweep folder of its own (``<stamp>_2/0``, ``<stamp>_3/1``) and
-    the sweep's own folder held only multirun.yaml: no comparison."""
-    if "submitit" in launcher[0] and not installed("hydra_submitit_launcher"):
-        pytest.skip('needs pip install -e ".[sweep]"')
-    cwd, done = default_folder_sweep(user, launcher[0].split("=")[1], *launcher)
+def test_a_joblib_sweep_runs_jobs_in_two_processes_and_compares_them_when_one_fails(user):
+    """Job 1's model fails in training: the sweep exits with Hydra's error, after comparing job 0 and
+    naming job 1 with its error."""
+    (user / "code").mkdir()
+    (user / "code" / "boom.py").write_text(BOOM)
+    model = ["model._target_=boom.Boom", "~model.hidden", "+model.fail=false,true"]
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    env = {"PYTHONPATH": str(user / "code")}
+    cwd, out, done = default_folder_sweep(user, "joblib", *model, *launcher, env=env)
+    failed = out.relative_to(cwd) / "1"  # a sweep in the default folder is named relative to where it ran
+    assert done.returncode != 0
+    assert "boom: this model fails on purpose" in done.stderr
+    assert len(pids(out)) == 2 and os.getpid() not in pids(out)  # two worker processes
+    assert [p.lower() for p in compared(out)] == ["+model.fail=false"]
+    md = (out / "comparison" / "compare.md").read_text()
+    assert "## Left out" in md and f"`{failed}`: failed: RuntimeError: boom" in md
+    assert f"left out {failed}: failed: RuntimeError: boom" in done.stdout
+
+
+@pytest.mark.skipif(not installed("hydra_submitit_launcher"), reason='needs pip install -e ".[sweep]"')
+def test_a_submitit_local_sweep_runs_its_jobs_as_submitit_jobs_and_compares_them(user):
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+    _, out, done = default_folder_sweep(user, "submitit", "trigger=time,amount", *launcher)
     assert done.returncode == 0, done.stderr
-    (sweep,) = (cwd / "results" / "multiruns" / "tiny").iterdir()  # one sweep folder, not one per job
-    assert {"0", "1", "comparison", "multirun.yaml"} <= {p.name for p in sweep.iterdir()}
-    assert compared(sweep) == ["trigger=amount", "trigger=time"]
+    assert (out / ".submitit").is_dir()  # submitit's own job folders: the jobs went through it
+    assert os.getpid() not in pids(out)
+    assert compared(out) == ["trigger=amount", "trigger=time"]
     assert "no comparison" not in done.stderr
-    cores = len(os.sched_getaffinity(0))
-    threads = {json.loads((sweep / job / "status.json").read_text())["cpu_threads"] for job in ("0", "1")}
-    assert threads == {max(1, cores // 2)}  # two jobs side by side share the cores
 
 
 def test_jobs_side_by_side_get_a_share_of_the_cores():
