@@ -21,7 +21,7 @@ VARIANTS = [
     '"train.batch_size=32","train.epochs=1"]',
     "population.only=[time2,amount,adam,static,adamw,tail]",
 ]
-SMALL = ["dataset.size=0.05", "model.channels=8", "output.checkpoints=none"]
+SMALL = ["dataset.size=0.02", "model.channels=4", "output.checkpoints=none"]
 
 
 @pytest.fixture(scope="module")
