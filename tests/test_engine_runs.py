@@ -18,9 +18,9 @@ VARIANTS = [
     "population.only=[every5,amount]",
 ]
 MODELS = {
-    "mlp": ["dataset.size=0.05", "model=mlp", "model.hidden=[32]"],
-    "yearbooknet": ["dataset.size=0.05", "model=yearbooknet", "model.channels=8"],
-    "cnn": ["dataset.size=0.05", "model=cnn", "model.channels=8", "model.hidden=16"],
+    "mlp": ["dataset.size=0.03", "model=mlp", "model.hidden=[32]"],
+    "yearbooknet": ["dataset.size=0.03", "model=yearbooknet", "model.channels=4"],
+    "cnn": ["dataset.size=0.03", "model=cnn", "model.channels=4", "model.hidden=16"],
     "lstm": ["dataset=sensors", "dataset.size=0.3", "model=lstm", "model.hidden=12"],
     "gru": ["dataset=sensors", "dataset.size=0.3", "model=gru", "model.hidden=12"],
 }
