@@ -431,67 +431,64 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
 def compiled(args: argparse.Namespace) -> list[dict]:
     """The ``compile`` case (see the module docstring)."""
     spec = RAGGED_MODELS[args.compile_model]
-    device = BatchedEngine(device=args.device).device
     samples = max(args.batch, args.samples // args.batch * args.batch)  # whole batches: one graph a bucket
-    x, y = _data(spec, samples * 4, device)
+    x, y = _data(spec, samples * 4, BatchedEngine(device=args.device).device)
     rows = []
-    backend = stack.COMPILE_BACKEND
-    stack.COMPILE_BACKEND = args.compile_backend
+    backend, stack.COMPILE_BACKEND = stack.COMPILE_BACKEND, args.compile_backend
     try:
         for models in args.compile_models:
-            jobs = _jobs(spec, models, samples, args.epochs, args.batch, len(x))
-            engines = {
-                "batched/vmap": BatchedEngine(device=args.device, route="vmap"),
-                "batched/vmap+compile": BatchedEngine(device=args.device, route="vmap", compile=True),
-            }
-            first = {name: _timed(device, partial(e.train, jobs, x, y))[0] for name, e in engines.items()}
-            times: dict[str, list[float]] = {name: [] for name in engines}
-            memory = dict.fromkeys(engines, 0.0)
-            for _ in range(args.repeats):
-                for name, engine in engines.items():
-                    seconds, memory[name] = _timed(device, partial(engine.train, jobs, x, y))
-                    times[name].append(seconds)
-            steps = sum(j.steps() for j in jobs)
-            samples_trained = sum(len(j.keys) * j.train.epochs for j in jobs)
-            flops = flops_per_sample(spec).train
-            eager = statistics.median(times["batched/vmap"])
-            for name, engine in engines.items():
-                wall = statistics.median(times[name])
-                row = _row(
-                    "compile",
-                    name,
-                    device,
-                    models,
-                    "train",
-                    wall,
-                    memory[name],
-                    samples_trained,
-                    steps,
-                    flops,
-                )
-                row.warmup_s = first[name]
-                rows.append(
-                    {
-                        **asdict(row),
-                        "model_kind": args.compile_model,
-                        "backend": args.compile_backend if engine.compile else None,
-                        "bucket": max(2, bucket(models)) if models > 1 else 1,
-                        "batch": args.batch,
-                        "graphs": len(engine.graphs),
-                        "compile_s": max(first[name] - wall, 0.0) if engine.compile else 0.0,
-                        "repeats": args.repeats,
-                        "speedup_vs_eager": eager / wall,
-                    }
-                )
-                print(
-                    f"compile {args.compile_model} {models:>4} models {name:>20}: "
-                    f"first call {first[name]:8.2f} s, steady {wall:8.3f} s "
-                    f"{row.model_steps_per_s:10,.0f} model-steps/s, "
-                    f"{len(engine.graphs)} graphs, {eager / wall:5.2f}x eager",
-                    flush=True,
-                )
+            rows += _compile_rows(
+                args, spec, _jobs(spec, models, samples, args.epochs, args.batch, len(x)), x, y
+            )
     finally:
         stack.COMPILE_BACKEND = backend
+    return rows
+
+
+def _compile_rows(args: argparse.Namespace, spec: ModelSpec, jobs: list[TrainJob], x, y) -> list[dict]:
+    """One population trained by fresh engines with and without ``compile``: a first call, then
+    ``--repeats`` steady calls each, interleaved."""
+    engines = {
+        "batched/vmap": BatchedEngine(device=args.device, route="vmap"),
+        "batched/vmap+compile": BatchedEngine(device=args.device, route="vmap", compile=True),
+    }
+    device, models = x.device, len(jobs)
+    first = {name: _timed(device, partial(e.train, jobs, x, y))[0] for name, e in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    memory = dict.fromkeys(engines, 0.0)
+    for _ in range(args.repeats):
+        for name, engine in engines.items():
+            seconds, memory[name] = _timed(device, partial(engine.train, jobs, x, y))
+            times[name].append(seconds)
+    steps = sum(j.steps() for j in jobs)
+    samples = sum(len(j.keys) * j.train.epochs for j in jobs)
+    flops = flops_per_sample(spec).train
+    eager = statistics.median(times["batched/vmap"])
+    rows = []
+    for name, engine in engines.items():
+        wall = statistics.median(times[name])
+        row = _row("compile", name, device, models, "train", wall, memory[name], samples, steps, flops)
+        row.warmup_s = first[name]
+        rows.append(
+            {
+                **asdict(row),
+                "model_kind": args.compile_model,
+                "backend": args.compile_backend if engine.compile else None,
+                "bucket": max(2, bucket(models)) if models > 1 else 1,
+                "batch": args.batch,
+                "graphs": len(engine.graphs),
+                "compile_s": max(first[name] - wall, 0.0) if engine.compile else 0.0,
+                "repeats": args.repeats,
+                "speedup_vs_eager": eager / wall,
+            }
+        )
+        print(
+            f"compile {args.compile_model} {models:>4} models {name:>20}: "
+            f"first call {first[name]:8.2f} s, steady {wall:8.3f} s "
+            f"{row.model_steps_per_s:10,.0f} model-steps/s, "
+            f"{len(engine.graphs)} graphs, {eager / wall:5.2f}x eager",
+            flush=True,
+        )
     return rows
 
 

@@ -46,17 +46,17 @@ With ``precision=bf16`` the forward passes run under ``torch.autocast`` in bfloa
 but no longer equal to the float32 reference. ``compile=true`` compiles the stacked loss with
 ``torch.compile`` (fused kernels: faster on GPUs after a compilation of tens of seconds per graph;
 not bit-identical to the eager kernels). A graph holds one input shape, so sizes go into buckets
-(:func:`~ctsim.engine.plan.bucket`: 1, 2, 3, 4, 6, 8, 12, 16, ...): every step's batches are padded
-to the bucket of the group's largest batch size with the validity mask (partial last batches and
-equal data included), and each call's models to the bucket of their number with dummy members
-(copies of the first model, their losses weighted 0 and dropped; vmap keeps each member's arithmetic
-apart, so they change no real model). Chunks of models are cut at a bucket. A whole run then compiles
-at most one graph per population bucket and batch bucket for each architecture, each architecture in
-its own ``torch.compile`` region with its own budget of ``GRAPH_BUDGET`` graphs
-(:class:`~ctsim.engine.stack.Compiled`); a shape beyond it stops the run with a one-line
-:class:`~ctsim.engine.stack.CompileBudgetError` instead of falling back to eager kernels. Without
-``compile`` nothing is bucketed: eager calls keep their exact sizes. :attr:`BatchedEngine.graphs`
-lists the graphs compiled.
+(:func:`~ctsim.engine.plan.bucket`: 1, 2, 3, 4, 6, 8, 12, 16, ...). Every step's batches are padded
+to the bucket of the group's largest ``batch_size`` with the validity mask (partial last batches,
+equal data and data smaller than one batch included), and each call's models to the bucket of their
+number with dummy members (copies of the first model, their losses weighted 0 and dropped; vmap
+keeps each member's arithmetic apart, so they change no real model). Chunks of models are cut at a
+bucket. A whole run then compiles at most one graph per population bucket and batch bucket for each
+architecture, each architecture in its own ``torch.compile`` region with its own budget of
+``GRAPH_BUDGET`` graphs (:class:`~ctsim.engine.stack.Compiled`); a shape beyond it stops the run
+with a one-line :class:`~ctsim.engine.stack.CompileBudgetError` instead of falling back to eager
+kernels. Without ``compile`` nothing is bucketed: eager calls keep their exact sizes.
+:attr:`BatchedEngine.graphs` lists the graphs compiled.
 """
 
 from __future__ import annotations
@@ -199,11 +199,13 @@ class BatchedEngine(EngineSettings):
         vmapped = self.vmapped(jobs[0].model)
         per_call, width = 1, None
         batch = max(job.train.batch_size for job in jobs)
+        if self.compile:  # buckets: a few graphs per architecture, whatever the sizes (module docstring)
+            batch = bucket(batch)
         if vmapped:
             per_call = self._models_per_call(jobs[0].model, batch, training=True)
             width = batch if self._pads(jobs) else None
-        if self.compile:  # buckets: a few graphs per architecture, whatever the sizes (module docstring)
-            per_call, width = floor_bucket(per_call), bucket(batch)
+        if self.compile:
+            per_call, width = floor_bucket(per_call), batch
         if width is None:
             return self._train_in_chunks(jobs, x, y, per_call, vmapped, width)
         # Longest first: the models that step at any step are the first ones of their chunk (plan).
