@@ -33,14 +33,14 @@ Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.p
   the sequential engine, interleaved ``--repeats`` times; rows hold the medians, the process CPU seconds
   too (steadier than wall time on a loaded machine), and the launch audit of one more run
   (:mod:`ctsim.engine.audit`): stacked calls, aten ops and most host syncs per step.
-* ``compile`` (not in the default cases: inductor takes minutes per graph on a CPU): for each
-  population bucket of ``--compile-models`` (padded up to a bucket where it is not one), a population of
-  ``--compile-model`` models, each its own ``--samples`` samples (a multiple of ``--batch``: every step
-  takes the one graph of its bucket), trained by the batched engine with ``compile=true`` in a fresh
-  engine (the first call compiles: ``compile_s`` is its time less a steady call's) and without, both
-  on the ``vmap`` route; ``--repeats`` steady calls each, interleaved (medians). Rows give the graphs
-  compiled, the steady model-steps/s and ``speedup_vs_eager``. ``--compile-backend eager`` traces with
-  dynamo but runs the graphs eagerly (the tracing cost alone).
+* ``compile`` (not in the default cases: inductor takes tens of seconds to minutes per graph on a
+  CPU): for each population size of ``--compile-models`` (the engine pads it to its bucket),
+  ``--compile-model`` models, each its own ``--samples`` samples (cut to whole batches of ``--batch``:
+  every step takes the one graph of its bucket), trained by the batched engine with ``compile=true``
+  in a fresh engine (the first call compiles: ``compile_s`` is its time less a steady call's) and
+  without, both on the ``vmap`` route; ``--repeats`` steady calls each, interleaved (medians). Rows
+  give the graphs compiled, the steady model-steps/s and ``speedup_vs_eager``.
+  ``--compile-backend eager`` traces with dynamo but runs the graphs eagerly (the tracing cost alone).
 
 Each row records seconds, samples/s, model-steps/s, FLOPs (``torch.utils.flop_counter``) and FLOP/s,
 the fraction of the device's fp32 peak where it is known, peak memory (CUDA: the allocator's peak of
@@ -89,7 +89,7 @@ from ctsim.models.base import ModelSpec
 # fp32 peak (no tensor cores: TF32 stays off) in FLOP/s, by device name fragment; public data sheets.
 FP32_PEAK = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "L4": 30.3e12, "A10": 31.2e12}
 CASES = ("populations", "routes", "launch", "small_mlps", "eval", "ragged", "compile")
-DEFAULT_CASES = CASES[:-1]  # compile: inductor takes minutes per graph on a CPU
+DEFAULT_CASES = CASES[:-1]  # compile: inductor takes tens of seconds to minutes per graph on a CPU
 # The model kinds of the routes case, at the sizes of their configs (conf/model/), on the datasets they take.
 KINDS = {
     "mlp": ModelSpec(partial(MLP, hidden=[128]), (1, 32, 32), 2),
