@@ -83,3 +83,23 @@ def test_ragged_case_pads_to_one_call_per_step_where_splitting_takes_several(ben
     # sizes 40, 80 and 206 of the trigger study in batches of 16, one epoch: 13 steps for the longest
     assert by["sequential"]["group_steps"] == 13 and by["sequential"]["samples"] == 40 + 80 + 206
     assert by["sequential"]["speedup_vs_sequential"] == pytest.approx(1.0)  # a median over itself
+
+
+def test_compile_case_gives_compile_seconds_and_speed_per_bucket(tmp_path):
+    """``--cases compile`` (traced by dynamo, run eagerly: inductor takes minutes on a CPU): one graph
+    per population bucket, 3 models padded to the bucket of 3, 5 to that of 6."""
+    args = ["--cases", "compile", "--compile-backend", "eager", "--compile-model", "mlp", "--device", "cpu"]
+    frames = main(
+        [*args, "--compile-models", "1", "5", "--samples", "40", "--batch", "16", "--out", str(tmp_path)]
+    )
+    frame = pl.read_csv(tmp_path / "compile.csv")
+    assert frame.shape == frames["compile"].shape
+    rows = {(r["engine"], r["models"]): r for r in frame.iter_rows(named=True)}
+    assert set(rows) == {(e, m) for e in ("batched/vmap", "batched/vmap+compile") for m in (1, 5)}
+    for models, bucket in ((1, 1), (5, 6)):
+        compiled, eager = rows["batched/vmap+compile", models], rows["batched/vmap", models]
+        assert compiled["graphs"] == 1 and compiled["bucket"] == bucket and eager["graphs"] == 0
+        assert compiled["backend"] == "eager" and compiled["compile_s"] > 0 == eager["compile_s"]
+        assert compiled["speedup_vs_eager"] == pytest.approx(eager["seconds"] / compiled["seconds"])
+        # 40 samples cut to whole batches of 16: 2 steps per model
+        assert compiled["model_steps_per_s"] * compiled["seconds"] == pytest.approx(2 * models)

@@ -4,6 +4,7 @@
     ctsim bench --cases populations --models 1 8 --device cpu --samples 128
     ctsim bench --device cuda --compile           # adds the torch.compile variant
     ctsim bench --jsonl rows.jsonl                # each row also appended there when measured
+    ctsim bench --cases compile --compile-models 2 8 64   # compile seconds and speed per bucket
 
 Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.png``):
 
@@ -32,6 +33,14 @@ Cases (each writes ``results/bench/<case>.csv``; ``populations`` also ``engine.p
   the sequential engine, interleaved ``--repeats`` times; rows hold the medians, the process CPU seconds
   too (steadier than wall time on a loaded machine), and the launch audit of one more run
   (:mod:`ctsim.engine.audit`): stacked calls, aten ops and most host syncs per step.
+* ``compile`` (not in the default cases: inductor takes tens of seconds to minutes per graph on a
+  CPU): for each population size of ``--compile-models`` (the engine pads it to its bucket),
+  ``--compile-model`` models, each its own ``--samples`` samples (cut to whole batches of ``--batch``:
+  every step takes the one graph of its bucket), trained by the batched engine with ``compile=true``
+  in a fresh engine (the first call compiles: ``compile_s`` is its time less a steady call's) and
+  without, both on the ``vmap`` route; ``--repeats`` steady calls each, interleaved (medians). Rows
+  give the graphs compiled, the steady model-steps/s and ``speedup_vs_eager``.
+  ``--compile-backend eager`` traces with dynamo but runs the graphs eagerly (the tracing cost alone).
 
 Each row records seconds, samples/s, model-steps/s, FLOPs (``torch.utils.flop_counter``) and FLOP/s,
 the fraction of the device's fp32 peak where it is known, peak memory (CUDA: the allocator's peak of
@@ -66,11 +75,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
+from ctsim.engine import stack
 from ctsim.engine.audit import per_step
 from ctsim.engine.base import Engine, TrainConfig, TrainJob, build_model, job_seed
 from ctsim.engine.batched import BatchedEngine
 from ctsim.engine.optim import SGD, Adam
-from ctsim.engine.plan import StepPlan
+from ctsim.engine.plan import StepPlan, bucket
 from ctsim.engine.sequential import SequentialEngine
 from ctsim.measure.cost import flops_per_sample
 from ctsim.models import CNN, GRU, LSTM, MLP, YearbookNet
@@ -78,7 +88,8 @@ from ctsim.models.base import ModelSpec
 
 # fp32 peak (no tensor cores: TF32 stays off) in FLOP/s, by device name fragment; public data sheets.
 FP32_PEAK = {"H100": 67e12, "H200": 67e12, "A100": 19.5e12, "L4": 30.3e12, "A10": 31.2e12}
-CASES = ("populations", "routes", "launch", "small_mlps", "eval", "ragged")
+CASES = ("populations", "routes", "launch", "small_mlps", "eval", "ragged", "compile")
+DEFAULT_CASES = CASES[:-1]  # compile: inductor takes tens of seconds to minutes per graph on a CPU
 # The model kinds of the routes case, at the sizes of their configs (conf/model/), on the datasets they take.
 KINDS = {
     "mlp": ModelSpec(partial(MLP, hidden=[128]), (1, 32, 32), 2),
@@ -407,6 +418,80 @@ def ragged(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def _compile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compile-models", type=int, nargs="+", default=[1, 8, 64], help="compile case sizes"
+    )
+    parser.add_argument("--compile-model", default="yearbooknet", choices=list(RAGGED_MODELS))
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="its torch.compile backend; eager: trace only"
+    )
+
+
+def compiled(args: argparse.Namespace) -> list[dict]:
+    """The ``compile`` case (see the module docstring)."""
+    spec = RAGGED_MODELS[args.compile_model]
+    samples = max(args.batch, args.samples // args.batch * args.batch)  # whole batches: one graph a bucket
+    x, y = _data(spec, samples * 4, BatchedEngine(device=args.device).device)
+    rows = []
+    backend, stack.COMPILE_BACKEND = stack.COMPILE_BACKEND, args.compile_backend
+    try:
+        for models in args.compile_models:
+            rows += _compile_rows(
+                args, spec, _jobs(spec, models, samples, args.epochs, args.batch, len(x)), x, y
+            )
+    finally:
+        stack.COMPILE_BACKEND = backend
+    return rows
+
+
+def _compile_rows(args: argparse.Namespace, spec: ModelSpec, jobs: list[TrainJob], x, y) -> list[dict]:
+    """One population trained by fresh engines with and without ``compile``: a first call, then
+    ``--repeats`` steady calls each, interleaved."""
+    engines = {
+        "batched/vmap": BatchedEngine(device=args.device, route="vmap"),
+        "batched/vmap+compile": BatchedEngine(device=args.device, route="vmap", compile=True),
+    }
+    device, models = x.device, len(jobs)
+    first = {name: _timed(device, partial(e.train, jobs, x, y))[0] for name, e in engines.items()}
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    memory = dict.fromkeys(engines, 0.0)
+    for _ in range(args.repeats):
+        for name, engine in engines.items():
+            seconds, memory[name] = _timed(device, partial(engine.train, jobs, x, y))
+            times[name].append(seconds)
+    steps = sum(j.steps() for j in jobs)
+    samples = sum(len(j.keys) * j.train.epochs for j in jobs)
+    flops = flops_per_sample(spec).train
+    eager = statistics.median(times["batched/vmap"])
+    rows = []
+    for name, engine in engines.items():
+        wall = statistics.median(times[name])
+        row = _row("compile", name, device, models, "train", wall, memory[name], samples, steps, flops)
+        row.warmup_s = first[name]
+        rows.append(
+            {
+                **asdict(row),
+                "model_kind": args.compile_model,
+                "backend": args.compile_backend if engine.compile else None,
+                "bucket": max(2, bucket(models)) if models > 1 else 1,
+                "batch": args.batch,
+                "graphs": len(engine.graphs),
+                "compile_s": max(first[name] - wall, 0.0) if engine.compile else 0.0,
+                "repeats": args.repeats,
+                "speedup_vs_eager": eager / wall,
+            }
+        )
+        print(
+            f"compile {args.compile_model} {models:>4} models {name:>20}: "
+            f"first call {first[name]:8.2f} s, steady {wall:8.3f} s "
+            f"{row.model_steps_per_s:10,.0f} model-steps/s, "
+            f"{len(engine.graphs)} graphs, {eager / wall:5.2f}x eager",
+            flush=True,
+        )
+    return rows
+
+
 def _print(rows: list[Row]) -> None:
     for r in rows:
         print(
@@ -453,7 +538,7 @@ def plot(frame: pl.DataFrame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser = argparse.ArgumentParser(prog="ctsim bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=CASES)
     parser.add_argument("--models", type=int, nargs="+", default=[1, 8, 64, 256], help="population sizes")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--samples", type=int, default=256, help="training samples per model")
@@ -475,6 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
         "--jsonl", type=Path, help="also append each row to this file as a JSON line when it is measured"
     )
     _ragged_arguments(parser)
+    _compile_arguments(parser)
     args = parser.parse_args(argv)
     global _ROW_LOG
     _ROW_LOG = args.jsonl
@@ -485,7 +571,7 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     frames = {}
     for case in args.cases:
         run = {"populations": populations, "routes": routes, "launch": launch, "small_mlps": small_mlps}
-        run["ragged"] = ragged
+        run["ragged"], run["compile"] = ragged, compiled
         rows = run.get(case, evaluation)(args)
         frame = with_speedups(pl.DataFrame([r if isinstance(r, dict) else asdict(r) for r in rows]))
         frame.write_csv(args.out / f"{case}.csv")

@@ -52,7 +52,7 @@ USAGE = {
     "datasets": "ctsim datasets prepare|list|info ...",
     "bench": "ctsim bench [--cases ...]",
 }
-BENCH_CASES = ("populations", "routes", "launch", "small_mlps", "eval", "ragged")  # ctsim.app.bench.CASES
+BENCH_CASES = ("populations", "routes", "launch", "small_mlps", "eval", "ragged", "compile")  # bench.CASES
 
 
 def _resume(p: argparse.ArgumentParser) -> None:
@@ -122,7 +122,7 @@ def _datasets(p: argparse.ArgumentParser) -> None:
 
 
 def _bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cases", nargs="+", default=list(BENCH_CASES), choices=BENCH_CASES)
+    p.add_argument("--cases", nargs="+", default=list(BENCH_CASES[:-1]), choices=BENCH_CASES)
     p.add_argument("--models", type=int, nargs="+", default=[1, 8, 64, 256], help="population sizes")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--samples", type=int, default=256, help="training samples per model")
@@ -148,6 +148,11 @@ def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ragged-sizes", default="triggers", choices=["triggers", "sea_quickstart"])
     p.add_argument("--ragged-epochs", type=int, default=5)
     p.add_argument("--repeats", type=int, default=1, help="interleaved timings per engine (medians)")
+    p.add_argument("--compile-models", type=int, nargs="+", default=[1, 8, 64], help="compile case sizes")
+    p.add_argument("--compile-model", default="yearbooknet", choices=["yearbooknet", "mlp"])
+    p.add_argument(
+        "--compile-backend", default="inductor", help="its torch.compile backend; eager: trace only"
+    )
 
 
 ARGUMENTS: dict[str, Callable[[argparse.ArgumentParser], None]] = {

@@ -44,8 +44,19 @@ the equivalence tests check:
 
 With ``precision=bf16`` the forward passes run under ``torch.autocast`` in bfloat16: faster on GPUs,
 but no longer equal to the float32 reference. ``compile=true`` compiles the stacked loss with
-``torch.compile`` (fused kernels: faster on GPUs after a compilation of tens of seconds per
-architecture and batch shape; not bit-identical to the eager kernels).
+``torch.compile`` (fused kernels: faster on GPUs after a compilation of tens of seconds per graph;
+not bit-identical to the eager kernels). A graph holds one input shape, so sizes go into buckets
+(:func:`~ctsim.engine.plan.bucket`: 1, 2, 3, 4, 6, 8, 12, 16, ...). Every step's batches are padded
+to the bucket of the group's largest ``batch_size`` with the validity mask (partial last batches,
+equal data and data smaller than one batch included), and each call's models to the bucket of their
+number with dummy members (copies of the first model, their losses weighted 0 and dropped; vmap
+keeps each member's arithmetic apart, so they change no real model). Chunks of models are cut at a
+bucket. A whole run then compiles at most one graph per population bucket and batch bucket for each
+architecture, each architecture in its own ``torch.compile`` region with its own budget of
+``GRAPH_BUDGET`` graphs (:class:`~ctsim.engine.stack.Compiled`); a shape beyond it stops the run
+with a one-line :class:`~ctsim.engine.stack.CompileBudgetError` instead of falling back to eager
+kernels. Without ``compile`` nothing is bucketed: eager calls keep their exact sizes.
+:attr:`BatchedEngine.graphs` lists the graphs compiled.
 """
 
 from __future__ import annotations
@@ -78,7 +89,7 @@ from ctsim.engine.functional_optim import StackedOptimizer, clip_grad_norm_
 from ctsim.engine.inference import for_inference
 from ctsim.engine.memory import MemoryPlanner, budget_problem
 from ctsim.engine.optim import SGD
-from ctsim.engine.plan import Call, StepPlan, is_ragged, split_calls
+from ctsim.engine.plan import Call, StepPlan, bucket, floor_bucket, is_ragged, split_calls
 from ctsim.engine.scores import score, top
 from ctsim.engine.signals import Outputs, finish_stacked, one_by_one
 from ctsim.engine.signals import groups as signal_groups
@@ -107,7 +118,8 @@ class BatchedEngine(EngineSettings):
         max_models: at most this many models per call; null: as many as the memory budget holds.
         memory_budget: bytes (a number > 1) or a fraction (0 < f ≤ 1) of the device memory free when a
             call starts; null: 0.6 of it. On CUDA, memory PyTorch has cached but not in use counts as free.
-        compile: ``torch.compile`` the stacked loss (faster on GPUs, not bit-identical).
+        compile: ``torch.compile`` the stacked loss (faster on GPUs, not bit-identical; sizes padded to
+            buckets, a budget of graphs per architecture: see the module docstring).
         The others: :class:`~ctsim.engine.base.EngineSettings`.
     """
 
@@ -186,10 +198,14 @@ class BatchedEngine(EngineSettings):
         """Train one group (one architecture, optimizer kind and set of frozen parameters)."""
         vmapped = self.vmapped(jobs[0].model)
         per_call, width = 1, None
+        batch = max(job.train.batch_size for job in jobs)
+        if self.compile:  # buckets: a few graphs per architecture, whatever the sizes (module docstring)
+            batch = bucket(batch)
         if vmapped:
-            batch = max(job.train.batch_size for job in jobs)
             per_call = self._models_per_call(jobs[0].model, batch, training=True)
             width = batch if self._pads(jobs) else None
+        if self.compile:
+            per_call, width = floor_bucket(per_call), batch
         if width is None:
             return self._train_in_chunks(jobs, x, y, per_call, vmapped, width)
         # Longest first: the models that step at any step are the first ones of their chunk (plan).
@@ -372,8 +388,22 @@ class BatchedEngine(EngineSettings):
         key = (job.model.key, job.train.freeze, vmapped)
         if key not in self._losses:
             model = build_model(job, self.dtype)
-            self._losses[key] = Losses(model, self.dtype, self._autocast, vmapped, self.compile)
+            self._losses[key] = Losses(
+                model, self.dtype, self._autocast, vmapped, self.compile, job.model.name
+            )
         return self._losses[key]
+
+    @property
+    def graphs(self) -> list[tuple[str, tuple[int, ...]]]:
+        """With ``compile``: every graph compiled so far, as (architecture, input shape: models × batch
+        × features, or batch × features for a model trained alone); each architecture's loss variant
+        holds at most ``GRAPH_BUDGET`` (:class:`~ctsim.engine.stack.Compiled`)."""
+        return [
+            (losses.name, shape)
+            for losses in self._losses.values()
+            for shapes in losses.graphs.values()
+            for shape in shapes
+        ]
 
     def _kept_for(self, job: TrainJob, vmapped: bool) -> _Kept:
         key = (job.model.key, job.train.freeze, vmapped, job.batch_then_sample)

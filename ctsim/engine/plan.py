@@ -115,6 +115,32 @@ class StepPlan:
         self.lr = torch.tensor(_learning_rates(jobs, total, per_epoch, len(sizes)), device=device)
 
 
+def bucket(n: int) -> int:
+    """The size a compiled loss pads ``n`` models or samples to: the next of 1, 2, 3, 4, 6, 8, 12, 16,
+    24, ... (the powers of two and 1.5 times them), so at most a third of a call is padding, and
+    population sizes up to 256 fall into 15 buckets.
+
+    >>> [bucket(n) for n in (1, 2, 3, 5, 7, 9, 13, 17, 50, 64, 100, 129)]
+    [1, 2, 3, 6, 8, 12, 16, 24, 64, 64, 128, 192]
+    """
+    if n <= 2:
+        return n
+    power = 1 << (n - 1).bit_length()  # the next power of two
+    return power * 3 // 4 if power * 3 // 4 >= n else power
+
+
+def floor_bucket(n: int) -> int:
+    """The largest bucket (:func:`bucket`) that is at most ``n``, for ``n ≥ 1``.
+
+    >>> [floor_bucket(n) for n in (1, 5, 7, 100, 256)]
+    [1, 4, 6, 96, 256]
+    """
+    b = n
+    while bucket(b) != b:
+        b -= 1
+    return b
+
+
 def is_ragged(jobs: Sequence[TrainJob]) -> bool:
     """Do the jobs' batch sizes differ at some step (other data sizes, batch sizes or epochs)?
 

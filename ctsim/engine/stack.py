@@ -32,8 +32,13 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ctsim.engine.base import State, logits_of
+from ctsim.engine.plan import bucket
 
 Tensors = dict[str, torch.Tensor]
+COMPILE_BACKEND = "inductor"  # torch.compile's backend (tests count graphs with a backend of their own)
+# Graphs per compiled loss (one architecture, one loss variant): 15 population buckets up to 256 models
+# per call (2, 3, 4, 6, ..., 192, 256), at 2 batch widths, with room to spare.
+GRAPH_BUDGET = 32
 
 
 class Stack:
@@ -260,6 +265,7 @@ class Losses:
         autocast: Callable[[], AbstractContextManager],
         vmapped: bool,
         compile: bool = False,
+        name: str = "the model",
     ):
         base = meta_copy(model).train()
         batchnorm_in_float32(base)
@@ -280,6 +286,7 @@ class Losses:
 
         self.vmapped = vmapped
         self.compile = compile
+        self.name = name
         self._one = one
         self._fns: dict[tuple, Callable] = {}
 
@@ -289,8 +296,13 @@ class Losses:
             fn = partial(self._one, summed=summed)
             if vmapped:  # weights and masks may be None: not mapped then
                 fn = vmap(fn, in_dims=(0, 0, 0, 0, 0 if weighted else None, 0 if masked else None))
-            self._fns[key] = torch.compile(fn) if self.compile else fn
+            self._fns[key] = Compiled(fn, self.name, vmapped) if self.compile else fn
         return self._fns[key]
+
+    @property
+    def graphs(self) -> dict[str, list[tuple[int, ...]]]:
+        """With ``compile``: the input shapes each compiled variant of the loss has a graph for."""
+        return {str(k): sorted(f.shapes) for k, f in self._fns.items() if isinstance(f, Compiled)}
 
     def fn(self, params: Tensors, buffers: Tensors, x, y, w, valid=None, summed=False) -> torch.Tensor:
         """The loss function itself (stacked when ``vmapped``), on ``(r, ...)`` tensors."""
@@ -308,20 +320,93 @@ class Losses:
             fn = self._fn(w is not None, valid is not None, summed, vmapped=False)
             loss = fn({k: v[0] for k, v in params.items()}, first, x[0], y[0], *rest)
             return loss.unsqueeze(0)
-        if len(x) > 1:
-            return self.fn(params, buffers, x, y, w, valid, summed)
+        rows = len(x)
         # A lone model in a vmap call would take other kernels (a plain instead of a grouped
-        # convolution) than beside others: pair it with a copy of itself, so that which models share
-        # a call never changes a model's arithmetic.
-        twin = {k: torch.cat([v, v]) for k, v in buffers.items()}
-        pair = {k: torch.cat([v, v]) for k, v in params.items()}
+        # convolution) than beside others: it is paired with a copy of itself, so that which models
+        # share a call never changes a model's arithmetic. A compiled loss pads every call to a
+        # population bucket, so that a run compiles one graph per bucket, not one per size.
+        size = max(2, bucket(rows)) if self.compile else max(2, rows)
+        if size == rows and not self.compile:
+            return self.fn(params, buffers, x, y, w, valid, summed)
+        padded = {k: _pad(v, size) for k, v in buffers.items()}
         losses = self.fn(
-            pair, twin, *(None if v is None else torch.cat([v, v]) for v in (x, y, w, valid)), summed
+            {k: _pad(v, size) for k, v in params.items()},
+            padded,
+            _pad(x, size),
+            _pad(y, size),
+            None if w is None else _pad(w, size, dummy=0.0),  # the dummies' loss counts for nothing
+            None if valid is None else _pad(valid, size),
+            summed,
         )
         with torch.no_grad():
             for k, v in buffers.items():
-                v.copy_(twin[k][:1])
-        return losses[:1]
+                v.copy_(padded[k][:rows])
+        return losses[:rows]
+
+
+def _pad(v: torch.Tensor, size: int, dummy: float | None = None) -> torch.Tensor:
+    """``v`` ``(r, ...)`` with ``size - r`` dummy rows after it: copies of its first row (or ``dummy``),
+    outside autograd's graph, always in a new contiguous tensor, so that a compiled loss sees the same
+    strides whatever ``r``."""
+    extra = v[:1].detach().expand(size - len(v), *v.shape[1:])
+    return torch.cat([v, extra if dummy is None else torch.full_like(extra, dummy)])
+
+
+class CompileBudgetError(RuntimeError):
+    """A compiled loss would need more graphs than its budget (``GRAPH_BUDGET``)."""
+
+
+class Compiled:
+    """One architecture's loss, compiled: one graph per input shape, at most ``GRAPH_BUDGET`` graphs.
+
+    Each instance is its own ``torch.compile`` region (``isolate_recompiles``), with static shapes
+    and dynamo's recompile limit set to the budget, so that architectures do not share dynamo's
+    global limit. A shape beyond the budget stops the run with :class:`CompileBudgetError`, naming
+    the architecture and the shapes, and never falls back to eager kernels silently (dynamo's own
+    limit, a backstop, raises too: ``fail_on_recompile_limit_hit``).
+    """
+
+    regions = 0  # compiled regions in this process: dynamo's global cap is raised to fit them all
+
+    def __init__(self, fn: Callable, name: str, stacked: bool):
+        self.name = name
+        self.stacked = stacked
+        self.shapes: set[tuple[int, ...]] = set()
+        self.fn = torch.compile(
+            fn,
+            backend=COMPILE_BACKEND,
+            dynamic=False,
+            recompile_limit=GRAPH_BUDGET,
+            isolate_recompiles=True,
+        )
+        Compiled.regions += 1
+        config = torch._dynamo.config
+        config.accumulated_recompile_limit = max(
+            config.accumulated_recompile_limit, GRAPH_BUDGET * self.regions
+        )
+
+    def __call__(self, params: Tensors, buffers: Tensors, x, y, w, valid) -> torch.Tensor:
+        shape = tuple(x.shape)
+        if shape not in self.shapes and len(self.shapes) >= GRAPH_BUDGET:
+            raise CompileBudgetError(self._over(shape, f"beyond its budget of {GRAPH_BUDGET} graphs"))
+        self.shapes.add(shape)
+        try:
+            with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+                return self.fn(params, buffers, x, y, w, valid)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as e:
+            raise CompileBudgetError(self._over(shape, "and dynamo hit its recompile limit")) from e
+
+    def _over(self, shape: tuple[int, ...], why: str) -> str:
+        seen = ", ".join(self._shape(s) for s in sorted(self.shapes - {shape}))
+        return (
+            f"engine.compile=true: {self.name} would compile a graph for {self._shape(shape)} {why} "
+            f"(compiled: {seen or 'none'}); use fewer batch sizes per architecture, engine.max_models "
+            "to cap the models per call, or engine.compile=false"
+        )
+
+    def _shape(self, shape: tuple[int, ...]) -> str:
+        """An input shape as a reader sees it: ``8 models × batch 64``, or ``batch 64`` for one model."""
+        return f"{shape[0]} models × batch {shape[1]}" if self.stacked else f"batch {shape[0]}"
 
 
 def model_loss(
