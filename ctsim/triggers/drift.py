@@ -28,6 +28,8 @@ p-value the reason reports.
 
 Embeddings of the active model are cached per generation: each sample is embedded at most once per
 model, and the arrival batch of every pipeline is embedded in the loop's one shared engine pass.
+Pipelines that hold the same model (the simulation trains identical jobs once) share its passes, and
+equal MMD tests (same features, same permutation seed) are computed once for all of them.
 
 **Small windows.** A window with fewer than ``min_samples`` samples is not tested: with ``window:
 null`` its samples carry over to the next detection; until the data before the current window can
