@@ -5,10 +5,20 @@ pipeline that fires selects its training set (presampling, then an optional scor
 scored for all pipelines in one engine call); every job of that decision point goes to the engine in
 one call; the trained generations are recorded. After the replay, every generation is evaluated on
 every slice's test set.
+
+**Identical work is done once.** Pipelines of one seed often make the same training job: the same
+parent, the same samples, seed and settings (drift triggers that have not fired yet, or that fired at
+the same batches, all hold one model). Each job gets a fingerprint (:func:`fingerprint`: its
+parent's fingerprint, its keys and weights, its seed, its model, optimizer, schedule and training
+settings); at a decision point, jobs with equal fingerprints are trained once and their pipelines
+share the trained model (each pipeline's ``train`` seconds are still its job's, as if it trained
+alone). Model signals are asked per distinct (model fingerprint, rows): pipelines whose active models
+share a fingerprint share one pass. ``simulate(..., share=False)`` trains and embeds per pipeline.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -76,6 +86,7 @@ class _PipelineState:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     # the generations, as triggers see them
     seen_by_trigger: list[TriggerTrained] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)  # each generation's job (see fingerprint)
 
     @property
     def latest_state(self) -> State | None:
@@ -146,12 +157,15 @@ def simulate(
     progress: bool = True,
     recorder: Recorder | None = None,
     eval_chunk: int | None = None,
+    share: bool = True,
 ) -> SimulationResult:
     """Replay ``stream`` through ``pipelines``, training every due generation on ``engine``.
 
     Each decision point's generations go to ``recorder`` as soon as they are trained, and evaluations
     as each chunk of ``eval_chunk`` generations is done. A generation the recorder already saved (a
     resumed run) is loaded, not trained: the replay is deterministic, so it makes the same decisions.
+    ``share``: identical training jobs are trained once and identical signal passes made once (see
+    the module docstring); False does every pipeline's work separately.
     """
     recorder = recorder or NoRecorder()
     ConfigError.raise_all(stream_problems(stream, pipelines))  # before any work
@@ -171,10 +185,11 @@ def simulate(
         if any(wants):
             tick = time.perf_counter()
             asks = [(p.model, st.latest_state, w) for p, st, w in zip(pipelines, states, wants)]
-            answers = gather(engine, asks, x, y)
-            share = (time.perf_counter() - tick) / sum(bool(w) for w in wants)
+            models = [st.fingerprints[-1] if share and st.fingerprints else None for st in states]
+            answers = gather(engine, asks, x, y, models=models)
+            each = (time.perf_counter() - tick) / sum(bool(w) for w in wants)
             for st, w in zip(states, wants):
-                st.seconds["trigger"] += share if w else 0.0
+                st.seconds["trigger"] += each if w else 0.0
             contexts = [replace(ctx, signals=a) for ctx, a in zip(contexts, answers)]
         # 2. the triggers decide (drift triggers together: their MMD tests in one batched call);
         #    each pipeline that fires selects its training set
@@ -202,15 +217,17 @@ def simulate(
             continue
 
         jobs = [_job(i, pipelines[i], states[i], selection) for i, _, selection in due]
+        prints = [fingerprint(j, _parent_print(pipelines[j.pipeline], states[j.pipeline])) for j in jobs]
         status = replay_status(len(pipelines), len(generations), trained_samples, train_seconds, len(jobs))
         replay.set_postfix_str(status)  # shown now: a decision point can train for long
-        made, (results, fresh) = [], _train(engine, recorder, jobs, x, y)
-        for job, trained, (i, reason, selection) in zip(jobs, results, due):
+        made, (results, fresh) = [], _train(engine, recorder, jobs, x, y, prints if share else None)
+        for job, print_, trained, (i, reason, selection) in zip(jobs, prints, results, due):
             state = states[i]
             parent = state.generations[-1].index if job.parent is not None else None
             last_time = float(stream.time[batch.keys[-1]])
             gen = Generation(i, len(state.generations), parent, batch, last_time, reason, selection, trained)
             state.generations.append(gen)
+            state.fingerprints.append(print_)
             state.seen_by_trigger.append(_seen_by_trigger(gen, pipelines[i], len(state.intervals[-1])))
             state.seconds["train"] += trained.seconds
             generations.append(gen)
@@ -250,17 +267,61 @@ def simulate(
 
 
 def _train(
-    engine: Engine, recorder: Recorder, jobs: list[TrainJob], x: torch.Tensor, y: torch.Tensor
+    engine: Engine,
+    recorder: Recorder,
+    jobs: list[TrainJob],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    prints: list[str] | None = None,
 ) -> tuple[list[Trained], bool]:
     """The decision point's generations, and whether any was trained (else all were loaded).
 
     They are loaded when an earlier attempt saved them all. Otherwise all are trained in one engine
-    call, the call an uninterrupted run made, and the saved ones are kept as they were.
+    call, the call an uninterrupted run made, and the saved ones are kept as they were. With
+    ``prints`` (the jobs' fingerprints), jobs of equal fingerprints are trained once, and share it.
     """
     saved = [recorder.saved(j.pipeline, j.generation, j.keys) for j in jobs]
     if all(s is not None for s in saved):
         return saved, False  # type: ignore[return-value]
-    return [s if s is not None else t for s, t in zip(saved, engine.train(jobs, x, y))], True
+    same = prints if prints is not None else list(range(len(jobs)))  # jobs of equal entries train once
+    first: dict = {}
+    for j, key in enumerate(same):
+        first.setdefault(key, j)
+    trained = dict(zip(first, engine.train([jobs[j] for j in first.values()], x, y)))
+    return [s if s is not None else trained[key] for s, key in zip(saved, same)], True
+
+
+def fingerprint(job: TrainJob, parent: str | None) -> str:
+    """What makes a job's trained model: equal fingerprints, the same model (``parent`` is the
+    fingerprint of the generation it fine-tunes, None for a fresh initialisation). The pipeline's
+    index and the generation's number are left out: two pipelines' jobs may be the same job.
+
+    >>> from ctsim.engine.base import TrainConfig
+    >>> job = TrainJob(0, 1, None, None, TrainConfig(), torch.arange(5), seed=7)
+    >>> fingerprint(job, "a") == fingerprint(replace(job, pipeline=3), "a") != fingerprint(job, "b")
+    True
+    >>> fingerprint(job, "a") != fingerprint(replace(job, keys=torch.arange(4)), "a")
+    True
+    """
+    h = hashlib.blake2b(digest_size=16)
+    model = None if job.model is None else job.model.key
+    settings = (model, job.optimizer, job.train, job.schedule, job.batch_then_sample, job.epoch_subset)
+    h.update(repr((settings, job.seed, parent, job.parent is None)).encode())
+    for t in (job.keys, job.weights):
+        if t is None:
+            h.update(b"none")
+        else:
+            t = t.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _parent_print(pipeline: Pipeline, state: _PipelineState) -> str | None:
+    """The fingerprint of the generation a new job of ``pipeline`` starts from (None: a fresh one)."""
+    if pipeline.train.init == "finetune" and state.fingerprints:
+        return state.fingerprints[-1]
+    return None
 
 
 def stream_problems(stream: Stream, pipelines: Sequence[Pipeline]) -> list[Problem]:

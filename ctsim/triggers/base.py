@@ -29,9 +29,10 @@ first generation there is no active model, and its wants are left out of ``ctx.s
 
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Protocol, runtime_checkable
@@ -162,27 +163,49 @@ def gather(
     asks: Sequence[tuple[ModelSpec, State | None, Mapping[str, Want]]],
     x: torch.Tensor,
     y: torch.Tensor | None,
+    models: Sequence[Hashable | None] | None = None,
 ) -> list[dict[str, dict[str, torch.Tensor]]]:
     """Every pipeline's wants answered by one engine call (none when nothing is wanted).
 
     ``asks`` holds, per pipeline, its model, its active state (None: no model yet, so its wants are
     left unanswered) and its wants. Wants of equal rows (the arrival batch) share a keys object, so the
-    engine serves them in one pass.
+    engine serves them in one pass. ``models`` names each pipeline's active model (e.g. the
+    fingerprint of the job that trained it; None: unnamed): wants of equally named models on rows of
+    equal keys are one request, answered once for all of them.
     """
     requests: list[SignalRequest] = []
-    owners: list[tuple[int, str]] = []
+    owners: list[list[tuple[int, str, frozenset[str]]]] = []
+    named: dict[tuple, int] = {}  # (model name, rows) -> its request
     for i, (model, state, wants) in enumerate(asks):
         if state is None:
             continue
-        for name, want in wants.items():
-            requests.append(SignalRequest(model, state, want.needs, want.keys))
-            owners.append((i, name))
+        name = None if models is None else models[i]
+        for want_name, want in wants.items():
+            same = None if name is None else (name, model.key, _rows(want.keys))
+            if same in named:
+                r = named[same]
+                requests[r] = replace(requests[r], needs=requests[r].needs | want.needs)
+            else:
+                if same is not None:
+                    named[same] = len(requests)
+                requests.append(SignalRequest(model, state, want.needs, want.keys))
+                owners.append([])
+            owners[named[same] if same is not None else -1].append((i, want_name, want.needs))
     found: list[dict[str, dict[str, torch.Tensor]]] = [{} for _ in asks]
     if not requests:
         return found
-    for (i, name), out in zip(owners, engine.signals(requests, x, y)):
-        found[i][name] = out
+    for answers, out in zip(owners, engine.signals(requests, x, y)):
+        for i, want_name, needs in answers:
+            found[i][want_name] = {k: v for k, v in out.items() if k in needs}
     return found
+
+
+def _rows(keys: torch.Tensor | None) -> Hashable:
+    """A key for a set of rows: equal for equal keys (their bytes' digest)."""
+    if keys is None:
+        return None
+    t = keys.detach().cpu().contiguous()
+    return (str(t.dtype), tuple(t.shape), hashlib.blake2b(t.numpy().tobytes(), digest_size=16).hexdigest())
 
 
 def replay(

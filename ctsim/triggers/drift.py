@@ -28,6 +28,8 @@ p-value the reason reports.
 
 Embeddings of the active model are cached per generation: each sample is embedded at most once per
 model, and the arrival batch of every pipeline is embedded in the loop's one shared engine pass.
+Pipelines that hold the same model (the simulation trains identical jobs once) share its passes, and
+equal MMD tests (same features, same permutation seed) are computed once for all of them.
 
 **Small windows.** A window with fewer than ``min_samples`` samples is not tested: with ``window:
 null`` its samples carry over to the next detection; until the data before the current window can
@@ -76,19 +78,41 @@ class _Test:
 
 
 def _compare_all(tests: Sequence[tuple[Detector, _Test]]) -> list[Result]:
-    """Each detector's result on its test; MMD tests of equal permutations in one batched call."""
+    """Each detector's result on its test; MMD tests of equal permutations in one batched call.
+
+    Equal MMD tests (the same windows' features and permutation seed: pipelines that share a model
+    and their windows) are computed once.
+    """
     results: dict[int, Result] = {}
-    batched: dict[int, list[int]] = {}  # MMD tests by their number of permutations
+    batched: dict[int, list[int]] = {}  # distinct MMD tests by their number of permutations
+    same: dict[int, int] = {}  # an MMD test -> the equal test computed for it
     for i, (detector, test) in enumerate(tests):
         if isinstance(detector, MMD):
-            batched.setdefault(detector.permutations, []).append(i)
+            rows = batched.setdefault(detector.permutations, [])
+            twin = next((j for j in rows if _equal(tests[j][1], test)), None)
+            if twin is None:
+                rows.append(i)
+            else:
+                same[i] = twin
         else:
             results[i] = detector.compare(test.reference, test.current, test.generator())
     for permutations, rows in batched.items():
         pairs = [(tests[i][1].reference, tests[i][1].current) for i in rows]
         found = mmd_many(pairs, permutations, [tests[i][1].generator() for i in rows])
         results.update(zip(rows, found))
+    results.update({i: results[twin] for i, twin in same.items()})
     return [results[i] for i in range(len(tests))]
+
+
+def _equal(a: _Test, b: _Test) -> bool:
+    """The same test: equal features and the same permutation draws."""
+    return (
+        (a.seed, a.salt) == (b.seed, b.salt)
+        and a.reference.shape == b.reference.shape
+        and a.current.shape == b.current.shape
+        and torch.equal(a.reference, b.reference)
+        and torch.equal(a.current, b.current)
+    )
 
 
 class DriftTrigger:
