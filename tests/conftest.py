@@ -17,6 +17,17 @@ from ctsim.app.execute import RunOutcome, execute
 
 REPO = CONF_DIR.parent
 
+# pytest-xdist runs a worker per core (pyproject's addopts): each worker, and the runs it starts in
+# subprocesses, take their share of the cores. Two workers with torch's default of every core each would
+# make its threads wait on each other; the tests that check thread counts read them from torch or strip
+# OMP_NUM_THREADS themselves.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    import torch
+
+    _threads = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
+
 
 def small(tmp_path: Path, *extra: str) -> list[str]:
     """Overrides for a quick run: its own data root, no progress bars, no plots unless asked."""
