@@ -8,6 +8,7 @@ graph inductor takes on a CPU.
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import pytest
@@ -19,6 +20,7 @@ from ctsim.engine.optim import SGD
 from ctsim.engine.plan import bucket
 from ctsim.engine.stack import CompileBudgetError, Compiled
 from ctsim.models import MLP, ModelSpec, YearbookNet
+from ctsim.validation import ConfigError
 
 MLP_SPEC = ModelSpec(partial(MLP, hidden=[12]), (1, 4, 4), 3)
 BN_SPEC = ModelSpec(partial(YearbookNet, channels=3, blocks=2), (1, 8, 8), 3)  # BatchNorm: masked stats
@@ -179,3 +181,15 @@ def test_dynamo_recompiling_beyond_the_budget_raises_instead_of_running_eager(co
     with pytest.raises(CompileBudgetError, match=r"Toy would compile .* dynamo hit its recompile limit"):
         compiled({}, {}, x, None, None, None)
     assert counting.graphs == 2
+
+
+def test_a_torch_without_bounded_compilation_is_named_before_any_folder(monkeypatch, tmp_path):
+    """On a torch whose ``torch.compile`` takes no per-region recompile limit, ``engine.compile=true``
+    stops at start-up with the key and the version, before anything is written."""
+    monkeypatch.setattr(stack, "compile_bounded", lambda: False)
+    monkeypatch.setattr(batched, "compile_bounded", lambda: False)
+    out = tmp_path / "run"
+    expected = rf"engine\.compile.*torch {re.escape(torch.__version__)}.*recompile_limit"
+    with pytest.raises(ConfigError, match=expected):
+        ctsim.run(["dataset=sea", "model=mlp", "engine.compile=true", "progress=false"], out_dir=out)
+    assert not out.exists()

@@ -93,7 +93,15 @@ from ctsim.engine.plan import Call, StepPlan, bucket, floor_bucket, is_ragged, s
 from ctsim.engine.scores import score, top
 from ctsim.engine.signals import Outputs, finish_stacked, one_by_one
 from ctsim.engine.signals import groups as signal_groups
-from ctsim.engine.stack import Losses, Stack, aliases, batchnorm_in_float32, meta_copy, vmap_problems
+from ctsim.engine.stack import (
+    Losses,
+    Stack,
+    aliases,
+    batchnorm_in_float32,
+    compile_bounded,
+    meta_copy,
+    vmap_problems,
+)
 from ctsim.models.base import ModelSpec
 from ctsim.validation import ConfigError, Problem, check, first_line, one_of, positive_int
 
@@ -137,6 +145,13 @@ class BatchedEngine(EngineSettings):
             None if self.max_models is None else positive_int("max_models", self.max_models),
             budget_problem(self.memory_budget),
             check("compile", self.compile, isinstance(self.compile, bool), "true or false"),
+            check(
+                "compile",
+                self.compile,
+                self.compile is not True or compile_bounded(),
+                f"false with torch {torch.__version__}: bounded compilation needs a torch whose "
+                "torch.compile takes recompile_limit and isolate_recompiles (torch 2.14 has them)",
+            ),
             one_of("ragged", self.ragged, list(RAGGED)),
         ]
 

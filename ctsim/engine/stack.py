@@ -22,6 +22,7 @@ rate by M).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -350,6 +351,13 @@ def _pad(v: torch.Tensor, size: int, dummy: float | None = None) -> torch.Tensor
     strides whatever ``r``."""
     extra = v[:1].detach().expand(size - len(v), *v.shape[1:])
     return torch.cat([v, extra if dummy is None else torch.full_like(extra, dummy)])
+
+
+def compile_bounded() -> bool:
+    """Whether this torch's ``torch.compile`` takes a recompile limit per compiled region (what
+    :class:`Compiled` needs to bound its graphs without sharing dynamo's global limit)."""
+    params = inspect.signature(torch.compile).parameters
+    return "recompile_limit" in params and "isolate_recompiles" in params
 
 
 class CompileBudgetError(RuntimeError):
