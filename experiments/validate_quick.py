@@ -195,6 +195,7 @@ def report(
     sources: tuple[str, str],
     timing: Timing | None,
     draw: TestDraw | None = None,
+    command: str | None = None,
 ) -> tuple[str, bool]:
     yearly, never = STUDIES[study]
     results = checks(quick, full, yearly, never)
@@ -206,7 +207,8 @@ def report(
         "",
         f"- quick: {sources[0]}" + (f" · {timing}" if timing else ""),
         f"- full: {sources[1]}",
-        f"- measured on commit {commit()}; `python experiments/validate_quick.py --study {study}`",
+        f"- measured on commit {commit()}; "
+        f"`{command or f'python experiments/validate_quick.py --study {study}'}`",
         "",
         "| check | result | measured |",
         "|---|---|---|",
@@ -264,7 +266,8 @@ def main() -> None:
     )
     yearly = STUDIES[args.study][0]
     draw = test_draw(quick_dirs, yearly)
-    text, passed = report(args.study, from_runs(quick_dirs), full, shown, timing, draw)
+    command = " ".join(["python experiments/validate_quick.py", *sys.argv[1:]])
+    text, passed = report(args.study, from_runs(quick_dirs), full, shown, timing, draw, command)
     out = args.out or REPO / "results" / "reference" / args.study / "validation.md"
     out.write_text(text)
     print(text + f"\nwrote {out}")

@@ -105,6 +105,7 @@ def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_pa
     assert "| time_20 | 8 | 1 |" in text and "| never | 9 | 2 |" in text
     assert validate_quick.STUDIES["portraits_triggers"] == ("time_1", "never")
     assert "test portraits" not in text  # no time_1 in the run: nothing to say about its test draw
+    assert f"`python experiments/validate_quick.py --quick-run {tmp_path / 'run'} --out {out}`" in text
     # the test draw behind a composite: the test portraits of the slices where the pipeline has a model
     draw = validate_quick.test_draw([tmp_path / "run"], "time_20")
     cells = load(tmp_path / "run")["evals"].collect().filter(
