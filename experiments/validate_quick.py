@@ -94,6 +94,38 @@ def from_report(report: Path) -> dict[str, Accuracy]:
 
 
 @dataclass(frozen=True)
+class TestDraw:
+    """The test portraits behind a pipeline's composite accuracy in a quick run, and how far their draw
+    alone moves it: the binomial sd of the mean over slices of per-slice accuracies (the split is fixed
+    across seeds, so the seeds' interval does not show this)."""
+
+    total: int
+    fewest: int
+    most: int
+    sd: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.total:,} test portraits ({self.fewest}-{self.most} per slice); their draw alone moves "
+            f"the composite by ±{100 * self.sd:.1f} points (binomial sd), the same for every seed"
+        )
+
+
+def test_draw(run_dirs: list[Path], pipeline: str) -> TestDraw | None:
+    """:class:`TestDraw` of ``pipeline``'s composite accuracy (its active cells), or None without them."""
+    evals = pl.concat([load(d)["evals"].collect() for d in run_dirs], how="diagonal_relaxed")
+    cells = evals.filter(
+        (pl.col("pipeline") == pipeline) & (pl.col("metric") == "accuracy") & pl.col("active")
+    )
+    if cells.is_empty():
+        return None
+    per_slice = cells.group_by("slice").agg(pl.col("value").mean().alias("p"), pl.col("n").first())
+    var = (per_slice["p"] * (1 - per_slice["p"]) / per_slice["n"]).sum() / per_slice.height**2
+    n = per_slice["n"]
+    return TestDraw(int(n.sum()), int(n.min()), int(n.max()), math.sqrt(var))
+
+
+@dataclass(frozen=True)
 class Check:
     name: str
     passed: bool
@@ -162,6 +194,8 @@ def report(
     full: dict[str, Accuracy],
     sources: tuple[str, str],
     timing: Timing | None,
+    draw: TestDraw | None = None,
+    command: str | None = None,
 ) -> tuple[str, bool]:
     yearly, never = STUDIES[study]
     results = checks(quick, full, yearly, never)
@@ -173,12 +207,14 @@ def report(
         "",
         f"- quick: {sources[0]}" + (f" · {timing}" if timing else ""),
         f"- full: {sources[1]}",
-        f"- measured on commit {commit()}; `python experiments/validate_quick.py --study {study}`",
+        f"- measured on commit {commit()}; "
+        f"`{command or f'python experiments/validate_quick.py --study {study}'}`",
         "",
         "| check | result | measured |",
         "|---|---|---|",
         *[f"| {c.name} | {'pass' if c.passed else '**fail**'} | {c.detail} |" for c in results],
         "",
+        *([f"The quick `{yearly}` composite rests on {draw}.", ""] if draw else []),
         f"Of the {total} pipeline pairs whose 95% intervals are apart at full size, the quick form orders "
         f"{same} the same way. Where two pipelines' intervals overlap, the full study does not resolve their "
         "order, so ρ over them measures agreement with noise.",
@@ -228,7 +264,10 @@ def main() -> None:
         ),
         str(args.full_run or full_report.relative_to(REPO)),
     )
-    text, passed = report(args.study, from_runs(quick_dirs), full, shown, timing)
+    yearly = STUDIES[args.study][0]
+    draw = test_draw(quick_dirs, yearly)
+    command = " ".join(["python experiments/validate_quick.py", *sys.argv[1:]])
+    text, passed = report(args.study, from_runs(quick_dirs), full, shown, timing, draw, command)
     out = args.out or REPO / "results" / "reference" / args.study / "validation.md"
     out.write_text(text)
     print(text + f"\nwrote {out}")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
 
 from ctsim.app.cli import CONF_DIR
+from ctsim.registry import load
 
 from .conftest import REPO, run, small
 
@@ -102,3 +104,19 @@ def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_pa
     assert "| `time_1` within 5 points of full | **fail** | missing |" in text
     assert "| time_20 | 8 | 1 |" in text and "| never | 9 | 2 |" in text
     assert validate_quick.STUDIES["portraits_triggers"] == ("time_1", "never")
+    assert "test portraits" not in text  # no time_1 in the run: nothing to say about its test draw
+    assert f"`python experiments/validate_quick.py --quick-run {tmp_path / 'run'} --out {out}`" in text
+    # the test draw behind a composite: the test portraits of the slices where the pipeline has a model
+    draw = validate_quick.test_draw([tmp_path / "run"], "time_20")
+    cells = load(tmp_path / "run")["evals"].collect().filter(
+        (pl.col("pipeline") == "time_20") & (pl.col("metric") == "accuracy") & pl.col("active")
+    )
+    per_slice = cells.group_by("slice").agg(pl.col("n").first(), pl.col("value").mean())
+    assert (draw.total, draw.fewest, draw.most) == (
+        per_slice["n"].sum(),
+        per_slice["n"].min(),
+        per_slice["n"].max(),
+    )
+    # at most the sd of one slice's accuracy, at least zero: a mean over slices of binomial errors
+    assert 0 <= draw.sd <= 0.5 / per_slice["n"].min() ** 0.5
+    assert validate_quick.test_draw([tmp_path / "run"], "absent") is None
