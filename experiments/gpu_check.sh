@@ -226,8 +226,9 @@ run_compile() {
     dry && sizes=(--cases launch --models 2) && export TORCHDYNAMO_DISABLE=1
     bench --compile "${sizes[@]}" --out "$GPU_CHECK_RESULTS/compile"
 }
+# -o addopts=: without the project's -n auto, which needs pytest-xdist (the GPU image may not have it)
 run_cuda_tests() {
-    "$GPU_CHECK_PY" -m pytest -q -s -m gpu tests/test_engine_equivalence.py -p no:cacheprovider \
+    "$GPU_CHECK_PY" -m pytest -o addopts= -q -s -m gpu tests/test_engine_equivalence.py -p no:cacheprovider \
         --junitxml "$GPU_CHECK_RESULTS/cuda_tests.xml"
 }
 export -f dry bench ragged run_setup run_numerics run_syncs run_bench_256 run_bench_eval run_triggers \
