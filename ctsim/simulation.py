@@ -18,7 +18,6 @@ share a fingerprint share one pass. ``simulate(..., share=False)`` trains and em
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +25,7 @@ from typing import Protocol
 
 import torch
 
-from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, job_seed
+from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, digest, job_seed
 from ctsim.engine.optim import SGD, Adam
 from ctsim.engine.schedules import Schedule
 from ctsim.measure.cost import flops_per_sample
@@ -86,7 +85,7 @@ class _PipelineState:
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     # the generations, as triggers see them
     seen_by_trigger: list[TriggerTrained] = field(default_factory=list)
-    fingerprints: list[str] = field(default_factory=list)  # each generation's job (see fingerprint)
+    fingerprints: list[str | None] = field(default_factory=list)  # each generation's job (None: not shared)
 
     @property
     def latest_state(self) -> State | None:
@@ -217,7 +216,10 @@ def simulate(
             continue
 
         jobs = [_job(i, pipelines[i], states[i], selection) for i, _, selection in due]
-        prints = [fingerprint(j, _parent_print(pipelines[j.pipeline], states[j.pipeline])) for j in jobs]
+        prints = [  # None: not shared, so no job needs a name
+            fingerprint(j, _parent_print(pipelines[j.pipeline], states[j.pipeline])) if share else None
+            for j in jobs
+        ]
         status = replay_status(len(pipelines), len(generations), trained_samples, train_seconds, len(jobs))
         replay.set_postfix_str(status)  # shown now: a decision point can train for long
         made, (results, fresh) = [], _train(engine, recorder, jobs, x, y, prints if share else None)
@@ -303,18 +305,9 @@ def fingerprint(job: TrainJob, parent: str | None) -> str:
     >>> fingerprint(job, "a") != fingerprint(replace(job, keys=torch.arange(4)), "a")
     True
     """
-    h = hashlib.blake2b(digest_size=16)
     model = None if job.model is None else job.model.key
     settings = (model, job.optimizer, job.train, job.schedule, job.batch_then_sample, job.epoch_subset)
-    h.update(repr((settings, job.seed, parent, job.parent is None)).encode())
-    for t in (job.keys, job.weights):
-        if t is None:
-            h.update(b"none")
-        else:
-            t = t.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.numpy().tobytes())
-    return h.hexdigest()
+    return digest(job.keys, job.weights, head=repr((settings, job.seed, parent, job.parent is None)))
 
 
 def _parent_print(pipeline: Pipeline, state: _PipelineState) -> str | None:

@@ -7,11 +7,10 @@ they part, every job and every signal pass of one is also the other's.
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import torch
 
+from ctsim.engine.base import digest
 from ctsim.simulation import simulate
 
 from .conftest import build, small
@@ -42,15 +41,8 @@ class Counting:
         return self.engine.signals(requests, x, y)
 
 
-def _digest(*tensors: torch.Tensor) -> str:
-    h = hashlib.sha1()
-    for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _state(state: dict) -> str:
-    return _digest(*state.values())
+    return digest(*state.values())
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +81,7 @@ def test_identical_jobs_train_once(runs):
 
 def test_identical_signal_passes_are_made_once(runs):
     (_, on), (_, off) = runs[True], runs[False]
-    distinct = {(_state(r.state), _digest(r.keys)) for r in off.requests}
+    distinct = {(_state(r.state), digest(r.keys)) for r in off.requests}
     assert len(on.requests) == len(distinct) < len(off.requests)
 
 

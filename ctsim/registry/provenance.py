@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ctsim.engine.base import digest
+
 PACKAGE = Path(__file__).resolve().parent.parent  # ctsim/
 
 
@@ -79,12 +81,7 @@ def device_name(device: torch.device | str) -> str:
 
 def data_hash(*tensors: torch.Tensor) -> str:
     """A fingerprint of the replayed data (inputs, labels, times, slices)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        digest.update(str((t.dtype, tuple(t.shape))).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+    return digest(*tensors)
 
 
 def record(

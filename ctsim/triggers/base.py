@@ -29,7 +29,6 @@ first generation there is no active model, and its wants are left out of ``ctx.s
 
 from __future__ import annotations
 
-import hashlib
 import time
 from abc import abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
@@ -39,7 +38,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ctsim.engine.base import Engine, SignalRequest, State
+from ctsim.engine.base import Engine, SignalRequest, State, digest
 from ctsim.models.base import ModelSpec
 from ctsim.stream import ArrivalBatch, Stream
 from ctsim.validation import Problem, contract_problems
@@ -201,11 +200,8 @@ def gather(
 
 
 def _rows(keys: torch.Tensor | None) -> Hashable:
-    """A key for a set of rows: equal for equal keys (their bytes' digest)."""
-    if keys is None:
-        return None
-    t = keys.detach().cpu().contiguous()
-    return (str(t.dtype), tuple(t.shape), hashlib.blake2b(t.numpy().tobytes(), digest_size=16).hexdigest())
+    """A key for a set of rows: equal for equal keys."""
+    return None if keys is None else digest(keys)
 
 
 def replay(
