@@ -184,6 +184,94 @@ def test_mmd_equals_the_reference_formula(shift, n, m):
     assert got32 == pytest.approx(expected, abs=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mmd_kernel_is_the_written_out_formula_bit_for_bit(dtype):
+    """The kernel is computed in fewer passes (in place, one fused product-and-add) than written out
+    below; the values must be the same to the last bit, or MMD decisions could move."""
+    from ctsim.triggers.detectors import _gaussian_kernel, _gaussian_kernel_batched
+
+    g = torch.Generator().manual_seed(11)
+    z = torch.randn(3, 300, 16, generator=g, dtype=dtype) * 2 + 1
+    z = z - z.mean(dim=1, keepdim=True)
+
+    def written_out(z):
+        norms = (z * z).sum(dim=-1)
+        d2 = (norms[:, None] + norms[None, :] - 2 * z @ z.T).clamp_min(0) * (
+            1 - torch.eye(len(z), dtype=dtype)
+        )
+        i, j = torch.triu_indices(len(z), len(z), offset=1)
+        return torch.exp(-d2 / (2 * d2[i, j].median()))
+
+    for b in range(3):
+        assert torch.equal(_gaussian_kernel(z[b]), written_out(z[b]))
+    batched = _gaussian_kernel_batched(z, [300, 300, 300])
+    assert all(torch.equal(batched[b], written_out(z[b])) for b in range(3))
+
+
+@pytest.mark.parametrize(
+    ("n", "m", "ties"), [(200, 40, False), (60, 90, False), (150, 30, True), (2, 2, False)]
+)
+def test_mmd_against_a_fixed_reference_is_the_same_statistic(n, m, ties):
+    """A reference kept across tests (reference: trained) gives MMD(0)'s distance, also with tied
+    distances; its bandwidth is the pooled sample's lower median found without pooling."""
+    from ctsim.triggers.detectors import FixedReference, _merged_lower_median
+
+    g = torch.Generator().manual_seed(n + m)
+    ref = torch.randn(n, 4, generator=g, dtype=torch.float64) * 2 + 3
+    fixed = FixedReference(ref if not ties else ref.round())
+    for shift in (0.0, 0.5, 2.0):
+        cur = torch.randn(m, 4, generator=g, dtype=torch.float64) * 2 + 3 + shift
+        cur = cur.round() if ties else cur
+        expected = MMD(0).compare(fixed.z + fixed.mean, cur, g).distance
+        assert fixed.distance(cur) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        assert FixedReference(ref.float()).distance(cur.float()) == pytest.approx(
+            MMD(0).compare(ref.float(), cur.float(), g).distance, abs=1e-6
+        )
+    for size_a, size_b in [(50, 7), (7, 50), (1, 1), (10, 0), (300, 301), (1000, 40)]:
+        for values in (5, 10**6):  # many ties, few
+            a = torch.randint(0, values, (size_a,), generator=g).double().sort().values
+            b = torch.randint(0, values, (size_b,), generator=g).double()  # in any order
+            assert _merged_lower_median(a, b) == torch.cat([a, b]).median()
+    b[0] = float("nan")
+    assert torch.isnan(_merged_lower_median(a, b))  # as torch.median
+
+
+def test_a_drift_trigger_decides_the_same_with_and_without_a_kept_reference(monkeypatch):
+    """reference: trained with a distance rule takes the kept reference's path; switched off (no
+    reference fits), the full kernel gives the same decisions and distances."""
+    from ctsim.stream import toy_stream
+    from ctsim.triggers import DriftTrigger, detectors, replay
+    from ctsim.triggers.encoders import RawFeatures
+    from ctsim.triggers.rules import Threshold
+
+    def run():
+        stream = toy_stream([60] * 8, arrival_batch=20)
+        stream.x[:] = torch.randn(stream.x.shape, generator=torch.Generator().manual_seed(5))
+        stream.x[300:] += 0.8
+        trigger = DriftTrigger(
+            encoder=RawFeatures(),
+            rule=Threshold(value=0.02),
+            reference="trained",
+            interval=40,
+            min_samples=10,
+        )
+        return replay(trigger, stream), trigger.distances
+
+    calls = []
+    distance = detectors.FixedReference.distance
+    monkeypatch.setattr(
+        detectors.FixedReference, "distance", lambda self, c: calls.append(1) or distance(self, c)
+    )
+    fired, distances = run()
+    assert calls and 300 // 20 <= fired[1] <= 300 // 20 + 2  # the kept reference was used; the shift found
+    monkeypatch.setattr(detectors, "FIXED_PAIRS", 0)
+    fired_full, distances_full = run()
+    assert fired == fired_full
+    assert [d[0] for d in distances] == [d[0] for d in distances_full]
+    # float32 features: kernel sums of order 1 round at ~1e-7
+    assert [d[1] for d in distances] == pytest.approx([d[1] for d in distances_full], rel=1e-5, abs=1e-6)
+
+
 def test_mmd_p_value_is_the_share_of_seeded_permutations_at_least_as_far():
     x, y = (t.double() for t in gaussians(8, shift=0.4, n=20, d=2))
     permutations = 30

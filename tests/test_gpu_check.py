@@ -89,14 +89,31 @@ def test_syncs_and_ops_are_counted_per_step_without_the_calls_setup():
 def test_summary_suggests_a_bound_and_computes_speedups(tmp_path):
     common = {"device": "cuda", "device_name": "NVIDIA H200", "relative": True, "status": "ok/ok"}
     numerics = [
-        {**common, "table": "difference", "kind": "mlp", "dtype": "float32", "epochs_factor": f, "job": j,
-         "steps": 100 * f + j, "difference": d}
+        {
+            **common,
+            "table": "difference",
+            "kind": "mlp",
+            "dtype": "float32",
+            "epochs_factor": f,
+            "job": j,
+            "steps": 100 * f + j,
+            "difference": d,
+        }
         for f, j, d in [(1, 0, 1e-6), (1, 1, 3e-5), (4, 0, 2e-4)]
     ]
     bench = [
-        {"case": "populations", "engine": e, "phase": "train", "models": 256, "seconds": 1.0,
-         "ms_per_step": 1.0, "samples_per_s": s, "peak_fraction": p, "warmup_s": 0.0,
-         "device_name": "NVIDIA H200"}
+        {
+            "case": "populations",
+            "engine": e,
+            "phase": "train",
+            "models": 256,
+            "seconds": 1.0,
+            "ms_per_step": 1.0,
+            "samples_per_s": s,
+            "peak_fraction": p,
+            "warmup_s": 0.0,
+            "device_name": "NVIDIA H200",
+        }
         for e, s, p in [("sequential", 100.0, 0.01), ("batched/vmap", 3000.0, 0.3)]
     ]
     for name, rows in (("numerics", numerics), ("bench", bench)):

@@ -108,8 +108,10 @@ def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_pa
     assert f"`python experiments/validate_quick.py --quick-run {tmp_path / 'run'} --out {out}`" in text
     # the test draw behind a composite: the test portraits of the slices where the pipeline has a model
     draw = validate_quick.test_draw([tmp_path / "run"], "time_20")
-    cells = load(tmp_path / "run")["evals"].collect().filter(
-        (pl.col("pipeline") == "time_20") & (pl.col("metric") == "accuracy") & pl.col("active")
+    cells = (
+        load(tmp_path / "run")["evals"]
+        .collect()
+        .filter((pl.col("pipeline") == "time_20") & (pl.col("metric") == "accuracy") & pl.col("active"))
     )
     per_slice = cells.group_by("slice").agg(pl.col("n").first(), pl.col("value").mean())
     assert (draw.total, draw.fewest, draw.most) == (

@@ -97,4 +97,3 @@ def test_sharing_changes_no_decision_and_no_accuracy(runs):
         torch.testing.assert_close(g.trained.state, h.trained.state, rtol=0, atol=1e-15)
     for name, value in shared.evaluation.metrics.items():
         torch.testing.assert_close(value, alone.evaluation.metrics[name], rtol=0, atol=0, equal_nan=True)
-

@@ -431,6 +431,4 @@ def test_missing_cache_names_the_source_and_the_prepare_command(tmp_path):
             build(small(tmp_path, f"dataset={name}", "model=bow", "population.variants={}"))
         text = str(e.value)
         assert f"no prepared cache at {tmp_path / 'datasets' / name}" in text and "Kaggle" in text
-        assert (
-            f"ctsim datasets prepare {name} --from {source} --root {tmp_path / 'datasets'}" in text
-        )
+        assert f"ctsim datasets prepare {name} --from {source} --root {tmp_path / 'datasets'}" in text

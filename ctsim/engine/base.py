@@ -343,6 +343,17 @@ class EngineSettings:
             self.cudnn_benchmark = self.precision == "bf16"
         set_tf32(self.tf32)
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        self._signal_nets: dict[str, torch.nn.Module] = {}
+
+    def signal_net(self, spec: ModelSpec) -> torch.nn.Module:
+        """The module that signal passes run a state in: built once per architecture, in evaluation mode,
+        with the exact, faster substitutes of :mod:`ctsim.engine.inference` (the same values). A pass
+        puts its state in with ``functional_call`` or ``load_state_dict``, so one module serves all."""
+        net = self._signal_nets.get(spec.key)
+        if net is None:
+            net = for_inference(spec.build(dtype=self.dtype).to(self.device).eval())
+            self._signal_nets[spec.key] = net
+        return net
 
     def problems(self) -> list[Problem | None]:
         """The engine's own settings that are not allowed (None for each that is)."""

@@ -516,7 +516,7 @@ class BatchedEngine(EngineSettings):
         found: list[dict[str, torch.Tensor]] = [{} for _ in requests]
         for rows, xs, ys in signal_groups(requests, x, y):
             spec = requests[rows[0]].model
-            net = spec.build(dtype=self.dtype).to(self.device).eval()
+            net = self.signal_net(spec)
             chunks = (
                 [rows]
                 if not self.vmapped(spec)

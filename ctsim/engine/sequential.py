@@ -144,7 +144,7 @@ class SequentialEngine(EngineSettings):
         """Each request's signals on ``x``: its model loaded with its state, one after another."""
         found: list[dict[str, torch.Tensor]] = [{} for _ in requests]
         for rows, xs, ys in signal_groups(requests, x, y):
-            net = requests[rows[0]].model.build(dtype=self.dtype).to(self.device).eval()
+            net = self.signal_net(requests[rows[0]].model)
             chunk = [requests[r] for r in rows]
             for r, out in zip(rows, one_by_one(net, chunk, xs, ys, self.eval_batch_size, self._autocast)):
                 found[r] = out

@@ -29,7 +29,10 @@ p-value the reason reports.
 Embeddings of the active model are cached per generation: each sample is embedded at most once per
 model, and the arrival batch of every pipeline is embedded in the loop's one shared engine pass.
 Pipelines that hold the same model (the simulation trains identical jobs once) share its passes, and
-equal MMD tests (same features, same permutation seed) are computed once for all of them.
+equal MMD tests (same features, same permutation seed) are computed once for all of them. Against
+the ``trained`` reference, which stays the same until the next model, an MMD test without
+permutations (the distance rules' first pass) keeps the reference's own pairwise distances and
+computes only the current window's share (:class:`~ctsim.triggers.detectors.FixedReference`).
 
 **Small windows.** A window with fewer than ``min_samples`` samples is not tested: with ``window:
 null`` its samples carry over to the next detection; until the data before the current window can
@@ -41,20 +44,27 @@ nothing to compare before, and a smaller training set could not serve as a refer
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from ctsim.engine.base import digest
 from ctsim.stream import Stream
 from ctsim.triggers.base import TriggerContext, Want
-from ctsim.triggers.detectors import MMD, Detector, Result, mmd_many
+from ctsim.triggers.detectors import MMD, Detector, FixedReference, Result, mmd_many
 from ctsim.triggers.encoders import Encoder, ModelEmbeddings, ModuleEncoder, as_encoder
 from ctsim.triggers.rules import PValue, Rule
 from ctsim.validation import ConfigError, Problem, check, is_int, one_of, positive_int
 
 EMBEDDINGS = frozenset({"embeddings"})
+
+
+# Fixed references by their features' digest, while a trigger holds them: pipelines that share a model
+# share its reference's share of MMD².
+_FIXED: weakref.WeakValueDictionary[str, FixedReference] = weakref.WeakValueDictionary()
 
 
 def _generator(seed: int, salt: int) -> torch.Generator:
@@ -71,6 +81,7 @@ class _Test:
     current: torch.Tensor
     seed: int
     salt: int
+    fixed: FixedReference | None = None  # the reference's share of MMD², kept while it stays the same
 
     def generator(self) -> torch.Generator:
         """A fresh generator: a test run again (for a fired reason's p-value) draws the same splits."""
@@ -81,14 +92,17 @@ def _compare_all(tests: Sequence[tuple[Detector, _Test]]) -> list[Result]:
     """Each detector's result on its test; MMD tests of equal permutations in one batched call.
 
     Equal MMD tests (the same windows' features and permutation seed: pipelines that share a model
-    and their windows) are computed once.
+    and their windows) are computed once. MMD tests without permutations against a reference that
+    stays the same (``reference: trained``) compute only the current window's share
+    (:class:`~ctsim.triggers.detectors.FixedReference`).
     """
     results: dict[int, Result] = {}
     batched: dict[int, list[int]] = {}  # distinct MMD tests by their number of permutations
     same: dict[int, int] = {}  # an MMD test -> the equal test computed for it
     for i, (detector, test) in enumerate(tests):
         if isinstance(detector, MMD):
-            rows = batched.setdefault(detector.permutations, [])
+            fixed = detector.permutations == 0 and test.fixed is not None
+            rows = batched.setdefault(-1 if fixed else detector.permutations, [])
             twin = next((j for j in rows if _equal(tests[j][1], test)), None)
             if twin is None:
                 rows.append(i)
@@ -96,6 +110,8 @@ def _compare_all(tests: Sequence[tuple[Detector, _Test]]) -> list[Result]:
                 same[i] = twin
         else:
             results[i] = detector.compare(test.reference, test.current, test.generator())
+    for i in batched.pop(-1, []):  # against a fixed reference: only the current window's share
+        results[i] = Result(tests[i][1].fixed.distance(tests[i][1].current), None)
     for permutations, rows in batched.items():
         pairs = [(tests[i][1].reference, tests[i][1].current) for i in rows]
         found = mmd_many(pairs, permutations, [tests[i][1].generator() for i in rows])
@@ -197,6 +213,7 @@ class DriftTrigger:
         self._cache: torch.Tensor | None = None  # (num samples, d) features, rows valid where _have
         self._have: torch.Tensor | None = None
         self._asked: tuple[int, dict[str, torch.Tensor]] = (-1, {})  # the batch and rows of the last wants
+        self._fixed: tuple[int, FixedReference] | None = None  # the generation whose reference it holds
         self.distances: list[tuple[int, float, float | None, bool]] = []  # batch, distance, p, fired
 
     # -- what the engine should compute -------------------------------------------------------------
@@ -221,7 +238,10 @@ class DriftTrigger:
         if not isinstance(test, _Test):
             return test
         detector = self._quick or self.detector
-        result = detector.compare(test.reference, test.current, test.generator())
+        if isinstance(detector, MMD) and not detector.permutations and test.fixed is not None:
+            result = Result(test.fixed.distance(test.current), None)
+        else:
+            result = detector.compare(test.reference, test.current, test.generator())
         fire = self._decide(ctx, result)
         if fire and self._quick is not None:
             result = self.detector.compare(test.reference, test.current, test.generator())
@@ -269,7 +289,25 @@ class DriftTrigger:
         if not isinstance(windows, tuple):
             return None
         ref, cur = (self._features(ctx, keys) for keys in windows)
-        return _Test(ref, cur, ctx.seed, ctx.batch.index)
+        return _Test(ref, cur, ctx.seed, ctx.batch.index, self._fixed_reference(ctx, ref))
+
+    def _fixed_reference(self, ctx: TriggerContext, ref: torch.Tensor) -> FixedReference | None:
+        """For MMD against the active model's training set (the same until the next model): its
+        share of the statistic, built once per generation and shared by the triggers that hold the
+        same reference features."""
+        first = self._quick or self.detector
+        if self.reference != "trained" or not isinstance(first, MMD) or first.permutations:
+            return None
+        if not FixedReference.fits(len(ref)):
+            return None
+        if self._fixed is None or self._fixed[0] != ctx.active.generation:
+            key = digest(ref)
+            fixed = _FIXED.get(key)
+            if fixed is None:
+                fixed = FixedReference(ref)
+                _FIXED[key] = fixed
+            self._fixed = (ctx.active.generation, fixed)
+        return self._fixed[1]
 
     def _decide(self, ctx: TriggerContext, result: Result) -> bool:
         self._last = ctx.batch.stop
