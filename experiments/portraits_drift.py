@@ -26,7 +26,7 @@ import polars as pl
 from study import REPO, Timing, experiment_name, heading, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
-from ctsim.reports import oracle
+from ctsim.reports import oracle, significance
 
 OUT = REPO / "results" / "reference" / "portraits_drift"
 QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, 1 seed, no scratch_yearly"
@@ -81,6 +81,18 @@ def policy_table(t: dict[str, pl.DataFrame], regret: pl.DataFrame) -> pl.DataFra
     )
 
 
+def grouped(table: pl.DataFrame, evals: pl.DataFrame) -> pl.DataFrame:
+    """The policy table sorted by accuracy, with each policy's significance group
+    (:mod:`ctsim.reports.significance`: 1 cannot be told from the best, 2 from the best of the rest, …)
+    and the test behind it, so that no reader ranks noise."""
+    found = significance.groups(evals, dict(zip(table["pipeline"], table["accuracy"])))
+    table = table.join(found.select("pipeline", "group", "test"), on="pipeline", how="left")
+    cols = table.columns
+    at = cols.index("accuracy") + 1
+    order = [*cols[:at], "group", *[c for c in cols[at:] if c not in ("group", "test")], "test"]
+    return table.select(order).sort("accuracy", descending=True, nulls_last=True)
+
+
 def verdict(table: pl.DataFrame) -> list[str]:
     yearly = table.filter(pl.col("pipeline") == "yearly").row(0, named=True)
     drift = table.filter(pl.any_horizontal(pl.col("pipeline").str.starts_with(p) for p in DRIFT))
@@ -90,9 +102,18 @@ def verdict(table: pl.DataFrame) -> list[str]:
     lines = [
         f"- yearly: {yearly['triggers']:.1f} triggers, composite accuracy {yearly['accuracy']:.3f}.",
         f"- best drift trigger: {best['pipeline']} with {best['triggers']:.1f} triggers, "
-        f"accuracy {best['accuracy']:.3f} "
-        f"({100 * (best['accuracy'] - yearly['accuracy']):+.1f} points).",
+        f"accuracy {best['accuracy']:.3f} ({100 * (best['accuracy'] - yearly['accuracy']):+.1f} points); "
+        + _against(best, yearly, "yearly"),
     ]
+    never = table.filter(pl.col("pipeline") == "never")
+    if never.height and never["group"][0] is not None and never["group"][0] == yearly["group"]:
+        lines.append(
+            f"- **No answer:** yearly ({yearly['accuracy']:.3f}) cannot be told from never "
+            f"({never['accuracy'][0]:.3f}; the same significance group): the models did not learn what "
+            "the drift changes, so this run says nothing about the policies. Whether a target is met "
+            "is not judged."
+        )
+        return lines
     if within.height:
         pick = within.sort("accuracy", descending=True).row(0, named=True)
         lines.append(
@@ -108,13 +129,23 @@ def verdict(table: pl.DataFrame) -> list[str]:
     return lines
 
 
+def _against(row: dict, other: dict, name: str) -> str:
+    """Whether the data can tell ``row`` from ``other`` (their significance groups)."""
+    if row.get("group") is None or other.get("group") is None:
+        return "no significance test."
+    if row["group"] == other["group"]:
+        return f"the data cannot tell it from {name} (the same significance group)."
+    side = "above" if row["accuracy"] > other["accuracy"] else "below"
+    return f"significantly {side} {name} (another significance group)."
+
+
 def report(run_dirs: list[Path], timing: Timing | None, quick: bool) -> Path:
     t = tables(run_dirs)
     chosen = candidates(t["cost"])
     # the oracle of ctsim.oracle, over the tables of all the runs given
     frontier = oracle.frontier(t["evals"], t["generations"], chosen)
     regret = oracle.regrets(t["cost"], t["evals"], t["generations"], chosen)
-    table = policy_table(t, regret)
+    table = grouped(policy_table(t, regret), t["evals"])
     mean_frontier = frontier.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if quick else ""
@@ -134,7 +165,11 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool) -> Path:
         f"Means over {seeds} seed(s). accuracy: composite accuracy; frontier: the hindsight-optimal accuracy "
         f"with at most the pipeline's trigger count ({exact}); delay and misses at the "
         "abrupt change (1970), false alarms per 50 stable slices (ctsim.measure.quality); "
-        "latency: mean years from a sample's arrival to the first model trained on it.",
+        "latency: mean years from a sample's arrival to the first model trained on it. Sorted by accuracy; "
+        "group: policies the data cannot tell apart share a group (1: not distinguishable from the best; "
+        "paired tests against each group's best, Holm-corrected at 0.05, over seeds where 3 or more are "
+        "shared, else over evaluation slices; test: which, and over how many pairs; "
+        "ctsim.reports.significance). Rank only across groups.",
         "",
     ]
     cols = table.columns
