@@ -29,6 +29,7 @@ from scipy import stats
 from study import REPO, Timing, experiment_name, heading, run_experiment, size_flags, write_comparison
 
 from ctsim.registry import load
+from ctsim.reports import significance
 
 OUT = REPO / "results" / "reference" / "portraits_selection"
 QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, 1 seed"
@@ -99,8 +100,14 @@ def rankings(table: pl.DataFrame) -> tuple[list[tuple[str, float, str]], list[tu
 
 def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list[str] = ()) -> Path:
     """The report of one run, or of several (e.g. groups of variants run side by side) together."""
-    cost = pl.concat([load(d)["cost"].collect() for d in run_dirs], how="diagonal_relaxed")
+    loaded = [load(d) for d in run_dirs]
+    cost = pl.concat([t["cost"].collect() for t in loaded], how="diagonal_relaxed")
+    evals = pl.concat([t["evals"].collect() for t in loaded], how="diagonal_relaxed")
     table = variant_table(cost)
+    found = significance.groups(evals, {r["pipeline"]: r["accuracy"] for r in table.iter_rows(named=True)})
+    table = table.join(found.select("pipeline", "group"), on="pipeline", how="left").sort(
+        "accuracy", descending=True, nulls_last=True
+    )
     mine, theirs, rho = rankings(table)
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if quick else ""
@@ -136,14 +143,20 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list
         "two classes, so least_confidence (1 − p_max), margin (1 − (p_max − p_min) = 2 − 2 p_max) and "
         "entropy all decrease with p_max: keeping the top scores, they keep the same samples.",
         "",
-        "| variant | strategy | form | kept | accuracy % | 95% CI ± | samples | steps | train TFLOPs "
+        "Sorted by accuracy. group: variants the data cannot tell apart share a group (1: not "
+        "distinguishable from the best; paired tests against each group's best, Holm-corrected at 0.05, "
+        "over seeds where 3 or more are shared, else over evaluation slices; ctsim.reports.significance). "
+        "Rank only across groups.",
+        "",
+        "| variant | strategy | form | kept | accuracy % | group | 95% CI ± | samples | steps | train TFLOPs "
         "| selection TFLOPs | selection s | train s | Modyn % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.iter_rows(named=True):
         acc = _f(r["accuracy"], 2) + ("" if r["sd"] is None else f" ± {r['sd']:.2f}")
+        group = "–" if r["group"] is None else str(r["group"])
         lines.append(
-            f"| {r['pipeline']} | {r['strategy']} | {r['form']} | {r['fraction']:g} | {acc} | "
+            f"| {r['pipeline']} | {r['strategy']} | {r['form']} | {r['fraction']:g} | {acc} | {group} | "
             f"{_f(r['ci'], 2)} | {r['samples_trained']:,.0f} | {r['steps']:.0f} | {r['train_tflops']:.4f} | "
             f"{r['selection_tflops']:.4f} | {r['selection_s']:.1f} | {r['train_s']:.1f} | "
             f"{_f(r['modyn'], 2)} |"
@@ -155,19 +168,32 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list
         "Ranked by mean accuracy. For the score strategies ours takes the better of StB and BtS (the "
         "form in brackets), as Modyn reports one figure per strategy.",
         "",
-        "| rank | ours | accuracy % | Modyn's | accuracy % |",
-        "|---|---|---|---|---|",
+        "| rank | ours | accuracy % | group | Modyn's | accuracy % |",
+        "|---|---|---|---|---|---|",
     ]
+    group_of = {
+        (r["strategy"], r["form"]): r["group"]
+        for r in table.filter(pl.col("fraction").is_in([0.5, 1.0])).iter_rows(named=True)
+    }
     for i, ((s, acc, form), (m, macc)) in enumerate(zip(mine, theirs), 1):
         shown = f"{s} ({form})" if form != "–" else s
-        lines.append(f"| {i} | {shown} | {acc:.2f} | {m} | {macc:.2f} |")
+        group = group_of.get((s, form))
+        lines.append(f"| {i} | {shown} | {acc:.2f} | {'–' if group is None else group} | {m} | {macc:.2f} |")
     lines += [
         "",
         f"Spearman's rank correlation over these {len(mine)} strategies: ρ = {rho:.2f} "
         "(scipy.stats.spearmanr, tied accuracies at their average rank; 1: the same order, 0: unrelated, "
-        "-1: reversed). Both lists include full (everything kept).",
+        "-1: reversed). Both lists include full (everything kept). Ranks within one significance "
+        "group are not told apart by the data: a ρ over them measures noise as much as agreement.",
         "",
     ]
+    shared = {group_of.get((s, form)) for s, _, form in mine}
+    if len(shared) == 1 and None not in shared:
+        lines += [
+            f"**All {len(mine)} strategies at 50% are in one significance group**: this run cannot rank "
+            "them, and its ρ against Modyn's ranking says nothing about agreement.",
+            "",
+        ]
     plots = write_comparison(run_dirs, "portraits_selection", quick, command).relative_to(OUT) / "plots"
     lines += [
         f"![accuracy against cost]({plots}/pareto.png)",
