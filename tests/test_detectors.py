@@ -236,6 +236,27 @@ def test_mmd_against_a_fixed_reference_is_the_same_statistic(n, m, ties):
     assert torch.isnan(_merged_lower_median(a, b))  # as torch.median
 
 
+def test_large_windows_are_tested_within_a_memory_budget_with_the_same_results(monkeypatch):
+    """Passes of at most PASS_ENTRIES kernel entries: a group of large windows is split (each pass
+    holds fewer pairs), a kept reference is built a block of rows at a time; the results stay."""
+    from ctsim.triggers import detectors
+
+    pairs = windows_of_several_sizes()
+    whole = mmd_many(pairs, 50, torch.Generator().manual_seed(4))
+    ref = torch.randn(90, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    cur = ref[:30] + 0.3
+    kept = detectors.FixedReference(ref).distance(cur)
+    monkeypatch.setattr(detectors, "PASS_ENTRIES", 80**2)
+    totals = [len(r) + len(c) for r, c in pairs]
+    assert all(
+        len(g) * max(totals[b] for b in g) ** 2 <= 80**2 or len(g) == 1 for g in detectors._groups(totals)
+    )
+    split = mmd_many(pairs, 50, torch.Generator().manual_seed(4))
+    assert [r.p_value for r in split] == [r.p_value for r in whole]
+    assert [r.distance for r in split] == pytest.approx([r.distance for r in whole], rel=1e-5, abs=1e-6)
+    assert detectors.FixedReference(ref).distance(cur) == pytest.approx(kept, rel=1e-12)  # 40 rows a block
+
+
 def test_a_drift_trigger_decides_the_same_with_and_without_a_kept_reference(monkeypatch):
     """reference: trained with a distance rule takes the kept reference's path; switched off (no
     reference fits), the full kernel gives the same decisions and distances."""

@@ -208,7 +208,8 @@ class FixedReference:
     by ~1e-15 relative in float64 (tested), by float32 rounding in float32.
 
     References of more than :data:`FIXED_PAIRS` distinct pairs are not kept (``fits``): their
-    tests take the full kernel, as before.
+    tests take the full kernel, as before. The pairs are computed a block of rows at a time, so building
+    one needs about twice their memory, not the n × n matrix.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> ref, cur = torch.randn(60, 3, generator=g).double(), torch.randn(20, 3, generator=g).double() + 1
@@ -224,7 +225,22 @@ class FixedReference:
         self.mean = z.mean(dim=0)
         self.z = z - self.mean
         self.norms = (self.z * self.z).sum(dim=-1)
-        self.pairs = _sorted(_upper(_squared_distances(self.z)))
+        self.pairs = _sorted(torch.cat(list(self._upper_rows())))
+
+    def _upper_rows(self):
+        """The squared distances above the diagonal, row by row, computed a block of rows at a time
+        (no n × n matrix: the pairs alone are kept)."""
+        n, rows = len(self.z), max(1, PASS_ENTRIES // max(len(self.z), 1))
+        for lo in range(0, n - 1, rows):
+            hi = min(n - 1, lo + rows)
+            block = torch.add(
+                self.norms[lo:hi, None] + self.norms[None, :], self.z[lo:hi] @ self.z.T, alpha=-2
+            ).clamp_min_(0)
+            keep = (
+                torch.arange(n, device=block.device)[None, :]
+                > torch.arange(lo, hi, device=block.device)[:, None]
+            )
+            yield block[keep]
 
     @staticmethod
     def fits(n: int) -> bool:
@@ -248,8 +264,9 @@ class FixedReference:
         return float(xx + yy - 2 * xy)
 
 
-FIXED_PAIRS = 2**24
-"""The most distinct pairs of a reference that :class:`FixedReference` keeps (64 MB in float32)."""
+FIXED_PAIRS = 2**27
+"""The most distinct pairs of a reference that :class:`FixedReference` keeps (512 MB in float32; a
+reference of up to 16,384 samples)."""
 
 
 def _upper(d2: torch.Tensor) -> torch.Tensor:
@@ -303,18 +320,26 @@ GROUP_SHARE = 0.8
 
 def _groups(totals: Sequence[int]) -> list[list[int]]:
     """Indices of ``totals`` in groups of similar size (largest first), each group's smallest at
-    least :data:`GROUP_SHARE` of its largest.
+    least :data:`GROUP_SHARE` of its largest, and each group's padded kernels at most
+    :data:`PASS_ENTRIES` entries.
 
     >>> _groups([100, 900, 95, 1000, 300])
     [[3, 1], [4], [0, 2]]
     """
     found: list[list[int]] = []
     for b in sorted(range(len(totals)), key=lambda b: -totals[b]):
-        if found and totals[b] >= GROUP_SHARE * totals[found[-1][0]]:
+        largest = totals[found[-1][0]] if found else 0
+        fits = (len(found[-1]) + 1) * largest**2 <= PASS_ENTRIES if found else False
+        if found and totals[b] >= GROUP_SHARE * largest and fits:
             found[-1].append(b)
         else:
             found.append([b])
     return found
+
+
+PASS_ENTRIES = 2**27
+"""The most kernel entries of one batched MMD pass (512 MB in float32): a group of large windows is
+split into passes of fewer pairs (a pair larger than this alone takes a pass of its own)."""
 
 
 def _mmd_padded(
