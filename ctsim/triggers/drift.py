@@ -237,11 +237,10 @@ class DriftTrigger:
         test = self._prepare(ctx)
         if not isinstance(test, _Test):
             return test
-        detector = self._quick or self.detector
-        if isinstance(detector, MMD) and not detector.permutations and test.fixed is not None:
+        if test.fixed is not None:  # only set for a first pass of MMD without permutations
             result = Result(test.fixed.distance(test.current), None)
         else:
-            result = detector.compare(test.reference, test.current, test.generator())
+            result = (self._quick or self.detector).compare(test.reference, test.current, test.generator())
         fire = self._decide(ctx, result)
         if fire and self._quick is not None:
             result = self.detector.compare(test.reference, test.current, test.generator())
