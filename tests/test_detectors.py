@@ -236,6 +236,38 @@ def test_mmd_against_a_fixed_reference_is_the_same_statistic(n, m, ties):
     assert torch.isnan(_merged_lower_median(a, b))  # as torch.median
 
 
+def test_a_kept_reference_holds_a_small_middle_and_gives_the_statistic_for_any_window(monkeypatch):
+    """A kept reference keeps its pairs as binned moments and only the middle bins' values: windows
+    of growing sizes widen the kept middle and still give MMD(0)'s distance; a bandwidth too small
+    for the bins' series takes the exact sum over the pairs; the lower median of a kept middle slice
+    is the whole's."""
+    from ctsim.triggers import detectors
+    from ctsim.triggers.detectors import FixedReference, _merged_lower_median
+
+    g = torch.Generator().manual_seed(11)
+    ref = torch.randn(1500, 6, generator=g, dtype=torch.float64)
+    ref[:40] *= 30  # a few far outliers: many empty bins between the bulk and them
+    fixed = FixedReference(ref)
+    for m, shift in [(20, 0.0), (200, 0.3), (700, 1.0), (5, 3.0)]:
+        cur = torch.randn(m, 6, generator=g, dtype=torch.float64) + shift
+        expected = MMD(0).compare(ref, cur, g).distance
+        assert fixed.distance(cur) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        if m == 20:  # 30,000 current-share pairs against the reference's 1,124,250
+            assert len(fixed.kept[1]) < fixed.pairs / 5  # the middle bins alone, not the n²/2 pairs
+    monkeypatch.setattr(detectors, "BIN_SHARE", 2.0)  # bins as wide as twice the median: series too coarse
+    coarse = FixedReference(ref)
+    cur = torch.randn(50, 6, generator=g, dtype=torch.float64) + 0.5
+    assert coarse.distance(cur) == pytest.approx(MMD(0).compare(ref, cur, g).distance, rel=1e-12, abs=1e-15)
+    assert torch.isnan(torch.tensor(FixedReference(ref.clone().fill_(float("nan"))).distance(cur)))
+
+    values = torch.randint(0, 40, (900,), generator=g).double().sort().values  # many ties
+    b = torch.randint(0, 40, (60,), generator=g).double()
+    whole = torch.cat([values, b]).median()
+    k = (900 + 60 - 1) // 2
+    lo, hi = int((values < values[k - 60]).sum()), int((values <= values[k]).sum())  # whole tie groups
+    assert _merged_lower_median(values[lo:hi], b, offset=lo, total=900) == whole
+
+
 def test_large_windows_are_tested_within_a_memory_budget_with_the_same_results(monkeypatch):
     """Passes of at most PASS_ENTRIES kernel entries: a group of large windows is split (each pass
     holds fewer pairs), a kept reference is built a block of rows at a time; the results stay."""
@@ -258,8 +290,8 @@ def test_large_windows_are_tested_within_a_memory_budget_with_the_same_results(m
 
 
 def test_a_drift_trigger_decides_the_same_with_and_without_a_kept_reference(monkeypatch):
-    """reference: trained with a distance rule takes the kept reference's path; switched off (no
-    reference fits), the full kernel gives the same decisions and distances."""
+    """reference: trained with a distance rule takes the kept reference's path; switched off, the
+    full kernel gives the same decisions and distances."""
     from ctsim.stream import toy_stream
     from ctsim.triggers import DriftTrigger, detectors, replay
     from ctsim.triggers.encoders import RawFeatures
@@ -285,7 +317,7 @@ def test_a_drift_trigger_decides_the_same_with_and_without_a_kept_reference(monk
     )
     fired, distances = run()
     assert calls and 300 // 20 <= fired[1] <= 300 // 20 + 2  # the kept reference was used; the shift found
-    monkeypatch.setattr(detectors, "FIXED_PAIRS", 0)
+    monkeypatch.setattr(DriftTrigger, "_fixed_reference", lambda self, ctx, ref: None)
     fired_full, distances_full = run()
     assert fired == fired_full
     assert [d[0] for d in distances] == [d[0] for d in distances_full]

@@ -19,6 +19,7 @@ The per-feature detectors run in numpy float64 on the CPU.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,17 +200,27 @@ class FixedReference:
     A drift trigger with ``reference: trained`` compares every current window with the same
     reference (the active model's training set) until the next model. ``MMD(0).compare`` rebuilds the
     whole pooled kernel every time, though the reference × reference block (most of it, when the
-    reference is the larger window) does not change. This keeps that block's squared distances,
-    sorted, and per current window computes only the reference × current and current × current
-    blocks. It is the same statistic: the median heuristic's bandwidth is the lower median of all
-    the pooled sample's distinct pairs (found by merging the two sorted parts), and the unbiased MMD²
-    sums the same kernel entries. The rounding differs (the rows are centred on the reference's
-    mean, the sums run in another order): on random windows the distances agree with ``compare``'s
-    to 1e-12 relative in float64 and to 1e-6 absolute in float32 (tested).
+    reference is the larger window) does not change. This summarises that block once, in memory that
+    does not grow with its n²/2 pairs, and per current window computes only the reference × current
+    and current × current blocks. It is the same statistic:
 
-    References of more than :data:`FIXED_PAIRS` distinct pairs are not kept (``fits``): their
-    tests take the full kernel, as before. The pairs are computed a block of rows at a time, so building
-    one needs about twice their memory, not the n × n matrix.
+    * **bandwidth** (the median heuristic): the lower median of all the pooled sample's distinct pairs.
+      The reference's squared distances are counted in fine bins (:data:`BIN_SHARE` of their median
+      wide). Only the bins around the median are kept as values, sorted: the pooled median lies
+      between the reference's values at ranks ``k - |current share|`` and ``k``, and is found by
+      merging those with the current share's values in that band. A window whose band reaches past
+      the kept bins widens them (one more pass over the reference's pairs).
+    * **kernel sum** over the reference's pairs: per bin, ``Σ exp(-d / s)`` from the bin's first
+      :data:`TERMS` moments about its centre (a Taylor series in ``(d - centre) / s``, whose remainder
+      is below 1e-16 relative at the bandwidths the bins are made for; if a bandwidth makes it
+      larger, the sum is taken over the pairs again, exactly).
+
+    The rounding differs from ``compare``'s (rows centred on the reference's mean, sums in another
+    order, the reference's kernel sum in float64): on random windows the distances agree to 1e-12
+    relative in float64 and to float32 rounding (1e-6 absolute) in float32 (tested).
+
+    Memory: the bins, and the values of the kept middle bins (a few times ``n × m`` for windows of
+    ``m`` samples); building one computes the n²/2 distances twice, a block of rows at a time.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> ref, cur = torch.randn(60, 3, generator=g).double(), torch.randn(20, 3, generator=g).double() + 1
@@ -225,12 +236,40 @@ class FixedReference:
         self.mean = z.mean(dim=0)
         self.z = z - self.mean
         self.norms = (self.z * self.z).sum(dim=-1)
-        self.pairs = _sorted(torch.cat(list(self._upper_rows())))
+        self.pairs = len(z) * (len(z) - 1) // 2
+        self.finite = bool(torch.isfinite(self.z).all())
+        self.width, bins = self._bins() if self.finite else (1.0, 1)
+        self.moments = torch.zeros(bins, TERMS, dtype=torch.float64, device=z.device)  # Σ (d - centre)^k
+        counts = torch.zeros(bins, dtype=torch.int64, device=z.device)
+        for d in self._upper_blocks() if self.finite else ():
+            index = self._index(d)
+            counts += torch.bincount(index, minlength=bins)
+            t = d.double() - (index.double() + 0.5) * self.width
+            power = torch.ones_like(t)
+            for k in range(TERMS):
+                self.moments[:, k] += torch.bincount(index, weights=power, minlength=bins)
+                power *= t
+        self.below = torch.cumsum(counts, 0) - counts  # pairs in the bins before each bin
+        self.counts = counts
+        self.kept: tuple[int, torch.Tensor] = (0, self.z.new_empty(0))  # first rank, sorted values
 
-    def _upper_rows(self):
-        """The squared distances above the diagonal, row by row, computed a block of rows at a time
-        (no n × n matrix: the pairs alone are kept)."""
-        n, rows = len(self.z), max(1, PASS_ENTRIES // max(len(self.z), 1))
+    def _bins(self) -> tuple[float, int]:
+        """The bin width (:data:`BIN_SHARE` of the median distance of up to 512 evenly spread rows)
+        and the number of bins up to the largest possible distance, 4 max |z|² (at most :data:`BINS`)."""
+        sample = self.z[:: max(1, len(self.z) // 512)]
+        median = float(_upper(_squared_distances(sample)).median()) if len(sample) > 1 else 0.0
+        top = 4 * float(self.norms.max())
+        width = BIN_SHARE * median if median > 0 else top / BINS
+        width = max(width, top / (BINS - 2), torch.finfo(self.dtype).tiny)
+        return width, min(BINS, int(top / width) + 2)
+
+    def _index(self, d: torch.Tensor) -> torch.Tensor:
+        """Each distance's bin: ``floor(d / width)``, monotone in ``d`` (equal values share a bin)."""
+        return torch.div(d, self.width, rounding_mode="floor").long().clamp_(0, len(self.moments) - 1)
+
+    def _upper_blocks(self):
+        """The squared distances above the diagonal, a block of rows at a time (no n × n matrix)."""
+        n, rows = len(self.z), max(1, BLOCK_ENTRIES // max(len(self.z), 1))
         for lo in range(0, n - 1, rows):
             hi = min(n - 1, lo + rows)
             block = _distances(self.z[lo:hi], self.norms[lo:hi], self.z, self.norms)
@@ -240,29 +279,71 @@ class FixedReference:
             )
             yield block[keep]
 
-    @staticmethod
-    def fits(n: int) -> bool:
-        """Whether a reference of ``n`` rows is kept (at most :data:`FIXED_PAIRS` distinct pairs)."""
-        return n * (n - 1) // 2 <= FIXED_PAIRS
+    def _keep(self, first: int, last: int) -> None:
+        """Keep, sorted, the values of the whole bins holding the reference's ranks ``first..last``."""
+        ends = self.below + self.counts
+        lo = int(torch.searchsorted(ends, torch.tensor([first], device=ends.device), right=True))
+        hi = int(torch.searchsorted(ends, torch.tensor([last], device=ends.device), right=True))
+        values = [
+            d[(index >= lo) & (index <= hi)] for d in self._upper_blocks() for index in [self._index(d)]
+        ]
+        self.kept = (int(self.below[lo]), _sorted(torch.cat(values)))
+
+    def _median(self, b: torch.Tensor) -> torch.Tensor:
+        """The lower median of the reference's pairs and ``b`` together (widening the kept bins if needed)."""
+        k = (self.pairs + len(b) - 1) // 2
+        first, last = max(0, k - len(b)), min(self.pairs - 1, k)
+        start, values = self.kept
+        if first < start or last >= start + len(values):
+            margin = (last - first + 1) // 2  # room for windows up to about 1.5 times as large
+            self._keep(max(0, first - margin), min(self.pairs - 1, last + margin))
+            start, values = self.kept
+        return _merged_lower_median(values, b, offset=start, total=self.pairs)
+
+    def _kernel_sum(self, s: torch.Tensor) -> float:
+        """``Σ exp(-d / s)`` over the reference's pairs: from the bins' moments, or exactly if the
+        series' remainder could exceed 1e-16 relative at this ``s``."""
+        r = self.width / (2 * float(s))
+        if r**TERMS / math.factorial(TERMS) * math.exp(2 * r) > 1e-16:
+            return sum(float((d / -s).exp_().double().sum()) for d in self._upper_blocks())
+        centres = (torch.arange(len(self.moments), device=s.device, dtype=torch.float64) + 0.5) * self.width
+        coefficients = torch.tensor(
+            [(-1 / float(s)) ** k / math.factorial(k) for k in range(TERMS)],
+            dtype=torch.float64,
+            device=s.device,
+        )
+        return float(((-centres / float(s)).exp() * (self.moments @ coefficients)).sum())
 
     def distance(self, current: torch.Tensor) -> float:
         """``MMD(0).compare(reference, current, g).distance``, up to rounding."""
         _check_sizes("mmd", self.z, current)
+        if not self.finite:
+            return float("nan")  # as compare: a NaN median, NaN kernel
         zc = current.to(self.dtype) - self.mean
         n, m = len(self.z), len(zc)
         across = _distances(self.z, self.norms, zc, (zc * zc).sum(dim=-1))
         within = _upper(_squared_distances(zc))
-        bandwidth = _merged_lower_median(self.pairs, torch.cat([across.flatten(), within]))
+        bandwidth = self._median(torch.cat([across.flatten(), within]))
         scale = -2 * (bandwidth if bandwidth > 0 else torch.ones_like(bandwidth))
-        xx = 2 * (self.pairs / scale).exp_().sum() / (n * (n - 1))
+        xx = 2 * self._kernel_sum(-scale) / (n * (n - 1))
         yy = 2 * (within / scale).exp_().sum() / (m * (m - 1))
         xy = (across / scale).exp_().sum() / (n * m)
         return float(xx + yy - 2 * xy)
 
 
-FIXED_PAIRS = 2**27
-"""The most distinct pairs of a reference that :class:`FixedReference` keeps (512 MB in float32; a
-reference of up to 16,384 samples)."""
+TERMS = 5
+"""Moments per bin of a kept reference's squared distances (orders 0 to 4)."""
+
+BIN_SHARE = 1 / 256
+"""A kept reference's bin width, as a share of its median squared distance: at the median heuristic's
+bandwidth the series in ``(d - centre) / s`` converges as (1/1024)^k: its remainder after
+:data:`TERMS` terms is below 1e-17 relative."""
+
+BINS = 2**16
+"""The most bins of a kept reference (wider bins when its distances spread further)."""
+
+BLOCK_ENTRIES = 2**22
+"""Pairs of a kept reference computed per block while building it (float64 moments: 32 MB a block)."""
 
 
 def _upper(d2: torch.Tensor) -> torch.Tensor:
@@ -278,26 +359,33 @@ def _sorted(t: torch.Tensor) -> torch.Tensor:
     return t.sort().values
 
 
-def _merged_lower_median(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _merged_lower_median(
+    a: torch.Tensor, b: torch.Tensor, offset: int = 0, total: int | None = None
+) -> torch.Tensor:
     """The lower median of ``a`` (sorted) and ``b`` (any order) together: ``torch.cat([a, b]).median()``.
 
     The k-th value of the union lies between ``a[k - len(b)]`` and ``a[k]`` (fewer than k values are
     below it, at least k + 1 at or below it), so only the values of ``b`` in that band are sorted,
-    and merged with ``a``'s band by rank.
+    and merged with ``a``'s band by rank. ``a`` may be the ranks ``offset..`` of a sorted whole of
+    ``total`` values (every value below ``a[0]`` or above ``a[-1]`` strictly so) that holds both ends
+    of the band.
 
     >>> a, b = torch.tensor([1.0, 2.0, 2.0, 7.0]), torch.tensor([5.0, 0.0, 2.0])
     >>> _merged_lower_median(a, b), torch.cat([a, b]).median()
     (tensor(2.), tensor(2.))
     """
+    total = len(a) if total is None else total
     if bool(torch.isnan(b).any()) or (len(a) and bool(torch.isnan(a[-1]))):
         return torch.tensor(float("nan"), dtype=b.dtype, device=b.device)  # as median: NaN in, NaN out
-    k = (len(a) + len(b) - 1) // 2
-    low = a[k - len(b)] if k >= len(b) else torch.tensor(float("-inf"), dtype=b.dtype, device=b.device)
-    high = a[k] if k < len(a) else torch.tensor(float("inf"), dtype=b.dtype, device=b.device)
+    k = (total + len(b) - 1) // 2
+    low = (
+        a[k - len(b) - offset] if k >= len(b) else torch.tensor(float("-inf"), dtype=b.dtype, device=b.device)
+    )
+    high = a[k - offset] if k < total else torch.tensor(float("inf"), dtype=b.dtype, device=b.device)
     first = int(torch.searchsorted(a, low.reshape(1)))  # values of a below the band
     last = int(torch.searchsorted(a, high.reshape(1), right=True))
     band = _sorted(b[(b >= low) & (b <= high)])
-    return _kth_of_two_sorted(a[first:last], band, k - first - int((b < low).sum()))
+    return _kth_of_two_sorted(a[first:last], band, k - offset - first - int((b < low).sum()))
 
 
 def _kth_of_two_sorted(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:

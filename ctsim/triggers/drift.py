@@ -297,8 +297,6 @@ class DriftTrigger:
         first = self._quick or self.detector
         if self.reference != "trained" or not isinstance(first, MMD) or first.permutations:
             return None
-        if not FixedReference.fits(len(ref)):
-            return None
         if self._fixed is None or self._fixed[0] != ctx.active.generation:
             key = digest(ref)
             fixed = _FIXED.get(key)
