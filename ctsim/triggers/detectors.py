@@ -220,7 +220,9 @@ class FixedReference:
     relative in float64 and to float32 rounding (1e-6 absolute) in float32 (tested).
 
     Memory: the bins, and the values of the kept middle bins (a few times ``n × m`` for windows of
-    ``m`` samples); building one computes the n²/2 distances twice, a block of rows at a time.
+    ``m`` samples); building one computes the n²/2 distances twice, a block of rows at a time. It
+    runs on the CPU, whatever the windows' device: its binned sums (``bincount``) are deterministic
+    there, so a resumed run's replay makes the same decisions.
 
     >>> g = torch.Generator().manual_seed(0)
     >>> ref, cur = torch.randn(60, 3, generator=g).double(), torch.randn(20, 3, generator=g).double() + 1
@@ -232,15 +234,15 @@ class FixedReference:
     def __init__(self, reference: torch.Tensor):
         _check_sizes("mmd", reference, reference)
         self.dtype = _float_dtype(reference)
-        z = reference.to(self.dtype)
+        z = reference.detach().to("cpu", self.dtype)
         self.mean = z.mean(dim=0)
         self.z = z - self.mean
         self.norms = (self.z * self.z).sum(dim=-1)
         self.pairs = len(z) * (len(z) - 1) // 2
         self.finite = bool(torch.isfinite(self.z).all())
         self.width, bins = self._bins() if self.finite else (1.0, 1)
-        self.moments = torch.zeros(bins, TERMS, dtype=torch.float64, device=z.device)  # Σ (d - centre)^k
-        counts = torch.zeros(bins, dtype=torch.int64, device=z.device)
+        self.moments = torch.zeros(bins, TERMS, dtype=torch.float64)  # Σ (d - centre)^k
+        counts = torch.zeros(bins, dtype=torch.int64)
         for d in self._upper_blocks() if self.finite else ():
             index = self._index(d)
             counts += torch.bincount(index, minlength=bins)
@@ -306,20 +308,17 @@ class FixedReference:
         r = self.width / (2 * float(s))
         if r**TERMS / math.factorial(TERMS) * math.exp(2 * r) > 1e-16:
             return sum(float((d / -s).exp_().double().sum()) for d in self._upper_blocks())
-        centres = (torch.arange(len(self.moments), device=s.device, dtype=torch.float64) + 0.5) * self.width
-        coefficients = torch.tensor(
-            [(-1 / float(s)) ** k / math.factorial(k) for k in range(TERMS)],
-            dtype=torch.float64,
-            device=s.device,
-        )
-        return float(((-centres / float(s)).exp() * (self.moments @ coefficients)).sum())
+        centres = (torch.arange(len(self.moments), dtype=torch.float64) + 0.5) * self.width
+        terms = [(-1 / float(s)) ** k / math.factorial(k) for k in range(TERMS)]
+        terms = torch.tensor(terms, dtype=torch.float64)
+        return float(((-centres / float(s)).exp() * (self.moments @ terms)).sum())
 
     def distance(self, current: torch.Tensor) -> float:
         """``MMD(0).compare(reference, current, g).distance``, up to rounding."""
         _check_sizes("mmd", self.z, current)
         if not self.finite:
             return float("nan")  # as compare: a NaN median, NaN kernel
-        zc = current.to(self.dtype) - self.mean
+        zc = current.detach().to("cpu", self.dtype) - self.mean
         n, m = len(self.z), len(zc)
         across = _distances(self.z, self.norms, zc, (zc * zc).sum(dim=-1))
         within = _upper(_squared_distances(zc))

@@ -31,8 +31,9 @@ model, and the arrival batch of every pipeline is embedded in the loop's one sha
 Pipelines that hold the same model (the simulation trains identical jobs once) share its passes, and
 equal MMD tests (same features, same permutation seed) are computed once for all of them. Against
 the ``trained`` reference, which stays the same until the next model, an MMD test without
-permutations (the distance rules' first pass) keeps the reference's own pairwise distances and
-computes only the current window's share (:class:`~ctsim.triggers.detectors.FixedReference`).
+permutations (the distance rules' first pass) summarises the reference's own pairwise distances
+once per model and computes only the current window's share
+(:class:`~ctsim.triggers.detectors.FixedReference`).
 
 **Small windows.** A window with fewer than ``min_samples`` samples is not tested: with ``window:
 null`` its samples carry over to the next detection; until the data before the current window can
