@@ -286,9 +286,10 @@ class FixedReference:
         ends = self.below + self.counts
         lo = int(torch.searchsorted(ends, torch.tensor([first], device=ends.device), right=True))
         hi = int(torch.searchsorted(ends, torch.tensor([last], device=ends.device), right=True))
-        values = [
-            d[(index >= lo) & (index <= hi)] for d in self._upper_blocks() for index in [self._index(d)]
-        ]
+        values = []
+        for d in self._upper_blocks():
+            index = self._index(d)
+            values.append(d[(index >= lo) & (index <= hi)])
         self.kept = (int(self.below[lo]), _sorted(torch.cat(values)))
 
     def _median(self, b: torch.Tensor) -> torch.Tensor:
@@ -297,7 +298,7 @@ class FixedReference:
         first, last = max(0, k - len(b)), min(self.pairs - 1, k)
         start, values = self.kept
         if first < start or last >= start + len(values):
-            margin = (last - first + 1) // 2  # room for windows up to about 1.5 times as large
+            margin = (last - first + 1) // 2  # room for windows up to about twice as large
             self._keep(max(0, first - margin), min(self.pairs - 1, last + margin))
             start, values = self.kept
         return _merged_lower_median(values, b, offset=start, total=self.pairs)
@@ -377,10 +378,9 @@ def _merged_lower_median(
     if bool(torch.isnan(b).any()) or (len(a) and bool(torch.isnan(a[-1]))):
         return torch.tensor(float("nan"), dtype=b.dtype, device=b.device)  # as median: NaN in, NaN out
     k = (total + len(b) - 1) // 2
-    low = (
-        a[k - len(b) - offset] if k >= len(b) else torch.tensor(float("-inf"), dtype=b.dtype, device=b.device)
-    )
-    high = a[k - offset] if k < total else torch.tensor(float("inf"), dtype=b.dtype, device=b.device)
+    inf = torch.tensor(float("inf"), dtype=b.dtype, device=b.device)
+    low = a[k - len(b) - offset] if k >= len(b) else -inf
+    high = a[k - offset] if k < total else inf
     first = int(torch.searchsorted(a, low.reshape(1)))  # values of a below the band
     last = int(torch.searchsorted(a, high.reshape(1), right=True))
     band = _sorted(b[(b >= low) & (b <= high)])
