@@ -270,16 +270,14 @@ class FixedReference:
         return torch.div(d, self.width, rounding_mode="floor").long().clamp_(0, len(self.moments) - 1)
 
     def _upper_blocks(self):
-        """The squared distances above the diagonal, a block of rows at a time (no n × n matrix)."""
+        """The squared distances above the diagonal, a block of rows at a time (no n × n matrix): per
+        block of rows ``lo:hi``, the pairs among them, then all their pairs with the rows after ``hi``."""
         n, rows = len(self.z), max(1, BLOCK_ENTRIES // max(len(self.z), 1))
         for lo in range(0, n - 1, rows):
             hi = min(n - 1, lo + rows)
-            block = _distances(self.z[lo:hi], self.norms[lo:hi], self.z, self.norms)
-            keep = (
-                torch.arange(n, device=block.device)[None, :]
-                > torch.arange(lo, hi, device=block.device)[:, None]
-            )
-            yield block[keep]
+            z, norms = self.z[lo:hi], self.norms[lo:hi]
+            yield _upper(_distances(z, norms, z, norms))
+            yield _distances(z, norms, self.z[hi:], self.norms[hi:]).flatten()
 
     def _keep(self, first: int, last: int) -> None:
         """Keep, sorted, the values of the whole bins holding the reference's ranks ``first..last``."""
