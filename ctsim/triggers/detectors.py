@@ -246,7 +246,7 @@ class FixedReference:
         for d in self._upper_blocks() if self.finite else ():
             index = self._index(d)
             counts += torch.bincount(index, minlength=bins)
-            t = d.double() - (index.double() + 0.5) * self.width
+            t = d.double().sub_(index.double().add_(0.5).mul_(self.width))  # about the bin's centre
             power = torch.ones_like(t)
             for k in range(TERMS):
                 self.moments[:, k] += torch.bincount(index, weights=power, minlength=bins)
@@ -266,8 +266,9 @@ class FixedReference:
         return width, min(BINS, int(top / width) + 2)
 
     def _index(self, d: torch.Tensor) -> torch.Tensor:
-        """Each distance's bin: ``floor(d / width)``, monotone in ``d`` (equal values share a bin)."""
-        return torch.div(d, self.width, rounding_mode="floor").long().clamp_(0, len(self.moments) - 1)
+        """Each distance's bin: ``d × (1 / width)`` rounded down (the distances are ≥ 0), monotone in
+        ``d`` (equal values share a bin)."""
+        return torch.mul(d, 1 / self.width).long().clamp_max_(len(self.moments) - 1)
 
     def _upper_blocks(self):
         """The squared distances above the diagonal, a block of rows at a time (no n × n matrix): per
@@ -325,7 +326,7 @@ class FixedReference:
         scale = -2 * (bandwidth if bandwidth > 0 else torch.ones_like(bandwidth))
         xx = 2 * self._kernel_sum(-scale) / (n * (n - 1))
         yy = 2 * (within / scale).exp_().sum() / (m * (m - 1))
-        xy = (across / scale).exp_().sum() / (n * m)
+        xy = across.div_(scale).exp_().sum() / (n * m)  # in place: across is not needed again
         return float(xx + yy - 2 * xy)
 
 
