@@ -84,10 +84,16 @@ def variant_table(cost: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def rankings(table: pl.DataFrame) -> tuple[list[tuple[str, float, str]], list[tuple[str, float]], float]:
-    """Ours and Modyn's at 50% (score strategies: the better form), and Spearman's rho over both."""
+def rankings(
+    table: pl.DataFrame, form: str | None = None
+) -> tuple[list[tuple[str, float, str]], list[tuple[str, float]], float]:
+    """Ours and Modyn's at 50% (score strategies: the better form, or only ``form``), and Spearman's
+    rho over both."""
     ours: dict[str, tuple[float, str]] = {}
-    for row in table.filter(pl.col("fraction").is_in([0.5, 1.0])).iter_rows(named=True):
+    rows = table.filter(pl.col("fraction").is_in([0.5, 1.0]))
+    if form is not None:
+        rows = rows.filter(pl.col("form").is_in(["–", form]))
+    for row in rows.iter_rows(named=True):
         best = ours.get(row["strategy"])
         if row["accuracy"] is not None and (best is None or row["accuracy"] > best[0]):
             ours[row["strategy"]] = (row["accuracy"], row["form"])
@@ -139,7 +145,9 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list
         "top part of a full batch); TFLOPs and seconds are means per pipeline. Modyn: the Yearbook "
         "accuracy Modyn reports at 50% kept; Modyn does not split score strategies by StB/BtS, so the "
         "same figure stands beside both forms. Selection: the scoring forward passes (one per scored "
-        "sample); for bts they run inside training steps, so their seconds are in train s. Portraits has "
+        "sample); for bts they run inside training steps, so their seconds are in train s. Seconds are "
+        "wall-clock: in a run that was stopped and resumed, or whose machine paused, a generation that "
+        "spanned the pause counts it, so compare costs by TFLOPs. Portraits has "
         "two classes, so least_confidence (1 − p_max), margin (1 − (p_max − p_min) = 2 − 2 p_max) and "
         "entropy all decrease with p_max: keeping the top scores, they keep the same samples.",
         "",
@@ -187,6 +195,15 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list
         "group are not told apart by the data: a ρ over them measures noise as much as agreement.",
         "",
     ]
+    by_form = {form: rankings(table, form)[2] for form in ("stb", "bts")}
+    if all(not math.isnan(r) for r in by_form.values()):
+        lines += [
+            "Taking one form for every score strategy instead of the better one: "
+            + ", ".join(f"{form.upper()} only ρ = {r:.2f}" for form, r in by_form.items())
+            + ". StB trains on half the steps of full, as rs2 and uniform do; BtS takes as many steps "
+            "as full.",
+            "",
+        ]
     shared = {group_of.get((s, form)) for s, _, form in mine}
     if len(shared) == 1 and None not in shared:
         lines += [

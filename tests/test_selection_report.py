@@ -68,3 +68,10 @@ def test_variants_sorted_by_accuracy_with_the_significance_groups_of_their_evalu
     loss = max(["loss_stb", "loss_bts"], key=acc.get)  # the report takes a strategy's better form
     at_half = expected.filter(pl.col("pipeline").is_in(["full", "uniform", "rs2", loss, "entropy_bts"]))
     assert ("in one significance group" in text) == (at_half["group"].n_unique() == 1)
+    # ρ with each form alone: StB only ranks full, uniform, rs2 and loss_stb (entropy ran only as bts)
+    from scipy.stats import spearmanr
+
+    modyn = portraits_selection.MODYN
+    stb = {"full": acc["full"], "uniform": acc["uniform"], "rs2": acc["rs2"], "loss": acc["loss_stb"]}
+    rho = spearmanr(list(stb.values()), [modyn[s] for s in stb]).statistic
+    assert f"STB only ρ = {rho:.2f}" in text
