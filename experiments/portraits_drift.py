@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 import polars as pl
-from study import REPO, Timing, experiment_name, heading, run_experiment, size_flags, write_comparison
+from study import REPO, Timing, experiment_name, heading, jobs_of, run_study, size_flags, write_comparison
 
 from ctsim.registry import load
 from ctsim.reports import oracle, significance
@@ -231,7 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    size_flags(parser, QUICK)
+    size_flags(parser, QUICK, jobs=True)
     parser.add_argument(
         "--run-dir", type=Path, nargs="+", help="report on these finished runs instead of running one"
     )
@@ -243,8 +243,8 @@ def main() -> None:
         report([d.resolve() for d in args.run_dir], Timing(args.wall, args.cpu) if args.wall else None, quick)
         return
     experiment = experiment_name("portraits_drift", args.full)
-    run_dir, timing = run_experiment(experiment, [], "quick" if quick else "full", args.into)
-    report([run_dir], timing, quick)
+    run_dirs, timing = run_study(experiment, [], "quick" if quick else "full", args.into, jobs_of(args))
+    report(run_dirs, timing, quick)
 
 
 if __name__ == "__main__":

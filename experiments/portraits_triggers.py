@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from study import REPO, Timing, commit, experiment_name, run_experiment, size_flags, write_comparison
+from study import REPO, Timing, commit, experiment_name, jobs_of, run_study, size_flags, write_comparison
 
 from ctsim.registry import load
 from ctsim.reports.summary import pipeline_summary
@@ -32,8 +32,10 @@ QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, amount threshol
 KEYS = ["pipeline", "seed", "generation", "slice", "metric"]
 
 
-def run(full: bool, overrides: list[str], tag: str, into: Path | None = None) -> tuple[Path, Timing]:
-    return run_experiment(experiment_name("portraits_triggers", full), overrides, tag, into)
+def run(
+    full: bool, overrides: list[str], tag: str, into: Path | None = None, jobs: int = 1
+) -> tuple[list[Path], Timing]:
+    return run_study(experiment_name("portraits_triggers", full), overrides, tag, into, jobs)
 
 
 def costs(run_dirs: list[Path]) -> pl.DataFrame:
@@ -73,7 +75,7 @@ def markdown(frame: pl.DataFrame) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    size_flags(parser, QUICK)
+    size_flags(parser, QUICK, jobs=True)
     parser.add_argument("--compare", action="store_true", help="run engine=sequential too and compare values")
     parser.add_argument(
         "--run-dir", type=Path, nargs="+", help="report on these runs (e.g. one per seed) instead of running"
@@ -87,8 +89,8 @@ def main() -> None:
     if args.run_dir:
         run_dirs, timing = args.run_dir, (Timing(args.seconds, args.cpu) if args.seconds else None)
     else:
-        run_dir, timing = run(args.full, args.overrides, "batched", args.into)
-        run_dirs = [run_dir]
+        jobs = 1 if args.compare else jobs_of(args)  # --compare matches one run's cells with another's
+        run_dirs, timing = run(args.full, args.overrides, "batched", args.into, jobs)
     cost = costs(run_dirs)
     engine, device = cost["engine"][0], cost["device"][0]
     seeds = cost["seed"].n_unique()
@@ -116,7 +118,7 @@ def main() -> None:
         *markdown(table(cost)),
     ]
     if args.compare:
-        reference, ref_timing = run(args.full, [*args.overrides, "engine=sequential"], "sequential")
+        (reference,), ref_timing = run(args.full, [*args.overrides, "engine=sequential"], "sequential")
         same, total = identical(run_dirs[0], reference)
         lines += [
             "",

@@ -32,12 +32,14 @@ class Timing:
 
     wall: float
     cpu: float | None = None
+    processes: int = 1  # run side by side, one thread each unless OMP_NUM_THREADS was set
 
     def __str__(self) -> str:
         if self.cpu is None:
             return f"wall time {self.wall:.0f} s"
-        threads = os.environ.get("OMP_NUM_THREADS", "unset")
-        return f"wall time {self.wall:.0f} s, CPU time {self.cpu:.0f} s (OMP_NUM_THREADS={threads})"
+        threads = os.environ.get("OMP_NUM_THREADS", "unset" if self.processes == 1 else "1")
+        where = f"{self.processes} processes side by side, " if self.processes > 1 else ""
+        return f"wall time {self.wall:.0f} s, CPU time {self.cpu:.0f} s ({where}OMP_NUM_THREADS={threads})"
 
 
 def run_experiment(
@@ -49,23 +51,124 @@ def run_experiment(
     A run stopped before it ends continues with ``python -m ctsim resume RUN_DIR``; the study's script
     then reports on it with ``--run-dir RUN_DIR``.
     """
-    if run_dir is None:
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        run_dir = Path(unique_dir(str(REPO / "results" / "runs" / experiment / f"{stamp}_{tag}")))
-    elif run_dir.exists():
-        raise SystemExit(
-            f"--into {run_dir}: the folder exists; give a new one (or resume it with "
-            f"python -m ctsim resume {run_dir})"
-        )
-    run_dir = run_dir.resolve()
-    command = [sys.executable, "-m", "ctsim", f"experiment={experiment}", f"hydra.run.dir={run_dir}"]
+    run_dir = _fresh(experiment, tag, run_dir)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([*command, "progress=false", *overrides], cwd=REPO, check=True)
+    subprocess.run(_command(experiment, run_dir, overrides), cwd=REPO, check=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return run_dir, Timing(wall, cpu)
+
+
+def default_jobs(full: bool) -> int:
+    """Processes a study's script runs side by side by default: one per usable core for a quick form on
+    a CPU machine (its small models gain nothing from a second torch thread: the quick selection study's
+    run took 303 s with 2 threads and 299 s with one, on a quiet 2-core machine), else one."""
+    import torch
+
+    return 1 if full or torch.cuda.is_available() else len(os.sched_getaffinity(0))
+
+
+def variant_groups(experiment: str, overrides: list[str], jobs: int) -> list[list[str]]:
+    """The experiment's variants (those ``population.only`` keeps), dealt into at most ``jobs`` groups
+    back and forth (1, 2, 2, 1, 1, 2, …: neighbours in a study's list are often alike in cost, as a
+    selection policy's two forms are, so each group gets one of each pair); one empty group where the
+    config cannot be composed (the run then names the bad override) or there is nothing to split."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from ctsim.app.compose import CONF_DIR
+
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="study"):
+            cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
+    except (HydraException, ValueError):
+        return [[]]
+    variants = list(OmegaConf.select(cfg, "population.variants") or {})
+    only = OmegaConf.select(cfg, "population.only")
+    names = [v for v in variants if only is None or v in only]
+    jobs = max(1, min(jobs, len(names)))
+    if jobs == 1:
+        return [[]]
+    groups: list[list[str]] = [[] for _ in range(jobs)]
+    for i, name in enumerate(names):
+        turn, k = divmod(i, jobs)
+        groups[k if turn % 2 == 0 else jobs - 1 - k].append(name)
+    return groups
+
+
+def run_study(
+    experiment: str, overrides: list[str], tag: str, run_dir: Path | None = None, jobs: int = 1
+) -> tuple[list[Path], Timing]:
+    """:func:`run_experiment`, or with ``jobs`` > 1 the experiment's variants split into that many runs
+    side by side (``population.only``), one torch thread each unless ``OMP_NUM_THREADS`` is set, in
+    ``RUN_DIR/part<i>``; the run folders (read together by the reports) and the :class:`Timing` of all.
+
+    A part that fails stops the others; each part is its own run folder, so a stopped part continues
+    with ``python -m ctsim resume RUN_DIR/part<i>``.
+    """
+    groups = variant_groups(experiment, overrides, jobs)
+    if len(groups) == 1:
+        one, timing = run_experiment(experiment, overrides, tag, run_dir)
+        return [one], timing
+    run_dir = _fresh(experiment, tag, run_dir)
+    run_dir.mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    parts, procs = [run_dir / f"part{i}" for i in range(1, len(groups) + 1)], []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    for part, group in zip(parts, groups):
+        command = [*_command(experiment, part, overrides), f"population.only=[{','.join(group)}]"]
+        print(f"{part.name}: {' '.join(command[2:])}", flush=True)
+        procs.append(subprocess.Popen(command, cwd=REPO, env=env))
+    failed = _wait_all(procs)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if failed is not None:
+        raise SystemExit(
+            f"{parts[failed]} failed (exit code {procs[failed].returncode}); the other parts were stopped. "
+            f"Continue each with: python -m ctsim resume {run_dir}/part<i>"
+        )
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return parts, Timing(wall, cpu, processes=len(parts))
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> int | None:
+    """Wait for every process; at the first failure stop the rest and return its index."""
+    while True:
+        codes = [p.poll() for p in procs]
+        bad = next((i for i, c in enumerate(codes) if c not in (None, 0)), None)
+        if bad is not None:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                p.wait()
+            return bad
+        if all(c == 0 for c in codes):
+            return None
+        time.sleep(0.5)
+
+
+def _fresh(experiment: str, tag: str, run_dir: Path | None) -> Path:
+    if run_dir is None:
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        return Path(unique_dir(str(REPO / "results" / "runs" / experiment / f"{stamp}_{tag}"))).resolve()
+    if run_dir.exists():
+        raise SystemExit(
+            f"--into {run_dir}: the folder exists; give a new one (or resume it with "
+            f"python -m ctsim resume {run_dir})"
+        )
+    return run_dir.resolve()
+
+
+def _command(experiment: str, run_dir: Path, overrides: list[str]) -> list[str]:
+    return [
+        sys.executable, "-m", "ctsim", f"experiment={experiment}", f"hydra.run.dir={run_dir}",
+        "progress=false", *overrides,
+    ]  # fmt: skip
 
 
 def heading(title: str, command: str, run_dirs: Path | list[Path], timing: Timing | None) -> list[str]:
@@ -87,13 +190,33 @@ def commit() -> str:
     return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def size_flags(parser: argparse.ArgumentParser, quick: str) -> None:
+def size_flags(parser: argparse.ArgumentParser, quick: str, jobs: bool = False) -> None:
     """``--full`` (the study at full size: Modyn's setup); without it the quick form (``quick`` says what
-    that is, its experiment file ``conf/experiment/<study>_quick.yaml`` says what each change costs)."""
+    that is, its experiment file ``conf/experiment/<study>_quick.yaml`` says what each change costs);
+    ``--into``; with ``jobs``, ``--jobs`` (for studies of several variants)."""
     parser.add_argument("--full", action="store_true", help=f"full size (default: the quick form: {quick})")
     parser.add_argument(
         "--into", type=Path, help="a new run folder to run in (default: results/runs/<experiment>/<stamp>)"
     )
+    if not jobs:
+        return
+    parser.add_argument(
+        "--jobs",
+        type=_positive,
+        help="runs side by side, the variants split among them (default: one per CPU core for a quick form "
+        "without a GPU, else 1)",
+    )
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of runs, at least 1, got {text!r}")
+    return int(text)
+
+
+def jobs_of(args: argparse.Namespace) -> int:
+    """``--jobs``, or :func:`default_jobs` for the size asked for."""
+    return args.jobs if args.jobs is not None else default_jobs(args.full)
 
 
 def experiment_name(study: str, full: bool) -> str:

@@ -16,6 +16,7 @@ from .conftest import REPO, run, small
 
 sys.path.insert(0, str(REPO / "experiments"))
 import validate_quick
+from study import variant_groups
 from validate_quick import Accuracy, checks, from_report
 
 STUDIES = ("portraits_triggers", "portraits_drift", "portraits_selection", "portraits_yearly")
@@ -73,6 +74,20 @@ def test_the_checks_pass_a_faithful_quick_form_and_fail_a_misleading_one():
     assert [c.passed for c in checks(one_seed, full, "time_1", "never")] == [True, True, False]
 
 
+def test_the_selection_study_is_checked_on_its_ranking_and_full_without_a_never():
+    full = {"full": Accuracy(0.80, 0.004, 3)} | {
+        f"p{i}": Accuracy(0.78 - 0.03 * i, 0.005, 3) for i in range(5)
+    }
+    yearly, never = validate_quick.STUDIES["portraits_selection"]
+    assert (yearly, never) == ("full", None)
+    faithful = {p: Accuracy(a.mean - 0.03, None, 1) for p, a in full.items()}  # one seed is enough here
+    assert [c.passed for c in checks(faithful, full, yearly, never)] == [True, True]
+    reversed_ = {p: Accuracy(1.3 - a.mean, None, 1) for p, a in full.items()}
+    assert [c.passed for c in checks(reversed_, full, yearly, never)] == [False, False]
+    text, passed = validate_quick.report("portraits_selection", faithful, full, ("q", "f"), None)
+    assert passed and "never" not in text
+
+
 def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_path):
     """A tiny run that lacks the yearly pipeline: the script writes its report and exits 1."""
     overrides = small(
@@ -122,3 +137,38 @@ def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_pa
     # at most the sd of one slice's accuracy, at least zero: a mean over slices of binomial errors
     assert 0 <= draw.sd <= 0.5 / per_slice["n"].min() ** 0.5
     assert validate_quick.test_draw([tmp_path / "run"], "absent") is None
+
+
+def test_a_study_split_into_runs_side_by_side_gives_the_cells_of_one_run(tmp_path, monkeypatch):
+    """``--jobs 2``: the variants dealt into two run folders, run at once, one thread each; read
+    together they hold exactly the evaluations of the study run in one process."""
+    from study import Timing, run_study
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    overrides = small(
+        tmp_path,
+        "dataset.size=0.03",
+        "population.only=[time_20,never,amount_1000]",
+        "population.seeds=[0]",
+        "output.checkpoints=none",
+    )
+    parts, timing = run_study("portraits_triggers_quick", overrides, "t", tmp_path / "two", jobs=2)
+    (one,), _ = run_study("portraits_triggers_quick", overrides, "t", tmp_path / "one", jobs=1)
+    assert parts == [tmp_path / "two" / "part1", tmp_path / "two" / "part2"]
+    assert isinstance(timing, Timing) and timing.processes == 2 and "2 processes side by side" in str(timing)
+    pipelines = [set(load(p)["cost"].collect()["pipeline"]) for p in parts]
+    assert pipelines == [{"time_20"}, {"amount_1000", "never"}]  # dealt back and forth, in config order
+    keys = ["pipeline", "seed", "generation", "slice", "metric"]
+    split = pl.concat([load(p)["evals"].collect() for p in parts]).sort(keys)
+    whole = load(one)["evals"].collect().sort(keys)
+    assert split.select(keys).equals(whole.select(keys)) and split["value"].eq_missing(whole["value"]).all()
+    # more jobs than variants: one run per variant at most; a folder that exists is refused
+    assert len(variant_groups("portraits_triggers_quick", overrides, 8)) == 3
+    assert variant_groups("portraits_selection_quick", [], 2)[0][:4] == [
+        "full",
+        "rs2",
+        "rs2_replace",
+        "grad_norm_stb",
+    ]
+    with pytest.raises(SystemExit, match="the folder exists"):
+        run_study("portraits_triggers_quick", overrides, "t", tmp_path / "two", jobs=2)
