@@ -18,6 +18,7 @@ whether every accuracy value in ``evals.parquet`` is identical.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import polars as pl
@@ -25,6 +26,7 @@ import torch
 from study import REPO, Timing, commit, experiment_name, jobs_of, run_study, size_flags, write_comparison
 
 from ctsim.registry import load
+from ctsim.reports import significance
 from ctsim.reports.summary import pipeline_summary
 
 OUT = REPO / "results" / "reference" / "portraits_triggers"
@@ -55,6 +57,15 @@ def table(cost: pl.DataFrame) -> pl.DataFrame:
         "train_s",
         "total_s",
     )
+
+
+def cpu_threads(run_dirs: list[Path]) -> str:
+    """The torch CPU threads each run recorded in its status.json ("?" where one did not)."""
+    found = set()
+    for d in run_dirs:
+        status = d / "status.json"
+        found.add(json.loads(status.read_text()).get("cpu_threads", "?") if status.exists() else "?")
+    return "/".join(str(t) for t in sorted(found, key=str))
 
 
 def identical(a: Path, b: Path) -> tuple[int, int]:
@@ -92,7 +103,16 @@ def main() -> None:
         jobs = 1 if args.compare else jobs_of(args)  # --compare matches one run's cells with another's
         run_dirs, timing = run(args.full, args.overrides, "batched", args.into, jobs)
     cost = costs(run_dirs)
+    summary = table(cost)
+    evals = pl.concat([load(d)["evals"].collect() for d in run_dirs], how="diagonal_relaxed")
+    found = significance.groups(evals, dict(zip(summary["pipeline"], summary["accuracy"])))
+    summary = (
+        summary.join(found.select("pipeline", "group"), on="pipeline", how="left")
+        .select("pipeline", "group", pl.exclude("pipeline", "group"))
+        .sort("accuracy", descending=True, nulls_last=True)
+    )
     engine, device = cost["engine"][0], cost["device"][0]
+    threads = cpu_threads(run_dirs)
     seeds = cost["seed"].n_unique()
     lines = [
         f"# portraits_triggers{' (quick form)' if quick else ''}: {cost.height} pipelines"
@@ -107,15 +127,18 @@ def main() -> None:
             else []
         ),
         f"- command: `{' '.join([f'python -m ctsim experiment={experiment}', *args.overrides])}`",
-        f"- engine {engine} on {device}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+        f"- engine {engine} on {device}; torch {torch.__version__}, {threads} CPU thread(s) per run; "
         f"commit {commit()}",
         f"- {timing} for the command" if timing else "- wall time: not measured here",
         "",
         f"Per trigger policy, means over {seeds} seeds: `accuracy` is the mean composite accuracy (the",
         "active model per slice), `samples_trained` selected samples × epochs, `train_tflops` measured with",
-        "torch.utils.flop_counter.",
+        "torch.utils.flop_counter. Sorted by accuracy; `group`: pipelines the data cannot tell apart",
+        "share a group (1: not distinguishable from the best; paired tests against each group's best,",
+        "Holm-corrected at 0.05, over seeds where 3 or more are shared, else over evaluation slices;",
+        "ctsim.reports.significance). Rank only across groups.",
         "",
-        *markdown(table(cost)),
+        *markdown(summary),
     ]
     if args.compare:
         (reference,), ref_timing = run(args.full, [*args.overrides, "engine=sequential"], "sequential")

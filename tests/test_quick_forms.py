@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from ctsim.app.cli import CONF_DIR
 from ctsim.registry import load
+from ctsim.reports import significance
 
 from .conftest import REPO, run, small
 
@@ -172,3 +173,24 @@ def test_a_study_split_into_runs_side_by_side_gives_the_cells_of_one_run(tmp_pat
     ]
     with pytest.raises(SystemExit, match="the folder exists"):
         run_study("portraits_triggers_quick", overrides, "t", tmp_path / "two", jobs=2)
+    # the trigger study's report on the two runs: every pipeline, sorted by accuracy, with its group
+    import portraits_triggers
+
+    monkeypatch.setattr(portraits_triggers, "OUT", tmp_path / "out")
+    monkeypatch.setattr(portraits_triggers, "write_comparison", lambda *a, **k: tmp_path / "out" / "c")
+    monkeypatch.setattr(sys, "argv", ["portraits_triggers.py", "--run-dir", *map(str, parts)])
+    portraits_triggers.main()
+    text = (tmp_path / "out" / "report_quick.md").read_text()
+    assert "3 pipelines in 2 runs side by side" in text and "1 CPU thread(s) per run" in text
+    rows = [
+        line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    header, body = [c.strip() for c in rows[0]], [[c.strip() for c in r] for r in rows[1:]]
+    accuracy = [float(r[header.index("accuracy")]) for r in body]
+    assert sorted(r[0] for r in body) == ["amount_1000", "never", "time_20"]
+    assert accuracy == sorted(accuracy, reverse=True)
+    cost = pl.concat([load(p)["cost"].collect() for p in parts])
+    expected = significance.groups(split, dict(zip(cost["pipeline"], cost["composite_accuracy"])))
+    assert {r[0]: int(r[header.index("group")]) for r in body} == dict(
+        zip(expected["pipeline"], expected["group"])
+    )
