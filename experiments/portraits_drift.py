@@ -4,6 +4,7 @@
     python experiments/portraits_drift.py --full --into DIR     # full size, Modyn's setup: hours on 2 cores
     python -m ctsim resume DIR                                  # continue a full run that was stopped
     python experiments/portraits_drift.py --full --run-dir DIR  # report on a run already made
+    python experiments/portraits_drift.py --jobs 1              # one run (default: one per core, no GPU)
 
 Runs ``python -m ctsim experiment=portraits_drift_quick`` (``--full``: ``experiment=portraits_drift``:
 19 trigger policies and the oracle's candidates × 3 seeds), then the oracle of ``ctsim.oracle`` over

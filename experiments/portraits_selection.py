@@ -6,8 +6,9 @@
     python experiments/portraits_selection.py --full --run-dir DIR  # report on a run already made
     python experiments/portraits_selection.py 'population.seeds=[0,1]'   # extra ctsim overrides
 
-On a busy CPU, run it with OMP_NUM_THREADS=1: torch's two intra-op threads then wait on each other
-(~7× slower training here); the report shows the setting in its command.
+Without a GPU the quick form runs as one run per CPU core, side by side, one torch thread each
+(``--jobs N`` to choose; ``--full`` runs one). For one run on a busy CPU, set OMP_NUM_THREADS=1: torch's
+two intra-op threads then wait on each other (~7× slower training here).
 
 Runs ``python -m ctsim experiment=portraits_selection_quick`` (``--full``:
 ``experiment=portraits_selection``: 23 selection policies × 3 seeds, a yearly trigger, fine-tuning),

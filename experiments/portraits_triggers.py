@@ -1,9 +1,10 @@
-"""Case study: a trigger study on the portraits (27 pipelines in one process) and its accuracy-cost table.
+"""Case study: a trigger study on the portraits (27 pipelines) and its accuracy-cost table.
 
     python experiments/portraits_triggers.py                      # the quick form: minutes on 2 CPU cores
     python experiments/portraits_triggers.py --full               # full size: ~53 min on 2 CPU cores
     python experiments/portraits_triggers.py --compare            # and again with engine=sequential
     python experiments/portraits_triggers.py --run-dir DIR [DIR ...]   # report on runs already made
+    python experiments/portraits_triggers.py --jobs 1             # one run (default: one per core, no GPU)
 
 Runs ``python -m ctsim experiment=portraits_triggers_quick`` (``--full``: ``experiment=portraits_triggers``;
 time triggers every 1, 2, 5, 10 and 20 years, amount triggers of 500, 1,000 and 5,000 samples, never;
