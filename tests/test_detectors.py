@@ -236,6 +236,20 @@ def test_mmd_against_a_fixed_reference_is_the_same_statistic(n, m, ties):
     assert torch.isnan(_merged_lower_median(a, b))  # as torch.median
 
 
+def test_the_kth_value_of_two_sorted_tensors_is_found_by_bisection_with_ties_and_empty_sides():
+    from ctsim.triggers.detectors import _kth_of_two_sorted
+
+    g = torch.Generator().manual_seed(7)
+    for _ in range(2000):
+        p, q = (int(v) for v in torch.randint(0, 25, (2,), generator=g))
+        if p + q == 0:
+            continue
+        a = torch.randint(0, 5, (p,), generator=g).float().sort().values
+        b = torch.randint(0, 5, (q,), generator=g).float().sort().values
+        k = int(torch.randint(0, p + q, (1,), generator=g))
+        assert _kth_of_two_sorted(a, b, k) == torch.cat([a, b]).sort().values[k], (a, b, k)
+
+
 def test_a_kept_reference_holds_a_small_middle_and_gives_the_statistic_for_any_window(monkeypatch):
     """A kept reference keeps its pairs as binned moments and only the middle bins' values: windows
     of growing sizes widen the kept middle and still give MMD(0)'s distance; a bandwidth too small
