@@ -21,7 +21,7 @@ import sys
 import time
 from datetime import datetime
 
-from study import REPO, size_flags
+from study import REFERENCE_LEAVES_OUT, REPO, size_flags
 
 from ctsim.app.cli import unique_dir
 
@@ -66,8 +66,9 @@ def main() -> None:
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(f"{sweep_dir}/comparison", out)
-    for name in ("compare.md", "report.html"):  # the runs as paths in the repository, not this machine's
-        (out / name).write_text((out / name).read_text().replace(f"{REPO}/", ""))
+    (out / "report.html").unlink()  # see REFERENCE_LEAVES_OUT
+    # the runs as paths in the repository, not this machine's
+    (out / "compare.md").write_text((out / "compare.md").read_text().replace(f"{REPO}/", ""))
     threads = "OMP_NUM_THREADS=1 " if env else ""
     shown = " ".join(f"'{o}'" if "[" in o else o for o in overrides)
     (out / "README.md").write_text(
@@ -75,7 +76,7 @@ def main() -> None:
         f"`{threads}python -m ctsim -m {shown}` (from `python experiments/portraits_sweep.py "
         f"--launcher {args.launcher}{'' if reduced else ' --full'}`), wall time {wall:.0f} s on this "
         "machine. The sweep's Hydra callback wrote this comparison into the sweep folder (not committed); "
-        "it is copied here. See compare.md and report.html.\n"
+        f"it is copied here. See compare.md and plots/. {REFERENCE_LEAVES_OUT}\n"
     )
     print(f"wrote {out.relative_to(REPO)}/ (sweep wall time {wall:.0f} s)")
 

@@ -224,6 +224,13 @@ def experiment_name(study: str, full: bool) -> str:
     return study if full else f"{study}_quick"
 
 
+# A GPU run carries the working tree and the wheels in 64 MiB (experiments/gpu_check.sh): report.html
+# embeds the plots again, as base64, so a reference keeps compare.md, compare.parquet and plots/ only.
+REFERENCE_LEAVES_OUT = (
+    "report.html is not kept here (it embeds plots/ again): `ctsim compare` on the run folder(s) makes it."
+)
+
+
 def write_comparison(
     run_dirs: Path | list[Path], study: str, quick: bool, command: str, candidates: str | None = None
 ) -> Path:
@@ -240,13 +247,14 @@ def write_comparison(
     # the report lists its runs as given: relative to the repository, not this machine's absolute path
     shown = [d.relative_to(REPO) if inside and d.resolve().is_relative_to(REPO) else d for d in dirs]
     _, comparison, table = compare(shown, out, candidates=candidates)
+    (out / "report.html").unlink()  # see REFERENCE_LEAVES_OUT
     flag = f" --candidates {candidates}" if candidates else ""
     listed = " ".join(str(d) for d in shown)
     (out / "README.md").write_text(
         f"# {study}{' (quick form)' if quick else ''}: comparison\n\n"
         f"Made by `{command}` (run folder(s) `{listed}`, not committed), then "
         f"`ctsim compare {listed}{flag} --out {out.relative_to(REPO)}`. "
-        "See compare.md for the table and report.html for all of it.\n"
+        f"See compare.md for the table and plots/ for the figures. {REFERENCE_LEAVES_OUT}\n"
     )
     print(console(comparison, table, out))
     return out

@@ -126,3 +126,26 @@ def test_summary_suggests_a_bound_and_computes_speedups(tmp_path):
     assert "| mlp | float32 | 400-400 | 0.0002 |  |" in text
     assert "| populations | batched/vmap | train | 256 | 1 | 1 | 3e+03 | 30 | 30 | 0 |" in text
     assert torch.isfinite(torch.tensor(gpu_summary.suggested_bound(0.0)))
+
+
+# What experiments/gpu_wheels.sh downloaded for polars 2.1.0 and hydra-core 1.3.8 (5 wheels, 52 MiB), plus
+# 2 MiB for a newer polars: a device run carries the working tree and the wheels in 64 MiB.
+WHEELS_MIB = 54
+
+
+def test_the_tracked_tree_leaves_room_for_the_wheels_a_gpu_run_carries():
+    if not (REPO / ".git").exists():
+        import pytest
+
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    files = [REPO / name.decode() for name in listed if name]
+    sizes = {str(f.relative_to(REPO)): f.stat().st_size for f in files if f.is_file()}
+    total = sum(sizes.values())
+    biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:5]
+    assert total <= (64 - WHEELS_MIB) * 2**20, (
+        f"the tracked files hold {total / 2**20:.1f} MiB; with the wheels ({WHEELS_MIB} MiB) a GPU run "
+        f"could not carry them in 64 MiB. Biggest: {biggest}"
+    )
