@@ -92,9 +92,12 @@ def test_default_performance_trigger_finds_a_concept_change_within_two_slices(se
         stream, [pipeline(from_conf("trigger=performance"), seed)], BatchedEngine(device="cpu"), False
     )
     slices = trigger_slices(result)
-    delay, alarms = delay_and_alarms(slices, change=15)
+    delay, _ = delay_and_alarms(slices, change=15)
     assert delay is not None and delay <= 1, slices
-    assert alarms <= 1, slices
+    # Within 5 slices of the change (the studies' span, ctsim.measure.quality) a retrain on mostly
+    # stale data leaves a model at chance on the new concept, which is retrained (at_chance): the
+    # trigger working. Elsewhere, at most one false alarm in 29 stable slices.
+    assert len([s for s in slices[1:] if not 15 <= s < 20]) <= 1, slices
 
 
 def test_drift_trigger_is_quiet_without_a_change():

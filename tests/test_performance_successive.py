@@ -81,3 +81,21 @@ def test_label_free_estimates_catch_changes_that_make_the_model_unsure(tmp_path)
         {"estimate": ["trigger=performance", "trigger.estimate=true"]},
     )
     _caught_every_change(fired["estimate"])
+
+
+def test_a_first_model_at_chance_is_retrained_instead_of_kept_for_ever(tmp_path):
+    """The first model trains on the first slice's few rows and learns nothing; its reference (its first
+    scored batches: too few held-out rows in its span) is at chance too, so nothing can fall
+    significantly below it. The default trigger retrains it; ``at_chance: false`` shows what it did
+    before: one model, kept to the end (the full portraits stream's ``performance`` row)."""
+    frame = streams.successive_frame(30, changes=(1000,))  # one labelling rule throughout
+    frame = frame.filter((frame["t"] > 0) | (frame.with_row_index()["index"] < 25))
+    fired = _table_run(
+        tmp_path,
+        frame,
+        {"default": ["trigger=performance"], "off": ["trigger=performance", "trigger.at_chance=false"]},
+    )
+    assert fired["off"] == [0], fired  # the first model only: at chance, never below its own chance
+    assert fired["default"][0] == 0 and len(fired["default"]) >= 2, fired
+    # once a generation has learned, the rule stands aside: no retrain at every pool to the end
+    assert len(fired["default"]) <= 10, fired

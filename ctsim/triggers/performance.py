@@ -31,6 +31,17 @@ same estimate on the held-out reference, with a one-sided Welch t-test (``scipy.
 estimate depends on the inputs only: it sees changes that make the model unsure, never a change of
 p(y|x) alone (the same inputs, new labels), which only labels can show.
 
+**A model at chance.** A reference says nothing when the model never learned: the first model,
+trained on the first ``min_samples`` samples to arrive, can sit at chance, and so can its reference;
+nothing then falls significantly below it, and the pipeline would keep that model for ever (on the
+full portraits stream it did: one trigger, accuracy as ``never``). So with labels (``estimate:
+false``, no ``min_accuracy``), a model whose reference accuracy is not significantly above the share
+of the reference's most frequent label (what always answering that label scores; one-sided binomial
+test, ``scipy.stats.binomtest``, p < 0.05) is retrained at its first scored pool (``at_chance:
+true``, the default). A generation that learned is not affected; a weak one with a small reference
+(20 held-out samples need 15 right against a 50/50 label split) may be retrained; on data no model
+can learn it fires at every pool of ``min_samples`` samples, which the trigger counts show.
+
 A batch with fewer than ``min_samples`` samples is pooled with the next ones before it is scored.
 The first model is trained at the end of the first slice by which ``min_samples`` samples have
 arrived.
@@ -48,6 +59,9 @@ from ctsim.triggers.detectors import Result
 from ctsim.triggers.rules import PValue, Rule
 from ctsim.validation import ConfigError, check, is_int, is_number
 
+CHANCE_ALPHA = 0.05  # a model is at chance unless its reference accuracy beats the most frequent label's
+# share at this level (one-sided binomial test)
+
 
 class PerformanceTrigger:
     """Fires when the active model's accuracy on arriving batches falls below its held-out accuracy.
@@ -62,6 +76,8 @@ class PerformanceTrigger:
         estimate: score batches on arrival by the model's confidence instead of waiting for labels.
         min_samples: the smallest pool of samples that is scored, and the fewest held-out samples that
             make a reference.
+        at_chance: retrain a model whose reference accuracy is not significantly above the share of the
+            reference's most frequent label (with labels, and without ``min_accuracy``).
 
     >>> t = PerformanceTrigger(min_samples=10)
     >>> t._score([torch.ones(10)])  # no held-out samples (a bare test): the first batch is the reference
@@ -77,6 +93,7 @@ class PerformanceTrigger:
         label_delay: int = 0,
         estimate: bool = False,
         min_samples: int = 20,
+        at_chance: bool = True,
     ):
         ConfigError.raise_all(
             [
@@ -95,6 +112,7 @@ class PerformanceTrigger:
                 check("label_delay", label_delay, is_int(label_delay) and label_delay >= 0, "an integer ≥ 0"),
                 check("estimate", estimate, isinstance(estimate, bool), "true or false"),
                 check("min_samples", min_samples, is_int(min_samples) and min_samples >= 1, "an integer ≥ 1"),
+                check("at_chance", at_chance, isinstance(at_chance, bool), "true or false"),
                 check(
                     "min_accuracy",
                     min_accuracy,
@@ -106,11 +124,14 @@ class PerformanceTrigger:
         self.rule = rule if rule is not None else PValue(alpha=0.01)
         self.min_accuracy, self.misclassifications = min_accuracy, misclassifications
         self.label_delay, self.estimate, self.min_samples = label_delay, estimate, min_samples
+        self.at_chance = at_chance
         self._generation: int | None = None
         self._held_out: torch.Tensor | None = None  # the reference's keys (None: too few held out)
         self._reference: torch.Tensor | None = None  # per-sample correctness (or confidence) there
+        self._chance: float | None = None  # the share of the reference's most frequent label
         self._waiting: list[tuple[torch.Tensor, torch.Tensor]] = []  # (keys, predictions) awaiting labels
         self._pending: list[torch.Tensor] = []  # scored samples not decided on yet (too few)
+        self._pending_labels: list[torch.Tensor] = []  # their labels (none with estimate)
         self._avoidable = 0.0
 
     @property
@@ -133,17 +154,19 @@ class PerformanceTrigger:
         self._follow(ctx)
         if "reference" in ctx.signals and self._held_out is not None:
             self._reference = self._scores(ctx, self._held_out, ctx.signals["reference"])
+            self._chance = None if self.estimate else _most_frequent_share(_labels(ctx, self._held_out))
         out = ctx.signals.get("batch")
         if out is None:
             return None
         if self.estimate:
             return self._score([self._scores(ctx, ctx.batch.keys, out)])
         self._waiting.append((ctx.batch.keys, out["predictions"]))
-        labelled = []
+        labelled, labels = [], []
         while len(self._waiting) > self.label_delay:
             keys, predictions = self._waiting.pop(0)
             labelled.append(self._scores(ctx, keys, {"predictions": predictions}))
-        return self._score(labelled) if labelled else None
+            labels.append(_labels(ctx, keys))
+        return self._score(labelled, labels) if labelled else None
 
     def _follow(self, ctx: TriggerContext) -> None:
         """On a new active model: forget the old one's batches, find the new one's held-out samples."""
@@ -151,6 +174,7 @@ class PerformanceTrigger:
             return
         self._generation = ctx.active.generation
         self._waiting, self._pending, self._reference, self._avoidable = [], [], None, 0.0
+        self._pending_labels, self._chance = [], None
         delay = 0 if self.estimate else self.label_delay
         self._held_out = _held_out(ctx, ctx.active.keys, self.min_samples, delay)
 
@@ -158,20 +182,30 @@ class PerformanceTrigger:
         """Per sample: right or not (1.0 / 0.0), or with ``estimate`` the top-class probability."""
         if self.estimate:
             return out["logits"].float().softmax(-1).max(-1).values.cpu().double()
-        return (out["predictions"].cpu() == ctx.y[keys.to(ctx.y.device)].cpu()).double()
+        return (out["predictions"].cpu() == _labels(ctx, keys)).double()
 
-    def _score(self, scored: list[torch.Tensor]) -> str | None:
-        """Add (estimated) per-sample correctness; decide once at least ``min_samples`` are pooled."""
+    def _score(self, scored: list[torch.Tensor], labels: list[torch.Tensor] | None = None) -> str | None:
+        """Add (estimated) per-sample correctness (and the samples' labels, where known); decide once at
+        least ``min_samples`` are pooled."""
         self._pending += scored
+        self._pending_labels += labels or []
         if sum(len(s) for s in self._pending) < self.min_samples:
             return None
         current, self._pending = torch.cat(self._pending), []
+        pooled_labels, self._pending_labels = self._pending_labels, []
         right, n = float(current.sum()), len(current)
         accuracy = right / n
+        where = "held out" if self._held_out is not None else "on its first batches"
         if self._reference is None:  # no held-out reference: the model's first scored batches are
             self._reference = current
             self._held_out = None
-            return None
+            where = "on its first batches"
+            if pooled_labels and not self.estimate:
+                self._chance = _most_frequent_share(torch.cat(pooled_labels))
+            return self._at_chance(where)
+        chance = self._at_chance(where)
+        if chance is not None:
+            return chance
         expected = float(self._reference.mean())
         if self.misclassifications is not None:
             self._avoidable += (n - right) - (1 - expected) * n
@@ -188,9 +222,33 @@ class PerformanceTrigger:
         p = _p_below(self._reference, current, self.estimate)
         if self.rule.decide(Result(distance=1 - accuracy, p_value=p)):
             what = "estimated accuracy" if self.estimate else "accuracy"
-            where = "held out" if self._held_out is not None else "on its first batches"
             return f"performance: {what} {accuracy:.3g} against {expected:.3g} {where}, p {p:.3g}"
         return None
+
+    def _at_chance(self, where: str) -> str | None:
+        """The reason to retrain a model no better than always answering the most frequent label, else
+        None (see "A model at chance")."""
+        if not self.at_chance or self.min_accuracy is not None or self._chance is None:
+            return None
+        from scipy import stats
+
+        right, n = round(float(self._reference.sum())), len(self._reference)
+        p = float(stats.binomtest(right, n, min(self._chance, 1.0), alternative="greater").pvalue)
+        if p < CHANCE_ALPHA:
+            return None
+        return (
+            f"performance: the model is at chance, accuracy {right / n:.3g} {where} against "
+            f"{self._chance:.3g} for always answering the most frequent label (p {p:.3g})"
+        )
+
+
+def _labels(ctx: TriggerContext, keys: torch.Tensor) -> torch.Tensor:
+    return ctx.y[keys.to(ctx.y.device)].cpu()
+
+
+def _most_frequent_share(labels: torch.Tensor) -> float:
+    """The share of the most frequent label (what always answering it scores)."""
+    return float(torch.unique(labels, return_counts=True)[1].max()) / len(labels)
 
 
 def _held_out(ctx: TriggerContext, trained: torch.Tensor, fewest: int, delay: int) -> torch.Tensor | None:
