@@ -165,7 +165,8 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool) -> Path:
     chosen = candidates(t["cost"])
     # the oracle of ctsim.oracle, over the tables of all the runs given
     frontier = oracle.frontier(t["evals"], t["generations"], chosen)
-    regret = oracle.regrets(t["cost"], t["evals"], t["generations"], chosen)
+    regret = oracle.regrets(t["cost"], t["evals"], t["generations"], chosen, partial=True)
+    missing = oracle.seeds_without(t["cost"], t["generations"], chosen)
     table = grouped(policy_table(t, regret), t["evals"])
     mean_frontier = frontier.group_by("k").agg(pl.col("accuracy").mean()).sort("k")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -184,7 +185,9 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool) -> Path:
     lines = [
         *heading(title, command, run_dirs, timing),
         f"Means over {seeds} seed(s). accuracy: composite accuracy; frontier: the hindsight-optimal accuracy "
-        f"with at most the pipeline's trigger count ({exact}); delay and misses at the "
+        f"with at most the pipeline's trigger count ({exact}"
+        + (f"; seed(s) {missing} have no {chosen} run, so no frontier or regret" if missing else "")
+        + "); delay and misses at the "
         "abrupt change (1970), false alarms per 50 stable slices (ctsim.measure.quality); "
         "latency: mean years from a sample's arrival to the first model trained on it. Sorted by accuracy; "
         "group: policies the data cannot tell apart share a group (1: not distinguishable from the best; "

@@ -277,7 +277,7 @@ def test_scratch_candidates_on_all_data_make_the_frontier_exact(every_schedule, 
 
 
 def write_matrix_run(
-    folder, pipelines: dict[str, tuple[list[int], list[list[float]]]], finetuned: bool
+    folder, pipelines: dict[str, tuple[list[int], list[list[float]]]], finetuned: bool, seed: int = 0
 ) -> None:
     """A finished run folder (the registry's writers) of one seed per pipeline: name → (the slices its
     generations were trained through, its generation × slice accuracy matrix)."""
@@ -288,16 +288,16 @@ def write_matrix_run(
         for g, t in enumerate(trained):
             parent = g - 1 if finetuned and g else None
             gens.append(
-                dict(pipeline=name, seed=0, generation=g, parent=parent, trigger_slice=t, trigger_batch=t)
+                dict(pipeline=name, seed=seed, generation=g, parent=parent, trigger_slice=t, trigger_batch=t)
             )
             evals += [
-                dict(pipeline=name, seed=0, generation=g, slice=s, slice_label=str(s), metric="accuracy",
+                dict(pipeline=name, seed=seed, generation=g, slice=s, slice_label=str(s), metric="accuracy",
                      value=matrix[g][s], n=10, active=active[s] == g)
                 for s in range(slices)
             ]  # fmt: skip
         served = [matrix[a][s] for s, a in enumerate(active) if a is not None]
         cost.append(
-            dict(pipeline=name, seed=0, triggers=len(trained), train_flops=0, selection_flops=0,
+            dict(pipeline=name, seed=seed, triggers=len(trained), train_flops=0, selection_flops=0,
                  trigger_s=0.0, selection_s=0.0, train_s=1.0, composite_accuracy=sum(served) / len(served),
                  covered_slices=len(served))
         )  # fmt: skip
@@ -332,3 +332,25 @@ def test_a_pipeline_above_an_approximate_frontier_is_named_and_every_label_says_
     assert set(pl.read_parquet(out / "frontier.parquet")["oracle"]) == {"approximate"}
     assert set(pl.read_parquet(out / "regret.parquet")["oracle"]) == {"approximate"}
     assert "approximate frontier" in capsys.readouterr().out
+
+
+def test_seeds_without_the_candidates_get_no_regret_and_the_comparison_says_so(tmp_path):
+    """Candidates run for one seed only (the full drift study: scratch_yearly is costly): the comparison
+    still has a frontier, regret over the seed that has it, and a note naming the seed without."""
+    from ctsim.reports.compare import main as compare_main
+
+    weak = [[0.6] * 6 for _ in range(5)]
+    strong = [[0.9] * 6, [0.9] * 6]
+    write_matrix_run(tmp_path / "s0", {"every": ([0, 1, 2, 3, 4], weak), "sparse": ([0, 3], strong)}, True)
+    write_matrix_run(tmp_path / "s1", {"sparse": ([0, 3], strong)}, True, seed=1)
+    out = tmp_path / "c"
+    assert (
+        compare_main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--candidates", "every", "--out", str(out)])
+        == 0
+    )
+    md = (out / "compare.md").read_text()
+    assert "No frontier for seed(s) [1]: the candidates (every) did not run there" in md
+    table = pl.read_parquet(out / "compare.parquet")
+    assert table.filter(pl.col("pipeline") == "sparse")["regret"].to_list() == pytest.approx([-0.3])
+    # no compared seed has the candidates: an error, as before
+    assert compare_main([str(tmp_path / "s1"), "--candidates", "every", "--out", str(tmp_path / "d")]) != 0

@@ -235,7 +235,14 @@ def with_oracle(comparison: Comparison, candidates: str | None = None) -> Compar
     every slice (or ``candidates`` names one); otherwise a note says why there is none. Exact
     candidates are preferred; the frontier is labelled exact or approximate
     (:func:`ctsim.reports.oracle.exactness`), and pipelines above it are named with the reason."""
-    from ctsim.reports.oracle import OracleError, above_note, candidate_variant, frontier, regrets
+    from ctsim.reports.oracle import (
+        OracleError,
+        above_note,
+        candidate_variant,
+        frontier,
+        regrets,
+        seeds_without,
+    )
 
     t = comparison.tables
     try:
@@ -244,9 +251,19 @@ def with_oracle(comparison: Comparison, candidates: str | None = None) -> Compar
         name = candidate_variant(t["generations"], num_slices, candidates, prefer=exact)
         is_exact, why = _exactness(comparison, name)
         comparison.frontier = frontier(t["evals"], t["generations"], name, exact_frontier=is_exact)
-        comparison.regret = regrets(t["cost"], t["evals"], t["generations"], name, exact_frontier=is_exact)
+        missing = seeds_without(t["cost"], t["generations"], name)
+        if len(missing) == t["cost"]["seed"].n_unique():
+            raise OracleError(f"the candidates ({name}) have no generations for any compared seed")
+        comparison.regret = regrets(
+            t["cost"], t["evals"], t["generations"], name, exact_frontier=is_exact, partial=True
+        )
         comparison.candidates, comparison.oracle = name, "exact" if is_exact else "approximate"
         comparison.notes.append(f"The frontier is {comparison.oracle}: {why}.")
+        if missing:
+            comparison.notes.append(
+                f"No frontier for seed(s) {missing}: the candidates ({name}) did not run there, so "
+                "regret is over the other seeds only."
+            )
         mean = comparison.regret.group_by("pipeline", maintain_order=True).agg(pl.col("regret").mean())
         above = [(p, r) for p, r in mean.iter_rows() if r is not None and r < -1e-12]
         if above:

@@ -354,6 +354,12 @@ def frontier(
     return pl.DataFrame(rows, schema=FRONTIER_SCHEMA)
 
 
+def seeds_without(cost: pl.DataFrame, generations: pl.DataFrame, candidates: str) -> list[int]:
+    """The seeds of ``cost`` for which the candidates trained nothing (no frontier there)."""
+    have = set(generations.filter(pl.col("pipeline") == candidates)["seed"].to_list())
+    return sorted(set(cost["seed"].to_list()) - have)
+
+
 REGRET_SCHEMA = {
     "pipeline": pl.String,
     "seed": pl.Int64,
@@ -372,16 +378,17 @@ def regrets(
     generations: pl.DataFrame,
     candidates: str,
     exact_frontier: bool = False,
+    partial: bool = False,
 ) -> pl.DataFrame:
     """Per pipeline and seed: the frontier at its trigger count minus its accuracy.
 
     The frontier it is measured against starts where the pipeline's first model was trained (its
     composite accuracy covers the slices after it, and so does the frontier's), at most the
-    candidates' count of triggers.
+    candidates' count of triggers. A seed whose runs lack the candidates has no frontier: an error, or
+    with ``partial`` its rows without one (:func:`seeds_without`).
     """
-    have = set(generations.filter(pl.col("pipeline") == candidates)["seed"].to_list())
-    missing = sorted(set(cost["seed"].to_list()) - have)
-    if missing:
+    missing = seeds_without(cost, generations, candidates)
+    if missing and not partial:
         raise OracleError(
             f"the candidates ({candidates}) have no generations for seed(s) {missing}; "
             "the pipelines of those seeds have no frontier"
@@ -397,7 +404,7 @@ def regrets(
     rows = []
     for r in scored.iter_rows(named=True):
         value = None
-        if r["first_slice"] is not None:
+        if r["first_slice"] is not None and r["seed"] not in missing:
             front = fronts[r["first_slice"]].filter(pl.col("seed") == r["seed"])
             k = min(r["triggers"], front["k"].max())
             value = front.filter(pl.col("k") == k)["accuracy"][0]
