@@ -43,3 +43,21 @@ def test_always_and_never():
 def test_every_must_be_a_positive_integer(cls, bad):
     with pytest.raises(ConfigError, match=r"every=.*: expected an integer ≥ 1"):
         cls(every=bad)
+
+
+def test_the_at_chance_rule_judges_a_reference_against_its_most_frequent_label():
+    """A model that scores only what always answering the most frequent label scores is retrained; one
+    clearly above it is kept; a reference of one label cannot tell, so the rule stands aside."""
+    import torch
+
+    from ctsim.triggers import PerformanceTrigger
+
+    half = PerformanceTrigger(min_samples=20)  # 12 of 20 right where 12 carry the most frequent label
+    reason = half._score([torch.tensor([1.0] * 12 + [0.0] * 8)], [torch.tensor([0] * 12 + [1] * 8)])
+    assert reason is not None and "at chance" in reason and "0.6 for always answering" in reason
+    learned = PerformanceTrigger(min_samples=20)  # 19 of 20 right on a 50/50 split
+    assert learned._score([torch.tensor([1.0] * 19 + [0.0])], [torch.tensor([0, 1] * 10)]) is None
+    one_label = PerformanceTrigger(min_samples=20)
+    assert one_label._score([torch.ones(20)], [torch.zeros(20, dtype=torch.long)]) is None
+    off = PerformanceTrigger(min_samples=20, at_chance=False)
+    assert off._score([torch.tensor([1.0] * 12 + [0.0] * 8)], [torch.tensor([0] * 12 + [1] * 8)]) is None

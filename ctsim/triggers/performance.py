@@ -40,7 +40,8 @@ of the reference's most frequent label (what always answering that label scores;
 test, ``scipy.stats.binomtest``, p < 0.05) is retrained at its first scored pool (``at_chance:
 true``, the default). A generation that learned is not affected; a weak one with a small reference
 (20 held-out samples need 15 right against a 50/50 label split) may be retrained; on data no model
-can learn it fires at every pool of ``min_samples`` samples, which the trigger counts show.
+can learn it fires at every pool of ``min_samples`` samples, which the trigger counts show. A
+reference whose samples all carry one label cannot tell, and the rule stands aside.
 
 A batch with fewer than ``min_samples`` samples is pooled with the next ones before it is scored.
 The first model is trained at the end of the first slice by which ``min_samples`` samples have
@@ -229,6 +230,8 @@ class PerformanceTrigger:
         """The reason to retrain a model no better than always answering the most frequent label, else
         None (see "A model at chance")."""
         if not self.at_chance or self.min_accuracy is not None or self._chance is None:
+            return None
+        if self._chance >= 1.0:  # one label only: accuracy cannot tell a model from always answering it
             return None
         from scipy import stats
 
