@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 import torch
 
 from ctsim.app.bench import main as bench_main
@@ -135,8 +136,6 @@ WHEELS_MIB = 54
 
 def test_the_tracked_tree_leaves_room_for_the_wheels_a_gpu_run_carries():
     if not (REPO / ".git").exists():
-        import pytest
-
         pytest.skip("not a git checkout")
     listed = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True

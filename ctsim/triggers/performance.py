@@ -129,7 +129,7 @@ class PerformanceTrigger:
         self._generation: int | None = None
         self._held_out: torch.Tensor | None = None  # the reference's keys (None: too few held out)
         self._reference: torch.Tensor | None = None  # per-sample correctness (or confidence) there
-        self._chance: float | None = None  # the share of the reference's most frequent label
+        self._at_chance: str | None = None  # the reason to retrain, where the reference is at chance
         self._waiting: list[tuple[torch.Tensor, torch.Tensor]] = []  # (keys, predictions) awaiting labels
         self._pending: list[torch.Tensor] = []  # scored samples not decided on yet (too few)
         self._pending_labels: list[torch.Tensor] = []  # their labels (none with estimate)
@@ -155,7 +155,7 @@ class PerformanceTrigger:
         self._follow(ctx)
         if "reference" in ctx.signals and self._held_out is not None:
             self._reference = self._scores(ctx, self._held_out, ctx.signals["reference"])
-            self._chance = None if self.estimate else _most_frequent_share(_labels(ctx, self._held_out))
+            self._at_chance = self._judge(_labels(ctx, self._held_out), "held out")
         out = ctx.signals.get("batch")
         if out is None:
             return None
@@ -175,7 +175,7 @@ class PerformanceTrigger:
             return
         self._generation = ctx.active.generation
         self._waiting, self._pending, self._reference, self._avoidable = [], [], None, 0.0
-        self._pending_labels, self._chance = [], None
+        self._pending_labels, self._at_chance = [], None
         delay = 0 if self.estimate else self.label_delay
         self._held_out = _held_out(ctx, ctx.active.keys, self.min_samples, delay)
 
@@ -196,17 +196,14 @@ class PerformanceTrigger:
         pooled_labels, self._pending_labels = self._pending_labels, []
         right, n = float(current.sum()), len(current)
         accuracy = right / n
-        where = "held out" if self._held_out is not None else "on its first batches"
         if self._reference is None:  # no held-out reference: the model's first scored batches are
             self._reference = current
             self._held_out = None
-            where = "on its first batches"
-            if pooled_labels and not self.estimate:
-                self._chance = _most_frequent_share(torch.cat(pooled_labels))
-            return self._at_chance(where)
-        chance = self._at_chance(where)
-        if chance is not None:
-            return chance
+            if pooled_labels:
+                self._at_chance = self._judge(torch.cat(pooled_labels), "on its first batches")
+            return self._at_chance
+        if self._at_chance is not None:
+            return self._at_chance
         expected = float(self._reference.mean())
         if self.misclassifications is not None:
             self._avoidable += (n - right) - (1 - expected) * n
@@ -223,35 +220,32 @@ class PerformanceTrigger:
         p = _p_below(self._reference, current, self.estimate)
         if self.rule.decide(Result(distance=1 - accuracy, p_value=p)):
             what = "estimated accuracy" if self.estimate else "accuracy"
+            where = "held out" if self._held_out is not None else "on its first batches"
             return f"performance: {what} {accuracy:.3g} against {expected:.3g} {where}, p {p:.3g}"
         return None
 
-    def _at_chance(self, where: str) -> str | None:
-        """The reason to retrain a model no better than always answering the most frequent label, else
-        None (see "A model at chance")."""
-        if not self.at_chance or self.min_accuracy is not None or self._chance is None:
+    def _judge(self, labels: torch.Tensor, where: str) -> str | None:
+        """Once per reference: the reason to retrain a model no better than always answering the
+        reference's most frequent label (``labels``), else None (see "A model at chance")."""
+        if not self.at_chance or self.estimate or self.min_accuracy is not None:
             return None
-        if self._chance >= 1.0:  # one label only: accuracy cannot tell a model from always answering it
+        chance = float(torch.unique(labels, return_counts=True)[1].max()) / len(labels)
+        if chance >= 1.0:  # one label only: accuracy cannot tell a model from always answering it
             return None
         from scipy import stats
 
         right, n = round(float(self._reference.sum())), len(self._reference)
-        p = float(stats.binomtest(right, n, min(self._chance, 1.0), alternative="greater").pvalue)
+        p = float(stats.binomtest(right, n, chance, alternative="greater").pvalue)
         if p < CHANCE_ALPHA:
             return None
         return (
             f"performance: the model is at chance, accuracy {right / n:.3g} {where} against "
-            f"{self._chance:.3g} for always answering the most frequent label (p {p:.3g})"
+            f"{chance:.3g} for always answering the most frequent label (p {p:.3g})"
         )
 
 
 def _labels(ctx: TriggerContext, keys: torch.Tensor) -> torch.Tensor:
     return ctx.y[keys.to(ctx.y.device)].cpu()
-
-
-def _most_frequent_share(labels: torch.Tensor) -> float:
-    """The share of the most frequent label (what always answering it scores)."""
-    return float(torch.unique(labels, return_counts=True)[1].max()) / len(labels)
 
 
 def _held_out(ctx: TriggerContext, trained: torch.Tensor, fewest: int, delay: int) -> torch.Tensor | None:
