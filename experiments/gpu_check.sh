@@ -16,17 +16,25 @@
 #   bench_sizes  1, 8 and 64 YearbookNets; the launch-bound and small-MLP cases
 #   compile      torch.compile at 64 YearbookNets (one graph to compile)
 #   cuda_tests   pytest -m gpu on the equivalence tests, in whatever time is left
+# and one step that runs only when GPU_CHECK_ONLY names it:
+#   profile      where a stacked step of 256 YearbookNets spends its time, the engine's speed settings
+#                (TF32, cuDNN benchmark, bf16) and three ways to convolve (experiments/gpu_profile.py)
 # Each step's box is kept for it: the boxes sum to 455 s of a 475 s budget (the rest: archiving, a
 # stopped step's grace). A step that finishes early leaves its time to the trigger study and the CUDA
 # tests; a step that hits its box is stopped, recorded as timed out, and the next one runs.
-# Results are written as they are measured, into 7 files in OUT_DIR (a GPU machine returns 8 at most):
+# Results are written as they are measured, into 7 files in OUT_DIR, 8 with the profile (a GPU machine
+# returns 8 at most):
 #   gpu_check.log   everything printed
 #   steps.jsonl     one line per step: limit, seconds, CPU seconds, exit status, outcome
-#   numerics.jsonl, syncs.jsonl, bench.jsonl: one line per measurement, appended when it is measured
+#   numerics.jsonl, syncs.jsonl, bench.jsonl, profile.jsonl: one line per measurement, appended when it
+#                   is measured
 #   summary.md      the figures (experiments/gpu_summary.py), remade after each step
 #   results.tar.gz  the bench CSVs and plots, the study's run folder, the tests' report (remade likewise)
 # Settings (environment variables):
 #   GPU_CHECK_ONLY=step,step   run only these steps (and setup), e.g. to rerun one
+#   GPU_CHECK_TESTS=expr       the CUDA tests pytest -k selects (default: all of them)
+#   GPU_CHECK_PROFILE_PARTS="conv vmap_step"   the profile's parts (default: all four)
+#   GPU_CHECK_NUMERICS="--kinds lstm gru --factors 4"   other arguments for the numerics step
 #   GPU_CHECK_BOX_<step>=s     another box for a step;  GPU_CHECK_BUDGET=s  another budget (475)
 #   GPU_CHECK_SCALE=n          multiply the budget and boxes (a dry run: 4, for slow or shared CI machines)
 #   GPU_CHECK_WHEELS=dir       the wheels (default .gpu_wheels; empty: install nothing)
@@ -47,7 +55,7 @@ budget=${GPU_CHECK_BUDGET:-475}
 only=${GPU_CHECK_ONLY:-}
 mkdir -p "$GPU_CHECK_OUT"
 GPU_CHECK_OUT=$(cd "$GPU_CHECK_OUT" && pwd)
-rm -f "$GPU_CHECK_OUT"/{gpu_check.log,steps.jsonl,numerics.jsonl,syncs.jsonl,bench.jsonl} \
+rm -f "$GPU_CHECK_OUT"/{gpu_check.log,steps.jsonl,numerics.jsonl,syncs.jsonl,bench.jsonl,profile.jsonl} \
     "$GPU_CHECK_OUT"/{summary.md,results.tar.gz}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch" "$scratch.tgz"' EXIT
@@ -67,17 +75,20 @@ fi
 
 # Steps in order, with their boxes in seconds (the two stretched ones: their least; they also take
 # what earlier steps left).
-steps=(setup numerics syncs bench_256 bench_eval triggers bench_sizes compile cuda_tests)
+steps=(setup numerics syncs bench_256 bench_eval triggers bench_sizes compile profile cuda_tests)
 declare -A box=([setup]=20 [numerics]=65 [syncs]=35 [bench_256]=90 [bench_eval]=30 [triggers]=95
-    [bench_sizes]=35 [compile]=85 [cuda_tests]=0)
+    [bench_sizes]=35 [compile]=85 [profile]=150 [cuda_tests]=0)
 declare -A stretch=([triggers]=1 [cuda_tests]=1)
+declare -A optional=([profile]=1) # only when GPU_CHECK_ONLY names it
 if [ "$GPU_CHECK_DRY" = 1 ]; then scale=${GPU_CHECK_SCALE:-4}; else scale=${GPU_CHECK_SCALE:-1}; fi
 budget=$((budget * scale))
 for s in "${steps[@]}"; do
     override=GPU_CHECK_BOX_$s
     box[$s]=${!override:-$((box[$s] * scale))}
 done
-selected() { [ -z "$only" ] || [ "$1" = setup ] || [[ ",$only," == *",$1,"* ]]; }
+selected() {
+    [ "$1" = setup ] || [[ ",$only," == *",$1,"* ]] || { [ -z "$only" ] && [ -z "${optional[$1]:-}" ]; }
+}
 
 find_python() {
     if [ -n "${GPU_CHECK_PYTHON:-}" ]; then
@@ -184,6 +195,8 @@ ragged() { grep -q '"ragged"' "$GPU_CHECK_RESULTS/env.json" 2> /dev/null && echo
 run_numerics() {
     local sizes=()
     dry && sizes=(--kinds mlp --factors 1)
+    # shellcheck disable=SC2206 # GPU_CHECK_NUMERICS: arguments, split into words
+    [ -n "${GPU_CHECK_NUMERICS:-}" ] && sizes=($GPU_CHECK_NUMERICS)
     "$GPU_CHECK_PY" experiments/gpu_numerics.py --device "$GPU_CHECK_DEVICE" \
         --out "$GPU_CHECK_OUT/numerics.jsonl" "${sizes[@]}"
 }
@@ -233,13 +246,21 @@ run_compile() {
     dry && sizes=(--cases launch --models 2) && export TORCHDYNAMO_DISABLE=1
     bench --compile "${sizes[@]}" --out "$GPU_CHECK_RESULTS/compile"
 }
+run_profile() {
+    local sizes=()
+    dry && sizes=(--models 4 --samples 64 --epochs 1 --sequential-models 2 --repeats 1)
+    # shellcheck disable=SC2086 # GPU_CHECK_PROFILE_PARTS: a list of words
+    "$GPU_CHECK_PY" experiments/gpu_profile.py --device "$GPU_CHECK_DEVICE" "${sizes[@]}" \
+        ${GPU_CHECK_PROFILE_PARTS:+--parts $GPU_CHECK_PROFILE_PARTS} \
+        --out "$GPU_CHECK_OUT/profile.jsonl" --tables "$GPU_CHECK_RESULTS/profile"
+}
 # -o addopts=: without the project's -n auto, which needs pytest-xdist (the GPU image may not have it)
 run_cuda_tests() {
     "$GPU_CHECK_PY" -m pytest -o addopts= -q -s -m gpu tests/test_engine_equivalence.py -p no:cacheprovider \
-        --junitxml "$GPU_CHECK_RESULTS/cuda_tests.xml"
+        ${GPU_CHECK_TESTS:+-k "$GPU_CHECK_TESTS"} --junitxml "$GPU_CHECK_RESULTS/cuda_tests.xml"
 }
 export -f dry bench ragged run_setup run_numerics run_syncs run_bench_256 run_bench_eval run_triggers \
-    run_bench_sizes run_compile run_cuda_tests
+    run_bench_sizes run_compile run_profile run_cuda_tests
 
 record() { # step limit seconds cpu_seconds rc status
     printf '{"step": "%s", "limit_s": %s, "seconds": %s, "cpu_s": %s, "rc": %s, "status": "%s"}\n' "$@" \

@@ -2,12 +2,12 @@
 
     python experiments/gpu_summary.py OUT_DIR > OUT_DIR/summary.md
 
-Reads ``steps.jsonl``, ``numerics.jsonl``, ``syncs.jsonl`` and ``bench.jsonl`` (whatever of them exists,
-however far they got) and prints: each step's limit, seconds and outcome; per model kind the largest
-float32 and float64 difference between the engines at each step count, and the ``CUDA_FLOAT32`` bound it
-suggests; syncs and ops per optimizer step; the bench's speed-ups over the sequential engine, fractions
-of fp32 peak and compile times. Uses the standard library only, so it runs even where the check's
-wheels failed to install.
+Reads ``steps.jsonl``, ``numerics.jsonl``, ``syncs.jsonl``, ``bench.jsonl`` and ``profile.jsonl``
+(whatever of them exists, however far they got) and prints: each step's limit, seconds and outcome;
+per model kind the largest float32 and float64 difference between the engines at each step count, and
+the ``CUDA_FLOAT32`` bound it suggests; syncs and ops per optimizer step; the bench's speed-ups over the
+sequential engine, fractions of fp32 peak and compile times; the profile's tables. Uses the standard
+library only, so it runs even where the check's wheels failed to install.
 """
 
 from __future__ import annotations
@@ -127,6 +127,55 @@ def bench_section(rows: list[dict]) -> list[str]:
     return [f"## Bench on {rows[0]['device_name']}", "", *table(header, body), ""]
 
 
+def profile_section(rows: list[dict]) -> list[str]:
+    """The profile's four parts (experiments/gpu_profile.py), whichever of them ran."""
+    if not rows:
+        return []
+    lines = [f"## Profile of a stacked step on {rows[0]['device_name']}", ""]
+    settings = [r for r in rows if r.get("table") == "settings"]
+    sequential = next(
+        (r for r in settings if (r["engine"], r["setting"]) == ("sequential", "default")), None
+    )
+    if settings:
+        body = []
+        for r in settings:
+            if r["engine"] == "sequential":
+                body.append([r["setting"], r["engine"], r["models"], r["ms_per_model_step"], None, None,
+                             r["population_seconds"]])
+                continue
+            base = None if sequential is None else sequential["population_seconds"] / r["seconds"]
+            peak = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
+            body.append([r["setting"], r["engine"], r["models"], r["ms_per_step"], peak, base, r["seconds"]])
+        header = ["setting", "engine", "models", "ms/step (sequential: per model-step)", "% fp32 peak",
+                  "× sequential (default)", "seconds (sequential: for the whole population)"]
+        lines += [*table(header, body), ""]
+    for r in (r for r in rows if r.get("table") == "profile"):
+        busy = None if r["device_busy"] is None else f"{100 * r['device_busy']:.0f}%"
+        lines += [f"Profiled call: {r['steps']} steps of {r['models']} models, {r['ms_per_step']:.1f} "
+                  f"ms/step under the profiler, {r['kernels_per_step']:.0f} kernels/step, device busy "
+                  f"{busy}.", ""]
+        # operators and the kernels they launch are listed side by side (a kernel's time is also its
+        # operator's), so no shares: they would add up to more than the whole
+        body = [[t["op"][:80], t["calls"], t["device_ms"]] for t in r["top"][:10]]
+        lines += [*table(["operator or kernel", "calls", "device ms"], body), ""]
+    steps = [r for r in rows if r.get("table") == "vmap_step"]
+    if steps:
+        body = [[r.get("tf32"), r["models"], r["ms_per_step"], r["kernels_per_step"]] for r in steps]
+        lines += ["The bare stacked gradient, `vmap(grad(loss))`, no optimizer or bookkeeping:", "",
+                  *table(["tf32", "models", "ms/step", "kernels/step"], body), ""]
+    conv = [r for r in rows if r.get("table") == "conv"]
+    for tf32 in dict.fromkeys(r.get("tf32") for r in conv):
+        these = [r for r in conv if r.get("tf32") == tf32]
+        ways = list(dict.fromkeys(r["way"] for r in these))
+        ms = {(r["block"], r["way"]): r["ms"] for r in these}
+        blocks = sorted({r["block"] for r in these})
+        body = [[b, *(ms.get((b, w)) for w in ways)] for b in blocks]
+        body.append(["all", *(sum(ms.get((b, w), 0.0) for b in blocks) for w in ways)])
+        lines += [f"YearbookNet's convolutions at {these[0]['models']} models, forward + backward, "
+                  f"tf32 {tf32}, ms:", "", *table(["block", *ways], body), ""]
+    return lines
+
+
 def main(argv: list[str]) -> None:
     out = Path(argv[0]) if argv else Path("results/gpu")
     lines = ["# GPU check", ""]
@@ -134,6 +183,7 @@ def main(argv: list[str]) -> None:
     lines += numerics_section(read(out / "numerics.jsonl"))
     lines += syncs_section(read(out / "syncs.jsonl"))
     lines += bench_section(read(out / "bench.jsonl"))
+    lines += profile_section(read(out / "profile.jsonl"))
     print("\n".join(lines))
 
 

@@ -29,21 +29,29 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_a_step_that_hits_its_box_is_recorded_and_the_next_step_runs(tmp_path):
+def _check(tmp_path: Path, **settings: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """The check's dry run in this environment (polars and hydra installed: no wheels), into tmp_path/out."""
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "OUT" and not k.startswith("GPU_CHECK_")},
         "GPU_CHECK_DRY": "1",
-        "GPU_CHECK_PYTHON": sys.executable,  # this environment, with polars and hydra: nothing to install
+        "GPU_CHECK_PYTHON": sys.executable,
         "GPU_CHECK_WHEELS": "",
-        "GPU_CHECK_ONLY": "numerics,bench_eval",
-        "GPU_CHECK_BOX_numerics": "1",
-        "GPU_CHECK_BOX_bench_eval": "1",
         "PYTHONPATH": str(REPO),
+        **settings,
     }
-    env.pop("OUT", None)
     out = tmp_path / "out"
     done = subprocess.run(
         ["bash", str(REPO / "experiments/gpu_check.sh"), str(out)], env=env, capture_output=True, text=True
+    )
+    return done, out
+
+
+def test_a_step_that_hits_its_box_is_recorded_and_the_next_step_runs(tmp_path):
+    done, out = _check(
+        tmp_path,
+        GPU_CHECK_ONLY="numerics,bench_eval",
+        GPU_CHECK_BOX_numerics="1",
+        GPU_CHECK_BOX_bench_eval="1",
     )
     assert done.returncode == 1, done.stdout + done.stderr  # two steps stopped: the check reports failure
     steps = {r["step"]: r for r in _lines(out / "steps.jsonl")}
@@ -148,3 +156,79 @@ def test_the_tracked_tree_leaves_room_for_the_wheels_a_gpu_run_carries():
         f"the tracked files hold {total / 2**20:.1f} MiB; with the wheels ({WHEELS_MIB} MiB) a GPU run "
         f"could not carry them in 64 MiB. Biggest: {biggest}"
     )
+
+
+def test_the_profile_step_is_left_out_of_the_whole_check(tmp_path):
+    # a budget of 1 s skips every step, and records each step the check would have run
+    done, out = _check(tmp_path, GPU_CHECK_BUDGET="1")
+    steps = [r["step"] for r in _lines(out / "steps.jsonl")]
+    assert done.returncode == 1  # a dry run fails on a skipped step
+    assert steps == [
+        "setup",
+        "numerics",
+        "syncs",
+        "bench_256",
+        "bench_eval",
+        "triggers",
+        "bench_sizes",
+        "compile",
+        "cuda_tests",
+    ]
+
+
+def test_the_profile_step_writes_each_part_it_is_asked_for(tmp_path):
+    done, out = _check(tmp_path, GPU_CHECK_ONLY="profile", GPU_CHECK_PROFILE_PARTS="conv vmap_step")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [r["step"] for r in _lines(out / "steps.jsonl")] == ["setup", "profile"]
+    rows = _lines(out / "profile.jsonl")
+    conv = [r for r in rows if r["table"] == "conv"]
+    ways = {"grouped", "grouped_nhwc", "unfold_matmul", "shared_weights"}
+    assert {(r["block"], r["way"], r["tf32"]) for r in conv} == {
+        (b, w, t) for b in range(4) for w in ways for t in (False, True)
+    }
+    assert all(r["ms"] > 0 and r["models"] == 4 for r in conv)
+    assert [(r["table"], r["tf32"]) for r in rows if r["table"] != "conv"] == [
+        ("vmap_step", False),
+        ("vmap_step", True),
+    ]
+    assert not any(r["table"] == "settings" for r in rows)  # a part not asked for does not run
+    summary = (out / "summary.md").read_text()
+    assert "forward + backward, tf32 False" in summary and "`vmap(grad(loss))`" in summary
+
+
+def test_the_profile_summary_puts_each_setting_beside_the_sequential_engine():
+    common = {"device": "cuda", "device_name": "NVIDIA H200", "table": "settings", "models": 256}
+    rows = [
+        {
+            **common,
+            "setting": "default",
+            "engine": "batched/vmap",
+            "ms_per_step": 140.0,
+            "seconds": 2.8,
+            "peak_fraction": 0.034,
+            "steps": 20,
+        },
+        {
+            **common,
+            "setting": "tf32",
+            "engine": "batched/vmap",
+            "ms_per_step": 100.0,
+            "seconds": 2.0,
+            "peak_fraction": 0.048,
+            "steps": 20,
+        },
+        {
+            **common,
+            "setting": "default",
+            "engine": "sequential",
+            "models": 16,
+            "ms_per_model_step": 6.0,
+            "population_seconds": 30.0,
+            "steps": 20,
+        },
+    ]
+    text = "\n".join(gpu_summary.profile_section(rows))
+    # × sequential: the sequential engine's time for the whole population over the batched call's
+    assert "| default | batched/vmap | 256 | 140 | 3.4 | 10.7 | 2.8 |" in text
+    assert "| tf32 | batched/vmap | 256 | 100 | 4.8 | 15 | 2 |" in text
+    assert "| default | sequential | 16 | 6 |  |  | 30 |" in text
