@@ -114,7 +114,7 @@ def run_study(
         one, timing = run_experiment(experiment, overrides, tag, run_dir)
         return [one], timing
     run_dir = _fresh(experiment, tag, run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # a folder of our own: claimed empty, or new
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     parts, procs = [run_dir / f"part{i}" for i in range(1, len(groups) + 1)], []
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -153,6 +153,8 @@ def _wait_all(procs: list[subprocess.Popen]) -> int | None:
 
 
 def _fresh(experiment: str, tag: str, run_dir: Path | None) -> Path:
+    """``run_dir``, refused if it exists; without one a new folder under results/runs/, claimed (made)
+    here so that two studies started in the same second never share one."""
     if run_dir is None:
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         return Path(unique_dir(str(REPO / "results" / "runs" / experiment / f"{stamp}_{tag}"))).resolve()

@@ -140,6 +140,24 @@ def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_pa
     assert validate_quick.test_draw([tmp_path / "run"], "absent") is None
 
 
+def test_a_study_split_into_runs_without_a_folder_named_gets_one_under_results_runs(tmp_path, monkeypatch):
+    """What ``python experiments/portraits_triggers.py`` does on a machine with two cores or more: no
+    ``--into``, so the runs go into a fresh folder under results/runs/ (this used to stop at once:
+    the folder claimed for the study was then made a second time)."""
+    import study
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(study, "REPO", tmp_path)
+    overrides = small(
+        tmp_path, "dataset.size=0.03", "population.only=[time_20,never]", "population.seeds=[0]",
+        "output.checkpoints=none", "train.epochs=1",
+    )  # fmt: skip
+    parts, _ = study.run_study("portraits_triggers_quick", overrides, "t", None, jobs=2)
+    (folder,) = (tmp_path / "results" / "runs" / "portraits_triggers_quick").iterdir()
+    assert folder.name.endswith("_t") and parts == [folder / "part1", folder / "part2"]
+    assert [set(load(p)["cost"].collect()["pipeline"]) for p in parts] == [{"time_20"}, {"never"}]
+
+
 def test_a_study_split_into_runs_side_by_side_gives_the_cells_of_one_run(tmp_path, monkeypatch):
     """``--jobs 2``: the variants dealt into two run folders, run at once, one thread each; read
     together they hold exactly the evaluations of the study run in one process."""
