@@ -8,6 +8,7 @@ import sys
 import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
+from scipy import stats
 
 from ctsim.app.cli import CONF_DIR
 from ctsim.registry import load
@@ -212,3 +213,46 @@ def test_a_study_split_into_runs_side_by_side_gives_the_cells_of_one_run(tmp_pat
     assert {r[0]: int(r[header.index("group")]) for r in body} == dict(
         zip(expected["pipeline"], expected["group"])
     )
+
+
+def test_the_full_studys_agreement_with_itself_is_high_when_resolved_and_low_when_not():
+    resolved = {f"p{i}": Accuracy(0.8 - 0.05 * i, 0.005, 3) for i in range(6)}
+    median, share = validate_quick.replicate_rho(resolved)
+    assert median == pytest.approx(1.0) and share > 0.99
+    # six pipelines within one standard error of each other: a second study would rank them anew
+    noise = {f"p{i}": Accuracy(0.8 + 0.0005 * i, 0.01, 3) for i in range(6)}
+    median, share = validate_quick.replicate_rho(noise)
+    assert abs(median) < 0.3 and share < 0.2
+    assert validate_quick.replicate_rho({**resolved, "one": Accuracy(0.7, None, 1)}) is None
+    # in the report: only over the pipelines both sides have, naming those with one seed
+    full = {**resolved, "one": Accuracy(0.7, None, 1)}
+    text, _ = validate_quick.report("portraits_selection", full, full, ("q", "f"), None)
+    assert "over the 6 pipelines both sides have, less `one` with one seed) the median ρ is 1.00" in text
+
+
+def test_validate_quick_reads_the_committed_comparisons_of_both_sides(tmp_path):
+    """The full and the quick side as ``ctsim compare`` wrote them (compare.parquet): no run folder needed."""
+    ref = REPO / "results" / "reference" / "portraits_selection"
+    full = validate_quick.from_comparison(ref / "comparison" / "compare.parquet")
+    assert len(full) == 23 and {a.seeds for a in full.values()} == {3}
+    out = tmp_path / "validation.md"
+    command = [
+        sys.executable, str(REPO / "experiments" / "validate_quick.py"), "--study", "portraits_selection",
+        "--full-run", str(ref / "comparison" / "compare.parquet"),
+        "--quick-run", str(ref / "comparison_quick" / "compare.parquet"), "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    text = out.read_text()
+    rho = stats.spearmanr(
+        [a.mean for p, a in full.items()],
+        [validate_quick.from_comparison(ref / "comparison_quick" / "compare.parquet")[p].mean for p in full],
+    ).statistic
+    assert f"ρ = {rho:.2f} over 23 pipelines" in text
+    assert done.returncode == (0 if rho >= 0.8 else 1), done.stderr
+    assert "the median ρ is" in text and "test portraits" not in text  # no run folder: no test draw
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"pipeline": ["a"], "acc": [0.5]}).write_parquet(bad)
+    command = [*command[:2], "--full-run", str(bad), "--quick-run", str(bad)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert "bad.parquet: no column(s) ['accuracy', 'accuracy_sd', 'seeds']" in done.stderr
