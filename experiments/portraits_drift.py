@@ -30,7 +30,7 @@ from ctsim.registry import load
 from ctsim.reports import oracle, significance
 
 OUT = REPO / "results" / "reference" / "portraits_drift"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, 1 seed, no scratch_yearly"
+QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, 1 seed, no scratch_yearly"
 DRIFT = ("mmd", "ks", "label")  # variant name prefixes of the drift triggers
 EXACT, APPROXIMATE = "scratch_yearly", "yearly"  # the oracle's candidates, in order of preference
 

@@ -33,7 +33,7 @@ from ctsim.registry import load
 from ctsim.reports import significance
 
 OUT = REPO / "results" / "reference" / "portraits_selection"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, 1 seed"
+QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, 1 seed"
 SCORES = ("loss", "grad_norm", "least_confidence", "entropy", "margin")
 # Modyn (SIGMOD), Yearbook, 50% kept: accuracy in %; not split by StB/BtS.
 MODYN = {
@@ -129,7 +129,7 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list
         "since the last trigger (selection=new), YearbookNet, SGD (momentum 0.9, batch 64), "
         + (
             "here in the quick form: a fifth of the data, a YearbookNet 16 wide (Modyn's is 32), 5 epochs, "
-            "lr 0.01 (Modyn: full data, 5 epochs, lr 0.001)"
+            "lr 0.005 (Modyn: full data, 5 epochs, lr 0.001)"
             if quick
             else "5 epochs, lr 0.001"
         )

@@ -31,7 +31,7 @@ from ctsim.reports import significance
 from ctsim.reports.summary import pipeline_summary
 
 OUT = REPO / "results" / "reference" / "portraits_triggers"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, amount thresholds × 0.2"
+QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, amount thresholds × 0.2"
 KEYS = ["pipeline", "seed", "generation", "slice", "metric"]
 
 

@@ -32,7 +32,7 @@ from ctsim.registry import load
 from ctsim.reports.analysis import drift_report
 
 OUT = REPO / "results" / "reference" / "portraits_yearly"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.01, 3 seeds"
+QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, 3 seeds"
 
 
 def main() -> None:

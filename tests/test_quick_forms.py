@@ -33,7 +33,7 @@ def composed(experiment: str):
 def test_a_quick_form_changes_only_its_documented_knobs(study):
     full, quick = composed(study), composed(f"{study}_quick")
     assert (full.dataset.size, full.model.channels, full.optimizer.lr) == (1.0, 32, 0.001)
-    assert (quick.dataset.size, quick.model.channels, quick.optimizer.lr) == (0.2, 16, 0.01)
+    assert (quick.dataset.size, quick.model.channels, quick.optimizer.lr) == (0.2, 16, 0.005)
     assert quick.train == full.train and quick.train.epochs == 5  # epochs, batch, init as Modyn's
     assert list(quick.population.variants) == list(full.population.variants)
 
