@@ -26,7 +26,8 @@ reach.
 
 The selection study trains every year in every pipeline: its reference pipeline is ``full`` (all of
 each year's data) and it has no ``never``, so the third check does not apply to it. Its committed
-report has no per-seed table, so it is validated against a full run folder (``--full-run``).
+report has no per-seed table, so it is validated against a full run folder or the committed
+``comparison/compare.parquet`` (``--full-run``).
 
 Writes ``results/reference/<study>/validation.md`` and exits 1 if a check fails.
 """
@@ -345,6 +346,13 @@ def main() -> None:
     parser.add_argument("--cpu", type=float, help="with --quick-run: its CPU time in seconds, to report")
     parser.add_argument("--out", type=Path, help="the report to write (default: results/reference/<study>/)")
     args = parser.parse_args()
+    # bad paths are named before a quick form runs (minutes) or a traceback says less
+    for flag, paths in (("--full-run", [args.full_run]), ("--quick-run", args.quick_run or [])):
+        for path in (p for p in paths if p is not None):
+            if not path.exists():
+                parser.error(f"{flag} {path}: no such run folder or compare.parquet")
+            if path.is_dir() and not (path / "cost.parquet").exists():
+                parser.error(f"{flag} {path}: not a ctsim run folder (no cost.parquet in it)")
     full_report = REPO / "results" / "reference" / args.study / "report.md"
     if args.full_run is None and not full_report.exists():
         raise SystemExit(

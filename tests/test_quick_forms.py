@@ -256,3 +256,10 @@ def test_validate_quick_reads_the_committed_comparisons_of_both_sides(tmp_path):
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0
     assert "bad.parquet: no column(s) ['accuracy', 'accuracy_sd', 'seeds']" in done.stderr
+    # a path that is not there, or a folder that is not a run: named at once, before any quick run starts
+    for flag, path, said in [
+        ("--full-run", tmp_path / "absent", "no such run folder or compare.parquet"),
+        ("--quick-run", tmp_path, "not a ctsim run folder (no cost.parquet in it)"),
+    ]:
+        done = subprocess.run([*command[:2], flag, str(path)], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 2 and f"{flag} {path}: {said}" in done.stderr, done.stderr
