@@ -17,8 +17,9 @@
 #   compile      torch.compile at 64 YearbookNets (one graph to compile)
 #   cuda_tests   pytest -m gpu on the equivalence tests, in whatever time is left
 # and one step that runs only when GPU_CHECK_ONLY names it:
-#   profile      where a stacked step of 256 YearbookNets spends its time, the engine's speed settings
-#                (TF32, cuDNN benchmark, bf16) and three ways to convolve (experiments/gpu_profile.py)
+#   profile      where a stacked step of 256 YearbookNets spends its time: the engine's speed settings
+#                (TF32, cuDNN benchmark, bf16), a torch.profiler table, the bare vmap(grad) step and
+#                four ways to convolve, TF32 off and on (experiments/gpu_profile.py; about 95 s on an H200)
 # Each step's box is kept for it: the boxes sum to 455 s of a 475 s budget (the rest: archiving, a
 # stopped step's grace). A step that finishes early leaves its time to the trigger study and the CUDA
 # tests; a step that hits its box is stopped, recorded as timed out, and the next one runs.
