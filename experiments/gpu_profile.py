@@ -90,8 +90,8 @@ class Lines:
             f.write(json.dumps(row) + "\n")
 
 
-def settings(args, device, x, y, lines: Lines) -> str:
-    """Times each setting; returns the fastest one's name."""
+def settings(args, device, x, y, lines: Lines) -> None:
+    """Times each setting, then the sequential engine under the default and the fastest one."""
     jobs = _jobs(SPEC, args.models, args.samples, args.epochs, 64, len(x))
     steps = jobs[0].steps()
     flops = flops_per_sample(SPEC).train * sum(len(j.keys) * j.train.epochs for j in jobs)
@@ -137,7 +137,6 @@ def settings(args, device, x, y, lines: Lines) -> str:
                 "population_seconds": per_model_step * args.models * steps,
             }
         )
-    return best
 
 
 def profile(args, device, x, y, lines: Lines) -> None:
@@ -160,7 +159,6 @@ def profile(args, device, x, y, lines: Lines) -> None:
     kernels = [e for e in prof.events() if on_device and e.device_type.name == "CUDA"]
     kernel_us = sum(e.time_range.elapsed_us() for e in kernels)
     top = sorted(averages, key=device_us, reverse=True)[: args.top]
-    total = sum(device_us(e) for e in averages) or 1.0
     lines.write(
         {
             "table": "profile",
@@ -177,7 +175,6 @@ def profile(args, device, x, y, lines: Lines) -> None:
                     "op": e.key,
                     "calls": e.count,
                     "device_ms": device_us(e) / 1e3,
-                    "share": device_us(e) / total,
                 }
                 for e in top
             ],

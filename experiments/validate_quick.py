@@ -124,7 +124,7 @@ def replicate_rho(
     counts as uncertain). Returns the median ρ over ``draws`` pairs and the share of pairs with
     ρ ≥ ``RHO_MIN``; None where a pipeline has fewer than two seeds. A quick form as faithful as a second
     full study reaches about this ρ, so a target above it asks the quick form to agree with noise."""
-    if len(full) < 3 or any(a.sd is None or a.seeds < 2 or math.isnan(a.sd) for a in full.values()):
+    if len(full) < 3 or any(a.interval is None for a in full.values()):  # an sd needs two seeds
         return None
     mean = np.array([a.mean for a in full.values()])
     se = np.array([a.sd / math.sqrt(a.seeds) for a in full.values()])
@@ -307,7 +307,7 @@ def report(
 
 def _ceiling(full: dict[str, Accuracy], quick: dict[str, Accuracy]) -> list[str]:
     common = {p: a for p, a in full.items() if p in quick}
-    usable = {p: a for p, a in common.items() if a.sd is not None and a.seeds >= 2 and not math.isnan(a.sd)}
+    usable = {p: a for p, a in common.items() if a.interval is not None}
     found = replicate_rho(usable)
     if found is None:
         return []
