@@ -82,8 +82,13 @@ def numerics_section(rows: list[dict]) -> list[str]:
     mem = [r for r in rows if r.get("table") == "memory"]
     if mem:
         body = [
-            [r["kind"], r["models"], r["measured_bytes_per_model"] / 2**20,
-             r["estimated_bytes_per_model"] / 2**20, r["estimate_over_measured"]]
+            [
+                r["kind"],
+                r["models"],
+                r["measured_bytes_per_model"] / 2**20,
+                r["estimated_bytes_per_model"] / 2**20,
+                r["estimate_over_measured"],
+            ]
             for r in mem
         ]
         header = ["kind", "models", "measured MiB/model", "estimated MiB/model", "estimate/measured"]
@@ -95,8 +100,15 @@ def syncs_section(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     body = [
-        [r["kind"], r["data"], r["models"], f"{r['steps_short']}/{r['steps_long']}", r["syncs_per_step"],
-         r["host_reads_per_step"], r["ops_per_step"]]
+        [
+            r["kind"],
+            r["data"],
+            r["models"],
+            f"{r['steps_short']}/{r['steps_long']}",
+            r["syncs_per_step"],
+            r["host_reads_per_step"],
+            r["ops_per_step"],
+        ]
         for r in rows
     ]
     header = ["kind", "data", "models", "steps", "syncs/step", "host reads/step", "ops/step"]
@@ -117,13 +129,32 @@ def bench_section(rows: list[dict]) -> list[str]:
     body = []
     for r in rows:
         base = sequential.get((r["case"], r["models"], r["phase"]))
-        body.append([
-            r["case"], r["engine"], r["phase"], r["models"], r["seconds"], r["ms_per_step"],
-            r["samples_per_s"], None if not base else r["samples_per_s"] / base,
-            None if r["peak_fraction"] is None else 100 * r["peak_fraction"], r["warmup_s"],
-        ])
-    header = ["case", "engine", "phase", "models", "seconds", "ms/step", "samples/s", "× sequential",
-              "% fp32 peak", "warm-up s"]
+        body.append(
+            [
+                r["case"],
+                r["engine"],
+                r["phase"],
+                r["models"],
+                r["seconds"],
+                r["ms_per_step"],
+                r["samples_per_s"],
+                None if not base else r["samples_per_s"] / base,
+                None if r["peak_fraction"] is None else 100 * r["peak_fraction"],
+                r["warmup_s"],
+            ]
+        )
+    header = [
+        "case",
+        "engine",
+        "phase",
+        "models",
+        "seconds",
+        "ms/step",
+        "samples/s",
+        "× sequential",
+        "% fp32 peak",
+        "warm-up s",
+    ]
     return [f"## Bench on {rows[0]['device_name']}", "", *table(header, body), ""]
 
 
@@ -133,27 +164,44 @@ def profile_section(rows: list[dict]) -> list[str]:
         return []
     lines = [f"## Profile of a stacked step on {rows[0]['device_name']}", ""]
     settings = [r for r in rows if r.get("table") == "settings"]
-    sequential = next(
-        (r for r in settings if (r["engine"], r["setting"]) == ("sequential", "default")), None
-    )
+    sequential = next((r for r in settings if (r["engine"], r["setting"]) == ("sequential", "default")), None)
     if settings:
         body = []
         for r in settings:
             if r["engine"] == "sequential":
-                body.append([r["setting"], r["engine"], r["models"], r["ms_per_model_step"], None, None,
-                             r["population_seconds"]])
+                body.append(
+                    [
+                        r["setting"],
+                        r["engine"],
+                        r["models"],
+                        r["ms_per_model_step"],
+                        None,
+                        None,
+                        r["population_seconds"],
+                    ]
+                )
                 continue
             base = None if sequential is None else sequential["population_seconds"] / r["seconds"]
             peak = None if r["peak_fraction"] is None else 100 * r["peak_fraction"]
             body.append([r["setting"], r["engine"], r["models"], r["ms_per_step"], peak, base, r["seconds"]])
-        header = ["setting", "engine", "models", "ms/step (sequential: per model-step)", "% fp32 peak",
-                  "× sequential (default)", "seconds (sequential: for the whole population)"]
+        header = [
+            "setting",
+            "engine",
+            "models",
+            "ms/step (sequential: per model-step)",
+            "% fp32 peak",
+            "× sequential (default)",
+            "seconds (sequential: for the whole population)",
+        ]
         lines += [*table(header, body), ""]
     for r in (r for r in rows if r.get("table") == "profile"):
         busy = None if r["device_busy"] is None else f"{100 * r['device_busy']:.0f}%"
-        lines += [f"Profiled call: {r['steps']} steps of {r['models']} models, {r['ms_per_step']:.1f} "
-                  f"ms/step under the profiler, {r['kernels_per_step']:.0f} kernels/step, device busy "
-                  f"{busy}.", ""]
+        lines += [
+            f"Profiled call: {r['steps']} steps of {r['models']} models, {r['ms_per_step']:.1f} "
+            f"ms/step under the profiler, {r['kernels_per_step']:.0f} kernels/step, device busy "
+            f"{busy}.",
+            "",
+        ]
         # operators and the kernels they launch are listed side by side (a kernel's time is also its
         # operator's), so no shares: they would add up to more than the whole
         body = [[t["op"][:80], t["calls"], t["device_ms"]] for t in r["top"][:10]]
@@ -161,8 +209,12 @@ def profile_section(rows: list[dict]) -> list[str]:
     steps = [r for r in rows if r.get("table") == "vmap_step"]
     if steps:
         body = [[r.get("tf32"), r["models"], r["ms_per_step"], r["kernels_per_step"]] for r in steps]
-        lines += ["The bare stacked gradient, `vmap(grad(loss))`, no optimizer or bookkeeping:", "",
-                  *table(["tf32", "models", "ms/step", "kernels/step"], body), ""]
+        lines += [
+            "The bare stacked gradient, `vmap(grad(loss))`, no optimizer or bookkeeping:",
+            "",
+            *table(["tf32", "models", "ms/step", "kernels/step"], body),
+            "",
+        ]
     conv = [r for r in rows if r.get("table") == "conv"]
     for tf32 in dict.fromkeys(r.get("tf32") for r in conv):
         these = [r for r in conv if r.get("tf32") == tf32]
@@ -171,8 +223,13 @@ def profile_section(rows: list[dict]) -> list[str]:
         blocks = sorted({r["block"] for r in these})
         body = [[b, *(ms.get((b, w)) for w in ways)] for b in blocks]
         body.append(["all", *(sum(ms.get((b, w), 0.0) for b in blocks) for w in ways)])
-        lines += [f"YearbookNet's convolutions at {these[0]['models']} models, forward + backward, "
-                  f"tf32 {tf32}, ms:", "", *table(["block", *ways], body), ""]
+        lines += [
+            f"YearbookNet's convolutions at {these[0]['models']} models, forward + backward, "
+            f"tf32 {tf32}, ms:",
+            "",
+            *table(["block", *ways], body),
+            "",
+        ]
     return lines
 
 
