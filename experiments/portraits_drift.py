@@ -24,13 +24,22 @@ import argparse
 from pathlib import Path
 
 import polars as pl
-from study import REPO, Timing, experiment_name, heading, jobs_of, run_study, size_flags, write_comparison
+from study import (
+    REPO,
+    Timing,
+    experiment_name,
+    heading,
+    jobs_of,
+    quick_knobs,
+    run_study,
+    size_flags,
+    write_comparison,
+)
 
 from ctsim.registry import load
 from ctsim.reports import oracle, significance
 
 OUT = REPO / "results" / "reference" / "portraits_drift"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, 1 seed, no scratch_yearly"
 DRIFT = ("mmd", "ks", "label")  # variant name prefixes of the drift triggers
 EXACT, APPROXIMATE = "scratch_yearly", "yearly"  # the oracle's candidates, in order of preference
 
@@ -172,7 +181,7 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if quick else ""
     command = "python experiments/portraits_drift.py" + ("" if quick else " --full")
-    title = "portraits_drift" + (f" (quick form: {QUICK})" if quick else "")
+    title = "portraits_drift" + (f" (quick form: {quick_knobs('portraits_drift')})" if quick else "")
     seeds = t["cost"]["seed"].n_unique()
     exact = (
         "candidates: scratch_yearly of the same seed, trained from scratch on all data every year, so the "
@@ -235,7 +244,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    size_flags(parser, QUICK, jobs=True)
+    size_flags(parser, quick_knobs("portraits_drift"), jobs=True)
     parser.add_argument(
         "--run-dir", type=Path, nargs="+", help="report on these finished runs instead of running one"
     )

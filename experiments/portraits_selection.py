@@ -27,13 +27,22 @@ from pathlib import Path
 
 import polars as pl
 from scipy import stats
-from study import REPO, Timing, experiment_name, heading, jobs_of, run_study, size_flags, write_comparison
+from study import (
+    REPO,
+    Timing,
+    experiment_name,
+    heading,
+    jobs_of,
+    quick_knobs,
+    run_study,
+    size_flags,
+    write_comparison,
+)
 
 from ctsim.registry import load
 from ctsim.reports import significance
 
 OUT = REPO / "results" / "reference" / "portraits_selection"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, 1 seed"
 SCORES = ("loss", "grad_norm", "least_confidence", "entropy", "margin")
 # Modyn (SIGMOD), Yearbook, 50% kept: accuracy in %; not split by StB/BtS.
 MODYN = {
@@ -122,7 +131,7 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list
     threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
     command = f"{threads}python experiments/portraits_selection.py" + ("" if quick else " --full")
     command += "".join(f" '{o}'" for o in extra)
-    title = "portraits_selection" + (f" (quick form: {QUICK})" if quick else "")
+    title = "portraits_selection" + (f" (quick form: {quick_knobs('portraits_selection')})" if quick else "")
     lines = [
         *heading(title, command, run_dirs, timing),
         "The shape of Modyn's SIGMOD data-selection study: a yearly time trigger, fine-tuning, the data "
@@ -232,7 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    size_flags(parser, QUICK, jobs=True)
+    size_flags(parser, quick_knobs("portraits_selection"), jobs=True)
     parser.add_argument(
         "--run-dir", type=Path, nargs="+", help="report on these finished runs instead of running one"
     )

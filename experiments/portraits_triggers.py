@@ -24,14 +24,23 @@ from pathlib import Path
 
 import polars as pl
 import torch
-from study import REPO, Timing, commit, experiment_name, jobs_of, run_study, size_flags, write_comparison
+from study import (
+    REPO,
+    Timing,
+    commit,
+    experiment_name,
+    jobs_of,
+    quick_knobs,
+    run_study,
+    size_flags,
+    write_comparison,
+)
 
 from ctsim.registry import load
 from ctsim.reports import significance
 from ctsim.reports.summary import pipeline_summary
 
 OUT = REPO / "results" / "reference" / "portraits_triggers"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, amount thresholds × 0.2"
 KEYS = ["pipeline", "seed", "generation", "slice", "metric"]
 
 
@@ -87,7 +96,7 @@ def markdown(frame: pl.DataFrame) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    size_flags(parser, QUICK, jobs=True)
+    size_flags(parser, quick_knobs("portraits_triggers"), jobs=True)
     parser.add_argument("--compare", action="store_true", help="run engine=sequential too and compare values")
     parser.add_argument(
         "--run-dir", type=Path, nargs="+", help="report on these runs (e.g. one per seed) instead of running"

@@ -24,7 +24,7 @@ import platform
 import shutil
 
 import torch
-from study import REPO, commit, experiment_name, run_experiment, size_flags, write_comparison
+from study import REPO, commit, experiment_name, quick_knobs, run_experiment, size_flags, write_comparison
 
 from ctsim.datasets.portraits import HAIR_CHANGE_YEAR, YEARS
 from ctsim.measure.metrics import pipeline_matrix
@@ -32,12 +32,11 @@ from ctsim.registry import load
 from ctsim.reports.analysis import drift_report
 
 OUT = REPO / "results" / "reference" / "portraits_yearly"
-QUICK = "dataset.size=0.2, model.channels=16, optimizer.lr=0.005, 3 seeds"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    size_flags(parser, QUICK)
+    size_flags(parser, quick_knobs("portraits_yearly"))
     parser.add_argument("overrides", nargs="*", help="more overrides for the run")
     args = parser.parse_args()
     quick = not args.full
@@ -54,8 +53,9 @@ def main() -> None:
 
     OUT.mkdir(parents=True, exist_ok=True)
     shutil.copy(run_dir / "plots" / f"matrix_{experiment}_seed0.png", OUT / f"matrix{suffix}.png")
+    knobs = quick_knobs("portraits_yearly")
     lines = [
-        f"# portraits_yearly: Modyn's Yearbook setup{' (quick form: ' + QUICK + ')' if quick else ''}",
+        "# portraits_yearly: Modyn's Yearbook setup" + (f" (quick form: {knobs})" if quick else ""),
         "",
         f"- command: `{' '.join([f'python -m ctsim experiment={experiment}', *args.overrides])}`",
         f"- machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "

@@ -70,6 +70,49 @@ def default_jobs(full: bool) -> int:
     return 1 if full or torch.cuda.is_available() else len(os.sched_getaffinity(0))
 
 
+def quick_knobs(study: str) -> str:
+    """What ``<study>_quick`` changes from ``<study>``, read from the two composed configs (not restated by
+    hand): every setting that differs as ``key=value``, then the variants whose overrides differ and
+    those the quick form leaves out."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from ctsim.app.compose import CONF_DIR
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="study"):
+        full, quick = (compose("config", overrides=[f"experiment={e}"]) for e in (study, f"{study}_quick"))
+    leaves = [_leaves(OmegaConf.to_container(c, resolve=True, throw_on_missing=False)) for c in (full, quick)]
+    variants = [dict(OmegaConf.select(c, "population.variants") or {}) for c in (full, quick)]
+    only = OmegaConf.select(quick, "population.only")
+    skip = ("name", "population.variants.", "population.only")
+    knobs = [
+        f"{key}={_shown(leaves[1].get(key))}"
+        for key in dict.fromkeys([*leaves[0], *leaves[1]])
+        if not key.startswith(skip) and leaves[0].get(key) != leaves[1].get(key)
+    ]
+    changed = [v for v in variants[0] if v in variants[1] and list(variants[0][v]) != list(variants[1][v])]
+    left_out = [v for v in variants[0] if v not in variants[1] or (only is not None and v not in only)]
+    if changed:
+        knobs.append(f"variants changed: {', '.join(changed)}")
+    if left_out:
+        knobs.append(f"without {', '.join(left_out)}")
+    return ", ".join(knobs)
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _shown(value: object) -> str:
+    return f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
+
+
 def variant_groups(experiment: str, overrides: list[str], jobs: int) -> list[list[str]]:
     """The experiment's variants (those ``population.only`` keeps), dealt into at most ``jobs`` groups
     back and forth (1, 2, 2, 1, 1, 2, …: neighbours in a study's list are often alike in cost, as a
@@ -194,8 +237,8 @@ def commit() -> str:
 
 def size_flags(parser: argparse.ArgumentParser, quick: str, jobs: bool = False) -> None:
     """``--full`` (the study at full size: Modyn's setup); without it the quick form (``quick`` says what
-    that is, its experiment file ``conf/experiment/<study>_quick.yaml`` says what each change costs);
-    ``--into``; with ``jobs``, ``--jobs`` (for studies of several variants)."""
+    that is, e.g. :func:`quick_knobs`; its experiment file ``conf/experiment/<study>_quick.yaml`` says
+    what each change costs); ``--into``; with ``jobs``, ``--jobs`` (for studies of several variants)."""
     parser.add_argument("--full", action="store_true", help=f"full size (default: the quick form: {quick})")
     parser.add_argument(
         "--into", type=Path, help="a new run folder to run in (default: results/runs/<experiment>/<stamp>)"

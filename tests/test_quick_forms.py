@@ -8,6 +8,7 @@ import sys
 import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from scipy import stats
 
 from ctsim.app.cli import CONF_DIR
@@ -18,7 +19,7 @@ from .conftest import REPO, run, small
 
 sys.path.insert(0, str(REPO / "experiments"))
 import validate_quick
-from study import variant_groups
+from study import quick_knobs, variant_groups
 from validate_quick import Accuracy, checks, from_report
 
 STUDIES = ("portraits_triggers", "portraits_drift", "portraits_selection", "portraits_yearly")
@@ -36,6 +37,24 @@ def test_a_quick_form_changes_only_its_documented_knobs(study):
     assert (quick.dataset.size, quick.model.channels, quick.optimizer.lr) == (0.2, 16, 0.005)
     assert quick.train == full.train and quick.train.epochs == 5  # epochs, batch, init as Modyn's
     assert list(quick.population.variants) == list(full.population.variants)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_quick_forms_description_names_every_knob_it_changes(study):
+    """The scripts' --help and report titles say what the quick form changes, read from the configs."""
+    full, quick = composed(study), composed(f"{study}_quick")
+    text = quick_knobs(study)
+    for key in ("dataset.size", "model.channels", "optimizer.lr", "train.batch_size", "stream.arrival_batch"):
+        value = OmegaConf.select(quick, key)
+        assert (f"{key}=" in text) == (value != OmegaConf.select(full, key)), key
+        if value != OmegaConf.select(full, key):
+            assert f"{key}={value}" in text
+    seeds, changed = list(quick.population.seeds), quick.population.seeds != full.population.seeds
+    assert (f"population.seeds=[{','.join(map(str, seeds))}]" in text) == changed
+    assert ("without scratch_yearly" in text) == (study == "portraits_drift")
+    amounts = "variants changed: amount_500, amount_1000, amount_5000"
+    assert (amounts in text) == (study == "portraits_triggers")
+    assert "name=" not in text
 
 
 def test_the_quick_trigger_study_fires_amount_triggers_where_the_full_one_does():
