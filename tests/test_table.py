@@ -266,6 +266,16 @@ def test_missing_values_error_drop_or_fill(tmp_path):
             {"time_format": "%m/%d/%Y"},
             ["dataset.time_format='%m/%d/%Y'", "holds Date, not text"],
         ),
+        (
+            lambda p: write(frame(), p / "t.csv"),
+            {"feature_columns": ["f1", "region", "f1"]},
+            ["feature_columns=['f1', 'region', 'f1']", "different column names"],
+        ),
+        (
+            lambda p: write(frame().with_columns(f2=pl.lit(None, pl.Float64)), p / "t.csv"),
+            {"missing": "drop", "classes": ["no", "yes"], "slice_by": 60},
+            ["t.csv: expected rows with every feature value, no rows are left (missing=drop)"],
+        ),
     ],
     ids=[
         "missing path",
@@ -287,6 +297,8 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         "one class",
         "a time_format the rows do not fit",
         "a time_format for dates",
+        "repeated feature columns",
+        "every row dropped, classes given",
     ],
 )
 def test_bad_input_is_a_clear_error_before_training(tmp_path, make, kw, fragments):
@@ -385,3 +397,25 @@ def test_a_year_column_of_integers_gives_one_slice_per_year_from_the_command_lin
     outcome = run(overrides, tmp_path / "out")
     labels = outcome.tables["evals"]["slice_label"].unique().sort().to_list()
     assert labels == ["1930", "1931", "1935", "1942"]
+
+
+def test_prepare_table_prints_a_command_that_runs_with_odd_column_names(tmp_path, capsys):
+    """Column names as spreadsheets export them (spaces, umlauts, a word Hydra reads as a boolean), in a
+    folder with a space: the command ``prepare table`` prints builds the run it describes."""
+    import shlex
+
+    from ctsim.datasets.prepare import main as prepare
+
+    names = {"ts": "Datum der Messung", "f1": "größe (cm)", "f2": "it's", "region": "true", "churn": "Klasse"}
+    (tmp_path / "my data").mkdir()
+    path = write(frame().rename(names), tmp_path / "my data" / "t.csv")
+    argv = ["--time-column", names["ts"], "--label-column", "Klasse", "--time-format", "%Y-%m-%d"]
+    features = ",".join([names["f1"], names["f2"], "true"])
+    assert prepare(["prepare", "table", "--from", str(path), *argv, "--feature-columns", features]) == 0
+    command = capsys.readouterr().out.splitlines()[-1]
+    words = shlex.split(command)
+    assert words[:3] == ["python", "-m", "ctsim"], command
+    dataset = build(small(tmp_path, *words[3:])).dataset
+    assert (dataset.path, dataset.time_column, dataset.label_column) == (path, names["ts"], "Klasse")
+    assert dataset.feature_columns == [names["f1"], names["f2"], "true"]
+    assert dataset.time_format == "%Y-%m-%d"

@@ -245,6 +245,8 @@ def _bad_sources(base: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
     (label / "train" / "1930.bin").write_bytes(bytes(raw))
     size_folder = write_folder(content, base / "size_folder")
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8), mode="L").save(size_folder / "M" / "1999_x.png")
+    deep_folder = write_folder(content, base / "deep_folder")  # 16-bit grey: Pillow's "L" would clip it
+    Image.fromarray(np.full((32, 32), 30000, dtype=np.uint16)).save(deep_folder / "M" / "1999_x.png")
     name_folder = write_folder(content, base / "name_folder")
     Image.fromarray(np.zeros((32, 32), dtype=np.uint8), mode="L").save(name_folder / "F" / "portrait.png")
     evil = base / "evil.pkl"
@@ -300,6 +302,7 @@ def _bad_sources(base: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
         "empty binary file": (empty_bin, [], ["1950.bin", "an empty file"]),
         "unknown label in a binary record": (label, [], ["1930.bin, sample 2", "label 2"]),
         "wrong image size in the folder": (size_folder, [], ["1999_x.png", "28×28"]),
+        "16-bit image in the folder": (deep_folder, [], ["1999_x.png", "8 bits per channel", "I;16"]),
         "file name without a year": (name_folder, [], ["portrait.png", "starts with the year"]),
         "not a yearbook source": (base / "label" / "train" / "..", ["--format", "folder"], ["F/ and M/"]),
         "binary train/ folder without test/": (train_only, [], ["train_only: expected", "train/ only"]),
@@ -320,6 +323,7 @@ CASES = [
     "empty binary file",
     "unknown label in a binary record",
     "wrong image size in the folder",
+    "16-bit image in the folder",
     "file name without a year",
     "not a yearbook source",
     "binary train/ folder without test/",

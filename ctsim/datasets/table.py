@@ -117,9 +117,11 @@ class Table:
                     feature_columns,
                     feature_columns is None
                     or (
-                        isinstance(feature_columns, list) and all(isinstance(c, str) for c in feature_columns)
+                        isinstance(feature_columns, list)
+                        and all(isinstance(c, str) for c in feature_columns)
+                        and len(set(feature_columns)) == len(feature_columns)
                     ),
-                    "null (every other column) or a list of column names",
+                    "null (every other column) or a list of different column names",
                 ),
                 check(
                     "slice_by",
@@ -283,6 +285,9 @@ class Table:
         frame, problems = self._missing(frame, numeric + categorical)
         if problems:
             return problems
+        if frame.height == 0:  # with dataset.classes too: the checks below would pass an empty table
+            text = f"{self.path}: expected rows with every feature value, no rows are left (missing=drop)"
+            return [Problem("dataset.missing", self.missing, "", text=text)]
         labels = frame[self.label_column]
         missing = _is_missing(labels)
         if bool(missing.any()):
@@ -301,8 +306,10 @@ class Table:
         else:
             classes = labels.unique().sort().to_list()
             if len(classes) < 2:
-                found = "no rows are left (missing=drop)" if frame.height == 0 else f"found only {classes}"
-                text = f"column {self.label_column!r} of {self.path}: expected at least 2 classes, {found}"
+                text = (
+                    f"column {self.label_column!r} of {self.path}: expected at least 2 classes, "
+                    f"found only {classes}"
+                )
                 return [Problem("dataset.label_column", self.label_column, "", text=text)]
             stray = self._stray_label(frame, classes)
             if stray is not None:

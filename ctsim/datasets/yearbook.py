@@ -254,6 +254,8 @@ def read_folder(root: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, N
                         f"an image of {size[0]}×{size[1]} pixels, as the first one",
                         f"{img.size[0]}×{img.size[1]}",
                     )
+                if img.mode in ("I", "F") or img.mode.startswith("I;"):  # convert("L") clips, not scales
+                    raise DataError(f, "an image of 8 bits per channel, as Yearbook's", f"mode {img.mode}")
                 grey = img.convert("L").resize((SIDE, SIDE), Image.Resampling.BICUBIC)
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f, "an image file Pillow can read", type(e).__name__) from e
