@@ -422,6 +422,23 @@ def test_huffpost_runs_end_to_end_with_bow(huffpost, tmp_path):
     assert last["value"].mean() > 0.8  # the words tell the classes apart: chance is about 0.4
 
 
+ONE = ["population.variants={}"]  # one pipeline: the model is checked once
+
+
+def test_a_model_of_numbers_on_token_ids_is_refused_and_bow_on_numbers_too(huffpost, tmp_path):
+    """Shapes let model=mlp take a row of token ids (and model=bow a row of features), and it would train
+    on ids as magnitudes: the run stops before any work, naming the model that fits."""
+    root, _ = huffpost
+    with pytest.raises(ConfigError) as e:
+        build(small(tmp_path, "dataset=huffpost", f"dataset.root={root}", "model=mlp", *ONE))
+    assert "model='ctsim.models.MLP': expected a model that takes rows of token ids" in str(e.value)
+    assert "dataset huffpost fits model=bow" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        build(small(tmp_path, "dataset=sea", "model=bow", *ONE))
+    assert "model='ctsim.models.BagOfWords': expected a model that takes numbers" in str(e.value)
+    assert "dataset sea fits model=mlp" in str(e.value)
+
+
 def test_missing_cache_names_the_source_and_the_prepare_command(tmp_path):
     for name, source in (
         ("huffpost", "News_Category_Dataset_v3.json"),

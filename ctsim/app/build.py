@@ -240,6 +240,7 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
             detail = f"{type(e).__name__}: {first_line(e)}"
             problems.append(Problem("model", target, f"arguments that {target} accepts ({detail})"))
         else:
+            problems += _input_kind_problems(built, dataset, OmegaConf.select(cfg.model, "_target_"))
             if parts["train"] is not None:
                 problems += _freeze_problems(parts["train"], built)
             problems += _downsample_problems(parts["selection"], parts["train"], built)
@@ -297,6 +298,26 @@ def _fitting_model(problem: Problem, dataset: Dataset) -> Problem:
     if problem.key != "model.input_shape" or not fits or problem.text is not None:
         return problem
     return replace(problem, expected=f"{problem.expected}; dataset {dataset.name} fits model={fits}")
+
+
+# What a dataset's rows hold (its class attribute ``input_kind``; "values" if it names none) and what a
+# model takes (the model class's ``input_kind``; a model that names none is not checked): token ids are
+# not values.
+INPUT_KINDS = {"values": "numbers to compute on (features, pixels)", "tokens": "rows of token ids"}
+
+
+def _input_kind_problems(model: torch.nn.Module, dataset: Dataset, target: str) -> list[Problem]:
+    """A model that takes token ids on numbers, or numbers on token ids: shapes alone would let it run."""
+    takes, gives = getattr(model, "input_kind", None), getattr(dataset, "input_kind", "values")
+    if takes is None or takes == gives:
+        return []
+    fits = getattr(dataset, "model", None)
+    expected = (
+        f"a model that takes {INPUT_KINDS.get(gives, gives)}, as dataset {dataset.name} gives "
+        f"({type(model).__name__} takes {INPUT_KINDS.get(takes, takes)})"
+    )
+    fitting = f"; dataset {dataset.name} fits model={fits}" if fits else ""
+    return [Problem("model", target, expected + fitting)]
 
 
 def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch.nn.Module) -> list[Problem]:

@@ -312,6 +312,7 @@ class _TextStream(PreparedDataset):
     """Rows of token ids (see the module docstring), fed to the model as floats."""
 
     model = "bow"
+    input_kind = "tokens"  # not numbers: a model that takes values (model=mlp) is refused on them
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(torch.float32)  # token ids < 2**24 are exact in float32; model=bow casts them back

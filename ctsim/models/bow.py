@@ -43,6 +43,8 @@ class BagOfWords(nn.Module):
         hidden: one entry per hidden layer after the mean: its width; ``[]`` is a linear model on it.
     """
 
+    input_kind = "tokens"  # what its rows must hold (ctsim.app.build checks it against the dataset)
+
     def __init__(
         self,
         input_shape: tuple[int, ...],

@@ -22,6 +22,8 @@ class CNN(nn.Module):
     (21058, (4, 2))
     """
 
+    input_kind = "values"  # what its rows must hold (ctsim.app.build checks it against the dataset)
+
     def __init__(
         self,
         input_shape: tuple[int, ...],

@@ -19,6 +19,8 @@ class MLP(nn.Module):
     (163, (2, 3))
     """
 
+    input_kind = "values"  # what its rows must hold (ctsim.app.build checks it against the dataset)
+
     def __init__(
         self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | tuple[int, ...] = (128,)
     ):

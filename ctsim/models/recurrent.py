@@ -121,6 +121,7 @@ class _Classifier(nn.Module):
 
     layer: Layer
     gates: int
+    input_kind = "values"  # what its rows must hold (ctsim.app.build checks it against the dataset)
 
     def __init__(self, input_shape: tuple[int, int], num_classes: int, hidden: int = 32, layers: int = 1):
         super().__init__()

@@ -19,6 +19,8 @@ class YearbookNet(nn.Module):
     (28386, (5, 2))
     """
 
+    input_kind = "values"  # what its rows must hold (ctsim.app.build checks it against the dataset)
+
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: int = 32, blocks: int = 4):
         super().__init__()
         ConfigError.raise_all(
