@@ -49,7 +49,8 @@ def write(df: pl.DataFrame, path: Path) -> Path:
 
 
 def table(path: Path, **kw) -> Table:
-    return Table(path=str(path), time_column=kw.pop("time_column", "ts"), label_column="churn", **kw)
+    columns = {"time_column": kw.pop("time_column", "ts"), "label_column": kw.pop("label_column", "churn")}
+    return Table(path=str(path), **columns, **kw)
 
 
 def stream_of(t: Table, **kw):
@@ -276,6 +277,11 @@ def test_missing_values_error_drop_or_fill(tmp_path):
             {"missing": "drop", "classes": ["no", "yes"], "slice_by": 60},
             ["t.csv: expected rows with every feature value, no rows are left (missing=drop)"],
         ),
+        (
+            lambda p: write(frame(), p / "t.csv"),
+            {"label_column": "ts"},
+            ["label_column='ts': expected a column name (text), another than time_column"],
+        ),
     ],
     ids=[
         "missing path",
@@ -299,6 +305,7 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         "a time_format for dates",
         "repeated feature columns",
         "every row dropped, classes given",
+        "the time column as the label",
     ],
 )
 def test_bad_input_is_a_clear_error_before_training(tmp_path, make, kw, fragments):

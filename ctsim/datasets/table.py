@@ -111,7 +111,12 @@ class Table:
             [
                 check("path", path, isinstance(path, str) and path != "", "the CSV or parquet file to read"),
                 check("time_column", time_column, isinstance(time_column, str), text),
-                check("label_column", label_column, isinstance(label_column, str), text),
+                check(
+                    "label_column",
+                    label_column,
+                    isinstance(label_column, str) and label_column != time_column,
+                    f"{text}, another than time_column" if label_column == time_column else text,
+                ),
                 check(
                     "feature_columns",
                     feature_columns,
