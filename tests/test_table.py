@@ -76,6 +76,35 @@ def test_rows_are_sorted_stably_sliced_by_month_and_the_user_is_told(tmp_path, c
     assert "not sorted" not in caplog.text
 
 
+def test_a_number_column_the_first_slice_cannot_scale_is_named(tmp_path, caplog):
+    """A first month of 3 rows where income takes one value: it stays in dollars, unscaled. The user is
+    told which column and why; a yes/no column constant there is fine as it is, and is not named."""
+    df = frame().with_columns(income=pl.col("f1") * 1000, member=pl.col("f2") > 0)
+    first = df.sort("ts").head(3)["ts"].str.slice(0, 7)[0]
+    in_first = pl.col("ts").str.starts_with(first)
+    df = pl.concat(
+        [
+            df.filter(in_first).head(3).with_columns(income=pl.lit(50_000.0), member=pl.lit(True)),
+            df.filter(~in_first),
+        ]
+    )
+    with caplog.at_level(logging.WARNING):
+        stream_of(table(write(df, tmp_path / "t.csv"), slice_by="1mo"), test_fraction=0.0)
+    assert "the first slice's 3 training rows only, number column(s) 'income' take one value" in caplog.text
+    assert "'member'" not in caplog.text and "'f1'" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        stream_of(table(write(frame(), tmp_path / "fine.csv")))
+    assert "standardising fits" not in caplog.text
+    # two rows in the first month: income varies, but by too little to scale by
+    df = df.with_columns(income=pl.when(in_first).then(pl.col("f1")).otherwise(pl.col("income")))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        two = df.filter(~in_first | (pl.int_range(pl.len()) < 2))
+        stream_of(table(write(two, tmp_path / "t2.csv"), slice_by="1mo"), test_fraction=0.0)
+    assert "the first slice's 2 training rows only, too few there" in caplog.text
+
+
 def test_parquet_gives_the_same_samples_as_csv(tmp_path):
     df = frame().with_columns(pl.col("ts").str.to_date())  # a real Date column in parquet
     a = stream_of(table(write(df, tmp_path / "t.parquet")))

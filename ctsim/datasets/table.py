@@ -53,6 +53,7 @@ MAX_AUTO_SLICES = 1000  # slice_by=auto on numbers: one slice per value up to th
 STRAY_AMONG = 10  # without classes, a label of one row is a typo where another class has this many rows
 LABEL_FORMAT = {"d": "%Y-%m-%d", "w": "%Y-%m-%d", "mo": "%Y-%m", "q": "%Y-%m", "y": "%Y"}
 MISSING = ("error", "drop", "fill")
+FIT_ROWS = 10  # fewer first-slice training rows than this: too few to scale the numbers by (a warning)
 
 
 @dataclass(frozen=True)
@@ -516,8 +517,30 @@ class Table:
             slice_labels=table.slice_labels,
             num_classes=len(table.classes),
             change_points=[],
-            fit=lambda train: encode(numeric, cats, train & (slices == 0), self.max_categories),
+            fit=lambda train: self._encode(numeric, cats, train & (slices == 0)),
         )
+
+    def _encode(self, numeric: torch.Tensor, cats: list[list[str | None]], fit_rows: torch.Tensor):
+        """:func:`encode`, with a warning where the first slice's training rows cannot scale the numbers:
+        fewer than ``FIT_ROWS`` of them, or a number column (not a yes/no one) that takes one value there
+        and so stays unscaled. Later values far from 0 can make training diverge."""
+        fit = numeric[fit_rows]
+        flat = [
+            name
+            for name, column in zip(self._columns[0], fit.T, strict=True)
+            if column[~column.isnan()].unique().numel() < 2 and self._frame.schema[name] != pl.Boolean
+        ]
+        if flat or (len(fit) < FIT_ROWS and numeric.shape[1]):
+            what = f"number column(s) {', '.join(map(repr, flat))} take one value" if flat else "too few"
+            log.warning(
+                "%s: standardising fits the first slice's %d training rows only, %s there, so later "
+                "values can lie far from 0 and make training diverge; a longer first slice "
+                "(dataset.slice_by) fixes it",
+                self.path,
+                len(fit),
+                what,
+            )
+        return encode(numeric, cats, fit_rows, self.max_categories)
 
 
 def _label(value) -> str:
