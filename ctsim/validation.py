@@ -18,6 +18,8 @@ import difflib
 import inspect
 import math
 import os
+import re
+import shlex
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -227,3 +229,24 @@ def first_line(e: BaseException) -> str:
     'KeyError'
     """
     return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+
+
+UNQUOTED = re.compile(r"[A-Za-z_/.%][\w./%-]*", re.ASCII)  # read by Hydra unquoted, as this text
+KEYWORDS = ("true", "false", "null", "nan", "inf")  # Hydra reads these unquoted as values, in any case
+
+
+def override_text(key: str, value: str | list[str]) -> str:
+    """``key=value`` as a shell word that Hydra reads back as these strings: a value it would read
+    otherwise (a space, a letter outside ASCII, ``true``) is quoted, ``"key='Datum der Messung'"``.
+
+    >>> print(override_text("dataset.time_column", "ts"), override_text("dataset.classes", ["größe", "b"]))
+    dataset.time_column=ts "dataset.classes=['größe','b']"
+    """
+    values = value if isinstance(value, list) else [value]
+    plain = all(UNQUOTED.fullmatch(v) and v.lower() not in KEYWORDS for v in values)
+    if not plain:  # Hydra's escapes: a quote, and backslashes before a quote or at the end
+        values = ["'" + re.sub(r"(\\+)('|$)", r"\1\1\2", v).replace("'", "\\'") + "'" for v in values]
+    override = f"{key}=[{','.join(values)}]" if isinstance(value, list) else f"{key}={values[0]}"
+    if plain:
+        return override
+    return f'"{override}"' if not any(c in override for c in '"$`\\!') else shlex.quote(override)

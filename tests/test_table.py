@@ -244,6 +244,18 @@ def test_missing_values_error_drop_or_fill(tmp_path):
                 "dataset.classes=[maybe,no,yes]",
             ],
         ),
+        (  # the hint is an override the shell and Hydra read back as these classes
+            lambda p: write(
+                frame().with_columns(churn=_stray(["no", "yes"] * 180, 17, "Kündigung")), p / "t.csv"
+            ),
+            {},
+            ["found 'Kündigung'", '''list the classes: "dataset.classes=['Kündigung','no','yes']"'''],
+        ),
+        (
+            lambda p: write(frame().with_columns(churn=_stray([0, 1] * 180, 17, 2)), p / "t.csv"),
+            {},
+            ["found 2, which no other row has", "list the classes: dataset.classes=[0,1,2]"],
+        ),
         (
             lambda p: write(
                 frame().with_columns(pl.col("ts").str.to_date().dt.strftime("%m/%d/%Y")), p / "t.csv"
@@ -323,6 +335,8 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         "numeric time with a calendar period",
         "timestamps by default",
         "a stray label",
+        "a stray label, quoted in the hint",
+        "a stray number label",
         "month-first dates",
         "NaN time",
         "NaN label",

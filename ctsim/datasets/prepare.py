@@ -15,8 +15,6 @@ leaves any earlier cache as it was.
 from __future__ import annotations
 
 import argparse
-import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from ctsim.datasets.prepared import (
     summary,
     write_cache,
 )
+from ctsim.validation import override_text
 
 
 def preparers() -> dict[str, Preparer]:
@@ -168,37 +167,16 @@ def _check_table(args: argparse.Namespace) -> int:
         f"  per slice: min {min(counts):,}, max {max(counts):,}\n"
         f"  classes: {class_balance(dict(zip(table.class_names, classes)))}\n"
         "  tables are read directly on every run: nothing was written. Run it with:\n"
-        f"  python -m ctsim dataset=table {_override('dataset.path', str(args.source))} "
-        f"{_override('dataset.time_column', args.time_column)} "
-        f"{_override('dataset.label_column', args.label_column)}"
+        f"  python -m ctsim dataset=table {override_text('dataset.path', str(args.source))} "
+        f"{override_text('dataset.time_column', args.time_column)} "
+        f"{override_text('dataset.label_column', args.label_column)}"
         + (f" dataset.slice_by={slice_by}" if slice_by != "auto" else "")
-        + (f" {_override('dataset.feature_columns', features)}" if features else "")
-        + (f" {_override('dataset.time_format', args.time_format)}" if args.time_format else "")
+        + (f" {override_text('dataset.feature_columns', features)}" if features else "")
+        + (f" {override_text('dataset.time_format', args.time_format)}" if args.time_format else "")
         + (f" dataset.missing={args.missing}" if args.missing != "error" else "")
         + " model=mlp"
     )
     return 0
-
-
-UNQUOTED = re.compile(r"[A-Za-z_/.%][\w./%-]*", re.ASCII)  # read by Hydra unquoted, as this text
-KEYWORDS = ("true", "false", "null", "nan", "inf")  # Hydra reads these unquoted as values, in any case
-
-
-def _override(key: str, value: str | list[str]) -> str:
-    """``key=value`` as a shell word that Hydra reads back as these strings: a value it would read
-    otherwise (a space, a letter outside ASCII, ``true``) is quoted, ``"key='Datum der Messung'"``.
-
-    >>> print(_override("dataset.time_column", "ts"), _override("dataset.feature_columns", ["größe", "b"]))
-    dataset.time_column=ts "dataset.feature_columns=['größe','b']"
-    """
-    values = value if isinstance(value, list) else [value]
-    plain = all(UNQUOTED.fullmatch(v) and v.lower() not in KEYWORDS for v in values)
-    if not plain:  # Hydra's escapes: a quote, and backslashes before a quote or at the end
-        values = ["'" + re.sub(r"(\\+)('|$)", r"\1\1\2", v).replace("'", "\\'") + "'" for v in values]
-    override = f"{key}=[{','.join(values)}]" if isinstance(value, list) else f"{key}={values[0]}"
-    if plain:
-        return override
-    return f'"{override}"' if not any(c in override for c in '"$`\\!') else shlex.quote(override)
 
 
 def _plain(value: object) -> object:

@@ -44,7 +44,7 @@ import torch
 
 from ctsim.datasets.base import Samples, size_problem
 from ctsim.datasets.prepared import subset, years_of
-from ctsim.validation import ConfigError, Problem, check, first_line, is_int, seed_problem
+from ctsim.validation import ConfigError, Problem, check, first_line, is_int, override_text, seed_problem
 
 log = logging.getLogger(__name__)
 
@@ -353,13 +353,15 @@ class Table:
         labels = frame[self.label_column]
         i = int(labels.is_in(pl.Series(once, dtype=labels.dtype).implode()).arg_max())
         others = ", ".join(f"{c!r} ({count[c]:,} rows)" for c in classes if count[c] > 1)
-        listed = ",".join(str(c) for c in classes)
+        numbers = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes)
+        listed = f"dataset.classes=[{','.join(map(str, classes))}]" if numbers else None
+        listed = listed or override_text("dataset.classes", [str(c) for c in classes])
         more = f" ({len(once) - 1} more values are in one row only)" if len(once) > 1 else ""
         return self._row_problem(
             int(frame["_row"][i]),
             f"a label of column {self.label_column!r} that other rows have too: {others}",
             f"{labels[i]!r}, which no other row has{more}: a typo? Correct or drop the row, or, if it is a "
-            f"class, list the classes: dataset.classes=[{listed}]",
+            f"class, list the classes: {listed}",
         )
 
     def _row_problem(self, row: int, expected: str, found: str) -> Problem:
