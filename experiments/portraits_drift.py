@@ -253,7 +253,8 @@ def main() -> None:
     args = parser.parse_args()
     quick = not args.full
     if args.run_dir:
-        report([d.resolve() for d in args.run_dir], Timing(args.wall, args.cpu) if args.wall else None, quick)
+        timing = Timing(args.wall, args.cpu, len(args.run_dir)) if args.wall else None
+        report([d.resolve() for d in args.run_dir], timing, quick)
         return
     experiment = experiment_name("portraits_drift", args.full)
     run_dirs, timing = run_study(experiment, [], "quick" if quick else "full", args.into, jobs_of(args))

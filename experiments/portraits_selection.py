@@ -40,6 +40,7 @@ from study import (
 )
 
 from ctsim.registry import load
+from ctsim.registry.layout import read_status
 from ctsim.reports import significance
 
 OUT = REPO / "results" / "reference" / "portraits_selection"
@@ -68,6 +69,19 @@ def describe(variant: str) -> tuple[str, str, float]:
     if base.endswith(("_stb", "_bts")):
         return base[:-4], base[-3:], fraction
     return base, "–", fraction
+
+
+def settings(run_dir: Path) -> str:
+    """The training settings a run was made with, from the config its ``status.json`` records."""
+    cfg = read_status(run_dir)["config"]["run"]
+    size, channels = cfg["dataset"].get("size", 1.0), cfg["model"].get("channels")
+    model = f"{channels} wide" if channels else cfg["model"]["_target_"].rsplit(".", 1)[-1]
+    epochs = cfg["train"]["epochs"]
+    return (
+        f"{'all the data' if size == 1 else f'{size:g} of every year'}, {model}, "
+        f"batch {cfg['train']['batch_size']}, {epochs} epoch{'s' * (epochs != 1)}, "
+        f"lr {cfg['optimizer']['lr']:g}"
+    )
 
 
 def variant_table(cost: pl.DataFrame) -> pl.DataFrame:
@@ -135,13 +149,9 @@ def report(run_dirs: list[Path], timing: Timing | None, quick: bool, extra: list
     lines = [
         *heading(title, command, run_dirs, timing),
         "The shape of Modyn's SIGMOD data-selection study: a yearly time trigger, fine-tuning, the data "
-        "since the last trigger (selection=new), YearbookNet, SGD (momentum 0.9, batch 64), "
-        + (
-            "here in the quick form: a fifth of the data, a YearbookNet 16 wide (Modyn's is 32), 5 epochs, "
-            "lr 0.005 (Modyn: full data, 5 epochs, lr 0.001)"
-            if quick
-            else "5 epochs, lr 0.001"
-        )
+        "since the last trigger (selection=new), YearbookNet, SGD with momentum 0.9; here "
+        f"{settings(run_dirs[0])} "
+        "(Modyn: all the data, 32 wide, batch 64, 5 epochs, lr 0.001)"
         + f"; seeds {seeds}. **Nothing was tuned to match Modyn.** Modyn trained on the real Yearbook "
         "portraits (37,189 US high-school photos, 1930-2013); ctsim's `portraits` is its built-in "
         "synthetic stand-in: 32×32 grayscale portraits drawn procedurally, one slice per year with "
@@ -251,7 +261,8 @@ def main() -> None:
     args = parser.parse_args()
     quick = not args.full
     if args.run_dir:
-        report([d.resolve() for d in args.run_dir], Timing(args.wall, args.cpu) if args.wall else None, quick)
+        timing = Timing(args.wall, args.cpu, len(args.run_dir)) if args.wall else None
+        report([d.resolve() for d in args.run_dir], timing, quick)
         return
     experiment = experiment_name("portraits_selection", args.full)
     tag = "quick" if quick else "full"

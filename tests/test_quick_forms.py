@@ -34,8 +34,16 @@ def composed(experiment: str):
 def test_a_quick_form_changes_only_its_documented_knobs(study):
     full, quick = composed(study), composed(f"{study}_quick")
     assert (full.dataset.size, full.model.channels, full.optimizer.lr) == (1.0, 32, 0.001)
-    assert (quick.dataset.size, quick.model.channels, quick.optimizer.lr) == (0.2, 16, 0.005)
-    assert quick.train == full.train and quick.train.epochs == 5  # epochs, batch, init as Modyn's
+    if (
+        study == "portraits_selection"
+    ):  # a year as many batches as at full size, and Modyn's lr (see the file)
+        assert (quick.dataset.size, quick.model.channels, quick.optimizer.lr) == (0.2, 16, 0.001)
+        assert quick.train.batch_size == 16  # 64 × 0.2 = 12.8, up to a power of two
+        assert {**quick.train, "batch_size": 64} == {**full.train}
+    else:
+        assert (quick.dataset.size, quick.model.channels, quick.optimizer.lr) == (0.2, 16, 0.005)
+        assert quick.train == full.train
+    assert quick.train.epochs == 5 and quick.train.init == full.train.init  # epochs and init as Modyn's
     assert list(quick.population.variants) == list(full.population.variants)
 
 
@@ -282,3 +290,54 @@ def test_validate_quick_reads_the_committed_comparisons_of_both_sides(tmp_path):
     ]:
         done = subprocess.run([*command[:2], flag, str(path)], cwd=REPO, capture_output=True, text=True)
         assert done.returncode == 2 and f"{flag} {path}: {said}" in done.stderr, done.stderr
+
+
+def test_quick_agreement_reads_one_run_per_seed_and_ranks_each_against_the_full_study(tmp_path):
+    """Seed folders already made are read, not run again; each seed's ρ, the ρ between seeds and the
+    reference pipeline's points are those of the runs."""
+    tiny = [
+        "dataset.size=0.02",
+        "population.only=[time_1,time_20,amount_500,never]",
+        "output.checkpoints=none",
+    ]
+    base = small(tmp_path, "experiment=portraits_triggers_quick", *tiny)
+    for seed in (0, 1):
+        run([*base, f"population.seeds=[{seed}]"], tmp_path / "quick" / f"seed{seed}")
+    run([*base, "population.seeds=[0,1]", "model.channels=8"], tmp_path / "full")
+    out = tmp_path / "agreement.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "experiments" / "quick_agreement.py"),
+            "--study",
+            "portraits_triggers",
+            "--seeds",
+            "0",
+            "1",
+            "--into",
+            str(tmp_path / "quick"),
+            "--full-run",
+            str(tmp_path / "full"),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    full = validate_quick.from_runs([tmp_path / "full"])
+    quick = {s: validate_quick.from_runs([tmp_path / "quick" / f"seed{s}"]) for s in (0, 1)}
+
+    def rho(a, b):
+        names = sorted(full)
+        return stats.spearmanr([a[p].mean for p in names], [b[p].mean for p in names]).statistic
+
+    for seed, q in quick.items():
+        ours, theirs = q["time_1"].mean, full["time_1"].mean
+        row = f"| {seed} | {rho(q, full):.2f} | {ours:.3f} | {theirs:.3f} | {100 * (ours - theirs):+.1f} |"
+        assert row in text
+    assert f"ρ between seeds: 0-1 {rho(quick[0], quick[1]):.2f}" in text
+    assert not (tmp_path / "quick" / "seed0" / "part1").exists()  # read, not run again

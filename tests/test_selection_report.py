@@ -44,6 +44,8 @@ def test_variants_sorted_by_accuracy_with_the_significance_groups_of_their_evalu
     text = portraits_selection.report([study], None, quick=True).read_text()
     del sys.modules["portraits_selection"]
 
+    # the settings the run was made with, read from it (not the quick form's, restated)
+    assert "SGD with momentum 0.9; here 0.05 of every year, MLP, batch 64, 1 epoch, lr 0.05 (Modyn:" in text
     lines = text.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("| variant |")))
     header = [c.strip() for c in lines[start].strip("|").split("|")]
