@@ -148,6 +148,10 @@ BAD_INPUTS = {
     "test fraction nan": (["stream.test_fraction=nan"], "stream.test_fraction=nan"),
     "arrival batch": (["stream.arrival_batch=0"], "stream.arrival_batch=0"),
     "mlp width": (["model=mlp", "model.hidden=0"], "model.hidden=0: expected a list of integers ≥ 1"),
+    "token model on numbers": (  # shapes fit: it trained on features as token ids
+        ["dataset=sea", "model=bow"],
+        "model='ctsim.models.BagOfWords': expected a model that takes numbers",
+    ),
     "cnn channels": (["model.channels=0"], "model.channels=0: expected an integer ≥ 1"),
     "device": (["device=gpu"], "device='gpu': expected one of ['auto', 'cpu', 'cuda']"),
     "no seeds": (["population.seeds=[]"], "population.seeds=[]: expected a non-empty list"),
