@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -10,6 +11,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``ctsim`` console script: ``ctsim [SUBCOMMAND] ARGS`` (``run`` when no subcommand is named)."""
     from ctsim.app.commands import COMMANDS, implementation, parser
 
+    if not {"", os.getcwd()} & set(sys.path):  # the console script: import a user's modules
+        sys.path.insert(0, os.getcwd())  # (_target_: my_nets.Net) from here, as python -m ctsim does
     argv = list(sys.argv[1:] if argv is None else argv)
     name = argv[0] if argv and argv[0] in COMMANDS else "run"
     rest = argv[1:] if argv and argv[0] == name else argv

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
 
 from ctsim.engine.batched import BatchedEngine
+from ctsim.registry.layout import read_status
 
 from .conftest import cli, run, small
 
@@ -98,6 +103,64 @@ def test_a_users_model_with_torchs_lstm_on_the_vmap_route_is_refused_before_any_
     assert "engine.route='vmap'" in done.stderr and "rnn (LSTM)" in done.stderr
     assert "engine.route=loop" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("layer", "expected"),
+    [
+        # one output too many: it trained to the end, then the evaluation failed on class 2
+        ("nn.Linear(3, num_classes + 1)", "it gives (2, 3) on a batch of 2 inputs of shape (3,)"),
+        # in-features fixed by hand: it failed mid-run, in the first training step
+        ("nn.Linear(5, num_classes)", "it cannot take a batch of inputs of shape (3,) (RuntimeError: mat1"),
+    ],
+)
+def test_a_users_model_whose_forward_gives_no_logits_is_refused_before_any_folder(tmp_path, layer, expected):
+    """A forward that cannot take the dataset's inputs, or gives other than ``(batch, classes)``."""
+    source = (
+        "from torch import nn\n"
+        "class Wrong(nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes):\n"
+        "        super().__init__()\n"
+        f"        self.head = {layer}\n"
+        "    def forward(self, x):\n"
+        "        return self.head(x)\n"
+    )
+    done = cli(
+        [*_users_model(tmp_path, source, "Wrong"), "dataset=sea", "dataset.size=0.05", "progress=false"],
+        tmp_path,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "model='mynets.Wrong': expected a model whose forward gives logits (batch, classes)" in done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_ctsim_command_imports_a_users_model_from_the_folder_it_starts_in(tmp_path):
+    """``ctsim ...`` and ``python -m ctsim ...`` are the same command: the console script, whose import
+    path holds its own bin folder, once stopped at the user's ``mynets.Net`` (not importable)."""
+    source = (
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, input_shape, num_classes):\n"
+        "        super().__init__()\n"
+        "        self.head = nn.Linear(input_shape[0], num_classes)\n"
+        "    def forward(self, x):\n"
+        "        return self.head(x)\n"
+    )
+    args = [*_users_model(tmp_path, source, "Net"), "dataset=sea", "dataset.size=0.05", "train.epochs=1"]
+    script = Path(sys.executable).with_name("ctsim")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(script), *args, "progress=false", "output.plots=false", "population.variants={}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert read_status(tmp_path / "out")["status"] == "finished"
 
 
 def test_a_users_model_with_a_seeded_buffer_it_does_not_save_is_refused(tmp_path):

@@ -375,6 +375,34 @@ def test_a_finished_run_leaves_no_journal_and_prunes_checkpoints_at_the_end(user
     assert gens["checkpoint_sha256"].null_count() == 0  # the state's checksum stays on record
 
 
+MY_NET = """\
+from torch import nn
+class Net(nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.head = nn.Linear(input_shape[0], num_classes)
+    def forward(self, x):
+        return self.head(x)
+"""
+
+
+def test_a_killed_run_of_a_users_own_model_resumes_from_another_folder(tmp_path):
+    """``python -m ctsim`` imports ``_target_: my_net.Net`` from the folder it starts in; a resume from
+    another folder (or by the ``ctsim`` script, whose import path never holds it) imports it from there.
+    It once stopped with ModuleNotFoundError."""
+    user, elsewhere = tmp_path / "user", tmp_path / "elsewhere"
+    user.mkdir(), elsewhere.mkdir()
+    (user / "my_net.py").write_text(MY_NET)
+    out = user / "run"
+    model = ["model=mlp", "model._target_=my_net.Net", "~model.hidden"]
+    args = [*model, "dataset=sea", "dataset.size=0.2", "train.epochs=10", "train.batch_size=8"]
+    proc = start(user, [*args, "progress=false", f"hydra.run.dir={out}"])
+    stop_when(proc, lambda: len(parts(out, "point")) >= 2)
+    done = cli(["resume", str(out)], cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert read_status(out)["status"] == "finished" and read_status(out)["attempts"] == 2
+
+
 def test_a_replay_that_chooses_other_samples_stops_rather_than_mix_two_runs(interrupted, tmp_path):
     out = copy_of(interrupted, tmp_path)
     part = sorted((out / JOURNAL).glob("point-*.parquet"))[-1]

@@ -46,7 +46,7 @@ from ctsim.app.compose import (
 from ctsim.app.hydra_internals import locate
 from ctsim.datasets.base import Dataset
 from ctsim.engine.base import Engine, TrainConfig, names_parameter
-from ctsim.models.base import ModelSpec, unsaved_seeded_buffers
+from ctsim.models.base import ModelSpec, output_problem, unsaved_seeded_buffers
 from ctsim.selection.base import selection_problems
 from ctsim.selection.downsample import RS2, ScoreDownsampler, downsampler_of
 from ctsim.simulation import Pipeline
@@ -278,9 +278,14 @@ def _built_policy_problems(policy: Any, group: str) -> list[Problem]:
 
 
 def _model_problems(cfg: DictConfig, spec: ModelSpec, engine: Engine | None) -> list[Problem]:
-    """What only a built model shows, checked once per variant (not per seed): buffers its seed decides
-    that its state dict does not hold, and layers the engine's route cannot run."""
+    """What only a built model shows, checked once per variant (not per seed): a forward that does not
+    give logits (batch, classes) on the dataset's inputs, buffers its seed decides that its state dict
+    does not hold, and layers the engine's route cannot run."""
     problems = [] if engine is None else getattr(engine, "route_problems", lambda spec: [])(spec)
+    wrong = output_problem(spec)
+    if wrong is not None:
+        expected = f"a model whose forward gives logits (batch, classes): it {wrong}"
+        problems.append(Problem("model", OmegaConf.select(cfg.model, "_target_"), expected))
     unsaved = unsaved_seeded_buffers(spec)
     if unsaved:
         expected = (

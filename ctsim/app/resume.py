@@ -81,14 +81,20 @@ def changes(run_dir: Path, record: dict, plan) -> list[str]:
 
 @contextlib.contextmanager
 def working_folder(path: str | None) -> Iterator[None]:
-    """Run in the folder the run was started from, so its relative paths mean what they meant."""
+    """Run in the folder the run was started from, so its relative paths mean what they meant, and its
+    own modules (``_target_: my_model.Net``) import as they did: ``python -m ctsim`` had that folder on
+    the import path, which ``ctsim resume`` or a resume from another folder would not."""
     before = Path.cwd()
-    if path and Path(path).is_dir():
-        os.chdir(path)
+    folder = path if path and Path(path).is_dir() else None
+    if folder is not None:
+        os.chdir(folder)
+        sys.path.insert(0, folder)
     try:
         yield
     finally:
         os.chdir(before)
+        if folder is not None:
+            sys.path.remove(folder)
 
 
 def _alive(record: dict) -> bool:

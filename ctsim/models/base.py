@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ctsim.models.dropout import SeededDropout
-from ctsim.validation import ConfigError, Problem
+from ctsim.validation import ConfigError, Problem, first_line
 
 # Layers that draw from torch's global random stream in training, and have no seeded counterpart here.
 UNSEEDED = (
@@ -84,6 +84,32 @@ def unsaved_seeded_buffers(spec: ModelSpec) -> list[str]:
         for k, v in a.named_buffers()
         if k not in persistent and k not in dropout and not torch.equal(v, theirs[k])
     ]
+
+
+def output_problem(spec: ModelSpec) -> str | None:
+    """What keeps a model's forward from giving logits ``(batch, classes)`` on a batch of the dataset's
+    inputs (zeros: only the shapes matter), or None: a model that cannot take the inputs, or gives
+    other outputs, would otherwise train until a loss or the evaluation fails on it.
+
+    >>> output_problem(ModelSpec(lambda input_shape, num_classes: nn.Linear(3, num_classes + 1), (3,), 2))
+    'gives (2, 3) on a batch of 2 inputs of shape (3,); the engines need logits (2, 2), one per class'
+    """
+    model = spec.build(seed=0).eval()
+    inputs = torch.zeros(2, *spec.input_shape)
+    try:
+        with torch.no_grad():
+            out = model(inputs)
+    except Exception as e:
+        cause = f"{type(e).__name__}: {first_line(e)}"
+        return f"cannot take a batch of inputs of shape {spec.input_shape} ({cause})"
+    if not isinstance(out, torch.Tensor):
+        return f"returns a {type(out).__name__}; the engines need one tensor of logits (batch, classes)"
+    if tuple(out.shape) != (2, spec.num_classes):
+        return (
+            f"gives {tuple(out.shape)} on a batch of 2 inputs of shape {spec.input_shape}; the engines "
+            f"need logits (2, {spec.num_classes}), one per class"
+        )
+    return None
 
 
 def seed_dropout(model: nn.Module) -> nn.Module:
