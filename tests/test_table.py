@@ -321,7 +321,7 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         (
             lambda p: write(frame(), p / "t.csv"),
             {"label_column": "ts"},
-            ["label_column='ts': expected a column name (text), another than time_column"],
+            ["label_column='ts': expected a column name (text) other than time_column"],
         ),
     ],
     ids=[

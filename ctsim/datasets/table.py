@@ -116,7 +116,7 @@ class Table:
                     "label_column",
                     label_column,
                     isinstance(label_column, str) and label_column != time_column,
-                    f"{text}, another than time_column" if label_column == time_column else text,
+                    f"{text} other than time_column" if label_column == time_column else text,
                 ),
                 check(
                     "feature_columns",
