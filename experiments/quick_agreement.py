@@ -61,11 +61,12 @@ def agreement(
     against = {}
     for seed, q in quick.items():
         against[seed] = rho(q, full)
-        ref = q[reference].mean
-        lines.append(
-            f"| {seed} | {against[seed]:.2f} | {ref:.3f} | {full[reference].mean:.3f} | "
-            f"{100 * (ref - full[reference].mean):+.1f} |"
-        )
+        if reference not in q or reference not in full:  # left out (population.only): nothing to compare
+            lines.append(f"| {seed} | {against[seed]:.2f} | – | – | – |")
+            continue
+        ours, theirs = q[reference].mean, full[reference].mean
+        points = 100 * (ours - theirs)
+        lines.append(f"| {seed} | {against[seed]:.2f} | {ours:.3f} | {theirs:.3f} | {points:+.1f} |")
     pairs = {f"{a}-{b}": rho(quick[a], quick[b]) for a, b in itertools.combinations(quick, 2)}
     pooled = rho(from_runs([d for dirs in runs.values() for d in dirs]), full)
     summary = {
