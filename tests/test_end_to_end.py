@@ -184,6 +184,7 @@ def test_cli_runs_and_prints_the_summary(tmp_path):
     assert "ctsim · quickstart" in result.stdout
     assert "every_5y" in result.stdout and "never" in result.stdout
     assert f"results in {out}" in result.stdout
+    assert "plots/" not in result.stdout and not (out / "plots").exists()  # output.plots=false: none named
     # every_5y's first model comes after slice 4, never's after slice 0: their means cover other slices
     # one console line for all of them, summary.md one per pipeline
     said = [line for line in result.stdout.splitlines() if line.startswith("  ! ")]

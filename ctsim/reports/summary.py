@@ -102,8 +102,10 @@ def console_summary(
         "accuracy: mean composite accuracy (active model per slice), mean over seeds",
         f"wall time {wall_seconds:.1f} s · results in {out_dir}/",
         "  " + ", ".join(sorted(str(f.relative_to(out_dir)) for f in files if f.parent == out_dir)),
-        f"  plots/: {sum(1 for f in files if f.parent.name == 'plots')} png",
     ]
+    plots = sum(1 for f in files if f.parent.name == "plots")
+    if plots:  # output.plots=false writes no plots/ folder: name none
+        lines.append(f"  plots/: {plots} png")
     return "\n".join(lines)
 
 
