@@ -30,6 +30,12 @@ def composed(experiment: str):
         return compose("config", overrides=[f"experiment={experiment}"])
 
 
+def script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python experiments/<name> ARGS`` from the repository, as a user runs it."""
+    command = [sys.executable, str(REPO / "experiments" / name), *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.parametrize("study", STUDIES)
 def test_a_quick_form_changes_only_its_documented_knobs(study):
     full, quick = composed(study), composed(f"{study}_quick")
@@ -129,20 +135,7 @@ def test_validate_quick_from_the_command_line_reports_a_failing_quick_run(tmp_pa
     )
     run(overrides, tmp_path / "run")
     out = tmp_path / "validation.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "experiments" / "validate_quick.py"),
-            "--quick-run",
-            str(tmp_path / "run"),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = script("validate_quick.py", "--quick-run", str(tmp_path / "run"), "--out", str(out))
     assert done.returncode == 1, done.stderr
     text = out.read_text()
     assert "| `time_1` within 5 points of full | **fail** | missing |" in text
@@ -305,26 +298,10 @@ def test_quick_agreement_reads_one_run_per_seed_and_ranks_each_against_the_full_
         run([*base, f"population.seeds=[{seed}]"], tmp_path / "quick" / f"seed{seed}")
     run([*base, "population.seeds=[0,1]", "model.channels=8"], tmp_path / "full")
     out = tmp_path / "agreement.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "experiments" / "quick_agreement.py"),
-            "--study",
-            "portraits_triggers",
-            "--seeds",
-            "0",
-            "1",
-            "--into",
-            str(tmp_path / "quick"),
-            "--full-run",
-            str(tmp_path / "full"),
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    done = script(
+        "quick_agreement.py",
+        *("--study", "portraits_triggers", "--seeds", "0", "1", "--into", str(tmp_path / "quick")),
+        *("--full-run", str(tmp_path / "full"), "--out", str(out)),
     )
     assert done.returncode == 0, done.stderr
     text = out.read_text()
