@@ -323,6 +323,41 @@ def test_missing_values_error_drop_or_fill(tmp_path):
             {"label_column": "ts"},
             ["label_column='ts': expected a column name (text) other than time_column"],
         ),
+        (  # once a slice named inf
+            lambda p: write(
+                frame().with_columns(ts=pl.Series([float(i) for i in range(359)] + [float("inf")])),
+                p / "t.csv",
+            ),
+            {"slice_by": 60},
+            [
+                "t.csv: row 359 (line 361 of the CSV): expected a time in column 'ts': a date or a finite "
+                "number, found inf"
+            ],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(ts=pl.Series([float(i) for i in range(360)]).scatter(4, float("-inf"))),
+                p / "t.parquet",
+            ),
+            {"slice_by": "value"},
+            ["t.parquet: row 4: expected a time in column 'ts': a date or a finite number, found -inf"],
+        ),
+        (  # once told the order of day and month is a guess, with formats that do not read it
+            lambda p: write(frame().with_columns(pl.col("ts").str.slice(0, 7)), p / "t.csv"),
+            {},
+            [
+                "row 0 (line 2 of the CSV)",
+                "found '2021-",
+                "a month without a day: give dataset.time_format=%Y-%m",
+            ],
+        ),
+        (
+            lambda p: write(
+                frame().with_columns(pl.col("ts").str.to_date().dt.strftime("%m/%Y")), p / "t.csv"
+            ),
+            {},
+            ["row 0 (line 2 of the CSV)", "a month without a day: give dataset.time_format=%m/%Y"],
+        ),
     ],
     ids=[
         "missing path",
@@ -349,6 +384,10 @@ def test_missing_values_error_drop_or_fill(tmp_path):
         "repeated feature columns",
         "every row dropped, classes given",
         "the time column as the label",
+        "infinite time",
+        "-inf time in parquet",
+        "year-month times",
+        "month-year times",
     ],
 )
 def test_bad_input_is_a_clear_error_before_training(tmp_path, make, kw, fragments):

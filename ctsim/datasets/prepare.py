@@ -75,6 +75,12 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="a strftime format for text times not written year first: %%m/%%d/%%Y",
     )
+    table.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated, in label order: no,yes (default: the sorted distinct labels; a label in one "
+        "row only is refused as a typo unless listed)",
+    )
     table.add_argument("--missing", default="error", choices=["error", "drop", "fill"])
     for name in GENERATED:
         names.add_parser(name, help=f"{name} is generated from its config: nothing to prepare")
@@ -143,6 +149,7 @@ def _check_table(args: argparse.Namespace) -> int:
 
     slice_by = int(args.slice_by) if args.slice_by.isdigit() else args.slice_by
     features = args.feature_columns.split(",") if args.feature_columns else None
+    classes = args.classes.split(",") if args.classes else None
     try:
         table = Table(
             path=str(args.source),
@@ -151,6 +158,7 @@ def _check_table(args: argparse.Namespace) -> int:
             feature_columns=features,
             slice_by=slice_by,
             time_format=args.time_format,
+            classes=classes,
             missing=args.missing,
         )
         ConfigError.raise_all(table.path_problems())
@@ -159,13 +167,13 @@ def _check_table(args: argparse.Namespace) -> int:
         return 2
     samples = table.load()
     counts = samples.slice.bincount(minlength=len(samples.slice_labels)).tolist()
-    classes = samples.y.bincount(minlength=samples.num_classes).tolist()
+    per_class = samples.y.bincount(minlength=samples.num_classes).tolist()
     n = len(samples.y)
     print(
         f"table: {n:,} rows, {len(counts)} slices ({samples.slice_labels[0]} … {samples.slice_labels[-1]}), "
         f"{table.input_shape[0]} input features\n"
         f"  per slice: min {min(counts):,}, max {max(counts):,}\n"
-        f"  classes: {class_balance(dict(zip(table.class_names, classes)))}\n"
+        f"  classes: {class_balance(dict(zip(table.class_names, per_class)))}\n"
         "  tables are read directly on every run: nothing was written. Run it with:\n"
         f"  python -m ctsim dataset=table {override_text('dataset.path', str(args.source))} "
         f"{override_text('dataset.time_column', args.time_column)} "
@@ -173,6 +181,7 @@ def _check_table(args: argparse.Namespace) -> int:
         + (f" dataset.slice_by={slice_by}" if slice_by != "auto" else "")
         + (f" {override_text('dataset.feature_columns', features)}" if features else "")
         + (f" {override_text('dataset.time_format', args.time_format)}" if args.time_format else "")
+        + (f" {override_text('dataset.classes', classes)}" if classes else "")
         + (f" dataset.missing={args.missing}" if args.missing != "error" else "")
         + " model=mlp"
     )

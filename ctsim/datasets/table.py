@@ -4,7 +4,8 @@
 
 * **Time.** ``time_column`` holds dates or datetimes (parsed from text that starts with the year, as
   ISO 8601 does: in ``03/05/2021`` the order of day and month is a guess; for other text give
-  ``time_format``, a strftime format such as ``%m/%d/%Y``), or numbers. Rows are
+  ``time_format``, a strftime format such as ``%m/%d/%Y``; a month without a day, ``2021-01``, is refused
+  with the format that reads it, ``%Y-%m``), or finite numbers (``inf`` is refused with its row). Rows are
   sorted by it, stably (rows with equal times keep their order); a log line says so if the file was not
   sorted. A sample's time is in fractional years for dates (2021.5 is mid-2021), else the number itself.
 * **Slices.** ``slice_by`` is a calendar period (``1d``, ``1w``, ``1mo``, ``1q``, ``1y``, or a multiple
@@ -14,7 +15,8 @@
   than 1,000 distinct values (timestamps, fractional years) are refused with a hint to give a number of
   rows per slice or ``value``.
 * **Labels.** ``label_column``; the classes are ``classes`` if given (any other value is an error that
-  names its row), else the sorted distinct values. Without ``classes``, a value that only one row holds
+  names its row), else the sorted distinct values (sorted by value also where a parquet column is an
+  enum declared in another order). Without ``classes``, a value that only one row holds
   while another class has at least 10 rows is taken for a typo (one stray ``maybe`` in a yes/no column
   would otherwise make a third class) and refused with its row; to keep it as a class, list the classes
   (``dataset.classes=[maybe,no,yes]``).
@@ -53,6 +55,8 @@ MAX_AUTO_SLICES = 1000  # slice_by=auto on numbers: one slice per value up to th
 STRAY_AMONG = 10  # without classes, a label of one row is a typo where another class has this many rows
 LABEL_FORMAT = {"d": "%Y-%m-%d", "w": "%Y-%m-%d", "mo": "%Y-%m", "q": "%Y-%m", "y": "%Y"}
 MISSING = ("error", "drop", "fill")
+# a month without a day, year first (2021-01) or last (01/2021), and its strftime format given the separator
+MONTH_ONLY = ((re.compile(r"\d{4}([-/.])\d{2}"), "%Y{}%m"), (re.compile(r"\d{2}([-/.])\d{4}"), "%m{}%Y"))
 FIT_ROWS = 10  # fewer first-slice training rows than this: too few to scale the numbers by (a warning)
 
 
@@ -79,7 +83,8 @@ class Table:
         feature_columns: the input columns; None takes every other column.
         slice_by: a calendar period (``1mo``), ``value``, a number of rows per slice, or ``auto``: ``1mo``
             for dates, ``value`` for numbers.
-        classes: the class values, in label order; None takes the sorted distinct values.
+        classes: the class values, in label order; None takes the sorted distinct values in the file
+            (whatever the order of an enum column's categories).
         missing: what to do with missing feature values: ``error``, ``drop`` or ``fill``.
         max_categories: one-hot slots per text column (the most frequent values of the first slice's
             training rows), plus one for every other value.
@@ -310,7 +315,7 @@ class Table:
                     )
                 ]
         else:
-            classes = labels.unique().sort().to_list()
+            classes = sorted(labels.unique().to_list())  # by value: an enum's own order is not sorted
             if len(classes) < 2:
                 text = (
                     f"column {self.label_column!r} of {self.path}: expected at least 2 classes, "
@@ -376,9 +381,13 @@ class Table:
     def _times(self, frame: pl.DataFrame) -> tuple[pl.Series, list[Problem]]:
         col = frame[self.time_column]
         missing = _is_missing(col)
+        if col.dtype.is_float():  # inf would be a slice of its own, and a fractional year of inf
+            missing = missing | col.is_infinite()
         if bool(missing.any()):
-            row = int(frame.filter(missing)["_row"][0])
-            return col, [self._row_problem(row, f"a time in column {self.time_column!r}", "none")]
+            i = int(missing.arg_max())
+            found = "none" if col[i] is None else str(col[i])  # inf, -inf or nan
+            expected = f"a time in column {self.time_column!r}: a date or a finite number"
+            return col, [self._row_problem(int(frame["_row"][i]), expected, found)]
         if col.dtype == pl.String:
             col = col.str.strip_chars()
             expected = (
@@ -392,7 +401,7 @@ class Table:
                 year_first = col.str.contains(r"^\s*\d{4}[-/.]")
                 if not bool(year_first.all()):
                     i = int(year_first.not_().arg_max())
-                    return col, [self._row_problem(int(frame["_row"][i]), expected, repr(col[i]))]
+                    return col, [self._unparsed(frame, col, i, expected)]
             try:
                 parsed = col.str.to_datetime(self.time_format, strict=False)
             except pl.exceptions.PolarsError as e:  # no format polars knows fits, or a bad time_format
@@ -405,11 +414,10 @@ class Table:
                             f"a strftime format polars reads ({first})",
                         )
                     ]
-                return col, [self._row_problem(int(frame["_row"][0]), expected, repr(col[0]))]
+                return col, [self._unparsed(frame, col, 0, expected)]
             bad = parsed.is_null()
             if bool(bad.any()):
-                i = int(bad.arg_max())
-                return col, [self._row_problem(int(frame["_row"][i]), expected, repr(col[i]))]
+                return col, [self._unparsed(frame, col, int(bad.arg_max()), expected)]
             col = parsed
         elif self.time_format is not None:
             return col, [
@@ -450,6 +458,17 @@ class Table:
                 )
                 return col, [Problem("dataset.slice_by", self.slice_by, "", text=text)]
         return col, []
+
+    def _unparsed(self, frame: pl.DataFrame, col: pl.Series, i: int, expected: str) -> Problem:
+        """The problem of the text time in row ``i`` that does not parse; where the column holds months
+        without a day (``2021-01``), it names the ``time_format`` that reads them (``%Y-%m``)."""
+        month = _month_format(col, col[i])
+        if month is None:
+            return self._row_problem(int(frame["_row"][i]), expected, repr(col[i]))
+        if self.time_format is None:
+            expected = "a date or datetime with its day, such as 2021-03-01"
+        found = f"{col[i]!r}, a month without a day: give {override_text('dataset.time_format', month)}"
+        return self._row_problem(int(frame["_row"][i]), expected, found)
 
     def _slice_by(self, time: pl.Series) -> str | int:
         """``slice_by``, with ``auto`` made ``1mo`` for dates and ``value`` for numbers."""
@@ -552,6 +571,24 @@ def _label(value) -> str:
     if hasattr(value, "hour") and (value.hour, value.minute, value.second, value.microsecond) == (0, 0, 0, 0):
         return str(value.date())
     return str(value)
+
+
+def _month_format(values: pl.Series, value: str) -> str | None:
+    """The strftime format of ``value`` if it is a month without a day and that format reads every value.
+
+    >>> _month_format(pl.Series(["2021-01", "2021-02"]), "2021-01")
+    '%Y-%m'
+    >>> _month_format(pl.Series(["01/2021"]), "01/2021")
+    '%m/%Y'
+    >>> print(_month_format(pl.Series(["2021-01", "2021-03-01"]), "2021-01"))  # not every value is a month
+    None
+    """
+    for pattern, form in MONTH_ONLY:
+        match = pattern.fullmatch(value)
+        if match is not None:
+            fmt = form.format(match.group(1))
+            return fmt if values.str.to_datetime(fmt, strict=False).null_count() == 0 else None
+    return None
 
 
 def _is_parquet(path: Path) -> bool:
