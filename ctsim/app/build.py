@@ -46,7 +46,7 @@ from ctsim.app.compose import (
 from ctsim.app.hydra_internals import locate
 from ctsim.datasets.base import Dataset
 from ctsim.engine.base import Engine, TrainConfig, names_parameter
-from ctsim.models.base import ModelSpec, output_problem, unsaved_seeded_buffers
+from ctsim.models.base import ModelSpec, least_batch, output_problem, unsaved_seeded_buffers
 from ctsim.selection.base import selection_problems
 from ctsim.selection.downsample import RS2, ScoreDownsampler, downsampler_of
 from ctsim.simulation import Pipeline
@@ -286,6 +286,12 @@ def _model_problems(cfg: DictConfig, spec: ModelSpec, engine: Engine | None) -> 
     if wrong is not None:
         expected = f"a model whose forward gives logits (batch, classes): it {wrong}"
         problems.append(Problem("model", OmegaConf.select(cfg.model, "_target_"), expected))
+    if least_batch(spec) > 1 and OmegaConf.select(cfg, "train.batch_size") == 1:
+        expected = (
+            f"at least 2 for model {OmegaConf.select(cfg.model, '_target_')}: its training forward cannot "
+            "take a batch of one sample (batch statistics over (batch, features), e.g. BatchNorm1d)"
+        )
+        problems.append(Problem("train.batch_size", 1, expected))
     unsaved = unsaved_seeded_buffers(spec)
     if unsaved:
         expected = (

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 from ctsim.engine.inference import for_inference
 from ctsim.engine.optim import SGD, Adam
 from ctsim.engine.schedules import Constant, Schedule
-from ctsim.models.base import ModelSpec
+from ctsim.models.base import ModelSpec, least_batch
 from ctsim.validation import ConfigError, Problem, check, is_number, one_of, positive_int
 
 State = dict[str, torch.Tensor]
@@ -110,14 +110,34 @@ class BatchThenSample:
 
     score: str
     fraction: float
+    least: int = field(default=1, repr=False)  # the model's least_batch: keep at least this many
 
     def keep(self, size: int) -> int:
-        """Samples kept of a scored batch of ``size``.
+        """Samples kept of a scored batch of ``size`` (at least ``least`` of them, where it has them).
 
         >>> BatchThenSample("loss", 0.25).keep(64), BatchThenSample("loss", 0.25).keep(3)
         (16, 1)
+        >>> BatchThenSample("loss", 0.25, least=2).keep(3)
+        2
         """
-        return share(size, self.fraction)
+        return max(share(size, self.fraction), min(self.least, size))
+
+
+def batch_sizes(n: int, batch: int, least: int = 1) -> list[int]:
+    """One epoch's batch sizes over ``n`` samples: full batches of ``batch``, then the rest. A rest of
+    fewer than ``least`` samples joins the batch before it (a model with batch statistics cannot train
+    on one sample, :func:`~ctsim.models.base.least_batch`); an epoch of fewer than ``least`` samples
+    has no batch. Both engines cut their epochs so.
+
+    >>> batch_sizes(10, 4), batch_sizes(9, 4), batch_sizes(9, 4, least=2), batch_sizes(1, 4, least=2)
+    ([4, 4, 2], [4, 4, 1], [4, 5], [])
+    """
+    sizes = [min(batch, n - lo) for lo in range(0, n, batch)]
+    if sizes and sizes[-1] < least:
+        rest = sizes.pop()
+        if sizes:
+            sizes[-1] += rest
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -156,14 +176,33 @@ class TrainJob:
     batch_then_sample: BatchThenSample | None = None
     epoch_subset: EpochSubset | None = None
 
+    def __post_init__(self) -> None:
+        bts = self.batch_then_sample
+        if bts is not None and bts.least != self.least:  # keep a batch the model can train on
+            object.__setattr__(self, "batch_then_sample", replace(bts, least=self.least))
+
+    @property
+    def least(self) -> int:
+        """The fewest samples the model trains on in one step (:func:`~ctsim.models.base.least_batch`)."""
+        return 1 if self.model is None else least_batch(self.model)
+
     def epoch_size(self) -> int:
         """Samples drawn per epoch: every key, or RS2's subset."""
         n = len(self.keys)
         return n if self.epoch_subset is None else self.epoch_subset.size(n)
 
+    def epoch_batches(self) -> list[int]:
+        """Each epoch's batch sizes (:func:`batch_sizes`): ``batch_size`` samples, fewer at the end."""
+        return batch_sizes(self.epoch_size(), self.train.batch_size, self.least)
+
     def steps(self) -> int:
-        """Optimizer steps this job takes: ``epochs × ceil(epoch_size / batch_size)``."""
-        return self.train.epochs * -(-self.epoch_size() // self.train.batch_size)
+        """Optimizer steps this job takes: ``epochs × ceil(epoch_size / batch_size)`` (one fewer per
+        epoch where a one-sample last batch joins the one before)."""
+        return self.train.epochs * len(self.epoch_batches())
+
+    def widest_batch(self) -> int:
+        """The most samples one step draws: ``batch_size``, or a merged last batch above it."""
+        return max([self.train.batch_size, *self.epoch_batches()])
 
     def epoch_orders(self) -> list[torch.Tensor]:
         """Each epoch's positions in ``keys``, drawn from the job's own generator (seeded by ``seed``).
@@ -202,13 +241,12 @@ class TrainJob:
 
     def last_epoch_samples(self) -> int:
         """Samples trained in the last epoch (the reported loss is their mean)."""
-        per_epoch = -(-self.epoch_size() // self.train.batch_size)
+        per_epoch = len(self.epoch_batches())
         return sum(self.step_sizes()[-per_epoch:]) if per_epoch else 0
 
     def step_sizes(self) -> list[int]:
         """Samples trained at each step (after batch-then-sample's cut), in order."""
-        m, b = self.epoch_size(), self.train.batch_size
-        batches = [min(b, m - lo) for lo in range(0, m, b)] * self.train.epochs
+        batches = self.epoch_batches() * self.train.epochs
         keep = self.batch_then_sample.keep if self.batch_then_sample is not None else (lambda s: s)
         return [keep(s) for s in batches]
 

@@ -213,7 +213,7 @@ class BatchedEngine(EngineSettings):
         """Train one group (one architecture, optimizer kind and set of frozen parameters)."""
         vmapped = self.vmapped(jobs[0].model)
         per_call, width = 1, None
-        batch = max(job.train.batch_size for job in jobs)
+        batch = max(job.widest_batch() for job in jobs)
         if self.compile:  # buckets: a few graphs per architecture, whatever the sizes (module docstring)
             batch = bucket(batch)
         if vmapped:

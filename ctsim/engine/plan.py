@@ -3,7 +3,8 @@
 A job's batches depend on nothing the training computes: model ``m`` trains ``epochs × ceil(n / batch)``
 steps; in epoch ``e`` it walks through the ``e``-th order its own generator draws
 (:meth:`~ctsim.engine.base.TrainJob.epoch_orders`, which the sequential engine reads too), ``batch``
-keys a step, fewer at the end of an epoch. So the batched engine plans every step at the start and
+keys a step, fewer at the end of an epoch (a model that cannot train on one sample merges a
+one-sample rest into the batch before: :func:`~ctsim.engine.base.batch_sizes`). So the batched engine plans every step at the start and
 uploads the plan to the device once: during training it only slices the plan, and never waits for the
 device to decide what comes next. (With batch-then-sample, which of a step's keys are trained on
 depends on the model: the device decides that within the step.)
@@ -172,16 +173,20 @@ def split_calls(jobs: Sequence[TrainJob]) -> float:
 
 def _steps(jobs: Sequence[TrainJob]):
     """Step indices ``(T, 1)``, each model's batch size ``(T, M)`` at each step (0: no step), where the
-    batch starts in its order, its epochs, steps per epoch and steps."""
-    n = np.array([j.epoch_size() for j in jobs], dtype=np.int64)
-    batch = np.array([j.train.batch_size for j in jobs], dtype=np.int64)
+    batch starts in its order, its epochs, steps per epoch and steps (batches as
+    :meth:`~ctsim.engine.base.TrainJob.epoch_batches` cuts them)."""
+    batches = [j.epoch_batches() for j in jobs]
     epochs = np.array([j.train.epochs for j in jobs], dtype=np.int64)
-    per_epoch = np.maximum(-(-n // batch), 1)
-    total = np.where(n > 0, per_epoch * epochs, 0)
+    per_epoch = np.array([max(len(b), 1) for b in batches], dtype=np.int64)
+    total = np.array([len(b) * j.train.epochs for b, j in zip(batches, jobs)], dtype=np.int64)
     t = np.arange(int(total.max(initial=0)))[:, None]
-    within = t % per_epoch
-    sizes = np.where(t < total, np.minimum(batch, n - within * batch), 0)  # (T, M)
-    starts = (t // per_epoch) * n + within * batch  # position in the model's flat order
+    sizes = np.zeros((len(t), len(jobs)), dtype=np.int64)
+    starts = np.zeros_like(sizes)  # position in the model's flat order (its epochs' orders, concatenated)
+    for m, (b, job) in enumerate(zip(batches, jobs)):
+        if b:
+            steps = np.tile(np.asarray(b, dtype=np.int64), job.train.epochs)
+            sizes[: len(steps), m] = steps
+            starts[: len(steps), m] = np.cumsum(steps) - steps
     return t, sizes, starts, epochs, per_epoch, total
 
 

@@ -9,6 +9,7 @@ reference keeps it off.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -64,16 +65,16 @@ class SequentialEngine(EngineSettings):
         model = model.to(self.device, memory_format=fmt).train()
         optimizer = job.optimizer.torch(p for p in model.parameters() if p.requires_grad)
         weights = None if job.weights is None else job.weights.to(self.device, self.dtype)
-        batch_size, epochs, total = job.train.batch_size, job.train.epochs, job.steps()
+        batches, epochs, total = job.epoch_batches(), job.train.epochs, job.steps()
         steps = samples = scored = 0
         last_epoch_loss, status = 0.0, "ok"
         with global_rng(job.seed, self.device):  # for a model that draws random numbers in its forward
             for epoch, perm in enumerate(job.epoch_orders()):
-                for lo in range(0, len(perm), batch_size):
+                for lo, size in zip(itertools.accumulate(batches, initial=0), batches):
                     for group in optimizer.param_groups:
                         group["lr"] = job.optimizer.lr * job.schedule.factor(epoch, steps, total)
                     saved = {k: v.clone() for k, v in model.state_dict().items()}  # the last finite state
-                    idx = perm[lo : lo + batch_size]
+                    idx = perm[lo : lo + size]
                     drawn = len(idx)
                     if job.batch_then_sample is not None:
                         idx = idx[self._kept(model, job, idx, x, y, fmt)]

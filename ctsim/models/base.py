@@ -86,6 +86,37 @@ def unsaved_seeded_buffers(spec: ModelSpec) -> list[str]:
     ]
 
 
+_LEAST: dict[str, int] = {}
+
+
+def least_batch(spec: ModelSpec) -> int:
+    """The fewest samples a training batch of this model may hold: 2 for a model whose training
+    forward cannot take a single sample, else 1. A BatchNorm over ``(batch, features)`` is such a
+    layer: torch refuses to take batch statistics of one value per channel. Found by one training
+    forward on a batch of one (zeros: only the shapes matter), once per architecture; the engines then
+    merge an epoch's one-sample last batch into the batch before it
+    (:func:`~ctsim.engine.base.batch_sizes`).
+
+    >>> bn = lambda input_shape, num_classes: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    >>> least_batch(ModelSpec(bn, (3,), 4)), least_batch(ModelSpec(lambda **_: nn.Linear(3, 2), (3,), 2))
+    (2, 1)
+    """
+    if spec.key not in _LEAST:
+        model = spec.build(seed=0).train()
+        least = 1
+        with torch.no_grad():
+            try:
+                model(torch.zeros(1, *spec.input_shape))
+            except Exception:
+                try:
+                    model(torch.zeros(2, *spec.input_shape))
+                    least = 2
+                except Exception:  # no batch size works: output_problem names what is wrong
+                    pass
+        _LEAST[spec.key] = least
+    return _LEAST[spec.key]
+
+
 def output_problem(spec: ModelSpec) -> str | None:
     """What keeps a model's forward from giving logits ``(batch, classes)`` on a batch of the dataset's
     inputs (zeros: only the shapes matter), or None: a model that cannot take the inputs, or gives
