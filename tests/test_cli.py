@@ -152,6 +152,10 @@ BAD_INPUTS = {
         ["dataset=sea", "model=bow"],
         "model='ctsim.models.BagOfWords': expected a model that takes numbers",
     ),
+    "embeddings of a model without embed": (  # once refused mid-run, in the run folder
+        ["dataset=sea", "model._target_=tests.test_signal_needs.Plain", "~model.hidden", "trigger=drift"],
+        "trigger.encoder: asks for the active model's embeddings, which model tests.test_signal_needs.Plain",
+    ),
     "cnn channels": (["model.channels=0"], "model.channels=0: expected an integer ≥ 1"),
     "device": (["device=gpu"], "device='gpu': expected one of ['auto', 'cpu', 'cuda']"),
     "no seeds": (["population.seeds=[]"], "population.seeds=[]: expected a non-empty list"),

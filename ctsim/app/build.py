@@ -46,12 +46,13 @@ from ctsim.app.compose import (
 from ctsim.app.hydra_internals import locate
 from ctsim.datasets.base import Dataset
 from ctsim.engine.base import Engine, TrainConfig, names_parameter
+from ctsim.engine.signals import EMBEDS, embeds
 from ctsim.models.base import ModelSpec, least_batch, output_problem, unsaved_seeded_buffers
 from ctsim.selection.base import selection_problems
 from ctsim.selection.downsample import RS2, ScoreDownsampler, downsampler_of
 from ctsim.simulation import Pipeline
 from ctsim.stream import StreamSpec
-from ctsim.triggers.base import trigger_problems
+from ctsim.triggers.base import signal_needs_of, trigger_problems
 from ctsim.validation import ConfigError, Problem, check, first_line
 
 # Each policy group's contract (ctsim.triggers.base, ctsim.selection.base): its class is checked
@@ -244,6 +245,7 @@ def _parts(cfg: DictConfig, dataset: Dataset | None, problems: list[Problem]) ->
             if parts["train"] is not None:
                 problems += _freeze_problems(parts["train"], built)
             problems += _downsample_problems(parts["selection"], parts["train"], built)
+            problems += _signal_problems(parts["trigger"], built, OmegaConf.select(cfg.model, "_target_"))
     return parts
 
 
@@ -358,6 +360,21 @@ def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch
             )
         )
     return [p for p in found if p is not None]
+
+
+def _signal_problems(trigger: Any, model: torch.nn.Module, target: str) -> list[Problem]:
+    """The trigger's settings that ask for embeddings (as it declares them, ``signal_needs``), where
+    the model has no ``embed`` and ``head`` to give them: refused now rather than at the first request,
+    mid-run. Logits, predictions and losses every model gives. (A downsampler's scores are checked by
+    :func:`_downsample_problems`.)"""
+    if trigger is None or embeds(model):
+        return []
+    text = f"asks for the active model's embeddings, which model {target} cannot give: expected {EMBEDS}"
+    return [
+        Problem(f"trigger.{key}", None, "", text=text)
+        for key, needs in signal_needs_of(trigger).items()
+        if "embeddings" in needs
+    ]
 
 
 def _attribute(variant: Variant, found: list[Problem], problems: list[Problem]) -> None:

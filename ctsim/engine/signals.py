@@ -11,7 +11,10 @@ one runs them one after another. Both give, per request, a dict of tensors on th
 * ``predictions`` ``(n,)``: the argmax of the logits;
 * ``loss`` ``(n,)``: each sample's cross-entropy (needs the labels).
 
-One forward pass gives all of them: ``embed``, then ``head`` on its output.
+One forward pass gives all of them: ``embed``, then ``head`` on its output. A model without ``embed``
+and ``head`` (a plain ``nn.Sequential``, say) gives the logits, predictions and losses from its
+forward alone; only ``embeddings`` need the two (:func:`embeds`), and a run whose policies declare
+that they ask for them refuses such a model at start-up (:mod:`ctsim.app.build`).
 """
 
 from __future__ import annotations
@@ -27,25 +30,49 @@ from ctsim.engine.base import SignalRequest, check_state
 from ctsim.engine.stack import aliases
 from ctsim.validation import ConfigError, Problem
 
+EMBEDS = 'a model with embed(x) and head(embedding) (see docs/extending.md, "A model")'
+
+
+def embeds(net: nn.Module) -> bool:
+    """Whether ``net`` gives embeddings: an ``embed(x)`` method and a ``head`` module that reads them.
+
+    >>> from ctsim.models import MLP
+    >>> embeds(MLP((2,), num_classes=3, hidden=[5])), embeds(nn.Sequential(nn.Linear(2, 3)))
+    (True, False)
+    """
+    return callable(getattr(net, "embed", None)) and isinstance(getattr(net, "head", None), nn.Module)
+
+
+def no_embeddings(model: str) -> ConfigError:
+    """The error for an embeddings request to a model without ``embed`` and ``head``: a policy that does
+    not declare its signals (:mod:`ctsim.app.build` refuses the ones that do at start-up)."""
+    text = f"{model} has no embed(x) and head, and a policy asks for its embeddings: it needs {EMBEDS}"
+    return ConfigError([Problem("model", model, "", text=text)])
+
 
 class Outputs(nn.Module):
-    """A model's embeddings and logits from one forward pass: ``embed``, then ``head``.
+    """A model's embeddings and logits from one forward pass: ``embed``, then ``head``. A model without
+    them gives its forward's logits and no embeddings (an ``(n, 0)`` tensor: a tensor, so that ``vmap``
+    and ``torch.cat`` take it as they take real ones).
 
     >>> from ctsim.models import MLP
     >>> emb, logits = Outputs(MLP((1, 2, 2), num_classes=3, hidden=[5]))(torch.zeros(4, 1, 2, 2))
     >>> tuple(emb.shape), tuple(logits.shape)
     ((4, 5), (4, 3))
+    >>> emb, logits = Outputs(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)))(torch.zeros(4, 1, 2, 2))
+    >>> tuple(emb.shape), tuple(logits.shape)
+    ((4, 0), (4, 3))
     """
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        if not (callable(getattr(net, "embed", None)) and isinstance(getattr(net, "head", None), nn.Module)):
-            raise ConfigError(
-                [Problem("model", type(net).__name__, "a model with embed(x) and a head module, for signals")]
-            )
         self.net = net
+        self.embeds = embeds(net)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.embeds:
+            logits = self.net(x)
+            return logits[..., :0], logits
         emb = self.net.embed(x)
         return emb, self.net.head(emb)
 
@@ -68,6 +95,8 @@ def finish_stacked(
     ([['loss'], ['embeddings', 'predictions']], torch.Size([3]))
     """
     wanted = set().union(*needs) if needs else set()
+    if "embeddings" in wanted and emb.shape[-1] == 0:  # Outputs of a model without embed and head
+        raise no_embeddings("the model")
     predictions = logits.argmax(-1) if "predictions" in wanted else None
     losses = None
     if "loss" in wanted:
@@ -124,6 +153,8 @@ def one_by_one(
     (``load_state_dict``), as ``functional_call`` takes one value per tied tensor.
     """
     outputs = Outputs(net)
+    if not outputs.embeds and any("embeddings" in r.needs for r in requests):
+        raise no_embeddings(type(net).__name__)
     device, dtype = next(net.parameters()).device, next(net.parameters()).dtype
     own = net.state_dict()
     shapes = {k: v.shape for k, v in own.items()}

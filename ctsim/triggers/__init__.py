@@ -5,6 +5,7 @@ from ctsim.triggers.amount import AmountTrigger
 from ctsim.triggers.base import (
     ChecksStream,
     DecidesTogether,
+    DeclaresSignals,
     Trigger,
     TriggerContext,
     Want,
@@ -24,6 +25,7 @@ __all__ = [
     "ChecksStream",
     "CostTrigger",
     "DecidesTogether",
+    "DeclaresSignals",
     "DriftTrigger",
     "EnsembleTrigger",
     "NeverTrigger",

@@ -9,6 +9,8 @@ hooks are declared as protocols of their own; a trigger has one by defining the 
 to inherit):
 
 * :class:`WantsSignals`, ``wants(ctx)``: the model signals it needs before deciding (below);
+* :class:`DeclaresSignals`, ``signal_needs()``: the signals its wants may ask for, by the setting that
+  asks, checked against the model at start-up (below);
 * :class:`ChecksStream`, ``problems(stream)``: what in its settings the stream cannot serve (a window
   larger than the stream), checked once the data is loaded, before any training;
 * :class:`DecidesTogether`, a static ``observe_many(triggers, contexts)``: every trigger of the class
@@ -25,6 +27,11 @@ decision point and asks the engine once (:func:`gather`); the batched engine run
 the same rows (the arrival batch) as one ``vmap`` pass. The answers come back in ``ctx.signals``
 under the same names. Triggers that want nothing cost nothing: no forward pass at all. Before the
 first generation there is no active model, and its wants are left out of ``ctx.signals``.
+
+Every model gives logits, predictions and losses; only ``embeddings`` need a model with ``embed`` and
+``head`` (:func:`~ctsim.engine.signals.embeds`). A trigger whose wants may ask for them declares so in
+``signal_needs()`` (the drift trigger on the model's embeddings: ``{"encoder": {"embeddings"}}``), and a
+run refuses a model without them at start-up, naming that setting, instead of at the first request.
 """
 
 from __future__ import annotations
@@ -112,6 +119,16 @@ class WantsSignals(Protocol):
 
 
 @runtime_checkable
+class DeclaresSignals(Protocol):
+    """Optional: a trigger that says, before any run, which model signals its wants may ask for."""
+
+    @abstractmethod
+    def signal_needs(self) -> Mapping[str, frozenset[str]]:
+        """The signals its wants may ask for, by the setting that asks (checked against the model)."""
+        ...
+
+
+@runtime_checkable
 class ChecksStream(Protocol):
     """Optional: a trigger whose settings a stream may not serve (a window larger than the stream)."""
 
@@ -132,7 +149,7 @@ class DecidesTogether(Protocol):
         ...
 
 
-OPTIONAL_HOOKS = (WantsSignals, ChecksStream, DecidesTogether)
+OPTIONAL_HOOKS = (WantsSignals, DeclaresSignals, ChecksStream, DecidesTogether)
 
 
 def trigger_problems(cls: type, key: str = "trigger._target_") -> list[Problem]:
@@ -155,6 +172,18 @@ def _offers(cls: type, hook: type) -> bool:
 def wants_of(trigger: Trigger, ctx: TriggerContext) -> dict[str, Want]:
     """The trigger's wants at ``ctx``: none if it does not declare :class:`WantsSignals`."""
     return dict(trigger.wants(ctx)) if _offers(type(trigger), WantsSignals) else {}
+
+
+def signal_needs_of(trigger: Trigger) -> dict[str, frozenset[str]]:
+    """The signals the trigger's wants may ask for, by setting: none if it does not declare
+    :class:`DeclaresSignals`.
+
+    >>> from ctsim.triggers import DriftTrigger
+    >>> from ctsim.triggers.encoders import RawFeatures
+    >>> signal_needs_of(DriftTrigger()), signal_needs_of(DriftTrigger(encoder=RawFeatures()))
+    ({'encoder': frozenset({'embeddings'})}, {})
+    """
+    return dict(trigger.signal_needs()) if _offers(type(trigger), DeclaresSignals) else {}
 
 
 def gather(

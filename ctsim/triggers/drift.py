@@ -218,6 +218,9 @@ class DriftTrigger:
         self.distances: list[tuple[int, float, float | None, bool]] = []  # batch, distance, p, fired
 
     # -- what the engine should compute -------------------------------------------------------------
+    def signal_needs(self) -> dict[str, frozenset[str]]:
+        return {"encoder": EMBEDDINGS} if self._uses_model else {}
+
     def wants(self, ctx: TriggerContext) -> dict[str, Want]:
         if not self._uses_model or ctx.active is None:
             return {}

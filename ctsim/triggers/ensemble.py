@@ -12,7 +12,15 @@ from dataclasses import replace
 from typing import Literal
 
 from ctsim.stream import Stream
-from ctsim.triggers.base import Trigger, TriggerContext, Want, problems_of, trigger_problems, wants_of
+from ctsim.triggers.base import (
+    Trigger,
+    TriggerContext,
+    Want,
+    problems_of,
+    signal_needs_of,
+    trigger_problems,
+    wants_of,
+)
 from ctsim.validation import ConfigError, Problem, check, is_int, one_of
 
 MODES = ("any", "all", "majority", "at_least")
@@ -62,6 +70,13 @@ class EnsembleTrigger:
     def needed(self) -> int:
         n = len(self.members)
         return {"any": 1, "all": n, "majority": n // 2 + 1, "at_least": self.at_least or 1}[self.mode]
+
+    def signal_needs(self) -> dict[str, frozenset[str]]:
+        return {
+            f"members.{name}.{key}": needs
+            for name, member in self.members.items()
+            for key, needs in signal_needs_of(member).items()
+        }
 
     def wants(self, ctx: TriggerContext) -> dict[str, Want]:
         return {
