@@ -87,6 +87,27 @@ def test_a_run_on_a_table_with_an_infinite_time_stops_before_any_work(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("missing", ["error", "drop", "fill"])
+def test_an_infinite_feature_is_refused_whatever_missing_says(tmp_path, missing):
+    """inf is not a missing value: ``drop`` and ``fill`` used to keep it, and the first slice's scaling
+    turned the whole column into NaN, which trained to a loss of NaN."""
+    f1 = frame()["f1"].scatter(40, float("inf"))
+    path = write(frame().with_columns(f1=f1), tmp_path / "t.csv")
+    with pytest.raises(ConfigError) as e:
+        table(path, missing=missing).load()
+    assert "row 40 (line 42 of the CSV): expected a finite number in feature column 'f1', found inf" in str(
+        e.value
+    )
+
+
+def test_an_infinite_number_label_is_refused_rather_than_made_a_class(tmp_path):
+    labels = pl.Series([float(i % 2) for i in range(360)]).scatter(7, float("-inf"))
+    path = write(frame().with_columns(churn=labels), tmp_path / "t.parquet")
+    with pytest.raises(ConfigError) as e:
+        table(path).load()
+    assert "t.parquet: row 7: expected a finite number in label column 'churn', found -inf" in str(e.value)
+
+
 def test_prepare_table_takes_classes_and_prints_them_in_the_command(tmp_path, capsys):
     """``--classes yes,no`` (not the sorted order) is checked and printed, and the printed command builds a
     dataset with these classes in this order."""

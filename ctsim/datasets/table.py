@@ -30,7 +30,8 @@
   neither test rows nor any later row changes how a sample is encoded.
 * **Missing values** (null or NaN) in features: ``missing=error`` (default) names the column and the
   row; ``drop`` leaves those rows out; ``fill`` encodes a missing number as the first slice's mean (0 once
-  standardised) and a missing category as "other". A missing time or label is always an error.
+  standardised) and a missing category as "other". A missing time or label is always an error, and so
+  is ``inf`` in a number feature or the label (not missing: it would scale the column to NaN).
 """
 
 from __future__ import annotations
@@ -296,6 +297,9 @@ class Table:
         frame, problems = self._missing(frame, numeric + categorical)
         if problems:
             return problems
+        infinite = self._infinite(frame, [*numeric, self.label_column])
+        if infinite:
+            return infinite
         if frame.height == 0:  # with dataset.classes too: the checks below would pass an empty table
             text = f"{self.path}: expected rows with every feature value, no rows are left (missing=drop)"
             return [Problem("dataset.missing", self.missing, "", text=text)]
@@ -502,6 +506,24 @@ class Table:
             f"a missing value ({rows.height} rows have one)",
         )
         return frame, [problem]
+
+    def _infinite(self, frame: pl.DataFrame, columns: list[str]) -> list[Problem]:
+        """An infinite number in a number feature or the label: not missing (``missing`` does not drop
+        or fill it), and it would make the first slice's scaling, or a class, of ``inf``."""
+        for c in columns:
+            if frame.schema[c].is_float():
+                bad = frame[c].is_infinite()
+                if bool(bad.any()):
+                    i = int(bad.arg_max())
+                    what = "label" if c == self.label_column else "feature"
+                    return [
+                        self._row_problem(
+                            int(frame["_row"][i]),
+                            f"a finite number in {what} column {c!r}",
+                            repr(frame[c][i]),
+                        )
+                    ]
+        return []
 
     def _slices(self, frame: pl.DataFrame, slice_by: str | int) -> tuple[torch.Tensor, list[str]]:
         n = frame.height
