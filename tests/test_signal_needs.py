@@ -69,7 +69,7 @@ def test_embeddings_asked_of_a_model_without_embed_are_a_clear_error(engine):
     """A trigger of a user's that asks for embeddings without declaring them (so start-up cannot tell)."""
     plain, _ = _specs()
     request = SignalRequest(plain, plain.build(dtype=torch.float64).state_dict(), frozenset({"embeddings"}))
-    asks = r"has no embed\(x\) and head, and a policy asks for its embeddings: it needs a model with embed"
+    asks = r"Plain has no embed\(x\) and head, and a policy asks for its embeddings: it needs a model"
     with pytest.raises(ConfigError, match=asks):
         ENGINES[engine]().signals([request], torch.zeros(4, 3, dtype=torch.float64))
 

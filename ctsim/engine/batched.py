@@ -91,7 +91,7 @@ from ctsim.engine.memory import MemoryPlanner, budget_problem
 from ctsim.engine.optim import SGD
 from ctsim.engine.plan import Call, StepPlan, bucket, floor_bucket, is_ragged, split_calls
 from ctsim.engine.scores import score, top
-from ctsim.engine.signals import Outputs, finish_stacked, one_by_one
+from ctsim.engine.signals import Outputs, finish_stacked, no_embeddings, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.engine.stack import (
     Losses,
@@ -536,6 +536,8 @@ class BatchedEngine(EngineSettings):
         for i, r in enumerate(requests):
             check_state(net, r.state, f"the state of signal request {i}")
         outputs = Outputs(net)
+        if not outputs.embeds and any("embeddings" in r.needs for r in requests):
+            raise no_embeddings(type(net).__name__)
         persistent = set(net.state_dict())
         shared = {f"net.{k}": v for k, v in net.named_buffers() if k not in persistent}
 
