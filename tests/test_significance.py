@@ -5,6 +5,8 @@ with ``ctsim compare`` (its ``main``)."""
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 
 import polars as pl
@@ -194,3 +196,76 @@ def test_a_bad_alpha_is_refused_before_anything_is_written(tmp_path, capsys):
     assert main([str(tmp_path / "run"), "--out", str(tmp_path / "c"), "--alpha", "1.5"]) == 2
     assert "--alpha 1.5: expected a number between 0 and 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def _interval_cells(md: str, html: str, console: str) -> dict[str, list[tuple[float, float]]]:
+    """Each pipeline's 95% interval as compare.md, report.html and the console show it."""
+    shown: dict[str, list[tuple[float, float]]] = {}
+    bounds = r"(-?\d+\.\d+) – (-?\d+\.\d+)"
+    head = next(line for line in md.splitlines() if line.startswith("| pipeline |"))
+    column = [c.strip() for c in head.split("|")].index("95% CI")
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if line.startswith("| ") and (m := re.fullmatch(bounds, cells[column])):
+            shown.setdefault(cells[1], []).append((float(m[1]), float(m[2])))
+    for row in re.findall(r"<tr(?: class=\"best-group\")?>(.*?)</tr>", html):
+        tds = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        if len(tds) > 3 and (m := re.fullmatch(bounds, tds[3])):
+            shown.setdefault(tds[0], []).append((float(m[1]), float(m[2])))
+    for m in re.finditer(r"group \S+\s+(\S+)\s+seeds \d+\s+accuracy \S+ \[" + bounds + r"\]", console):
+        shown.setdefault(m[1], []).append((float(m[2]), float(m[3])))
+    return shown
+
+
+def test_two_seeds_far_apart_show_their_interval_within_0_and_1_and_say_it_tells_nothing(tmp_path, capsys):
+    """``wide`` has two seeds 0.2 apart: its 95% t interval (1 degree of freedom, the mean ± 12.7
+    standard errors) runs from below 0 to above 1. compare.md, report.html and the console show it cut
+    to [0, 1] and name it as an interval that tells nothing; compare.parquet keeps the t interval, and
+    the groups and p-values are the paired tests', worked out here by hand."""
+    from scipy import stats
+
+    from ctsim.reports.plots import _interval
+
+    g = torch.Generator().manual_seed(0)
+    wide = torch.cat([accuracies(g, 0.95, 1, 0.0, 0.02), accuracies(g, 0.75, 1, 0.0, 0.02)])
+    pipelines = {"wide": wide, "steady": accuracies(g, 0.6, 2, 0.0, 0.02)}
+    pipelines["three"] = accuracies(g, 0.6, 3, 0.0, 0.02)  # 3 seeds: an interval that informs
+    table, md, console = compared(tmp_path, pipelines, capsys)
+    html = (tmp_path / "comparison" / "report.html").read_text()
+    rows = {r["pipeline"]: r for r in table.iter_rows(named=True)}
+
+    # compare.parquet: the statistics as computed, the t interval whole
+    composite = wide[:, 1:].mean(1).tolist()
+    mean, sd = sum(composite) / 2, abs(composite[0] - composite[1]) / math.sqrt(2)
+    half = stats.t.ppf(0.975, 1) * sd / math.sqrt(2)
+    assert rows["wide"]["accuracy"] == pytest.approx(mean, abs=1e-12)
+    assert rows["wide"]["accuracy_sd"] == pytest.approx(sd, abs=1e-12)
+    assert rows["wide"]["ci_low"] == pytest.approx(mean - half, abs=1e-12) and mean - half < 0
+    assert rows["wide"]["ci_high"] == pytest.approx(mean + half, abs=1e-12) and mean + half > 1
+    # the verdicts: Wilcoxon over the slices of the 2 shared seeds against the best, Holm-corrected
+    best = wide[:, 1:].mean(0)
+    raw = {
+        p: stats.wilcoxon((best - pipelines[p][:2, 1:].mean(0)).tolist()).pvalue for p in ("steady", "three")
+    }
+    assert rows["wide"]["test"] == "best" and rows["wide"]["group"] == 1
+    for p, adjusted in zip(raw, holm(list(raw.values()))):
+        assert rows[p]["p_vs_best"] == pytest.approx(adjusted, rel=1e-9)
+        assert rows[p]["group"] == (1 if adjusted > 0.05 else 2)
+        assert rows[p]["test"] == f"Wilcoxon, {SLICES - 1} slices × 2 seed(s)"
+
+    # what a user reads: every interval within [0, 1], the wide one cut at both ends, in all three places
+    shown = _interval_cells(md, html, console)
+    assert sorted(shown) == ["steady", "three", "wide"] and all(len(v) == 3 for v in shown.values())
+    assert all(0 <= low <= high <= 1 for v in shown.values() for low, high in v)
+    assert shown["wide"] == [(0.0, 1.0)] * 3
+    for p in ("steady", "three"):  # inside [0, 1]: shown as computed
+        assert shown[p] == [(round(rows[p]["ci_low"], 4), round(rows[p]["ci_high"], 4))] * 3
+    below, above = _interval(table)  # the error bars of accuracy_triggers.png and pareto.png
+    for row, down, up in zip(table.iter_rows(named=True), below, above):
+        assert row["accuracy"] - down >= 0 and row["accuracy"] + up <= 1
+    assert (below[0], above[0]) == pytest.approx((mean, 1 - mean))  # wide: cut at both ends
+    # and said plainly: the 2-seed intervals tell nothing, the one with 3 seeds is not named
+    for text in (md, html, console):
+        said = next(line for line in text.splitlines() if "Intervals that tell nothing" in line)
+        assert "wide (2 seeds; its t interval" in said and "steady (2 seeds)" in said
+        assert "three" not in said

@@ -67,16 +67,40 @@ def run_record(run_dir: Path) -> dict:
 
 def changes(run_dir: Path, record: dict, plan) -> list[str]:
     """What differs between the run as recorded and as it would run today: code files and config keys."""
-    now = provenance.code_files()
-    saved = record.get("code_files", {})
+    return code_changes(record) + config_changes(record, plan)
+
+
+def code_changes(record: dict) -> list[str]:
+    """The code files that differ from the run's: ctsim's, and the user's own modules its config names
+    (``my_net.py``, shown by its full path; a run recorded before ctsim hashed them has none to compare).
+    Called in the run's working folder, before the run is built: an edited module may no longer build."""
+    found = _differ(record.get("code_files", {}), provenance.code_files())
+    saved = record.get("user_files")
+    if saved is not None:
+        found += _differ(saved, provenance.user_files(record["config"], Path.cwd()), Path.cwd())
+    return found
+
+
+def config_changes(record: dict, plan) -> list[str]:
+    """The resolved config keys of the run and its variants that differ from the run's."""
+    return [f"config {d}" for d in provenance.differences(record["config"], plan.config)]
+
+
+def _differ(saved: dict[str, str], now: dict[str, str], folder: Path | None = None) -> list[str]:
+    """``code PATH: changed`` (or added, removed) for each file whose hash differs; a path relative to
+    ``folder`` is shown in it.
+
+    >>> _differ({"a.py": "1", "b.py": "2"}, {"a.py": "1", "b.py": "3", "c.py": "4"})
+    ['code b.py: changed', 'code c.py: added']
+    >>> _differ({"my_net.py": "1"}, {}, Path("/home/me"))
+    ['code /home/me/my_net.py: removed']
+    """
     how = {True: "changed", False: "added"}
-    found = [
-        f"code {path}: {how[path in saved] if path in now else 'removed'}"
+    return [
+        f"code {folder / path if folder else path}: {how[path in saved] if path in now else 'removed'}"
         for path in sorted(set(saved) | set(now))
         if saved.get(path) != now.get(path)
     ]
-    found += [f"config {d}" for d in provenance.differences(record["config"], plan.config)]
-    return found
 
 
 @contextlib.contextmanager
@@ -124,8 +148,10 @@ def resume(run_dir: str | Path, echo: bool = True):
     if why is not None:
         raise ResumeError(f"{run_dir}: a resume writes into the run folder, but {why}")
     with working_folder(record.get("cwd")):
-        plan = load_plan(run_dir, record)
-        found = changes(run_dir, record, plan)
+        found = code_changes(record)  # first: a user's module that was edited may no longer build
+        if not found:
+            plan = load_plan(run_dir, record)
+            found = config_changes(record, plan)
         if found:
             raise ResumeError(
                 f"{run_dir} was made by other code or config, so a resume would not give its results:\n  "

@@ -2,6 +2,7 @@
 
 These fields go into the run's ``status.json`` (its row of the ``runs`` table). A resume compares the
 config, the code and the data with them and refuses a run whose inputs changed, naming what differs.
+The code is ctsim's files and the user's own modules that the config's ``_target_`` names.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import hashlib
 import json
 import platform
 import subprocess
-from collections.abc import Mapping
+import sysconfig
+from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -38,6 +40,69 @@ def code_files() -> dict[str, str]:
     """SHA-256 (16 hex digits) of every source file of the ctsim package, by path (read once per
     process: the code a process runs does not change under it)."""
     return dict(_code_files())
+
+
+def user_files(config: Mapping, folder: str | Path | None = None) -> dict[str, str]:
+    """SHA-256 (16 hex digits) of the user's own modules that ``config`` names with a ``_target_``
+    (``model._target_: my_net.Net``), by path: relative to ``folder`` (the run's working folder; default
+    this process's) where they lie in it.
+
+    A module is found as an import would find it on ``sys.path`` (which holds the working folder), but
+    not run; it is the user's unless it is ctsim's, the standard library's or an installed package's
+    (versions record those). Only the module that defines the target is hashed, not what it imports.
+    """
+    root = Path(folder or Path.cwd()).resolve()
+    found = {}
+    for target in sorted(set(_targets(config))):
+        path = _module_file(target)
+        if path is not None and _is_users(path):
+            name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return found
+
+
+def _targets(node: object) -> Iterator[str]:
+    """Every ``_target_`` string in a nested config.
+
+    >>> sorted(_targets({"model": {"_target_": "my_net.Net"}, "x": [{"_target_": "a.B", "k": 1}]}))
+    ['a.B', 'my_net.Net']
+    """
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "_target_" and isinstance(value, str):
+                yield value
+            else:
+                yield from _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _targets(value)
+
+
+def _module_file(target: str) -> Path | None:
+    """The source file of the innermost module in ``target`` (``pkg.nets.Net`` → ``pkg/nets.py``), found
+    on ``sys.path`` without importing anything; None where it is not a file (a built-in module)."""
+    from importlib.machinery import PathFinder
+
+    names, search, origin = target.split("."), None, None
+    for i in range(len(names)):
+        spec = PathFinder.find_spec(".".join(names[: i + 1]), search)
+        if spec is None:  # an attribute of the module found last (Net), or nothing importable
+            break
+        if spec.has_location and spec.origin:
+            origin = spec.origin
+        search = spec.submodule_search_locations
+        if search is None:  # a module, not a package: what follows are its attributes
+            break
+    return Path(origin).resolve() if origin else None
+
+
+def _is_users(path: Path) -> bool:
+    """Whether a module's file is the user's own: not ctsim's, the standard library's or installed."""
+    if path.is_relative_to(PACKAGE) or {"site-packages", "dist-packages"} & set(path.parts):
+        return False
+    return not any(
+        path.is_relative_to(Path(sysconfig.get_path(k)).resolve()) for k in ("stdlib", "platstdlib")
+    )
 
 
 def code_hash(files: Mapping[str, str]) -> str:
@@ -104,6 +169,7 @@ def record(
         "config_hash": config_hash(config),
         "code_hash": code_hash(files),
         "code_files": files,
+        "user_files": user_files(config),  # the user's own modules its _target_s name (my_net.py)
         "git_commit": commit,
         "git_dirty": dirty,
         **versions(),

@@ -15,13 +15,15 @@ pipeline and every pipeline a paired test cannot tell from it, Holm-corrected at
 which pipelines those are, and name every pipeline whose accuracy covers fewer slices than the others.
 
 Per pipeline (:data:`SUMMARY_SCHEMA`): composite accuracy, its mean and 95% confidence interval over
-seeds (Student's t, :func:`scipy.stats.t.interval`), macro-F1 and AUROC, triggers, samples trained,
-FLOPs, **device-seconds** (the seconds the policy would cost in deployment: trigger decisions, selection
-and training; the simulator's own evaluation is left out), an estimated cost in dollars (device-hours
-× ``price_per_hour``), incorporation latency (:mod:`ctsim.measure.quality`), the continual-learning
-metrics (:mod:`ctsim.measure.metrics`) and the regret against the oracle's frontier
-(:mod:`ctsim.reports.oracle`) when one compared pipeline trains at every slice: "exact" or
-"approximate" in every heading, with a note naming any pipeline above an approximate frontier and why.
+seeds (Student's t, :func:`scipy.stats.t.interval`; the reports cut it to [0, 1], where accuracy lies,
+and name the intervals that tell nothing: over 2 seeds, or reaching past 0 or 1), macro-F1 and AUROC,
+triggers, samples trained, FLOPs, **device-seconds** (the seconds the policy would cost in deployment:
+trigger decisions, selection and training; the simulator's own evaluation is left out), an estimated
+cost in dollars (device-hours × ``price_per_hour``), incorporation latency
+(:mod:`ctsim.measure.quality`), the continual-learning metrics (:mod:`ctsim.measure.metrics`) and the
+regret against the oracle's frontier (:mod:`ctsim.reports.oracle`) when one compared pipeline trains at
+every slice: "exact" or "approximate" in every heading, with a note naming any pipeline above an
+approximate frontier and why.
 
 Refused, naming the runs: folders without runs, runs that replay different data (or split it
 differently), runs written by a ctsim with another table version, the same pipeline and seed in two
@@ -51,6 +53,7 @@ from ctsim.reports.comparison import (
     cells,
     coverage_notes,
     headings,
+    interval_notes,
     significance_note,
 )
 from ctsim.reports.significance import ALPHA, groups
@@ -439,7 +442,8 @@ def markdown(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Pat
     for row in table.iter_rows(named=True):
         lines.append("| " + " | ".join(cells(row).values()) + " |")
     lines += ["", significance_note(table, comparison.alpha), ""]
-    lines += [*(f"**{n}**" for n in coverage_notes(table)), ""] if coverage_notes(table) else []
+    cautions = [*interval_notes(table), *coverage_notes(table)]
+    lines += [*(f"**{n}**" for n in cautions), ""] if cautions else []
     lines += [f"- **{h}**: {d}" for h, d in headings(comparison).values()]
     if comparison.candidates:
         lines.append(
@@ -535,7 +539,7 @@ def console(comparison: Comparison, table: pl.DataFrame, out: Path) -> str:
             f"[{c['ci']}]  triggers {c['triggers']}  cost $ {c['cost_usd']}"
         )
     lines.append("  group 1: the best and those a paired test cannot tell from it (compare.md says how)")
-    lines += [f"  ! {n}" for n in coverage_notes(table)]
+    lines += [f"  ! {n}" for n in (*interval_notes(table), *coverage_notes(table))]
     for folder, why in comparison.left_out:
         lines.append(f"  left out {folder}: {why}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ SUMMARY_SCHEMA = {
     "pipeline": pl.String,
     "seeds": pl.Int64,
     "accuracy": pl.Float64,  # composite accuracy, mean over seeds
-    "ci_low": pl.Float64,  # 95% t interval of that mean (null with one seed)
+    "ci_low": pl.Float64,  # 95% t interval of that mean (null with one seed), whole: reports cut it to [0, 1]
     "ci_high": pl.Float64,
     "accuracy_sd": pl.Float64,
     "group": pl.Int64,  # significance groups (ctsim.reports.significance): 1 cannot be told from the best
@@ -91,7 +91,12 @@ COLUMNS = {  # summary column → (heading, format, help)
         "{:.4f}",
         "composite accuracy (the active model on each slice), mean over seeds",
     ),
-    "ci": ("95% CI", "", "Student's t interval of that mean over seeds"),
+    "ci": (
+        "95% CI",
+        "",
+        "Student's t interval of that mean over seeds, cut to [0, 1] where it reaches past (compare.parquet "
+        "keeps it whole)",
+    ),
     "group": (
         "group",
         "{}",
@@ -141,13 +146,63 @@ def cells(row: dict) -> dict[str, str]:
     for key, (_, fmt, _) in COLUMNS.items():
         if key == "ci":
             low, high = row["ci_low"], row["ci_high"]
-            out[key] = "–" if low is None else f"{low:.4f} – {high:.4f}"
+            out[key] = "–" if low is None else "{:.4f} – {:.4f}".format(*shown_interval(low, high))
             continue
         value = row[key]
         out[key] = (
             "–" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
         )
     return out
+
+
+def shown_interval(low: float, high: float) -> tuple[float, float]:
+    """A 95% interval of a mean accuracy as the reports show it: cut to [0, 1], where accuracy lies.
+
+    A t interval over few seeds can reach past either end (over 2 seeds it is the mean ± 12.7 standard
+    errors); the part outside holds no accuracy a pipeline could have, so the cut interval still holds
+    the true mean as often. :func:`interval_notes` names the intervals that were cut.
+
+    >>> shown_interval(-0.42, 2.12), shown_interval(0.61, 0.83)
+    ((0.0, 1.0), (0.61, 0.83))
+    """
+    return max(low, 0.0), min(high, 1.0)
+
+
+def interval_notes(table: pl.DataFrame) -> list[str]:
+    """A note naming each pipeline whose 95% interval tells nothing: one over fewer than
+    :data:`~ctsim.reports.significance.MIN_SEEDS` seeds (2 seeds: 1 degree of freedom), or one that
+    reaches past [0, 1] and is shown cut (:func:`shown_interval`). Empty when there is none."""
+    from scipy import stats
+
+    named, few, cut = [], False, False
+    for row in table.iter_rows(named=True):
+        low, high = row["ci_low"], row["ci_high"]
+        if low is None or high is None or math.isnan(low) or math.isnan(high):
+            continue
+        why = []
+        if row["seeds"] < MIN_SEEDS:
+            few = True
+            why.append(f"{row['seeds']} seeds")
+        if low < 0 or high > 1:
+            cut = True
+            why.append(f"its t interval, {low:.4f} to {high:.4f}, is shown cut to [0, 1]")
+        if why:
+            named.append(f"{row['pipeline']} ({'; '.join(why)})")
+    if not named:
+        return []
+    said = [f"Intervals that tell nothing: {', '.join(named)}."]
+    if few:
+        said.append(
+            "Over 2 seeds a 95% t interval has 1 degree of freedom: it is the mean ± "
+            f"{stats.t.ppf(0.975, 1):.1f} standard errors, and the two seeds' spread is a single difference."
+        )
+    if cut:
+        said.append("An interval that reaches past 0 or 1 is wider than accuracy's whole range on that side.")
+    said.append(
+        "Such an interval cannot tell pipelines apart: read the significance groups (their paired tests do "
+        f"not use it), and run {MIN_SEEDS} or more seeds for intervals that can."
+    )
+    return [" ".join(said)]
 
 
 def significance_note(table: pl.DataFrame, alpha: float = ALPHA) -> str:

@@ -3,7 +3,8 @@
 The table comes sorted by significance group, then accuracy (:mod:`ctsim.reports.significance`): the rows
 of group 1 (the best and every pipeline a paired test cannot tell from it) are shaded, and a paragraph
 under the table says which pipelines those are and how they were tested. Coverage warnings (a pipeline
-whose accuracy covers fewer slices than the others) follow it.
+whose accuracy covers fewer slices than the others) follow it, after a note naming the 95% intervals that
+tell nothing (2 seeds, or reaching past [0, 1]; shown cut to it).
 
 The plots are embedded as ``data:`` URIs and the table sorts itself when a heading is clicked (a few
 lines of inline script; the heading's ``aria-sort`` says how it is sorted). Nothing is fetched: no
@@ -20,7 +21,16 @@ from pathlib import Path
 
 import polars as pl
 
-from ctsim.reports.comparison import COLUMNS, Comparison, cells, coverage_notes, headings, significance_note
+from ctsim.reports.comparison import (
+    COLUMNS,
+    Comparison,
+    cells,
+    coverage_notes,
+    headings,
+    interval_notes,
+    shown_interval,
+    significance_note,
+)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 1400px; }
@@ -35,7 +45,7 @@ figure { margin: 1.5rem 0; }
 img { max-width: 100%; border: 1px solid #eee; }
 dt { font-weight: 600; }
 .left-out { color: #a00; }
-.coverage { color: #a60; }
+.coverage, .caution { color: #a60; }
 tr.best-group td { background: #eef6ee; }
 tr.best-group td:nth-child(2) { font-weight: 600; }
 code { background: #f6f6f6; padding: 0 0.2rem; }
@@ -100,7 +110,10 @@ def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]
         shown = cells(row)
         tds = []
         for key in COLUMNS:
-            raw = row["ci_low"] if key == "ci" else row[key]
+            if key == "ci":  # sorts by the lower bound shown
+                raw = None if row["ci_low"] is None else shown_interval(row["ci_low"], row["ci_high"])[0]
+            else:
+                raw = row[key]
             value = "" if raw is None or (isinstance(raw, float) and math.isnan(raw)) else str(raw)
             tds.append(f'<td data-value="{e(value)}">{e(shown[key])}</td>')
         shade = ' class="best-group"' if row["group"] == 1 else ""
@@ -132,6 +145,7 @@ def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]
         ) + plots
     terms = "".join(f"<dt>{e(name)}</dt><dd>{e(desc)}</dd>" for name, desc in shown_as.values())
     coverage = "".join(f'<li class="coverage">{e(n)}</li>' for n in coverage_notes(table))
+    intervals = "".join(f'<li class="caution">{e(n)}</li>' for n in interval_notes(table))
     notes = "".join(f"<li>{e(n)}</li>" for n in comparison.notes)
     if comparison.candidates:
         notes += (
@@ -166,6 +180,7 @@ price {comparison.price_per_hour:g} $ per device-hour · made {made}. Click a he
 </table>
 </div>
 <p id="significance">{e(significance_note(table, comparison.alpha))}</p>
+{f'<ul id="intervals">{intervals}</ul>' if intervals else ""}
 {f'<ul id="coverage">{coverage}</ul>' if coverage else ""}
 <ul>{notes}</ul>
 {f'<h2>Left out</h2><ul id="left-out">{left}</ul>' if left else ""}

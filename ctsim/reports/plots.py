@@ -356,13 +356,18 @@ def seed_table(cost: pl.DataFrame) -> pl.DataFrame:
 
 
 def _interval(table: pl.DataFrame) -> list[list[float]]:
-    """Error bars (below, above) of each row's accuracy from its 95% interval (0 where there is none)."""
-    rows = table.iter_rows(named=True)
-    pairs = [
-        (0.0, 0.0) if r["ci_low"] is None else (r["accuracy"] - r["ci_low"], r["ci_high"] - r["accuracy"])
-        for r in rows
-    ]
-    return [[p[0] for p in pairs], [p[1] for p in pairs]]
+    """Error bars (below, above) of each row's accuracy from its 95% interval as the reports show it,
+    cut to [0, 1] (:func:`~ctsim.reports.comparison.shown_interval`; 0 where there is none)."""
+    from ctsim.reports.comparison import shown_interval
+
+    bars = []
+    for r in table.iter_rows(named=True):
+        if r["ci_low"] is None:
+            bars.append((0.0, 0.0))
+        else:
+            low, high = shown_interval(r["ci_low"], r["ci_high"])
+            bars.append((r["accuracy"] - low, high - r["accuracy"]))
+    return [[b[0] for b in bars], [b[1] for b in bars]]
 
 
 def _points(ax: plt.Axes, table: pl.DataFrame, x: str, style: Style) -> None:
