@@ -28,6 +28,7 @@ import torch
 from ctsim.engine.base import Engine, State, TrainConfig, Trained, TrainJob, digest, job_seed
 from ctsim.engine.optim import SGD, Adam
 from ctsim.engine.schedules import Schedule
+from ctsim.engine.scores import head_bias
 from ctsim.measure.cost import flops_per_sample
 from ctsim.measure.evaluation import Evaluation, Metrics, evaluate
 from ctsim.models.base import ModelSpec
@@ -420,8 +421,7 @@ def _scoring_state(pipeline: Pipeline, state: _PipelineState, engine: Engine) ->
 
 def _head_has_bias(model: ModelSpec) -> bool:
     if model.key not in _BIAS:
-        head = getattr(model.build(), "head", None)
-        _BIAS[model.key] = getattr(head, "bias", None) is not None
+        _BIAS[model.key] = head_bias(model.build())
     return _BIAS[model.key]
 
 

@@ -190,3 +190,32 @@ def test_a_users_trigger_that_declares_embeddings_is_refused_by_the_setting_it_n
         build(overrides)
     assert build(_with_model(tmp_path, "Exposed", "trigger=mine")).pipelines  # a model that embeds
     assert build([*overrides, "trigger.features=raw"]).pipelines  # a setting that asks for none
+
+
+@pytest.mark.parametrize("form", ["stb", "bts"])
+@pytest.mark.parametrize("engine", ["batched", "sequential"])
+def test_loss_downsampling_of_a_model_without_embed_keeps_the_exposed_models_samples(tmp_path, engine, form):
+    """Scores other than grad_norm read the logits alone: the run keeps (and trains on) the samples the
+    same model keeps when it exposes ``embed`` and ``head``. Once refused at start-up, for any score."""
+    found = {}
+    for name in ("Plain", "Exposed"):
+        out = tmp_path / name / "run"
+        down = ["selection/downsample=loss", f"selection.downsample.form={form}", f"engine={engine}"]
+        run(_with_model(tmp_path / name, name, "trigger=amount", "trigger.every=400", *down), out)
+        found[name] = (
+            pl.read_parquet(out / "lineage.parquet").sort("generation"),
+            pl.read_parquet(out / "evals.parquet").sort(["generation", "slice", "metric"]),
+        )
+    (plain_keys, plain_evals), (exposed_keys, exposed_evals) = found["Plain"], found["Exposed"]
+    assert plain_keys.height > 1 and plain_keys.equals(exposed_keys)
+    evals = ["generation", "slice", "metric", "value"]
+    assert plain_evals.select(evals).equals(exposed_evals.select(evals))
+
+
+def test_grad_norm_downsampling_still_needs_embed_and_a_linear_head(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        build(_with_model(tmp_path, "Plain", "selection/downsample=grad_norm"))
+    assert (
+        "selection.downsample.score='grad_norm': expected a model with embed(x) and a torch.nn.Linear head"
+        in str(e.value)
+    )

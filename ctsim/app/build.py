@@ -334,8 +334,9 @@ def _input_kind_problems(model: torch.nn.Module, dataset: Dataset, target: str) 
 
 
 def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch.nn.Module) -> list[Problem]:
-    """A score-based downsampler needs a model with ``embed`` and a linear ``head``; batch-then-sample
-    must keep at least one sample of a full batch."""
+    """``grad_norm`` needs a model with ``embed`` and a linear ``head`` (its closed form is the last
+    layer's gradient); the other scores read the logits alone. Batch-then-sample must keep at least one
+    sample of a full batch."""
     down = downsampler_of(selection) if selection is not None else None
     if not isinstance(down, ScoreDownsampler):
         return []
@@ -344,8 +345,10 @@ def _downsample_problems(selection: Any, train: TrainConfig | None, model: torch
         check(
             "selection.downsample.score",
             down.score,
-            callable(getattr(model, "embed", None)) and isinstance(head, torch.nn.Linear),
-            f"a model with embed(x) and a torch.nn.Linear head ({type(model).__name__} has not)",
+            down.score != "grad_norm"
+            or (callable(getattr(model, "embed", None)) and isinstance(head, torch.nn.Linear)),
+            f"a model with embed(x) and a torch.nn.Linear head for grad_norm ({type(model).__name__} has "
+            "not; loss, least_confidence, entropy and margin need only its logits)",
         )
     ]
     if down.form == "bts" and train is not None:

@@ -90,7 +90,7 @@ from ctsim.engine.inference import for_inference
 from ctsim.engine.memory import MemoryPlanner, budget_problem
 from ctsim.engine.optim import SGD
 from ctsim.engine.plan import Call, StepPlan, bucket, floor_bucket, is_ragged, split_calls
-from ctsim.engine.scores import score, top
+from ctsim.engine.scores import head_bias, score, top
 from ctsim.engine.signals import Outputs, finish_stacked, no_embeddings, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.engine.stack import (
@@ -596,7 +596,7 @@ class _Kept:
 
     def __init__(self, model: nn.Module, job: TrainJob, dtype: torch.dtype, autocast, vmapped: bool):
         self.bts = job.batch_then_sample
-        self.bias = getattr(model.head, "bias", None) is not None
+        self.bias = head_bias(model)
         self.dtype = dtype
         base = Outputs(meta_copy(model).eval())
         batchnorm_in_float32(base)

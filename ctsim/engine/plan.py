@@ -4,10 +4,10 @@ A job's batches depend on nothing the training computes: model ``m`` trains ``ep
 steps; in epoch ``e`` it walks through the ``e``-th order its own generator draws
 (:meth:`~ctsim.engine.base.TrainJob.epoch_orders`, which the sequential engine reads too), ``batch``
 keys a step, fewer at the end of an epoch (a model that cannot train on one sample merges a
-one-sample rest into the batch before: :func:`~ctsim.engine.base.batch_sizes`). So the batched engine plans every step at the start and
-uploads the plan to the device once: during training it only slices the plan, and never waits for the
-device to decide what comes next. (With batch-then-sample, which of a step's keys are trained on
-depends on the model: the device decides that within the step.)
+one-sample rest into the batch before: :func:`~ctsim.engine.base.batch_sizes`). So the batched engine
+plans every step at the start and uploads the plan to the device once: during training it only slices
+the plan, and never waits for the device to decide what comes next. (With batch-then-sample, which
+of a step's keys are trained on depends on the model: the device decides that within the step.)
 
 Models whose data differ (other sizes, batch sizes or epochs) are *ragged*: at step ``t`` their batches
 differ in size, and some have finished. Two layouts:

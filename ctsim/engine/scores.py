@@ -52,6 +52,12 @@ def score(
     return 1 - gap
 
 
+def head_bias(model: torch.nn.Module) -> bool:
+    """Does the model's ``head`` have a bias (for ``grad_norm``)? False for a model without a head, which
+    only the other scores, reading the logits alone, may score."""
+    return getattr(getattr(model, "head", None), "bias", None) is not None
+
+
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Positions of the ``k`` highest scores along the last dimension, highest first; ties go to the
     earlier position (a stable sort, so both engines choose alike).

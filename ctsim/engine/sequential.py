@@ -31,7 +31,7 @@ from ctsim.engine.base import (
     memory_format,
     predict_each,
 )
-from ctsim.engine.scores import score, top
+from ctsim.engine.scores import head_bias, score, top
 from ctsim.engine.signals import Outputs, one_by_one
 from ctsim.engine.signals import groups as signal_groups
 from ctsim.models.base import ModelSpec
@@ -130,7 +130,7 @@ class SequentialEngine(EngineSettings):
         with torch.no_grad(), self._autocast():
             emb, logits = Outputs(model)(x[keys].to(self.dtype).contiguous(memory_format=fmt))
         model.train()
-        scores = score(bts.score, emb, logits, y[keys], bias=getattr(model.head, "bias", None) is not None)
+        scores = score(bts.score, emb, logits, y[keys], bias=head_bias(model))
         return top(scores, bts.keep(len(idx))).cpu()
 
     def predict(self, model: ModelSpec, states: Sequence[State], x: torch.Tensor) -> Predictions:

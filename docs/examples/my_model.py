@@ -20,7 +20,7 @@ class ResidualMLP(nn.Module):
 
     The constructor takes ``input_shape`` and ``num_classes`` first: ctsim fills them in from the
     dataset. ``embed`` gives the penultimate layer and ``head`` reads it, so drift triggers and
-    downsampling scores can ask this model for its embeddings. The plain ``nn.Dropout`` becomes
+    the grad_norm downsampling score can ask this model for its embeddings. The plain ``nn.Dropout`` becomes
     seeded per model when ctsim builds it, so the batched engine equals training each model alone.
 
     Args:
