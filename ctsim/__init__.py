@@ -6,6 +6,7 @@ From Python (:mod:`ctsim.app.api`)::
     result = ctsim.run(["dataset=sea", "trigger=drift"])   # the command line's overrides
     result.cost                                            # polars DataFrames: evals, generations, cost, ...
     again = ctsim.load(result.run_dir)
+    model = again.model()                                  # its last generation's torch model (checkpoint)
 
 ``import ctsim`` is cheap: torch, polars and Hydra load when a function is first called.
 """

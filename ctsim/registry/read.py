@@ -95,19 +95,32 @@ def load(run_dir: str | Path) -> dict[str, pl.LazyFrame]:
     record = read_status(run_dir)
     missing = _missing(run_dir)
     if missing and record is None:
-        raise FileNotFoundError(
-            f"{run_dir} is not a ctsim run directory: missing {', '.join(missing)}.parquet"
-        )
+        raise FileNotFoundError(f"{run_dir} is not a ctsim run directory: {_not_a_run(run_dir, missing)}")
     partial = journal_tables(run_dir) if missing else {}
     tables = {"runs": runs_row(run_dir, record).lazy()}
     for t in TABLES:
         if t in partial:
             tables[t] = partial[t].lazy()
         elif not missing and (path := run_dir / f"{t}.parquet").exists():
-            tables[t] = pl.scan_parquet(path)
+            tables[t] = pl.scan_parquet(path.resolve())  # read when collected, wherever the caller is then
         else:
             tables[t] = pl.DataFrame(schema=_schema(t)).lazy()
     return tables
+
+
+def _not_a_run(path: Path, missing: Sequence[str]) -> str:
+    """Why ``path`` is no run folder, and what the user may have meant."""
+    if not path.exists():
+        return "no such file or folder; expected a run folder (results/runs/<name>/<date>_<time>)"
+    if not path.is_dir():
+        return "it is a file; expected a run folder (results/runs/<name>/<date>_<time>)"
+    below = find_runs([path])
+    if below:
+        shown = ", ".join(str(d) for d in below[:3]) + (
+            f" and {len(below) - 3} more" if len(below) > 3 else ""
+        )
+        return f"it holds {len(below)} run(s) below it ({shown}): load one of them, or all with load_many"
+    return f"no status.json, and no {', '.join(f'{t}.parquet' for t in missing)}"
 
 
 def _schema(table: str) -> dict:
@@ -186,7 +199,7 @@ def load_many(
     if skipped:
         warnings.warn(f"left out {len(skipped)} unfinished run(s): {'; '.join(skipped)}", stacklevel=2)
     if not complete:
-        where = ", ".join(str(r) for r in roots)
+        where = ", ".join(str(r) if glob.glob(str(r)) else f"{r} (no such file or folder)" for r in roots)
         raise FileNotFoundError(f"no {'' if unfinished else 'finished '}ctsim runs under {where}")
     tables: dict[str, list[pl.LazyFrame]] = {t: [] for t in ALL_TABLES}
     for d in complete:
@@ -200,6 +213,11 @@ def query(sql: str, tables: Mapping[str, pl.DataFrame | pl.LazyFrame]) -> pl.Dat
 
     A query polars cannot run raises :class:`QueryError`, naming the tables and their columns.
     """
+    if not isinstance(tables, Mapping):
+        raise TypeError(
+            f"tables: expected the tables to query, by name (load(run_dir) or load_many(root) gives them), "
+            f"got {type(tables).__name__} {tables!r:.60}"
+        )
     try:
         return pl.SQLContext(dict(tables)).execute(sql).collect()
     except (pl.exceptions.PolarsError, ValueError) as e:
