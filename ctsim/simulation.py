@@ -33,10 +33,25 @@ from ctsim.measure.cost import flops_per_sample
 from ctsim.measure.evaluation import Evaluation, Metrics, evaluate
 from ctsim.models.base import ModelSpec
 from ctsim.progress import bar, replay_status
-from ctsim.selection.base import Selection, SelectionContext, SelectionPolicy
+from ctsim.selection.base import (
+    Selection,
+    SelectionContext,
+    SelectionPolicy,
+    first_selection_problems,
+    select,
+)
 from ctsim.stream import ArrivalBatch, Stream
 from ctsim.triggers.base import Trained as TriggerTrained
-from ctsim.triggers.base import Trigger, TriggerContext, Want, decide, gather, problems_of, wants_of
+from ctsim.triggers.base import (
+    Trigger,
+    TriggerContext,
+    Want,
+    decide,
+    first_decision_problems,
+    gather,
+    problems_of,
+    wants_of,
+)
 from ctsim.validation import ConfigError, Problem
 
 PHASES = ("trigger", "selection", "train", "eval")
@@ -202,7 +217,7 @@ def simulate(
             tick = time.perf_counter()
             since = ctx.since_trigger
             sel_ctx = SelectionContext(ctx.seen, since, tuple(state.intervals), state.generator, stream)
-            selection = pipeline.selection.select(sel_ctx)
+            selection = select(pipeline.selection, sel_ctx)  # checked: keys seen, each once
             state.seconds["selection"] += time.perf_counter() - tick
             state.intervals.append(since)
             state.interval_start = batch.stop
@@ -319,11 +334,15 @@ def _parent_print(pipeline: Pipeline, state: _PipelineState) -> str | None:
 
 
 def stream_problems(stream: Stream, pipelines: Sequence[Pipeline]) -> list[Problem]:
-    """What in the pipelines' triggers this stream cannot serve (e.g. a window larger than the stream)."""
+    """What in the pipelines' triggers this stream cannot serve (e.g. a window larger than the stream),
+    and what their policies return on its first arrival batch that breaks their contracts."""
     found: list[Problem] = []
     for p in pipelines:
-        for problem in problems_of(p.trigger, stream):
-            problem = replace(problem, key=f"{p.name}:trigger.{problem.key}")
+        own = [replace(q, key=f"trigger.{q.key}") for q in problems_of(p.trigger, stream)]
+        own += first_decision_problems(p.trigger, stream, p.seed)
+        own += first_selection_problems(p.selection, stream, p.seed)
+        for problem in own:
+            problem = replace(problem, key=f"{p.name}:{problem.key}")
             if problem not in found:
                 found.append(problem)
     return found

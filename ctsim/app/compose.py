@@ -54,6 +54,12 @@ CHOICES = ("dataset", "model", "trigger", "selection")  # picking one leaves out
 KEYED = ("trigger", "selection")  # so does setting a key of these: the quickstart's variants set them
 
 
+# What a sweep given without -m is told (ctsim.run, which has no -m, recognises and rewords it).
+SWEEP = (
+    "several values are a sweep: add -m (--multirun) to run one job per value, or write a list as key=[a,b]"
+)
+
+
 def complete(overrides: list[str], config_name: str = "config") -> list[str]:
     """The command line as it runs: ``overrides`` with what the rule in the module docstring adds.
 
@@ -184,11 +190,7 @@ def _composition_problem(
     bad = next((text for text, o in parsed if o is None), None)
     sweep = next((text for text, o in parsed if o is not None and o.is_sweep_override()), None)
     if bad is None and sweep is not None and "Ambiguous value" in str(e):
-        text = (
-            "several values are a sweep: add -m (--multirun) to run one job per value, "
-            "or write a list as key=[a,b]"
-        )
-        return Problem(sweep, None, "", text=text), sweep
+        return Problem(sweep, None, "", text=SWEEP), sweep
     if bad is not None and not bad.isascii():
         key, _, value = bad.partition("=")
         text = (
@@ -412,11 +414,23 @@ def variants(
         try:
             composed = compose(config_name, overrides=run + ovs)
         except (HydraException, MarkedYAMLError) as e:
-            key = f"population.variants.{name}"
-            problems.append(Problem(key, ovs, f"overrides Hydra can apply ({first_line(e)})"))
+            problems.append(_variant_problem(e, name, ovs, config_name, run))
             continue
         out.append(Variant(name, ovs, composed))
     return out, problems
+
+
+def _variant_problem(
+    e: Exception, name: str, overrides: list[str], config_name: str, run: list[str]
+) -> Problem:
+    """A variant's override that Hydra refused, named after the variant as the run's own would be
+    (``every3:trigger.kk: unknown key; did you mean trigger.k?``), or the variant's whole list."""
+    if isinstance(e, HydraException):
+        found, culprit = _composition_problem(e, config_name, run + overrides)
+        if culprit in overrides:
+            return replace(found, key=f"{name}:{found.key}")
+    key = f"population.variants.{name}"
+    return Problem(key, overrides, f"overrides Hydra can apply ({first_line(e)})")
 
 
 def pipeline_differences(found: list[Variant], cfg: DictConfig) -> dict[str, dict]:

@@ -21,11 +21,16 @@ Selection runs in two stages, as in Modyn:
 ``select``, the budget and ``downsample`` from :class:`Presampler`. A run checks a policy's class at
 start-up (:func:`selection_problems`), before any data is loaded: a missing method, one named almost
 like a declared one (``pools``, ``selct``) or one that cannot take the declared arguments is a one-line
-error naming the class and the method.
+error naming the class and the method. What ``select`` returns is checked at every call
+(:func:`select`): a :class:`Selection` whose keys are a ``torch.long`` tensor of its own, each a key
+seen so far and each once, and whose weights are None or one finite number ≥ 0 per key. Once the data
+is loaded, before any training, a copy of the policy selects from the first arrival batch
+(:func:`first_selection_problems`), so most mistakes stop the run before its folder holds anything.
 """
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -108,6 +113,97 @@ def selection_problems(cls: type, key: str = "selection._target_") -> list[Probl
         bases = (Presampler, SelectionPolicy)
         return contract_problems(cls, key, "presampler", [SelectionPolicy, _Pools], [_Chooses], bases)
     return contract_problems(cls, key, "selection policy", [SelectionPolicy], [], (SelectionPolicy,))
+
+
+def select(policy: SelectionPolicy, ctx: SelectionContext) -> Selection:
+    """``policy.select(ctx)``, checked against the contract: a ConfigError names the class otherwise.
+
+    >>> class Twice:
+    ...     def select(self, ctx):
+    ...         return Selection(keys=torch.cat([ctx.seen, ctx.seen]))
+    >>> select(Twice(), context_from_intervals([[0, 1], [2]]))
+    Traceback (most recent call last):
+    ...
+    ctsim.validation.ConfigError: invalid config:
+      selection._target_: ctsim.selection.base.Twice.select returned keys with 0 twice: expected each key once
+    """
+    chosen = policy.select(ctx)
+    ConfigError.raise_all([returned_problem(policy, chosen, ctx)])
+    return chosen
+
+
+def returned_problem(policy: object, chosen: object, ctx: SelectionContext) -> Problem | None:
+    """What in ``chosen``, the policy's answer at ``ctx``, breaks the contract (the module docstring)."""
+    why = _wrong_selection(chosen, ctx)
+    if why is None:
+        return None
+    name = f"{type(policy).__module__}.{type(policy).__qualname__}"
+    return Problem("selection._target_", name, "", text=f"{name}.select returned {why}")
+
+
+def _wrong_selection(chosen: object, ctx: SelectionContext) -> str | None:
+    if not isinstance(chosen, Selection):
+        return (
+            f"a {type(chosen).__name__}: expected a ctsim.selection.Selection(keys, weights), e.g. "
+            "Selection(keys=ctx.since_trigger.clone())"
+        )
+    keys, weights = chosen.keys, chosen.weights
+    if not isinstance(keys, torch.Tensor) or keys.dtype != torch.long or keys.dim() != 1:
+        return f"keys as {_shown(keys)}: expected a 1-d torch.long tensor (the keys of ctx.seen are one)"
+    context = [ctx.seen, ctx.since_trigger, *ctx.earlier]
+    context += [ctx.stream.arrival_order] if ctx.stream is not None else []
+    storages = {t.untyped_storage().data_ptr() for t in context if t.numel()}
+    if keys.numel() and keys.untyped_storage().data_ptr() in storages:
+        return "keys that share memory with the context's (a view): expected a tensor of its own (.clone())"
+    unseen = keys[~torch.isin(keys, ctx.seen)]
+    if len(unseen):
+        return f"keys not seen yet, e.g. {unseen[:3].tolist()}: expected keys of ctx.seen (the data arrived)"
+    ordered = keys.sort().values
+    twice = ordered[1:][ordered[1:] == ordered[:-1]]
+    if len(twice):
+        return f"keys with {twice[0].item()} twice: expected each key once"
+    if weights is not None and (
+        not isinstance(weights, torch.Tensor)
+        or not weights.is_floating_point()
+        or weights.shape != keys.shape
+        or not bool(torch.isfinite(weights).all() and (weights >= 0).all())
+    ):
+        return (
+            f"weights as {_shown(weights)} for {len(keys)} keys: expected None or a float tensor of one "
+            "finite weight ≥ 0 per key"
+        )
+    return None
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def first_selection_problems(policy: SelectionPolicy, stream: Stream, seed: int = 0) -> list[Problem]:
+    """What a copy of ``policy`` returns, had a trigger fired on the stream's first arrival batch, that
+    breaks the contract (:func:`select`): checked before any training, so a mistake stops the run
+    before its folder holds anything. The policy itself, and torch's random stream, are left as they
+    were; a copy that cannot be made, or a ``select`` that raises, is left to the run.
+
+    >>> from ctsim.stream import toy_stream
+    >>> class Floats:
+    ...     def select(self, ctx):
+    ...         return Selection(keys=ctx.seen.float())
+    >>> print(first_selection_problems(Floats(), toy_stream([2, 2]))[0])  # doctest: +ELLIPSIS
+    selection._target_: ctsim.selection.base.Floats.select returned keys as a torch.float32 tensor ...
+    """
+    seen = stream.arrival_order[: stream.batches[0].stop]
+    ctx = SelectionContext(seen, seen, (), torch.Generator().manual_seed(seed), stream)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            probe = copy.deepcopy(policy)
+            chosen = probe.select(ctx)
+        except Exception:  # the run calls select and shows the error in full
+            return []
+    problem = returned_problem(policy, chosen, ctx)
+    return [] if problem is None else [problem]
 
 
 def fraction_problem(fraction: object, optional: bool = False) -> Problem | None:

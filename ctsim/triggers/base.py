@@ -18,7 +18,12 @@ to inherit):
 
 A run checks a trigger's class against the contract at start-up (:func:`trigger_problems`), before any
 data is loaded: a missing ``observe``, a method named almost like a hook (``observ``, ``want``) or one
-that cannot take the hook's arguments is a one-line error naming the class and the method.
+that cannot take the hook's arguments is a one-line error naming the class and the method. What the
+methods return is checked at every call (:func:`wants_of`, :func:`decide`): a reason that is not None
+or a non-empty string (``True``, ``[0]``, ``""``), or wants that are not ``{name: Want}`` of known
+signals, stop the run naming the class and the method. Once the data is loaded, before any training,
+a copy of the trigger is shown the first arrival batch (:func:`first_decision_problems`), so most such
+mistakes stop the run before its folder holds anything.
 
 **Signals.** A trigger that needs what the active model says about some rows (its embeddings,
 logits, predictions or per-sample losses, :data:`~ctsim.engine.base.SIGNALS`) declares it before
@@ -36,6 +41,7 @@ run refuses a model without them at start-up, naming that setting, instead of at
 
 from __future__ import annotations
 
+import copy
 import time
 from abc import abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
@@ -45,10 +51,10 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from ctsim.engine.base import Engine, SignalRequest, State, digest
+from ctsim.engine.base import SIGNALS, Engine, SignalRequest, State, digest
 from ctsim.models.base import ModelSpec
 from ctsim.stream import ArrivalBatch, Stream
-from ctsim.validation import Problem, contract_problems
+from ctsim.validation import ConfigError, Problem, contract_problems
 
 Signals = Mapping[str, Mapping[str, torch.Tensor]]
 
@@ -170,8 +176,102 @@ def _offers(cls: type, hook: type) -> bool:
 
 
 def wants_of(trigger: Trigger, ctx: TriggerContext) -> dict[str, Want]:
-    """The trigger's wants at ``ctx``: none if it does not declare :class:`WantsSignals`."""
-    return dict(trigger.wants(ctx)) if _offers(type(trigger), WantsSignals) else {}
+    """The trigger's wants at ``ctx``: none if it does not declare :class:`WantsSignals`.
+
+    Wants that are not ``{name: Want}`` of known signals raise a ConfigError naming the class.
+    """
+    if not _offers(type(trigger), WantsSignals):
+        return {}
+    wants = trigger.wants(ctx)
+    ConfigError.raise_all([wants_problem(trigger, wants)])
+    return dict(wants)
+
+
+def _named(trigger: object) -> str:
+    return f"{type(trigger).__module__}.{type(trigger).__qualname__}"
+
+
+def _returned(trigger: object, method: str, value: object, expected: str) -> Problem:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    text = f"{_named(trigger)}.{method} returned {shown} (a {type(value).__name__}): expected {expected}"
+    return Problem("trigger._target_", _named(trigger), "", text=text)
+
+
+def reason_problem(trigger: Trigger, reason: object) -> Problem | None:
+    """A decision that is neither None nor a non-empty string, named after the trigger's class.
+
+    >>> class Yes:
+    ...     def observe(self, ctx):
+    ...         return True
+    >>> print(reason_problem(Yes(), True).text)  # doctest: +ELLIPSIS
+    ctsim.triggers.base.Yes.observe returned True (a bool): expected a non-empty str, ... or None to wait
+    >>> reason_problem(Yes(), "drift") is None and reason_problem(Yes(), None) is None
+    True
+    """
+    if reason is None or (isinstance(reason, str) and reason):
+        return None
+    method = "observe_many" if _offers(type(trigger), DecidesTogether) else "observe"
+    expected = "a non-empty str, the reason to train (generations.trigger_reason), or None to wait"
+    return _returned(trigger, method, reason, expected)
+
+
+def wants_problem(trigger: Trigger, wants: object) -> Problem | None:
+    """Wants that are not a mapping of names to :class:`Want` of known signals (``needs`` a set of
+    names from ``SIGNALS``, ``keys`` a ``torch.long`` tensor of rows or None), named after the class.
+
+    >>> class Typo:
+    ...     def wants(self, ctx):
+    ...         return {"batch": Want(None, frozenset({"prediction"}))}
+    >>> print(wants_problem(Typo(), Typo().wants(None)).text)  # doctest: +ELLIPSIS
+    ctsim.triggers.base.Typo.wants returned ... expected ... signals from ['embeddings', 'logits', ...
+    """
+    expected = (
+        "a dict {name: Want(keys, needs)}: keys a torch.long tensor of rows (or None), needs a "
+        f"frozenset of signals from {list(SIGNALS)}"
+    )
+    if not isinstance(wants, Mapping):
+        return _returned(trigger, "wants", wants, expected)
+    for name, want in wants.items():
+        if not isinstance(name, str) or not isinstance(want, Want):
+            return _returned(trigger, "wants", {name: want}, expected)
+        needs, keys = want.needs, want.keys
+        if not isinstance(needs, (set, frozenset)) or not set(needs) <= set(SIGNALS):
+            return _returned(trigger, "wants", {name: needs}, expected)
+        if keys is not None and not (isinstance(keys, torch.Tensor) and keys.dtype == torch.long):
+            return _returned(trigger, "wants", {name: keys}, expected)
+    return None
+
+
+def first_decision_problems(trigger: Trigger, stream: Stream, seed: int = 0) -> list[Problem]:
+    """What a copy of ``trigger`` returns at the stream's first arrival batch that breaks the contract.
+
+    The loop's first step, before any training (no active model, so no signals): the copy's wants and
+    decision are checked as the run checks them (:func:`wants_of`, :func:`decide`), so a mistake stops
+    the run before its folder holds anything. The trigger itself, and torch's random stream, are left
+    as they were. A copy that cannot be made, or a method that raises, is left to the run, which calls
+    it on the same batch.
+
+    >>> from ctsim.stream import toy_stream
+    >>> class Listing:
+    ...     def observe(self, ctx):
+    ...         return [ctx.batch.index]
+    >>> print(first_decision_problems(Listing(), toy_stream([2, 2]))[0])  # doctest: +ELLIPSIS
+    trigger._target_: ctsim.triggers.base.Listing.observe returned [0] (a list): expected a non-empty str...
+    """
+    batch = stream.batches[0]
+    seen = stream.arrival_order[: batch.stop]
+    ctx = TriggerContext(batch, seen, seen, 0, stream, stream.x, stream.y, (), seed)
+    with torch.random.fork_rng(devices=[]):
+        try:
+            probe = copy.deepcopy(trigger)
+            wants_of(probe, ctx)
+            decide([probe], [ctx])
+        except ConfigError as e:
+            return e.problems
+        except Exception:  # the run calls the trigger on this batch and shows the error in full
+            return []
+    return []
 
 
 def signal_needs_of(trigger: Trigger) -> dict[str, frozenset[str]]:
@@ -296,10 +396,15 @@ def decide(
             seconds[i] = time.perf_counter() - tick
     for kind, rows in together.items():
         tick = time.perf_counter()
-        found = kind.observe_many([triggers[i] for i in rows], [contexts[i] for i in rows])
+        found = list(kind.observe_many([triggers[i] for i in rows], [contexts[i] for i in rows]))
         share = (time.perf_counter() - tick) / len(rows)
+        if len(found) != len(rows):
+            expected = f"one reason (or None) per trigger, {len(rows)} in all"
+            ConfigError.raise_all([_returned(triggers[rows[0]], "observe_many", found, expected)])
         for i, reason in zip(rows, found):
             reasons[i], seconds[i] = reason, share
+    # checked here, not later: a True or [0] would be taken as a reason to train, and "" recorded as one
+    ConfigError.raise_all(dict.fromkeys(reason_problem(t, r) for t, r in zip(triggers, reasons)))
     return reasons, seconds
 
 
