@@ -201,7 +201,9 @@ def _for_python(problem: Problem) -> Problem:
     """A composition problem as :func:`run` says it: it runs one job, and has no ``-m``."""
     from dataclasses import replace
 
-    if problem.text and "add -m (--multirun)" in problem.text:
+    from ctsim.app.compose import SWEEP
+
+    if problem.text == SWEEP:
         text = "several values are a sweep: ctsim.run runs one job, so call it once per value, "
         return replace(problem, text=text + "or write a list as key=[a,b]")
     return problem
