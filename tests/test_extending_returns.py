@@ -69,6 +69,13 @@ class Future:
 class Twice:
     def select(self, ctx):
         return Selection(keys=torch.cat([ctx.seen, ctx.since_trigger]))
+
+
+class Nothing:
+    """Right by the contract, but it never keeps a sample."""
+
+    def select(self, ctx):
+        return Selection(keys=torch.empty(0, dtype=torch.long))
 '''
 
 
@@ -79,7 +86,7 @@ def _user_run(tmp_path: Path, *overrides: str):
     (tmp_path / "mymod.py").write_text(USER_MODULE)
     for group, names in {
         "trigger": ["Truthy", "Listing", "LateFalse", "TypoWant"],
-        "selection": ["Future", "Twice"],
+        "selection": ["Future", "Twice", "Nothing"],
     }.items():
         (tmp_path / "conf" / group).mkdir(parents=True, exist_ok=True)
         for name in names:
@@ -201,3 +208,15 @@ def test_decide_refuses_an_empty_reason_and_a_short_observe_many():
     ):
         decide([Together(), Together()], [ctx, ctx])
     assert decide([Together()], [ctx])[0] == ["one reason for all"]
+
+
+def test_a_selection_that_keeps_nothing_is_named_as_the_reason_no_model_trained(tmp_path):
+    """Its trigger fired at every batch: "its trigger never fired" used to send the user to the wrong
+    policy."""
+    done = _user_run(tmp_path, "selection=nothing", "trigger=always", "population.variants={}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "its trigger never fired" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "trigger fired 6 times, but its selection chose no samples (skipped.parquet): "
+        "a selection that keeps the data it is given"
+    ), done.stderr

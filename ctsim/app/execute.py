@@ -144,13 +144,20 @@ def no_accuracy(cost: pl.DataFrame, slices: int) -> str | None:
     >>> cost = pl.DataFrame({"pipeline": ["every_5"], "triggers": [0], "composite_accuracy": [None]})
     >>> no_accuracy(cost, 2)
     'every_5 trained no model in the 2 slices (its trigger never fired): choose a trigger that fires sooner'
+    >>> no_accuracy(cost.with_columns(skipped=pl.lit(3)), 2)  # doctest: +ELLIPSIS
+    "every_5's trigger fired 3 times, but its selection chose no samples (skipped.parquet): a selection ..."
     """
     if cost.filter(pl.col("composite_accuracy").is_not_null()).height:
         return None
     reasons = []
     for row in cost.unique("pipeline", keep="first", maintain_order=True).iter_rows(named=True):
         name = row["pipeline"]
-        if not row["triggers"]:
+        if not row["triggers"] and row.get("skipped"):
+            reasons.append(
+                f"{name}'s trigger fired {row['skipped']} times, but its selection chose no samples "
+                "(skipped.parquet)"
+            )
+        elif not row["triggers"]:
             reasons.append(f"{name} trained no model in the {slices} slices (its trigger never fired)")
         elif row.get("nonfinite_generations") == row["triggers"]:
             reasons.append(f"every generation of {name} went non-finite (generations.parquet: status)")
@@ -158,6 +165,7 @@ def no_accuracy(cost: pl.DataFrame, slices: int) -> str | None:
             reasons.append(f"{name} trained on data up to the last slice: no later slice tests its models")
     hints = {
         "never fired": "choose a trigger that fires sooner",
+        "chose no samples": "a selection that keeps the data it is given",
         "non-finite": "a smaller learning rate",
         "no later slice": "a stream with more slices, or a trigger that fires sooner",
     }
