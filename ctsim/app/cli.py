@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
 
                 after_failure()
             raise
+        if args.multirun and not args.cfg:
+            _exit_if_jobs_failed()
         if args.cfg == "job" and not hydra_only:
             print_pipelines(args)
     except KeyboardInterrupt:
@@ -321,18 +323,18 @@ def _app(cfg: DictConfig) -> None:
             plan = build_run(cfg, run_overrides, hydra_cfg.job.config_name)
         except ConfigError as e:
             _discard(out_dir)
-            print(f"ctsim: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+            _stop(out_dir, str(e), 2, hydra_cfg.mode == RunMode.MULTIRUN)
+            return
     command = " ".join(["python -m ctsim", *overrides])
     if os.environ.get(THREADS, "").isdigit():  # set by the sweep's start (job_threads): before any work
         import torch
 
         torch.set_num_threads(int(os.environ[THREADS]))
     with gpu_of_job(hydra_cfg):
-        _execute(plan, out_dir, command)
+        _execute(plan, out_dir, command, sweep=hydra_cfg.mode == RunMode.MULTIRUN)
 
 
-def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
+def _execute(plan: RunPlan, out_dir: Path, command: str, sweep: bool = False) -> None:
     from ctsim.app.execute import execute
 
     try:
@@ -340,8 +342,8 @@ def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
     except ConfigError as e:
         # found once the data is loaded (a window larger than the stream), before any training
         _discard(out_dir)
-        print(f"ctsim: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _stop(out_dir, str(e), 2, sweep)
+        return
     except KeyboardInterrupt:
         print(
             f"ctsim: interrupted; the partial run is in {out_dir}/ (status.json: interrupted); "
@@ -350,7 +352,31 @@ def _execute(plan: RunPlan, out_dir: Path, command: str) -> None:
         )
         raise SystemExit(130) from None
     if outcome.no_accuracy is not None:  # the run finished and wrote its tables, but measured nothing
-        print(f"ctsim: {outcome.no_accuracy}", file=sys.stderr)
+        _stop(out_dir, outcome.no_accuracy, 1, sweep)
+
+
+def _stop(out_dir: Path, message: str, code: int, sweep: bool) -> None:
+    """A run that gives no result: print why and exit with ``code``. In a sweep only this job stops: a
+    SystemExit would end the whole sweep (Hydra's launchers catch exceptions, not exits) and the jobs
+    after it would never run. The job's ``ctsim.log`` keeps the message, which the comparison lists, and
+    the sweep exits with code 1 once every job ran (:func:`_exit_if_jobs_failed`)."""
+    print(f"ctsim: {message}", file=sys.stderr, flush=True)
+    if not sweep:
+        raise SystemExit(code)
+    if out_dir.is_dir():
+        with open(out_dir / "ctsim.log", "a") as log:
+            log.write(f"ctsim: {message.removeprefix(f'{out_dir}: ')}\n")  # the log is the job's own
+
+
+def _exit_if_jobs_failed() -> None:
+    """After a sweep whose every job ran: exit with code 1, naming the jobs that gave no result."""
+    from ctsim.reports.callback import failed_jobs
+
+    failed = failed_jobs()
+    if failed:
+        print(f"ctsim: {len(failed)} sweep job(s) gave no result:", file=sys.stderr)
+        for job, why in failed:
+            print(f"  {_shown(job)}: {why}", file=sys.stderr)
         raise SystemExit(1)
 
 

@@ -5,7 +5,10 @@ At the end of every multirun, whatever launcher ran the jobs (Hydra's basic one,
 writes ``<sweep dir>/comparison/`` (:mod:`ctsim.reports.compare`). When a job fails, Hydra stops the
 sweep with an error after the other jobs have run and never calls ``on_multirun_end``; the command
 line then calls :func:`after_failure`, which writes the comparison of the jobs that finished and
-names the failed ones with their errors. ``hydra.callbacks.compare.enabled=false`` turns it off.
+names the failed ones with their errors. A job that gives no result without an exception (a value its
+data cannot serve, or no model trained) lets the sweep go on; once every job ran, the command line
+names them (:func:`failed_jobs`) and exits with code 1. ``hydra.callbacks.compare.enabled=false``
+turns the comparison off.
 """
 
 from __future__ import annotations
@@ -58,3 +61,11 @@ def after_failure() -> None:
     """A sweep stopped with an error: compare what it wrote (see the module docstring)."""
     for sweep in _sweeps:
         sweep.write()
+
+
+def failed_jobs() -> list[tuple[Path, str]]:
+    """The jobs of this process's sweep that gave no result, each with why
+    (:func:`ctsim.reports.compare.failed_jobs`)."""
+    from ctsim.reports.compare import failed_jobs
+
+    return [job for sweep in _sweeps if sweep.sweep_dir is not None for job in failed_jobs(sweep.sweep_dir)]

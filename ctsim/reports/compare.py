@@ -33,6 +33,7 @@ runs. Runs that failed or did not finish are left out and listed, with their err
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import sys
 import warnings
@@ -51,10 +52,12 @@ from ctsim.reports.comparison import (
     Comparison,
     Run,
     cells,
+    chance_notes,
     coverage_notes,
     headings,
     interval_notes,
     significance_note,
+    tie_notes,
 )
 from ctsim.reports.significance import ALPHA, groups
 
@@ -72,8 +75,10 @@ def gather(paths: Sequence[str | Path], price_per_hour: float = PRICE_PER_HOUR) 
     """Read every run at or below ``paths``; raise :class:`CompareError` where they cannot be compared."""
     if not math.isfinite(price_per_hour) or price_per_hour < 0:
         raise CompareError(f"--price-per-hour {price_per_hour}: expected a number ≥ 0 (dollars per hour)")
+    _check_exist(paths)
     folders = find_runs(paths)
-    left_out = _jobs_without_runs(paths)
+    unrun = _jobs_without_runs(paths)
+    left_out = [(folder, why) for folder, why, _ in unrun]
     if not folders and not left_out:
         raise CompareError(
             f"no ctsim runs at or below {', '.join(map(str, paths))} (a run folder holds status.json "
@@ -89,9 +94,19 @@ def gather(paths: Sequence[str | Path], price_per_hour: float = PRICE_PER_HOUR) 
         raise CompareError(f"no finished runs to compare: {shown}")
     _check_comparable(runs)
     loaded = {r.path: _tables(r.path) for r in runs}
-    labels = _labels(runs, found, {path: t["cost"] for path, t in loaded.items()})
+    also = [overrides for _, _, overrides in unrun]  # a job that wrote no run still tells pipelines apart
+    labels = _labels(runs, found, {path: t["cost"] for path, t in loaded.items()}, also)
     tables = _merged(loaded, labels)
     return Comparison(runs, left_out, tables, labels, price_per_hour)
+
+
+def _check_exist(paths: Sequence[str | Path]) -> None:
+    """Refuse a path that is not there (and, as a glob, matches nothing)."""
+    missing = [str(p) for p in paths if not Path(p).exists() and not glob.glob(str(p))]
+    if missing:
+        raise CompareError(
+            f"no such folder: {', '.join(missing)} (give run folders, sweep folders, or folders above them)"
+        )
 
 
 def _run(folder: Path) -> Run:
@@ -131,24 +146,71 @@ def _not_pipeline(override: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in NOT_PIPELINE)
 
 
-def _jobs_without_runs(paths: Sequence[str | Path]) -> list[tuple[str, str]]:
-    """Sweep jobs (Hydra's ``.hydra`` folder) that wrote no run: they failed before it started."""
+def _jobs_without_runs(paths: Sequence[str | Path]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """Sweep jobs (Hydra's ``.hydra`` folder) that wrote no run (they failed before it started): each
+    folder, why, and its overrides that say what a pipeline is."""
     found = []
     for given in paths:
         for hydra_dir in sorted(Path(given).rglob(".hydra")):
             job = hydra_dir.parent
             if not (job / STATUS).exists() and not (job / "evals.parquet").exists():
                 overrides = _read_overrides(hydra_dir / "overrides.yaml")
-                log = job / "ctsim.log"
-                found.append((str(job), f"no run was written ({overrides}); see {log}"))
+                why = f"no run was written ({' '.join(overrides)}){_said(job)}"
+                found.append((str(job), why, tuple(o for o in overrides if not _not_pipeline(o))))
     return found
 
 
-def _read_overrides(path: Path) -> str:
+def job_error(job: Path) -> str | None:
+    """Why a sweep job gave no result, as it said in its ``ctsim.log`` (the last ``ctsim: ...``
+    message, joined into one line); None where it said nothing there."""
     try:
-        return " ".join(map(str, yaml.safe_load(path.read_text()) or []))
+        lines = (job / "ctsim.log").read_text().splitlines()
+    except OSError:
+        return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("ctsim: ")]
+    if not starts:
+        return None
+    return " ".join(line.strip() for line in lines[starts[-1] :]).removeprefix("ctsim: ")
+
+
+def _said(job: Path) -> str:
+    why = job_error(job)
+    return f"; see {job / 'ctsim.log'}" if why is None else f": {why}"
+
+
+def failed_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
+    """The jobs of a sweep that gave no result, each with why: no run written, a run that did not
+    finish, or one that finished without an accuracy (its trigger never fired)."""
+    found = []
+    for hydra_dir in sorted(sweep_dir.glob("*/.hydra"), key=lambda d: _job_order(d.parent.name)):
+        job = hydra_dir.parent
+        record = read_status(job)
+        if record is None:
+            found.append((job, f"no run was written{_said(job)}"))
+        elif record.get("status", "finished") != "finished":
+            error = record.get("error")
+            found.append((job, record.get("status", "?") + (f": {error}" if error else "")))
+        elif (job / "cost.parquet").exists():
+            accuracy = pl.read_parquet(job / "cost.parquet", columns=["composite_accuracy"])
+            if accuracy["composite_accuracy"].drop_nulls().drop_nans().is_empty():
+                found.append((job, job_error(job) or "no pipeline has an accuracy"))
+    return found
+
+
+def _job_order(name: str) -> tuple[int, str]:
+    """Sweep job folders in their jobs' order (``2`` before ``10``).
+
+    >>> sorted(["10", "2", "comparison"], key=_job_order)
+    ['2', '10', 'comparison']
+    """
+    return (int(name), "") if name.isdigit() else (1 << 62, name)
+
+
+def _read_overrides(path: Path) -> list[str]:
+    try:
+        return list(map(str, yaml.safe_load(path.read_text()) or []))
     except (OSError, TypeError, yaml.YAMLError):
-        return "overrides unknown"
+        return ["overrides unknown"]
 
 
 def _check_comparable(runs: list[Run]) -> None:
@@ -180,11 +242,17 @@ def _tables(run_dir: Path) -> dict[str, pl.DataFrame]:
     return {name: lazy.collect() for name, lazy in load(run_dir).items() if name not in ("runs", "lineage")}
 
 
-def _labels(runs: list[Run], found: list[Run], costs: dict[Path, pl.DataFrame]) -> dict[tuple[str, str], str]:
+def _labels(
+    runs: list[Run],
+    found: list[Run],
+    costs: dict[Path, pl.DataFrame],
+    also: Sequence[tuple[str, ...]] = (),
+) -> dict[tuple[str, str], str]:
     """Each (run folder, pipeline) → its name in the comparison: the pipeline, told apart by the
-    overrides its run does not share with all the others found (failed ones too, so that a pipeline
-    keeps its name when a job of its sweep fails)."""
-    shared = set.intersection(*(set(r.overrides) for r in found))
+    overrides its run does not share with all the others found (failed ones too, and ``also``, the
+    overrides of jobs that wrote no run, so that a pipeline keeps its name when a job of its sweep
+    fails)."""
+    shared = set.intersection(*(set(r.overrides) for r in found), *(set(o) for o in also))
     labels = {}
     for r in runs:
         own = " ".join(o for o in r.overrides if o not in shared)
@@ -412,7 +480,8 @@ def write(comparison: Comparison, table: pl.DataFrame, out: Path) -> list[Path]:
     existing = [n for n in OUTPUTS if (out / n).exists()]
     if existing:
         raise CompareError(
-            f"{out} already holds {', '.join(existing)}; a comparison never overwrites (use --out)"
+            f"{out} already holds {', '.join(existing)}; a comparison never overwrites (give another "
+            "folder with --out DIR)"
         )
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.draw_comparison(comparison, table, out / "plots")
@@ -442,7 +511,7 @@ def markdown(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Pat
     for row in table.iter_rows(named=True):
         lines.append("| " + " | ".join(cells(row).values()) + " |")
     lines += ["", significance_note(table, comparison.alpha), ""]
-    cautions = [*interval_notes(table), *coverage_notes(table)]
+    cautions = [*chance_notes(table), *tie_notes(table), *interval_notes(table), *coverage_notes(table)]
     lines += [*(f"**{n}**" for n in cautions), ""] if cautions else []
     lines += [f"- **{h}**: {d}" for h, d in headings(comparison).values()]
     if comparison.candidates:
@@ -469,7 +538,7 @@ def markdown(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Pat
         lines.append("")
     lines += [f"![{name}]({p.relative_to(out)})" for name, p in figures.items()]
     lines += ["", "## Runs", ""]
-    lines += [f"- `{r.path}`: {' '.join(r.overrides) or '(no overrides)'}" for r in comparison.runs]
+    lines += [f"- `{path}`: {said}" for path, said in comparison.run_lines()]
     return "\n".join(lines) + "\n"
 
 
@@ -484,6 +553,7 @@ def compare(
     family-wise error rate of the significance groups' tests."""
     if not 0 < alpha < 1:
         raise CompareError(f"--alpha {alpha}: expected a number between 0 and 1 (e.g. 0.05)")
+    _check_exist(paths)
     target = Path(out) if out is not None else default_out(paths)
     comparison = with_oracle(gather(paths, price_per_hour), candidates)
     comparison.alpha = alpha
@@ -532,14 +602,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console(comparison: Comparison, table: pl.DataFrame, out: Path) -> str:
     """The comparison's table (:func:`summary`) in a few lines, and what was left out."""
     lines = [f"ctsim.compare · {len(comparison.runs)} run(s) · {table.height} pipeline(s) · wrote {out}/"]
+    width = max([28, *(len(p) for p in table["pipeline"])])  # names line up, however long
     for row in table.iter_rows(named=True):
         c = cells(row)
         lines.append(
-            f"  group {c['group']:<2} {row['pipeline']:<28} seeds {row['seeds']}  accuracy {c['accuracy']} "
-            f"[{c['ci']}]  triggers {c['triggers']}  cost $ {c['cost_usd']}"
+            f"  group {c['group']:<2} {row['pipeline']:<{width}} seeds {row['seeds']}  "
+            f"accuracy {c['accuracy']} [{c['ci']}]  triggers {c['triggers']}  cost $ {c['cost_usd']}"
         )
     lines.append("  group 1: the best and those a paired test cannot tell from it (compare.md says how)")
-    lines += [f"  ! {n}" for n in (*interval_notes(table), *coverage_notes(table))]
+    notes = (*chance_notes(table), *tie_notes(table), *interval_notes(table), *coverage_notes(table))
+    lines += [f"  ! {n}" for n in notes]
     for folder, why in comparison.left_out:
         lines.append(f"  left out {folder}: {why}")
     return "\n".join(lines)

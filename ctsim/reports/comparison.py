@@ -7,6 +7,7 @@ Shared by :mod:`ctsim.reports.compare` (which builds it), :mod:`ctsim.reports.pl
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,26 @@ class Comparison:
     @property
     def change_points(self) -> list[dict]:
         return list(self.runs[0].change_points) if self.runs else []
+
+    def run_lines(self) -> list[tuple[str, str]]:
+        """Each compared run folder and what it ran: its overrides and its seeds (which the overrides that
+        name pipelines leave out), sweep jobs in their order (``2`` before ``10``)."""
+        cost = self.tables.get("cost")
+        lines = []
+        for r in sorted(self.runs, key=lambda r: natural_key(str(r.path))):
+            seeds = [] if cost is None else sorted(cost.filter(pl.col("run") == str(r.path))["seed"].unique())
+            said = " ".join(r.overrides) or "(no overrides)"
+            lines.append((str(r.path), f"{said} · seed(s) {', '.join(map(str, seeds)) or '–'}"))
+        return lines
+
+
+def natural_key(text: str) -> list[tuple[int, int | str]]:
+    """Sort key that orders the numbers in ``text`` by value.
+
+    >>> sorted(["sweep/10", "sweep/2", "sweep/1"], key=natural_key)
+    ['sweep/1', 'sweep/2', 'sweep/10']
+    """
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part]
 
 
 COLUMNS = {  # summary column → (heading, format, help)
@@ -225,6 +246,68 @@ def significance_note(table: pl.DataFrame, alpha: float = ALPHA) -> str:
         "on the same held-out samples), else over the evaluation slices both cover (Wilcoxon signed-rank "
         f"of the per-slice composite accuracy); Holm-corrected per group, at α {alpha:g}."
     )
+
+
+CHANCE_AUROC = 0.6  # a composite AUROC at or below this is near chance (0.5: ranks no better than a coin)
+
+
+def chance_notes(table: pl.DataFrame) -> list[str]:
+    """A note naming the pipelines whose models sit near chance: composite AUROC at most
+    :data:`CHANCE_AUROC`. AUROC is 0.5 for a model that ranks classes no better than chance, however the
+    classes are balanced, where accuracy can look good by predicting the commonest class.
+
+    >>> rows = [{"pipeline": "a", "auroc": 0.52}, {"pipeline": "b", "auroc": 0.91}]
+    >>> chance_notes(pl.DataFrame(rows))[0][:52]
+    'Near chance: a (AUROC 0.52). A model no better than '
+    >>> chance_notes(pl.DataFrame([{"pipeline": "b", "auroc": 0.91}]))
+    []
+    """
+    near = [
+        (row["pipeline"], row["auroc"])
+        for row in table.iter_rows(named=True)
+        if row["auroc"] is not None and not math.isnan(row["auroc"]) and row["auroc"] <= CHANCE_AUROC
+    ]
+    if not near:
+        return []
+    named = ", ".join(f"{p} (AUROC {a:.2f})" for p, a in near)
+    every = len(near) == table.filter(pl.col("auroc").is_not_null()).height
+    return [
+        f"Near chance: {named}. A model no better than chance has AUROC 0.5, whatever the classes' "
+        f"shares; at most {CHANCE_AUROC:g} its accuracy says little about the policy (it may be no more "
+        "than the share of the commonest class): "
+        + (
+            "every pipeline here is, so this comparison ranks models that did not learn; train longer, "
+            "with another learning rate or on more data first."
+            if every
+            else "check its training (learning rate, epochs, data) before reading its rank."
+        )
+    ]
+
+
+def tie_notes(table: pl.DataFrame) -> list[str]:
+    """A note when the comparison cannot rank its pipelines: two or more have an accuracy and the paired
+    tests put every one of them in group 1, so each difference in the table is within the noise.
+
+    >>> row = {"seeds": 3, "group": 1}
+    >>> tie_notes(pl.DataFrame([{"pipeline": "a", **row}, {"pipeline": "b", **row}]))[0][:43]
+    'No ranking: the paired tests cannot tell an'
+    >>> tie_notes(pl.DataFrame([{"pipeline": "a", **row}, {"pipeline": "b", "seeds": 3, "group": 2}]))
+    []
+    """
+    ranked = table.filter(pl.col("group").is_not_null())
+    if ranked.height < 2 or (ranked["group"] != 1).any():
+        return []
+    seeds = int(ranked["seeds"].min())
+    more = (
+        f"run {MIN_SEEDS} or more seeds (the paired t-test over seeds needs them)"
+        if seeds < MIN_SEEDS
+        else "run more seeds"
+    )
+    return [
+        f"No ranking: the paired tests cannot tell any of these {ranked.height} pipelines from the best "
+        "(all are in group 1), so every difference in accuracy here is within the noise of the seeds "
+        f"and slices. To tell them apart, {more}, or a longer or larger stream."
+    ]
 
 
 def coverage_notes(table: pl.DataFrame) -> list[str]:

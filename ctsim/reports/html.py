@@ -25,11 +25,13 @@ from ctsim.reports.comparison import (
     COLUMNS,
     Comparison,
     cells,
+    chance_notes,
     coverage_notes,
     headings,
     interval_notes,
     shown_interval,
     significance_note,
+    tie_notes,
 )
 
 STYLE = """
@@ -145,7 +147,8 @@ def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]
         ) + plots
     terms = "".join(f"<dt>{e(name)}</dt><dd>{e(desc)}</dd>" for name, desc in shown_as.values())
     coverage = "".join(f'<li class="coverage">{e(n)}</li>' for n in coverage_notes(table))
-    intervals = "".join(f'<li class="caution">{e(n)}</li>' for n in interval_notes(table))
+    cautions = [*chance_notes(table), *tie_notes(table), *interval_notes(table)]
+    intervals = "".join(f'<li class="caution">{e(n)}</li>' for n in cautions)
     notes = "".join(f"<li>{e(n)}</li>" for n in comparison.notes)
     if comparison.candidates:
         notes += (
@@ -155,10 +158,7 @@ def report(comparison: Comparison, table: pl.DataFrame, figures: dict[str, Path]
     left = "".join(
         f'<li class="left-out"><code>{e(folder)}</code>: {e(why)}</li>' for folder, why in comparison.left_out
     )
-    runs = "".join(
-        f"<li><code>{e(str(r.path))}</code>: {e(' '.join(r.overrides) or '(no overrides)')}</li>"
-        for r in comparison.runs
-    )
+    runs = "".join(f"<li><code>{e(path)}</code>: {e(said)}</li>" for path, said in comparison.run_lines())
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
 <html lang="en">

@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 import seaborn as sns
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import EngFormatter, FuncFormatter
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter
 
 from ctsim.datasets.base import ChangePoint
 
@@ -413,7 +413,9 @@ def accuracy_triggers(
         )
     _points(ax, table, "triggers", style)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    # plain numbers on major and minor ticks (4, 6, 10, not 4×10⁰); minor ones only where few decades show
+    ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     ax.set_xlabel("triggers (model generations; log scale)")
     ax.set_ylabel("composite accuracy\n(mean over seeds, 95% CI)")
     ax.set_title("Accuracy against triggers")
