@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 THREADS = "CTSIM_THREADS"  # set for each job of a sweep whose jobs run side by side on one machine
 _claimed: dict[str, str] = {}
+_made: list[Path] = []  # the folders above a claimed run folder that unique_dir made (results/runs/time)
 # a run folder the user named (hydra.run.dir), found new or empty by the preflight: did it exist?
 _named: dict[Path, bool] = {}
 _plans: dict[tuple[str, ...], RunPlan] = {}  # built by the preflight, keyed by the job's overrides
@@ -64,6 +65,7 @@ def unique_dir(path: str) -> str:
     """
     if path not in _claimed:
         candidate, n = Path(path), 1
+        _made.extend(p.resolve() for p in candidate.parents if not p.exists())
         candidate.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -435,7 +437,8 @@ def _note_named_folder(cfg: DictConfig, multirun: bool) -> None:
 
 def _discard(out_dir: Path) -> None:
     """Undo a run folder that holds nothing but Hydra's own files: remove it if this process made it
-    (claimed it, or the user named a folder that did not exist), else empty it again, as it was found.
+    (claimed it, or the user named a folder that did not exist), with the empty folders made for it
+    (``results/runs/<name>``), else empty it again, as it was found.
 
     So the same command, its value corrected, runs in the same folder.
     """
@@ -446,6 +449,9 @@ def _discard(out_dir: Path) -> None:
     claimed = {Path(p).resolve() for p in _claimed.values()}
     if resolved in claimed or _named.get(resolved) is False:
         shutil.rmtree(out_dir)
+        for folder in sorted(_made, key=lambda f: len(f.parts), reverse=True):  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):  # made for this run, and holding no other
+                folder.rmdir()
     elif resolved in _named:
         shutil.rmtree(out_dir / ".hydra", ignore_errors=True)
         (out_dir / "ctsim.log").unlink(missing_ok=True)
