@@ -156,6 +156,11 @@ BAD_INPUTS = {
         ["dataset=sea", "model._target_=tests.test_signal_needs.Plain", "~model.hidden", "trigger=drift"],
         "trigger.encoder: asks for the active model's embeddings, which model tests.test_signal_needs.Plain",
     ),
+    "+ on a key the config has": (
+        ["+trigger.every=5"],
+        "+trigger.every=5: trigger.every is in the config already: + adds a new key; set it without the +: "
+        "trigger.every=5",
+    ),
     "cnn channels": (["model.channels=0"], "model.channels=0: expected an integer ≥ 1"),
     "device": (["device=gpu"], "device='gpu': expected one of ['auto', 'cpu', 'cuda']"),
     "no seeds": (["population.seeds=[]"], "population.seeds=[]: expected a non-empty list"),

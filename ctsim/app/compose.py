@@ -187,6 +187,12 @@ def _composition_problem(
             return problem, culprit
         text = f"Hydra cannot apply this override ({type(cause).__name__}: {first_line(cause)})"
         return Problem(culprit or full_key, None, "", text=text), culprit
+    there = re.search(r"An item is already at '([^']+)'", str(e))
+    if there:  # +key=value (add) on a key the config has
+        added = next((t for t, o in parsed if o is not None and o.is_add() and _key(o) == there[1]), None)
+        plain = (added or there[1]).lstrip("+")
+        text = f"{there[1]} is in the config already: + adds a new key; set it without the +: {plain}"
+        return Problem(added or there[1], None, "", text=text), added
     bad = next((text for text, o in parsed if o is None), None)
     sweep = next((text for text, o in parsed if o is not None and o.is_sweep_override()), None)
     if bad is None and sweep is not None and "Ambiguous value" in str(e):
