@@ -71,10 +71,10 @@ class ScoreDownsampler:
                 one_of("draw", draw, list(DRAWS)),
                 check("draw", draw, draw == "top" or form == "stb", "top with form=bts (it keeps the top)"),
                 check("weights", weights, isinstance(weights, bool), "true or false"),
-                check(
+                check(  # `is not True`: a weights that is no boolean is named once, by the check above
                     "weights",
                     weights,
-                    not weights or draw == "proportional",
+                    weights is not True or draw == "proportional",
                     "false unless draw=proportional",
                 ),
             ]

@@ -25,6 +25,8 @@ class NewData(Presampler):
     [3, 4]
     >>> NewData(tail=1).select(ctx).keys.tolist()
     [2, 3, 4]
+    >>> NewData(tail=3).select(ctx).keys.tolist()  # more than the 2 earlier intervals: all of them
+    [0, 1, 2, 3, 4]
     >>> len(NewData(tail=2, limit=3).select(ctx).keys)
     3
     """
@@ -37,5 +39,7 @@ class NewData(Presampler):
         self.tail = tail
 
     def pool(self, ctx: SelectionContext) -> torch.Tensor:
-        tail = list(ctx.earlier[len(ctx.earlier) - self.tail :]) if self.tail else []
+        # max(0, ...): a tail longer than the intervals so far takes them all (a negative start would
+        # count from the end and drop the oldest)
+        tail = list(ctx.earlier[max(0, len(ctx.earlier) - self.tail) :]) if self.tail else []
         return torch.cat([*tail, ctx.since_trigger])

@@ -61,9 +61,11 @@ class PValue:
     """Fires when the p-value is below ``alpha``: about ``alpha`` false alarms per decision without drift.
 
     Args:
-        alpha: the significance level, in (0, 1).
+        alpha: the significance level, in (0, 1); 0.01 as in ``conf/trigger/rule/pvalue.yaml``.
         warmup: first decisions that only record.
 
+    >>> PValue().alpha
+    0.01
     >>> rule = PValue(alpha=0.05)
     >>> [rule.decide(Result(0.0, p)) for p in [0.2, 0.01, 0.05]]
     [False, True, False]
@@ -71,7 +73,7 @@ class PValue:
 
     uses_p_value = True
 
-    def __init__(self, alpha: float = 0.05, warmup: int = 0):
+    def __init__(self, alpha: float = 0.01, warmup: int = 0):
         ConfigError.raise_all(
             [
                 check("alpha", alpha, is_number(alpha) and 0 < alpha < 1, "a number in (0, 1)"),
