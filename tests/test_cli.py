@@ -203,7 +203,10 @@ BAD_INPUTS = {
         ['+population.variants.data=["dataset.size=0.5"]'],
         "population.variants.data=['dataset.size=0.5']: expected overrides of",
     ),
-    "variant with a bad option": (['+population.variants.odd=["trigger=sometimes"]'], "trigger/sometimes"),
+    "variant with a bad option": (
+        ['+population.variants.odd=["trigger=sometimes"]'],
+        "odd:trigger='sometimes': expected one of the options ['always', 'amount'",
+    ),
     "checkpoints": (["output.checkpoints=some"], "output.checkpoints='some'"),
     "eval chunk": (["output.eval_chunk=0"], "output.eval_chunk=0: expected an integer ≥ 1"),
     "plots flag": (["output.plots=maybe"], "output.plots='maybe': expected true or false"),

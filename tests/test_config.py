@@ -285,7 +285,7 @@ def test_variants_can_be_added_and_chosen_from_the_command_line(tmp_path):
         ),
         (
             '+population.variants.typo=["trigger=sometimes"]',
-            r"population\.variants\.typo=.*trigger/sometimes",
+            r"typo:trigger='sometimes': expected one of the options \['always', 'amount'",
         ),
         (
             "population.only=[yearly,nope]",

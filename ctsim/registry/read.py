@@ -114,13 +114,13 @@ def _not_a_run(path: Path, missing: Sequence[str]) -> str:
         return "no such file or folder; expected a run folder (results/runs/<name>/<date>_<time>)"
     if not path.is_dir():
         return "it is a file; expected a run folder (results/runs/<name>/<date>_<time>)"
-    below = find_runs([path])
+    below = [d for d in find_runs([path]) if d.resolve() != path.resolve()]  # not its own tables
     if below:
         shown = ", ".join(str(d) for d in below[:3]) + (
             f" and {len(below) - 3} more" if len(below) > 3 else ""
         )
         return f"it holds {len(below)} run(s) below it ({shown}): load one of them, or all with load_many"
-    return f"no status.json, and no {', '.join(f'{t}.parquet' for t in missing)}"
+    return f"no status.json, and missing {', '.join(f'{t}.parquet' for t in missing)}"
 
 
 def _schema(table: str) -> dict:
