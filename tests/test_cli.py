@@ -19,7 +19,7 @@ from ctsim.app import cli
 from ctsim.app.compose import complete, compose_run, variants
 from ctsim.registry import load_many, read_status
 
-from .conftest import build, run, small
+from .conftest import REPO, build, run, small
 from .conftest import cli as run_cli
 
 NOT_WRITABLE = "/proc/ctsim-test/run"  # /proc refuses new folders, even to root
@@ -100,6 +100,16 @@ BAD_INPUTS = {
         "my_conf/experiment/broken.yaml, line 4: invalid YAML",
     ),
     "unknown option": (["model=resnet"], "model='resnet': expected one of the options ['bow', 'cnn', 'gru'"),
+    "option typo": (
+        ["selection=al"],
+        "selection='al': expected one of the options ['all', 'class_balanced', 'freshness', 'new', "
+        "'reservoir', 'trigger_balanced', 'uniform', 'window'] (did you mean selection=all?)",  # no _base
+    ),
+    "nested group the option lacks": (
+        ["trigger=performance", "trigger/detector=ks"],
+        "trigger/detector=ks: the chosen trigger has no detector to choose: trigger/detector applies only to "
+        "trigger=drift",
+    ),
     "unknown dataset": (["dataset=imagenet"], "dataset='imagenet': expected one of the options"),
     "unknown experiment": (["experiment=nope"], "experiment='nope': expected one of the options"),
     "override syntax": (["trigger.every=[1,"], "not an override in Hydra's syntax"),
@@ -605,3 +615,15 @@ def test_the_wall_time_includes_loading_the_data(tmp_path, monkeypatch):
     )
     wall = float(outcome.summary.split("wall time ", 1)[1].split(" s", 1)[0])
     assert wall >= 1.5 + outcome.result.wall_seconds - 0.1
+
+
+@pytest.mark.parametrize("group", ["trigger", "trigger/detector"])
+def test_help_on_a_group_names_its_options_and_how_to_see_one(monkeypatch, capsys, group):
+    """``--help trigger`` once failed in Hydra's override parser ("Error parsing override")."""
+    code, err = main_exits(["--help", group], monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err and "Error parsing" not in err
+    options = sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml") if not p.stem.startswith("_"))
+    assert err.strip() == (
+        f"ctsim: {group} is a group: --help lists its options; --help {group}={options[0]} shows the keys "
+        f"of one (options: {', '.join(options)})"
+    )

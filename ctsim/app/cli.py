@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [sys.argv[0] if sys.argv else "ctsim", *argv]  # what @hydra.main reads
     try:
         if args.help:
+            _bare_group(args)  # --help trigger: a group named without an option
             composes(args)  # --help marks what the command line picks: it must compose
         first = None
         if not hydra_only:
@@ -254,6 +255,20 @@ def _search_path(overrides: list[str]) -> list[str]:
 def _note(found: dict[str, list[int]], problems: list, job: int) -> None:
     for p in problems:
         found.setdefault(str(p), []).append(job)
+
+
+def _bare_group(args: argparse.Namespace) -> None:
+    """``--help trigger``: a group named without ``=option`` is no override; say how to ask for it."""
+    for word in args.overrides:
+        folder = CONF_DIR / word.replace(".", "/")
+        if "=" not in word and folder.is_dir():
+            options = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+            print(
+                f"ctsim: {word} is a group: --help lists its options; --help {word}={options[0]} shows "
+                f"the keys of one (options: {', '.join(options)})",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:

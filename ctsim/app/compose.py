@@ -173,7 +173,10 @@ def _composition_problem(
         culprit = next((text for text, o in parsed if o is not None and _key(o) == group), None)
         option = e.missing_cfg_file.rsplit("/", 1)[-1]
         if e.options:
-            return Problem(group, option, f"one of the options {sorted(e.options)}"), culprit
+            options = sorted(o for o in e.options if not o.startswith("_"))  # _base: shared, no option
+            near = difflib.get_close_matches(option, options, n=1, cutoff=0.6)
+            hint = f" (did you mean {group.replace('.', '/')}={near[0]}?)" if near else ""
+            return Problem(group, option, f"one of the options {options}{hint}"), culprit
         return Problem("config", e.missing_cfg_file, "a config file that exists"), culprit
     cause = e.__cause__
     full_key = getattr(cause, "full_key", None)
@@ -187,6 +190,16 @@ def _composition_problem(
             return problem, culprit
         text = f"Hydra cannot apply this override ({type(cause).__name__}: {first_line(cause)})"
         return Problem(culprit or full_key, None, "", text=text), culprit
+    unused = re.search(r"Could not override '([^']+)'. No match in the defaults list", str(e))
+    if unused:  # trigger/detector=ks with trigger=performance: that option has no detector to choose
+        group = unused[1]
+        culprit = next((t for t, o in parsed if o is not None and o.key_or_group == group), None)
+        parent, _, child = group.rpartition("/")
+        takers = _options_choosing(parent, child) if parent else []
+        text = f"the chosen {parent or 'config'} has no {child} to choose"
+        if takers:
+            text += f": {group} applies only to {' or '.join(f'{parent}={t}' for t in takers)}"
+        return Problem(culprit or group, None, "", text=text), culprit
     there = re.search(r"An item is already at '([^']+)'", str(e))
     if there:  # +key=value (add) on a key the config has
         added = next((t for t, o in parsed if o is not None and o.is_add() and _key(o) == there[1]), None)
@@ -256,6 +269,21 @@ def unknown_key(key: str, known: list[str]) -> Problem:
 
 
 @cache
+def _options_choosing(group: str, child: str) -> list[str]:
+    """The options of ``group`` whose defaults list chooses a ``child`` (``trigger``, ``detector``:
+    ``["drift"]``).
+
+    >>> _options_choosing("trigger", "detector")
+    ['drift']
+    """
+    found = []
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        defaults = OmegaConf.load(path).get("defaults") or []
+        if any(isinstance(d, DictConfig) and child in d for d in defaults):
+            found.append(path.stem)
+    return found
+
+
 def _base(config_name: str = "config") -> DictConfig:
     """The root config without an experiment: the keys a run may have."""
     try:
