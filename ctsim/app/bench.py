@@ -47,13 +47,16 @@ the fraction of the device's fp32 peak where it is known, peak memory (CUDA: the
 that measurement; CPU: the process's peak resident memory so far), and the speed-up over the
 sequential engine. Timings follow one warm-up run of each engine and configuration (for ``compile``,
 the warm-up compiles; its seconds are in ``warmup_s``). Nothing here is a test: the numbers go to the
-CSV files, not into asserts.
+CSV files, not into asserts. Bad options (a count below 1, ``--device cuda`` without one, a
+``--compile-backend`` torch does not know) are named together in one usage error before any case runs
+(:func:`argument_problems`).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import json
 import platform
 import resource
@@ -536,6 +539,60 @@ def plot(frame: pl.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+# The options that count something: each must be an integer ≥ 1 (a list of them for nargs="+").
+COUNTS = (
+    "models",
+    "samples",
+    "epochs",
+    "batch",
+    "test",
+    "eval_batch",
+    "eval_models",
+    "eval_samples",
+    "route_models",
+    "ragged_models",
+    "ragged_epochs",
+    "repeats",
+    "compile_models",
+)
+
+
+def argument_problems(args: argparse.Namespace) -> list[str]:
+    """Every bad option, one line each, naming the option, the value and what it takes.
+
+    >>> argument_problems(argparse.Namespace(models=[1, 0], repeats=-2, device="cpu", cases=["launch"]))
+    ['argument --models: expected integers ≥ 1, got 0', 'argument --repeats: expected an integer ≥ 1, got -2']
+    """
+    problems = [p for name in COUNTS if (p := _count_problem(name, getattr(args, name, None)))]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        problems.append("argument --device: cuda, but this machine has no CUDA device; use cpu or auto")
+    if (getattr(args, "compile", False) or "compile" in args.cases) and not stack.compile_bounded():
+        problems.append(
+            f"argument --compile (and --cases compile): torch {torch.__version__}'s torch.compile cannot "
+            "bound its graphs (recompile_limit, isolate_recompiles), so the engine refuses compile=true"
+        )
+    if "compile" in args.cases:
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if args.compile_backend not in backends:
+            near = difflib.get_close_matches(args.compile_backend, backends, 1)
+            problems.append(
+                f"argument --compile-backend: {args.compile_backend!r} is not a torch.compile backend"
+                + (f"; did you mean {near[0]!r}?" if near else "")
+                + " (inductor compiles, eager only traces; torch._dynamo.list_backends(exclude_tags=()))"
+            )
+    return problems
+
+
+def _count_problem(name: str, value: int | list[int] | None) -> str | None:
+    """An option that counts something (samples, models, repeats) takes integers ≥ 1."""
+    values = value if isinstance(value, list) else [] if value is None else [value]
+    bad = [v for v in values if v < 1]
+    if not bad:
+        return None
+    what = "integers ≥ 1" if isinstance(value, list) else "an integer ≥ 1"
+    return f"argument --{name.replace('_', '-')}: expected {what}, got {', '.join(map(str, bad))}"
+
+
 def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     parser = argparse.ArgumentParser(prog="ctsim bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=CASES)
@@ -562,6 +619,9 @@ def main(argv: list[str] | None = None) -> dict[str, pl.DataFrame]:
     _ragged_arguments(parser)
     _compile_arguments(parser)
     args = parser.parse_args(argv)
+    problems = argument_problems(args)
+    if problems:  # before any case runs or anything is written
+        parser.error("\n  ".join(problems))
     global _ROW_LOG
     _ROW_LOG = args.jsonl
     if args.eval_models is None:

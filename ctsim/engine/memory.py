@@ -36,11 +36,24 @@ DEFAULT_FRACTION = 0.6
 
 
 def budget_problem(budget: object) -> Problem | None:
+    """``engine.memory_budget``: null, a fraction in (0, 1], or a whole number of bytes above 1. A
+    fractional number above 1 (``1.5``) is neither: it would mean 1 byte, not 150% of the memory.
+
+    >>> budget_problem(0.6), budget_problem(2e9)
+    (None, None)
+    >>> print(budget_problem(1.5))  # doctest: +ELLIPSIS
+    memory_budget=1.5: expected null, ... (bytes are whole: 1.5 would mean 1 byte, not 150%)
+    """
+    expected = "null, a number of bytes > 1, or a fraction 0 < f ≤ 1 of the free device memory"
+    if budget is None or not (is_number(budget) and budget > 0):
+        return check("memory_budget", budget, budget is None, expected)
+    whole = budget <= 1 or float(budget).is_integer()
     return check(
         "memory_budget",
         budget,
-        budget is None or (is_number(budget) and budget > 0),
-        "null, a number of bytes > 1, or a fraction 0 < f ≤ 1 of the free device memory",
+        whole,
+        f"{expected} (bytes are whole: {budget} would mean {int(budget)} "
+        f"byte{'s' if int(budget) > 1 else ''}, not {budget:.0%})",
     )
 
 
