@@ -100,6 +100,14 @@ BAD_INPUTS = {
         "my_conf/experiment/broken.yaml, line 4: invalid YAML",
     ),
     "unknown option": (["model=resnet"], "model='resnet': expected one of the options ['bow', 'cnn', 'gru'"),
+    "key of another option": (
+        ["engine=batched", "engine.channels_last=true"],
+        "; it is a key of engine=sequential",  # not: to add a new key (+engine.channels_last fails too)
+    ),
+    "bf16 on float64": (
+        ["engine.dtype=float64", "engine.precision=bf16"],
+        "engine.precision='bf16': expected fp32 with dtype=float64: bfloat16 autocast leaves float64",
+    ),
     "option typo": (
         ["selection=al"],
         "selection='al': expected one of the options ['all', 'class_balanced', 'freshness', 'new', "

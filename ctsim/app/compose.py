@@ -185,7 +185,12 @@ def _composition_problem(
         if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):  # not in the config
             rest = [o for o in overrides if o != culprit]
             problem = unknown_key(full_key, _keys_beside(full_key, config_name, rest))
-            if "did you mean" not in problem.text:  # no typo in sight: perhaps a key to add
+            group, _, leaf = full_key.rpartition(".")
+            owners = _options_with_key(group.replace(".", "/"), leaf) if group else []
+            if owners and "did you mean" not in problem.text:  # engine.channels_last with engine=batched
+                owned = " or ".join(f"{group.replace('.', '/')}={o}" for o in owners)
+                problem = replace(problem, text=f"{problem.text}; it is a key of {owned}")
+            elif "did you mean" not in problem.text:  # no typo in sight: perhaps a key to add
                 problem = replace(problem, text=f"{problem.text}; to add a new key: +{culprit or full_key}")
             return problem, culprit
         text = f"Hydra cannot apply this override ({type(cause).__name__}: {first_line(cause)})"
@@ -269,6 +274,19 @@ def unknown_key(key: str, known: list[str]) -> Problem:
 
 
 @cache
+def _options_with_key(group: str, key: str) -> list[str]:
+    """The options of ``group`` (``conf/<group>/``) that set ``key`` themselves (``engine``,
+    ``channels_last``: ``["sequential"]``).
+
+    >>> _options_with_key("engine", "channels_last"), _options_with_key("engine", "nope")
+    (['sequential'], [])
+    """
+    folder = CONF_DIR / group
+    if not folder.is_dir():
+        return []
+    return [p.stem for p in sorted(folder.glob("*.yaml")) if key in (OmegaConf.load(p) or {})]
+
+
 def _options_choosing(group: str, child: str) -> list[str]:
     """The options of ``group`` whose defaults list chooses a ``child`` (``trigger``, ``detector``:
     ``["drift"]``).

@@ -364,6 +364,12 @@ class EngineSettings:
             [
                 one_of("dtype", self.dtype, list(DTYPES)),
                 one_of("precision", self.precision, list(PRECISIONS)),
+                check(
+                    "precision",
+                    self.precision,
+                    not (self.precision == "bf16" and self.dtype == "float64"),
+                    "fp32 with dtype=float64: bfloat16 autocast leaves float64 operations as they are",
+                ),
                 positive_int("eval_batch_size", self.eval_batch_size),
                 check("tf32", self.tf32, isinstance(self.tf32, bool), "true or false"),
                 check(
