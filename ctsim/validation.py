@@ -41,7 +41,21 @@ class Problem:
         expected = self.expected
         if _non_finite(self.value) and expected.startswith("a number"):
             expected = "a finite number" + expected.removeprefix("a number")
-        return f"{self.key}={self.value!r}: expected {expected}"
+        return f"{self.key}={_as_typed(self.value)}: expected {expected}"
+
+
+def _as_typed(value: object) -> str:
+    """A value as a user types it on the command line or in YAML: ``null``, ``true``, ``false`` for
+    Python's None and bools, else its ``repr`` (strings quoted, so a space or an empty one shows).
+
+    >>> _as_typed(None), _as_typed(True), _as_typed("al"), _as_typed(0.5)
+    ('null', 'true', "'al'", '0.5')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value)
 
 
 class ConfigError(ValueError):

@@ -41,7 +41,7 @@ NEEDS_FILES = {
     "vision_stream": "ctsim datasets prepare vision_stream --from",
     "huffpost": "ctsim datasets prepare huffpost --from",
     "arxiv": "ctsim datasets prepare arxiv --from",
-    "table": "dataset.path=None: expected the CSV or parquet file to read",
+    "table": "dataset.path=null: expected the CSV or parquet file to read",
 }
 
 

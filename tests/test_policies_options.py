@@ -72,5 +72,5 @@ def test_a_weights_that_is_no_boolean_is_named_once(tmp_path):
         build(small(tmp_path, *TINY_SEA, *over))
     named = [p for p in e.value.problems if p.key.endswith("weights")]
     assert [str(p) for p in named] == ["selection.downsample.weights='yes': expected true or false"]
-    with pytest.raises(ConfigError, match="weights=True: expected false unless draw=proportional"):
+    with pytest.raises(ConfigError, match="weights=true: expected false unless draw=proportional"):
         ScoreDownsampler("entropy", weights=True)

@@ -38,7 +38,7 @@ def test_cosine_starts_at_one_and_halves_the_way_to_min_factor_midway():
         (lambda: StepDecay(every_epochs=1.5), r"every_epochs=1.5: expected an integer ≥ 1"),
         (lambda: Cosine(min_factor=1.5), r"min_factor=1.5: expected a number in \[0, 1\]"),
         (lambda: Cosine(min_factor=-0.1), r"min_factor=-0.1: expected a number in \[0, 1\]"),
-        (lambda: Cosine(min_factor=True), r"min_factor=True: expected a number in \[0, 1\]"),
+        (lambda: Cosine(min_factor=True), r"min_factor=true: expected a number in \[0, 1\]"),
     ],
 )
 def test_bad_values_name_the_key(make, match):

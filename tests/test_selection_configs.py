@@ -84,5 +84,5 @@ def test_the_shared_block_is_no_option_of_help(tmp_path):
 def test_the_shared_block_picked_as_an_option_is_refused(tmp_path):
     done = cli(["population.variants={}", "selection=_base"], tmp_path, timeout=300)
     assert done.returncode == 2
-    assert "selection._target_=None: expected the class of the selection policy" in done.stderr
+    assert "selection._target_=null: expected the class of the selection policy" in done.stderr
     assert not (tmp_path / "results").exists()
