@@ -18,20 +18,10 @@ from ctsim.registry.store import ResumeError, RunStore
 
 from .conftest import run, small
 from .test_cli import tree
+from .test_registry import MY_NET
 
 MODULE = "ctsim_test_user_net"  # a name no other test imports: sys.modules keeps what it imported
-NET = """\
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, input_shape, num_classes):
-        super().__init__()
-        self.head = nn.Linear(input_shape[0], num_classes)
-
-    def forward(self, x):
-        return self.head(x)
-"""
+NET = MY_NET  # the user's model of tests/test_registry.py, under a module name of its own
 
 
 @pytest.fixture

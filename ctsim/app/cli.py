@@ -38,6 +38,7 @@ from ctsim.app.compose import (
     complete,
     compose_run,
     config_problems,
+    option_files,
     output_dir_problems,
     pipeline_differences,
     subdir_problems,
@@ -260,9 +261,8 @@ def _note(found: dict[str, list[int]], problems: list, job: int) -> None:
 def _bare_group(args: argparse.Namespace) -> None:
     """``--help trigger``: a group named without ``=option`` is no override; say how to ask for it."""
     for word in args.overrides:
-        folder = CONF_DIR / word.replace(".", "/")
-        if "=" not in word and folder.is_dir():
-            options = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+        options = [p.stem for p in option_files(word.replace(".", "/"))] if "=" not in word else []
+        if options:
             print(
                 f"ctsim: {word} is a group: --help lists its options; --help {word}={options[0]} shows "
                 f"the keys of one (options: {', '.join(options)})",

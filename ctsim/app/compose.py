@@ -274,17 +274,21 @@ def unknown_key(key: str, known: list[str]) -> Problem:
 
 
 @cache
+def option_files(group: str) -> list[Path]:
+    """ctsim's own option files of ``group`` (``conf/<group>/*.yaml``), sorted; ``_*.yaml`` are blocks
+    the options share, not options."""
+    folder = CONF_DIR / group
+    return sorted(p for p in folder.glob("*.yaml") if not p.stem.startswith("_")) if folder.is_dir() else []
+
+
 def _options_with_key(group: str, key: str) -> list[str]:
-    """The options of ``group`` (``conf/<group>/``) that set ``key`` themselves (``engine``,
-    ``channels_last``: ``["sequential"]``).
+    """The options of ``group`` that set ``key`` themselves (``engine``, ``channels_last``:
+    ``["sequential"]``).
 
     >>> _options_with_key("engine", "channels_last"), _options_with_key("engine", "nope")
     (['sequential'], [])
     """
-    folder = CONF_DIR / group
-    if not folder.is_dir():
-        return []
-    return [p.stem for p in sorted(folder.glob("*.yaml")) if key in (OmegaConf.load(p) or {})]
+    return [p.stem for p in option_files(group) if key in (OmegaConf.load(p) or {})]
 
 
 def _options_choosing(group: str, child: str) -> list[str]:
@@ -294,12 +298,11 @@ def _options_choosing(group: str, child: str) -> list[str]:
     >>> _options_choosing("trigger", "detector")
     ['drift']
     """
-    found = []
-    for path in sorted((CONF_DIR / group).glob("*.yaml")):
-        defaults = OmegaConf.load(path).get("defaults") or []
-        if any(isinstance(d, DictConfig) and child in d for d in defaults):
-            found.append(path.stem)
-    return found
+    return [
+        p.stem
+        for p in option_files(group)
+        if any(isinstance(d, DictConfig) and child in d for d in OmegaConf.load(p).get("defaults") or [])
+    ]
 
 
 def _base(config_name: str = "config") -> DictConfig:
